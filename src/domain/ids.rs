@@ -1,0 +1,191 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why an id was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {0} characters")]
+    TooLong(usize),
+    #[error("must not contain control characters")]
+    ControlCharacter,
+    #[error("is not a valid stage ARN")]
+    NotAStageArn,
+}
+
+fn check_text(raw: &str, max: usize) -> Result<(), IdError> {
+    if raw.trim().is_empty() {
+        return Err(IdError::Empty);
+    }
+    if raw.chars().count() > max {
+        return Err(IdError::TooLong(max));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(IdError::ControlCharacter);
+    }
+    Ok(())
+}
+
+macro_rules! text_id {
+    ($(#[$doc:meta])* $name:ident, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MAX_LEN: usize = $max;
+            pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
+                let raw = raw.into();
+                check_text(&raw, $max)?;
+                Ok(Self(raw))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(raw: String) -> Result<Self, IdError> {
+                Self::parse(raw)
+            }
+        }
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+text_id!(
+    /// A viewer's or broadcaster's id as chosen by the client: 1-128 characters, no control characters.
+    UserId,
+    128
+);
+text_id!(
+    /// A participant id: 1-128 characters, no control characters.
+    ParticipantId,
+    128
+);
+
+/// The ARN of an IVS Real-Time stage: `arn:<partition>:ivs:<region>:<account>:stage/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StageArn(String);
+
+impl StageArn {
+    pub const MAX_LEN: usize = 256;
+
+    pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
+        let raw = raw.into();
+        check_text(&raw, Self::MAX_LEN)?;
+        let parts: Vec<&str> = raw.splitn(6, ':').collect();
+        let ok = parts.len() == 6
+            && parts[0] == "arn"
+            && !parts[1].is_empty()
+            && parts[2] == "ivs"
+            && parts[5]
+                .strip_prefix("stage/")
+                .is_some_and(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        if ok {
+            Ok(Self(raw))
+        } else {
+            Err(IdError::NotAStageArn)
+        }
+    }
+
+    /// Builds the ARN of a stage from its parts.
+    pub fn from_parts(region: &str, account: &str, stage_id: &str) -> Result<Self, IdError> {
+        Self::parse(format!("arn:aws:ivs:{region}:{account}:stage/{stage_id}"))
+    }
+
+    /// The stage id: the last segment of the ARN.
+    pub fn stage_id(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or_default()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for StageArn {
+    type Error = IdError;
+    fn try_from(raw: String) -> Result<Self, IdError> {
+        Self::parse(raw)
+    }
+}
+impl From<StageArn> for String {
+    fn from(arn: StageArn) -> String {
+        arn.0
+    }
+}
+impl fmt::Display for StageArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_id_accepts_ordinary_ids() {
+        assert_eq!(UserId::parse("viewer-42").unwrap().as_str(), "viewer-42");
+        assert!(UserId::parse("觀眾").is_ok());
+        assert!(UserId::parse("x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn user_id_rejects_bad_input() {
+        assert_eq!(UserId::parse(""), Err(IdError::Empty));
+        assert_eq!(UserId::parse("   "), Err(IdError::Empty));
+        assert_eq!(UserId::parse("x".repeat(129)), Err(IdError::TooLong(128)));
+        assert_eq!(UserId::parse("a\nb"), Err(IdError::ControlCharacter));
+        assert_eq!(UserId::parse("a\u{0}b"), Err(IdError::ControlCharacter));
+    }
+
+    #[test]
+    fn stage_arn_parses_real_shapes() {
+        let arn = StageArn::parse("arn:aws:ivs:us-east-1:123456789012:stage/AbCdEf123456").unwrap();
+        assert_eq!(arn.stage_id(), "AbCdEf123456");
+        let built = StageArn::from_parts("us-east-1", "123456789012", "AbCdEf123456").unwrap();
+        assert_eq!(arn, built);
+    }
+
+    #[test]
+    fn stage_arn_rejects_other_strings() {
+        for bad in [
+            "",
+            "stage/abc",
+            "arn:aws:ivs:us-east-1:1:channel/abc",
+            "arn:aws:s3:us-east-1:1:stage/abc",
+            "arn:aws:ivs:us-east-1:1:stage/",
+            "arn:aws:ivs:us-east-1:1:stage/a b",
+            "arn:aws:ivs:us-east-1:1:stage/a/b",
+        ] {
+            assert!(StageArn::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn ids_deserialize_through_their_parsers() {
+        let ok: Result<UserId, _> = serde_json::from_str("\"u1\"");
+        assert!(ok.is_ok());
+        let bad: Result<UserId, _> = serde_json::from_str("\"\"");
+        assert!(bad.is_err());
+    }
+}

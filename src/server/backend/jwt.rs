@@ -1,0 +1,145 @@
+//! ES384 JSON Web Tokens, signed with a P-384 key kept in the data dir.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use p384::ecdsa::signature::{Signer, Verifier};
+use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p384::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p384::SecretKey;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwtError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported token algorithm or key")]
+    WrongKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+}
+
+pub struct TokenSigner {
+    signing: SigningKey,
+    verifying: VerifyingKey,
+    public_pem: String,
+    kid: String,
+}
+
+impl TokenSigner {
+    /// A fresh key pair (not stored).
+    pub fn generate() -> Self {
+        Self::from_secret(SecretKey::random(&mut rand::rngs::OsRng))
+    }
+
+    /// Loads the PKCS#8 PEM key at `path`, creating it (mode 0600) on first use.
+    pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
+        if let Ok(pem) = std::fs::read_to_string(path) {
+            let secret = SecretKey::from_pkcs8_pem(&pem)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+            return Ok(Self::from_secret(secret));
+        }
+        let secret = SecretKey::random(&mut rand::rngs::OsRng);
+        let pem = secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::Other, e.to_string()))?;
+        super::super::startup::write_private_file(path, pem.as_bytes())?;
+        Ok(Self::from_secret(secret))
+    }
+
+    fn from_secret(secret: SecretKey) -> Self {
+        let public_pem = secret.public_key().to_public_key_pem(LineEnding::LF).unwrap_or_default();
+        let der = secret.public_key().to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default();
+        let digest = Sha256::digest(&der);
+        let kid = format!("local:{}", digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>());
+        let signing = SigningKey::from(secret);
+        let verifying = *signing.verifying_key();
+        Self { signing, verifying, public_pem, kid }
+    }
+
+    /// The key id put in every token header.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public key as a SPKI PEM (what IVS's ImportPublicKey takes).
+    pub fn public_key_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// Signs `claims` as an ES384 JWT with this key's `kid`.
+    pub fn sign(&self, claims: &Value) -> String {
+        let header = json!({ "alg": "ES384", "typ": "JWT", "kid": self.kid });
+        let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let signature: Signature = self.signing.sign(signing_input.as_bytes());
+        format!("{signing_input}.{}", B64.encode(signature.to_bytes()))
+    }
+
+    /// Checks the signature and expiry; returns the claims.
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Value, JwtError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(JwtError::Malformed);
+        };
+        let header: Value =
+            serde_json::from_slice(&B64.decode(h).map_err(|_| JwtError::Malformed)?).map_err(|_| JwtError::Malformed)?;
+        if header["alg"] != "ES384" || header["kid"] != self.kid.as_str() {
+            return Err(JwtError::WrongKey);
+        }
+        let sig_bytes = B64.decode(s).map_err(|_| JwtError::Malformed)?;
+        let signature = Signature::from_slice(&sig_bytes).map_err(|_| JwtError::Malformed)?;
+        self.verifying
+            .verify(format!("{h}.{p}").as_bytes(), &signature)
+            .map_err(|_| JwtError::BadSignature)?;
+        let claims: Value =
+            serde_json::from_slice(&B64.decode(p).map_err(|_| JwtError::Malformed)?).map_err(|_| JwtError::Malformed)?;
+        match claims["exp"].as_i64() {
+            Some(exp) if exp > now_secs => Ok(claims),
+            Some(_) => Err(JwtError::Expired),
+            None => Err(JwtError::Malformed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_and_verifies() {
+        let signer = TokenSigner::generate();
+        let token = signer.sign(&json!({ "jti": "p1", "exp": 2_000 }));
+        assert_eq!(token.split('.').count(), 3);
+        let claims = signer.verify(&token, 1_000).unwrap();
+        assert_eq!(claims["jti"], "p1");
+        assert_eq!(signer.verify(&token, 2_000), Err(JwtError::Expired));
+    }
+
+    #[test]
+    fn rejects_tampering_and_foreign_keys() {
+        let signer = TokenSigner::generate();
+        let token = signer.sign(&json!({ "jti": "p1", "exp": 2_000 }));
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = B64.encode(json!({ "jti": "admin", "exp": 2_000 }).to_string());
+        parts[1] = &forged;
+        assert_eq!(signer.verify(&parts.join("."), 1_000), Err(JwtError::BadSignature));
+        let other = TokenSigner::generate();
+        assert_eq!(other.verify(&token, 1_000), Err(JwtError::WrongKey));
+        assert_eq!(signer.verify("a.b", 1_000), Err(JwtError::Malformed));
+    }
+
+    #[test]
+    fn key_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        let a = TokenSigner::load_or_create(&path).unwrap();
+        let b = TokenSigner::load_or_create(&path).unwrap();
+        assert_eq!(a.kid(), b.kid());
+        let token = a.sign(&json!({ "exp": 10 }));
+        assert!(b.verify(&token, 1).is_ok());
+        assert!(a.public_key_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
+    }
+}

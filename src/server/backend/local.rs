@@ -1,0 +1,157 @@
+//! The embedded backend: stages live in this server's store, participant tokens are ES384 JWTs
+//! signed with a key in the data dir (same claims as IVS), and media flows through this server
+//! (WHIP publish on `/whip`, WHEP play on `/whep`).
+
+use super::jwt::TokenSigner;
+use super::{BackendError, CreatedStage, IssuedToken, LivePublisher, StageBackend, TokenRequest};
+use crate::domain::StageArn;
+use crate::server::config::BackendKind;
+use async_trait::async_trait;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub const LOCAL_ACCOUNT: &str = "000000000000";
+pub const WHIP_PATH: &str = "/whip";
+pub const WHEP_PATH: &str = "/whep";
+
+pub fn random_id(len: usize) -> String {
+    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
+/// Where the media plane reports the live publisher. The embedded media server holds the
+/// sending half; everything else reads through [`StageBackend::publisher`].
+#[derive(Clone)]
+pub struct PublisherSignal(Arc<watch::Sender<Option<LivePublisher>>>);
+
+impl PublisherSignal {
+    pub fn set_live(&self, publisher: LivePublisher) {
+        self.0.send_replace(Some(publisher));
+    }
+    pub fn set_offline(&self) {
+        self.0.send_replace(None);
+    }
+    pub fn current(&self) -> Option<LivePublisher> {
+        self.0.borrow().clone()
+    }
+}
+
+pub struct LocalBackend {
+    region: String,
+    signer: Arc<TokenSigner>,
+    publisher: PublisherSignal,
+}
+
+impl LocalBackend {
+    pub fn new(region: String, signer: Arc<TokenSigner>) -> Self {
+        let (tx, _rx) = watch::channel(None);
+        Self { region, signer, publisher: PublisherSignal(Arc::new(tx)) }
+    }
+
+    pub fn signer(&self) -> Arc<TokenSigner> {
+        self.signer.clone()
+    }
+
+    pub fn publisher_signal(&self) -> PublisherSignal {
+        self.publisher.clone()
+    }
+
+    fn endpoints() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("whip".to_string(), WHIP_PATH.to_string()),
+            ("whep".to_string(), WHEP_PATH.to_string()),
+            ("events".to_string(), "/ws".to_string()),
+        ])
+    }
+}
+
+/// Resolves an endpoint path against the server's public base URL.
+pub fn absolute(base_url: &str, path: &str, websocket: bool) -> String {
+    if path.starts_with("http://") || path.starts_with("https://") || path.starts_with("ws") {
+        return path.to_string();
+    }
+    let base = base_url.trim_end_matches('/');
+    let base = if websocket {
+        base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1)
+    } else {
+        base.to_string()
+    };
+    format!("{base}{path}")
+}
+
+#[async_trait]
+impl StageBackend for LocalBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Local
+    }
+
+    fn region(&self) -> Option<String> {
+        Some(self.region.clone())
+    }
+
+    async fn create_stage(&self, _name: &str, _tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError> {
+        let arn = StageArn::from_parts(&self.region, LOCAL_ACCOUNT, &random_id(12))
+            .map_err(|e| BackendError::Failed(e.to_string()))?;
+        Ok(CreatedStage { arn: arn.to_string(), endpoints: Self::endpoints() })
+    }
+
+    async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError> {
+        StageArn::parse(arn).map_err(|e| BackendError::Rejected(format!("MASTER_STAGE_ARN {e}")))?;
+        Ok(CreatedStage { arn: arn.to_string(), endpoints: Self::endpoints() })
+    }
+
+    async fn update_stage(&self, _arn: &str, _name: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn delete_stage(&self, _arn: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn issue_token(&self, req: TokenRequest<'_>) -> Result<IssuedToken, BackendError> {
+        let arn = StageArn::parse(req.stage_arn).map_err(|e| BackendError::Rejected(e.to_string()))?;
+        let participant_id = random_id(12);
+        let now_secs = req.now_ms.div_euclid(1000);
+        let exp = now_secs + req.duration_secs;
+        let endpoint = |name: &str, ws: bool| {
+            req.stage_endpoints.get(name).map(|p| absolute(req.base_url, p, ws)).unwrap_or_default()
+        };
+        let claims = json!({
+            "resource": arn.as_str(),
+            "topic": arn.stage_id(),
+            "jti": participant_id,
+            "events_url": endpoint("events", true),
+            "whip_url": endpoint("whip", false),
+            "capabilities": {
+                "allow_publish": req.capabilities.publish,
+                "allow_subscribe": req.capabilities.subscribe,
+            },
+            "version": "1.0",
+            "user_id": req.user_id,
+            "attributes": req.attributes,
+            "iat": now_secs,
+            "exp": exp,
+        });
+        Ok(IssuedToken { token: self.signer.sign(&claims), participant_id, expires_at_ms: exp * 1000 })
+    }
+
+    async fn start_replication(&self, _s: &str, _d: &str, _p: &str) -> Result<(), BackendError> {
+        // The embedded media server forwards the publisher to every stage it manages.
+        Ok(())
+    }
+
+    async fn stop_replication(&self, _s: &str, _d: &str, _p: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn publisher(&self) -> watch::Receiver<Option<LivePublisher>> {
+        self.publisher.0.subscribe()
+    }
+
+    fn whep_path(&self) -> Option<&'static str> {
+        Some(WHEP_PATH)
+    }
+}

@@ -1,0 +1,108 @@
+//! Stage backends: where stages live, who signs participant tokens, and whether the publisher
+//! is live. Chosen once at startup (`startup.rs`); nothing outside this module sees which.
+
+pub mod jwt;
+pub mod local;
+
+use crate::server::config::BackendKind;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("stage not found")]
+    NotFound,
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("backend rejected the request: {0}")]
+    Rejected(String),
+    #[error("backend failure: {0}")]
+    Failed(String),
+}
+
+/// What a participant may do on a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub publish: bool,
+    pub subscribe: bool,
+}
+
+impl Capabilities {
+    pub const PUBLISH: Self = Self { publish: true, subscribe: false };
+    pub const SUBSCRIBE: Self = Self { publish: false, subscribe: true };
+    pub const BOTH: Self = Self { publish: true, subscribe: true };
+
+    /// As the contract lists them: `["PUBLISH", "SUBSCRIBE"]`.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.publish {
+            v.push("PUBLISH");
+        }
+        if self.subscribe {
+            v.push("SUBSCRIBE");
+        }
+        v
+    }
+}
+
+/// A stage as created by the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreatedStage {
+    pub arn: String,
+    pub endpoints: BTreeMap<String, String>,
+}
+
+pub struct TokenRequest<'a> {
+    pub stage_arn: &'a str,
+    pub stage_endpoints: &'a BTreeMap<String, String>,
+    pub user_id: &'a str,
+    pub capabilities: Capabilities,
+    pub duration_secs: i64,
+    pub attributes: BTreeMap<String, String>,
+    /// Public base URL of this server (`http://host:port`), for backends that serve media here.
+    pub base_url: &'a str,
+    pub now_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IssuedToken {
+    pub token: String,
+    pub participant_id: String,
+    pub expires_at_ms: i64,
+}
+
+/// The publisher currently sending media.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LivePublisher {
+    pub user_id: String,
+    pub participant_id: String,
+    pub stage_arn: String,
+    pub since_ms: i64,
+}
+
+#[async_trait]
+pub trait StageBackend: Send + Sync + 'static {
+    fn kind(&self) -> BackendKind;
+    fn region(&self) -> Option<String>;
+    /// Whether the backend answers; a failing backend makes `/health` report "degraded".
+    fn healthy(&self) -> bool {
+        true
+    }
+    async fn create_stage(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError>;
+    /// Adopts an existing stage by ARN (a configured master stage); returns its endpoints.
+    async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError>;
+    async fn update_stage(&self, arn: &str, name: &str) -> Result<(), BackendError>;
+    async fn delete_stage(&self, arn: &str) -> Result<(), BackendError>;
+    async fn issue_token(&self, req: TokenRequest<'_>) -> Result<IssuedToken, BackendError>;
+    async fn start_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str)
+        -> Result<(), BackendError>;
+    async fn stop_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str)
+        -> Result<(), BackendError>;
+    /// The live publisher, as the media plane reports it; changes are pushed to receivers.
+    fn publisher(&self) -> watch::Receiver<Option<LivePublisher>>;
+    /// Endpoint paths a viewer uses to play (`whep`), if this backend serves media itself.
+    fn whep_path(&self) -> Option<&'static str> {
+        None
+    }
+}

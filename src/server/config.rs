@@ -1,0 +1,325 @@
+//! Settings: the embedded `Leptos.toml` defaults, then an optional `Leptos.toml` (or the file named
+//! by `APP_CONFIG`) in the working directory, then environment variables, which win.
+
+use crate::domain::assignment::Capacity;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+const EMBEDDED_DEFAULTS: &str = include_str!("../../Leptos.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub stage: StageSettings,
+    pub tokens: TokenSettings,
+    pub presence: PresenceSettings,
+    pub rate_limit: RateLimitSettings,
+    pub media: MediaSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub site_addr: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub api_secret_key: Option<String>,
+    pub internal_secret: Option<String>,
+    pub public_url: Option<String>,
+    pub cors_origins: Vec<String>,
+    pub body_limit_bytes: usize,
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Local,
+    Ivs,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Ivs => "ivs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSettings {
+    pub backend: BackendKind,
+    pub region: String,
+    pub master_stage_arn: Option<String>,
+    pub max_viewers_per_stage: u32,
+    pub scale_up_threshold: u32,
+    pub scale_up_utilisation: f64,
+    pub scale_down_threshold: u32,
+    pub max_stages: u32,
+    pub autoscale: bool,
+    pub autoscale_interval_secs: u64,
+    pub stage_warmup_secs: i64,
+}
+
+impl StageSettings {
+    pub fn capacity(&self) -> Capacity {
+        Capacity {
+            max_viewers_per_stage: self.max_viewers_per_stage,
+            scale_up_threshold: self.scale_up_threshold,
+            scale_down_threshold: self.scale_down_threshold,
+            max_stages: self.max_stages,
+            warmup_secs: self.stage_warmup_secs,
+            scale_up_utilisation: self.scale_up_utilisation,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub viewer_token_duration: i64,
+    pub publisher_token_duration: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSettings {
+    pub heartbeat_timeout_secs: i64,
+    pub sweep_interval_secs: u64,
+    pub heartbeat_flush_ms: u64,
+    pub snapshot_interval_secs: u64,
+    pub snapshot_retention_days: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub window_ms: u64,
+    pub max_requests: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSettings {
+    pub udp_port: u16,
+    pub candidate_addr: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    File { path: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("{var}={value:?}: {reason}")]
+    Env { var: &'static str, value: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Setter = fn(&mut Settings, &str) -> Result<(), String>;
+
+fn parse<T: std::str::FromStr>(v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse::<T>().map_err(|e| e.to_string())
+}
+
+fn non_empty(v: &str) -> Option<String> {
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Every environment variable the app reads: name, meaning, and how it applies.
+pub const ENV_VARS: &[(&str, &str, Setter)] = &[
+    ("LEPTOS_SITE_ADDR", "bind address (host:port)", |s, v| { s.server.site_addr = v.trim().to_string(); Ok(()) }),
+    ("APP_DATA_DIR", "directory for the SQLite file, keys and generated secrets", |s, v| { s.server.data_dir = v.into(); Ok(()) }),
+    ("DATABASE_URL", "sqlite://… or postgres://… (default: sqlite://<data dir>/app.db)", |s, v| { s.server.database_url = non_empty(v); Ok(()) }),
+    ("API_SECRET_KEY", "x-api-key value (default: generated on first start, kept in the data dir)", |s, v| { s.server.api_secret_key = non_empty(v); Ok(()) }),
+    ("INTERNAL_SECRET", "x-internal-secret for /api/token/mediaserver (unset: refused)", |s, v| { s.server.internal_secret = non_empty(v); Ok(()) }),
+    ("PUBLIC_URL", "public base URL of this server for WHIP/WHEP endpoints (default: request host)", |s, v| { s.server.public_url = non_empty(v); Ok(()) }),
+    ("CORS_ORIGINS", "comma-separated origins allowed to call the REST API (default: same origin)", |s, v| {
+        s.server.cors_origins = v.split(',').filter_map(non_empty).collect(); Ok(())
+    }),
+    ("BODY_LIMIT_BYTES", "largest accepted request body", |s, v| { s.server.body_limit_bytes = parse(v)?; Ok(()) }),
+    ("LOG_FORMAT", "text or json", |s, v| { s.server.log_format = v.trim().to_string(); Ok(()) }),
+    ("STAGE_BACKEND", "local or ivs", |s, v| {
+        s.stage.backend = match v.trim() { "local" => BackendKind::Local, "ivs" => BackendKind::Ivs, _ => return Err("expected local or ivs".into()) };
+        Ok(())
+    }),
+    ("AWS_REGION", "AWS region of the IVS stages", |s, v| { s.stage.region = v.trim().to_string(); Ok(()) }),
+    ("MASTER_STAGE_ARN", "the publisher's stage (default: created on first start and remembered)", |s, v| { s.stage.master_stage_arn = non_empty(v); Ok(()) }),
+    ("MAX_VIEWERS_PER_STAGE", "viewers one stage holds", |s, v| { s.stage.max_viewers_per_stage = parse(v)?; Ok(()) }),
+    ("SCALE_UP_THRESHOLD", "viewers per stage above which new viewers go elsewhere", |s, v| { s.stage.scale_up_threshold = parse(v)?; Ok(()) }),
+    ("SCALE_UP_UTILISATION", "fraction of total threshold capacity that triggers a new stage", |s, v| { s.stage.scale_up_utilisation = parse(v)?; Ok(()) }),
+    ("SCALE_DOWN_THRESHOLD", "auto-created stages at or below this many viewers are removed", |s, v| { s.stage.scale_down_threshold = parse(v)?; Ok(()) }),
+    ("MAX_STAGES", "most stages this server manages", |s, v| { s.stage.max_stages = parse(v)?; Ok(()) }),
+    ("AUTOSCALE", "true or false: create and remove stages automatically", |s, v| { s.stage.autoscale = parse(v)?; Ok(()) }),
+    ("AUTOSCALE_INTERVAL_SECS", "seconds between auto-scaling checks", |s, v| { s.stage.autoscale_interval_secs = parse(v)?; Ok(()) }),
+    ("STAGE_WARMUP_SECS", "seconds before an auto-created stage may be removed", |s, v| { s.stage.stage_warmup_secs = parse(v)?; Ok(()) }),
+    ("VIEWER_TOKEN_DURATION", "viewer token lifetime in seconds", |s, v| { s.tokens.viewer_token_duration = parse(v)?; Ok(()) }),
+    ("PUBLISHER_TOKEN_DURATION", "publisher token lifetime in seconds", |s, v| { s.tokens.publisher_token_duration = parse(v)?; Ok(()) }),
+    ("HEARTBEAT_TIMEOUT_SECS", "seconds of silence after which a viewer is dropped", |s, v| { s.presence.heartbeat_timeout_secs = parse(v)?; Ok(()) }),
+    ("SWEEP_INTERVAL_SECS", "seconds between presence sweeps", |s, v| { s.presence.sweep_interval_secs = parse(v)?; Ok(()) }),
+    ("HEARTBEAT_FLUSH_MS", "milliseconds between batched heartbeat writes", |s, v| { s.presence.heartbeat_flush_ms = parse(v)?; Ok(()) }),
+    ("SNAPSHOT_INTERVAL_SECS", "seconds between viewer-count snapshots", |s, v| { s.presence.snapshot_interval_secs = parse(v)?; Ok(()) }),
+    ("SNAPSHOT_RETENTION_DAYS", "days snapshots are kept", |s, v| { s.presence.snapshot_retention_days = parse(v)?; Ok(()) }),
+    ("RATE_LIMIT_WINDOW_MS", "rate-limit window in milliseconds", |s, v| { s.rate_limit.window_ms = parse(v)?; Ok(()) }),
+    ("RATE_LIMIT_MAX_REQUESTS", "requests per client IP per window on /api/*", |s, v| { s.rate_limit.max_requests = parse(v)?; Ok(()) }),
+    ("MEDIA_UDP_PORT", "UDP port of the embedded media server", |s, v| { s.media.udp_port = parse(v)?; Ok(()) }),
+    ("MEDIA_CANDIDATE_ADDR", "address announced to WebRTC peers (behind NAT)", |s, v| { s.media.candidate_addr = non_empty(v); Ok(()) }),
+];
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+impl Settings {
+    /// The embedded defaults only.
+    pub fn defaults() -> Self {
+        toml::from_str(EMBEDDED_DEFAULTS).expect("embedded Leptos.toml is valid")
+    }
+
+    /// Loads settings the way the server does at start.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = std::env::var("APP_CONFIG").unwrap_or_else(|_| "Leptos.toml".into());
+        let file = std::fs::read_to_string(&path).ok();
+        Self::from_sources(file.as_deref(), |k| std::env::var(k).ok()).map_err(|e| match e {
+            ConfigError::File { source, .. } => ConfigError::File { path, source },
+            other => other,
+        })
+    }
+
+    pub fn from_sources(file: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut value: toml::Value = toml::from_str(EMBEDDED_DEFAULTS).expect("embedded Leptos.toml is valid");
+        if let Some(text) = file {
+            let overlay: toml::Value =
+                toml::from_str(text).map_err(|e| ConfigError::File { path: String::new(), source: Box::new(e) })?;
+            merge(&mut value, overlay);
+        }
+        let mut settings: Settings =
+            value.try_into().map_err(|e: toml::de::Error| ConfigError::File { path: String::new(), source: Box::new(e) })?;
+        for (var, _, apply) in ENV_VARS {
+            if let Some(raw) = env(var) {
+                apply(&mut settings, &raw).map_err(|reason| ConfigError::Env { var, value: raw.clone(), reason })?;
+            }
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.stage;
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if s.max_viewers_per_stage == 0 {
+            return bad("max_viewers_per_stage must be at least 1");
+        }
+        if s.scale_up_threshold == 0 || s.scale_up_threshold > s.max_viewers_per_stage {
+            return bad("scale_up_threshold must be between 1 and max_viewers_per_stage");
+        }
+        if s.max_stages == 0 {
+            return bad("max_stages must be at least 1");
+        }
+        if !(s.scale_up_utilisation > 0.0 && s.scale_up_utilisation <= 1.0) {
+            return bad("scale_up_utilisation must be in (0, 1]");
+        }
+        if !(60..=1_209_600).contains(&self.tokens.viewer_token_duration)
+            || !(60..=1_209_600).contains(&self.tokens.publisher_token_duration)
+        {
+            return bad("token durations must be between 60 s and 14 days");
+        }
+        if self.presence.heartbeat_timeout_secs < 1 || self.presence.heartbeat_flush_ms == 0 {
+            return bad("heartbeat_timeout_secs and heartbeat_flush_ms must be positive");
+        }
+        if self.rate_limit.window_ms == 0 || self.rate_limit.max_requests == 0 {
+            return bad("rate limit window and maximum must be positive");
+        }
+        Ok(())
+    }
+
+    /// The SQLite file in the data dir unless `DATABASE_URL` names another database.
+    pub fn database_url(&self) -> String {
+        self.server.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.server.data_dir.join("app.db").display())
+        })
+    }
+}
+
+/// The text printed by `--help`.
+pub fn help_text() -> String {
+    let mut out = String::from(
+        "livestage: real-time live streaming on Amazon IVS stages (or the embedded local backend)\n\n\
+         USAGE: livestage [--help]\n\n\
+         Settings come from Leptos.toml (embedded defaults, then ./Leptos.toml or $APP_CONFIG),\n\
+         overridden by these environment variables:\n\n",
+    );
+    for (var, meaning, _) in ENV_VARS {
+        out.push_str(&format!("  {var:<26} {meaning}\n"));
+    }
+    out.push_str("\n  AWS credentials and AWS_ENDPOINT_URL_IVS_REALTIME follow the standard AWS chain.\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_match_the_contract() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.site_addr, "127.0.0.1:3000");
+        assert_eq!(s.stage.backend, BackendKind::Local);
+        assert_eq!((s.stage.max_viewers_per_stage, s.stage.scale_up_threshold, s.stage.max_stages), (50, 45, 20));
+        assert_eq!((s.tokens.viewer_token_duration, s.tokens.publisher_token_duration), (3600, 14400));
+        assert_eq!((s.rate_limit.window_ms, s.rate_limit.max_requests), (60_000, 100));
+        assert_eq!(s.server.body_limit_bytes, 65_536);
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let file = "[stage]\nmax_stages = 7\nmax_viewers_per_stage = 10\nscale_up_threshold = 8\n";
+        let s = Settings::from_sources(Some(file), |k| match k {
+            "MAX_STAGES" => Some("9".into()),
+            "DATABASE_URL" => Some("postgres://db/x".into()),
+            "CORS_ORIGINS" => Some("https://a.example, https://b.example".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.stage.max_stages, 9);
+        assert_eq!(s.stage.max_viewers_per_stage, 10);
+        assert_eq!(s.database_url(), "postgres://db/x");
+        assert_eq!(s.server.cors_origins, vec!["https://a.example", "https://b.example"]);
+    }
+
+    #[test]
+    fn bad_values_are_reported_by_name() {
+        let err = Settings::from_sources(None, |k| (k == "MAX_STAGES").then(|| "many".into())).unwrap_err();
+        assert!(err.to_string().starts_with("MAX_STAGES="), "{err}");
+        let err = Settings::from_sources(Some("[stage]\nbogus = 1\n"), |_| None).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = Settings::from_sources(None, |k| (k == "SCALE_UP_THRESHOLD").then(|| "80".into())).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(_)));
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let help = help_text();
+        for (var, _, _) in ENV_VARS {
+            assert!(help.contains(var));
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! HTTP surface: the public REST contract under `/api`, `/health`, `/ws`, and the app's pages.
+
+pub mod extract;
+pub mod handlers;
+pub mod middleware;
+pub mod ws;
+
+use crate::server::service::Service;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use leptos::config::LeptosOptions;
+use middleware::RateLimiter;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<Service>,
+    pub leptos_options: LeptosOptions,
+    pub api_key: Arc<str>,
+    pub limiter: Arc<RateLimiter>,
+    /// Turns true when the server shuts down; long-lived connections close on it.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+/// Routes of the public contract, relative to `/api`.
+pub fn api_router(state: &AppState) -> Router<AppState> {
+    use handlers as h;
+    Router::new()
+        .route("/health", get(h::health))
+        .route("/token/viewer", post(h::viewer_token))
+        .route("/token/publisher", post(h::publisher_token))
+        .route("/token/mediaserver", post(h::mediaserver_token))
+        .route("/viewer/heartbeat", post(h::heartbeat))
+        .route("/viewer/leave", post(h::leave))
+        .route("/viewer/rejoin", post(h::rejoin))
+        .route("/viewer/list/{*stage_arn}", get(h::viewer_list))
+        .route("/viewer/duration", get(h::viewer_duration))
+        .route("/viewer/history/{user_id}", get(h::viewer_history))
+        .route("/viewer/stats/{*stage_arn}", get(h::viewer_stats))
+        .route("/stats", get(h::stats))
+        .route("/stats/viewers", get(h::stats_viewers))
+        .route("/stats/stages", get(h::stats_stages))
+        .route("/stats/publisher", get(h::stats_publisher))
+        .route("/stage", post(h::stage_create))
+        .route("/stage/list", get(h::stage_list))
+        .route("/stage/master/info", get(h::stage_master))
+        .route("/stage/replication/start", post(h::replication_start))
+        .route("/stage/replication/stop", delete(h::replication_stop))
+        .route("/stage/replication/status/{*stage_arn}", get(h::replication_status))
+        .route("/stage/{*stage_arn}", get(h::stage_get).put(h::stage_update).delete(h::stage_delete))
+        .fallback(h::api_not_found)
+        .method_not_allowed_fallback(h::api_method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_api_key))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit))
+        .layer(axum::middleware::from_fn(middleware::envelope_errors))
+        .layer(DefaultBodyLimit::max(state.service.settings().server.body_limit_bytes))
+}
+
+/// The contract's routes outside the app pages: `/api/*`, `/health`, `/ws`.
+pub fn contract_router(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .nest("/api", api_router(state))
+        .route(
+            "/health",
+            get(handlers::health).layer(axum::middleware::from_fn(middleware::envelope_errors)),
+        )
+        .route("/ws", get(ws::ws_handler))
+}

@@ -1,0 +1,162 @@
+//! `/ws`: live stats for subscribed clients. Each connection reads the hub's `watch` channel,
+//! so a slow client only ever skips to the newest snapshot and never holds anyone up.
+
+use super::AppState;
+use crate::api::LiveStats;
+use crate::server::time::iso_now;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+
+const PUSH_EVERY: Duration = Duration::from_secs(5);
+const PING_EVERY: Duration = Duration::from_secs(20);
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_MESSAGE: usize = 4096;
+
+pub async fn ws_handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| client(state, socket))
+}
+
+enum Command {
+    Subscribe,
+    Unsubscribe,
+    Ping,
+}
+
+/// Parses a client message: `{"action"|"type": "subscribe"|"unsubscribe", "channel": "stats"}`.
+fn parse_command(text: &str) -> Result<Command, (&'static str, String)> {
+    let v: Value = serde_json::from_str(text).map_err(|_| ("INVALID_MESSAGE", "Message is not valid JSON".to_string()))?;
+    let verb = v
+        .get("action")
+        .or_else(|| v.get("type"))
+        .and_then(Value::as_str)
+        .ok_or(("INVALID_MESSAGE", "Message needs an \"action\" (or \"type\") field".to_string()))?;
+    let channel = v.get("channel").and_then(Value::as_str).unwrap_or("stats");
+    match verb {
+        "ping" => return Ok(Command::Ping),
+        "subscribe" | "unsubscribe" if channel != "stats" => {
+            return Err(("UNKNOWN_CHANNEL", format!("Unknown channel {channel:?}; available: \"stats\"")))
+        }
+        "subscribe" => Ok(Command::Subscribe),
+        "unsubscribe" => Ok(Command::Unsubscribe),
+        other => Err(("UNKNOWN_ACTION", format!("Unknown action {other:?}"))),
+    }
+}
+
+fn stats_message(stats: &LiveStats) -> Message {
+    Message::Text(Utf8Bytes::from(json!({ "type": "stats_update", "data": stats }).to_string()))
+}
+
+fn json_message(v: Value) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+async fn client(state: AppState, socket: WebSocket) {
+    let hub = state.service.hub();
+    let mut stats = hub.subscribe();
+    let (mut tx, mut rx) = socket.split();
+    let mut subscribed = false;
+    let mut push = interval(PUSH_EVERY);
+    push.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ping = interval(PING_EVERY);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+    let mut shutdown = state.shutdown.clone();
+
+    loop {
+        let outgoing: Option<Message> = tokio::select! {
+            incoming = rx.next() => {
+                let Some(Ok(msg)) = incoming else { break };
+                last_seen = Instant::now();
+                match msg {
+                    Message::Text(text) => match parse_command(text.as_str()) {
+                        Ok(Command::Subscribe) => {
+                            if !subscribed {
+                                hub.subscriber_joined();
+                            }
+                            subscribed = true;
+                            let reply = json_message(json!({ "type": "subscribed", "channel": "stats", "timestamp": iso_now() }));
+                            if timeout(SEND_TIMEOUT, tx.send(reply)).await.map_or(true, |r| r.is_err()) {
+                                break;
+                            }
+                            stats.mark_changed();
+                            None
+                        }
+                        Ok(Command::Unsubscribe) => {
+                            if subscribed {
+                                hub.subscriber_left();
+                            }
+                            subscribed = false;
+                            Some(json_message(json!({ "type": "unsubscribed", "channel": "stats", "timestamp": iso_now() })))
+                        }
+                        Ok(Command::Ping) => Some(json_message(json!({ "type": "pong", "timestamp": iso_now() }))),
+                        Err((code, message)) => Some(json_message(json!({ "type": "error", "error": { "code": code, "message": message } }))),
+                    },
+                    Message::Binary(_) => Some(json_message(json!({
+                        "type": "error", "error": { "code": "INVALID_MESSAGE", "message": "Binary messages are not supported" }
+                    }))),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => None,
+                }
+            }
+            changed = stats.changed(), if subscribed => {
+                if changed.is_err() { break; }
+                push.reset();
+                let snapshot: Arc<LiveStats> = stats.borrow_and_update().clone();
+                Some(stats_message(&snapshot))
+            }
+            _ = push.tick(), if subscribed => {
+                let mut snapshot = (*stats.borrow_and_update().clone()).clone();
+                snapshot.timestamp = iso_now();
+                Some(stats_message(&snapshot))
+            }
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                let _ = timeout(Duration::from_secs(1), tx.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 1001,
+                    reason: Utf8Bytes::from_static("server shutting down"),
+                })))).await;
+                break;
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > IDLE_LIMIT {
+                    break;
+                }
+                Some(Message::Ping(Default::default()))
+            }
+        };
+        if let Some(msg) = outgoing {
+            if timeout(SEND_TIMEOUT, tx.send(msg)).await.map_or(true, |r| r.is_err()) {
+                break;
+            }
+        }
+    }
+    if subscribed {
+        hub.subscriber_left();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_action_or_type() {
+        assert!(matches!(parse_command(r#"{"action":"subscribe","channel":"stats"}"#), Ok(Command::Subscribe)));
+        assert!(matches!(parse_command(r#"{"type":"subscribe","channel":"stats"}"#), Ok(Command::Subscribe)));
+        assert!(matches!(parse_command(r#"{"action":"unsubscribe","channel":"stats"}"#), Ok(Command::Unsubscribe)));
+    }
+
+    #[test]
+    fn reports_bad_messages() {
+        assert_eq!(parse_command("nope").err().unwrap().0, "INVALID_MESSAGE");
+        assert_eq!(parse_command(r#"{"channel":"stats"}"#).err().unwrap().0, "INVALID_MESSAGE");
+        assert_eq!(parse_command(r#"{"action":"dance"}"#).err().unwrap().0, "UNKNOWN_ACTION");
+        assert_eq!(parse_command(r#"{"action":"subscribe","channel":"chat"}"#).err().unwrap().0, "UNKNOWN_CHANNEL");
+    }
+}

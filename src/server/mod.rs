@@ -1,0 +1,12 @@
+//! Everything that runs only on the server.
+
+pub mod backend;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod time;

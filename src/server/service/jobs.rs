@@ -1,0 +1,134 @@
+//! Background jobs: batched heartbeat writes, presence sweep, auto-scaling, snapshots and the
+//! stats hub. Each stops when `shutdown` turns true (after one last heartbeat flush).
+
+use super::Service;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{interval, MissedTickBehavior};
+
+fn every<F, Fut>(
+    period: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    name: &'static str,
+    mut job: F,
+) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => job().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+        tracing::debug!(job = name, "stopped");
+    })
+}
+
+pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let p = &service.settings.presence;
+    let mut jobs = Vec::new();
+
+    let s = service.clone();
+    let mut stop = shutdown.clone();
+    let flush_every = Duration::from_millis(p.heartbeat_flush_ms);
+    jobs.push(tokio::spawn(async move {
+        let mut tick = interval(flush_every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            if let Err(e) = s.flush_heartbeats().await {
+                tracing::warn!(error = %e, "heartbeat flush failed; will retry");
+            }
+        }
+        if let Err(e) = s.flush_heartbeats().await {
+            tracing::error!(error = %e, "final heartbeat flush failed");
+        }
+    }));
+
+    let s = service.clone();
+    jobs.push(every(Duration::from_secs(p.sweep_interval_secs.max(1)), shutdown.clone(), "sweep", move || {
+        let s = s.clone();
+        async move {
+            if let Err(e) = s.sweep_presence().await {
+                tracing::warn!(error = %e, "presence sweep failed");
+            }
+        }
+    }));
+
+    let s = service.clone();
+    jobs.push(every(Duration::from_secs(p.snapshot_interval_secs.max(1)), shutdown.clone(), "snapshot", move || {
+        let s = s.clone();
+        async move {
+            if let Err(e) = s.take_snapshot().await {
+                tracing::warn!(error = %e, "viewer snapshot failed");
+            }
+        }
+    }));
+
+    // Auto-scaling: on its interval, or early when a join finds a stage crowded.
+    if !service.settings.stage.autoscale {
+        return spawn_hub(service, shutdown, jobs);
+    }
+    let s = service.clone();
+    let mut stop = shutdown.clone();
+    let period = Duration::from_secs(service.settings.stage.autoscale_interval_secs.max(1));
+    jobs.push(tokio::spawn(async move {
+        let mut tick = interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = s.autoscale_kick.notified() => {}
+                _ = stop.changed() => break,
+            }
+            match s.autoscale_once().await {
+                Ok(d) if d != crate::domain::autoscale::ScaleDecision::Hold => tracing::info!(decision = ?d, "auto-scaled"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "auto-scaling step failed"),
+            }
+        }
+    }));
+
+    spawn_hub(service, shutdown, jobs)
+}
+
+/// Stats hub: recompute within 100 ms of a change, and at least every 5 s.
+fn spawn_hub(service: Arc<Service>, shutdown: watch::Receiver<bool>, mut jobs: Vec<JoinHandle<()>>) -> Vec<JoinHandle<()>> {
+    let s = service.clone();
+    let mut stop = shutdown;
+    let mut publisher = service.backend.publisher();
+    let mut publisher_alive = true;
+    jobs.push(tokio::spawn(async move {
+        let mut tick = interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = s.hub.dirtied() => {}
+                r = publisher.changed(), if publisher_alive => {
+                    // The backend dropped its sender: stop watching it.
+                    publisher_alive = r.is_ok();
+                }
+                _ = stop.changed() => break,
+            }
+            if let Err(e) = s.refresh_live_stats().await {
+                tracing::warn!(error = %e, "stats refresh failed");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }));
+
+    jobs
+}

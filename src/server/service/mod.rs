@@ -1,0 +1,114 @@
+//! All business logic. REST handlers, `/ws` and server functions call this, never the store or
+//! the backend directly.
+
+mod hub;
+mod jobs;
+mod presence;
+mod stages;
+mod stats;
+mod tokens;
+pub mod views;
+
+pub use hub::StatsHub;
+pub use jobs::spawn_background_jobs;
+pub use tokens::secrets_match as tokens_secrets_match;
+
+use crate::api::ErrorCode;
+use crate::domain::{IdError, StageArn};
+use crate::server::backend::{BackendError, StageBackend};
+use crate::server::clock::Clock;
+use crate::server::config::Settings;
+use crate::server::error::AppError;
+use crate::server::store::Store;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Notify;
+
+type ViewerKey = (String, String); // (stage ARN, user id)
+
+pub struct Service {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) store: Store,
+    pub(crate) backend: Arc<dyn StageBackend>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) hub: StatsHub,
+    /// Viewers this instance knows to be present, so a heartbeat needs no read.
+    known_present: Mutex<HashSet<ViewerKey>>,
+    /// Heartbeats waiting for the next batched write: viewer → newest beat (ms).
+    pending_beats: Mutex<HashMap<ViewerKey, i64>>,
+    /// Wakes the auto-scaler early (a stage crossed its threshold).
+    pub(crate) autoscale_kick: Notify,
+    /// Serialises auto-scaling steps taken by this instance.
+    autoscale_lock: tokio::sync::Mutex<()>,
+    started: Instant,
+}
+
+impl Service {
+    pub fn new(settings: Arc<Settings>, store: Store, backend: Arc<dyn StageBackend>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            store,
+            backend,
+            clock,
+            hub: StatsHub::new(),
+            known_present: Mutex::default(),
+            pending_beats: Mutex::default(),
+            autoscale_kick: Notify::new(),
+            autoscale_lock: tokio::sync::Mutex::new(()),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn hub(&self) -> &StatsHub {
+        &self.hub
+    }
+
+    pub fn backend(&self) -> &Arc<dyn StageBackend> {
+        &self.backend
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Seconds since this instance started.
+    pub fn uptime_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// Parses a stage ARN given in a path or query, as a 400 when malformed.
+pub fn parse_stage_arn(field: &str, raw: &str) -> Result<StageArn, AppError> {
+    StageArn::parse(raw).map_err(|e| invalid_field(field, &e))
+}
+
+pub fn invalid_field(field: &str, e: &IdError) -> AppError {
+    AppError::with_details(
+        ErrorCode::ValidationError,
+        format!("{field} {e}"),
+        serde_json::json!({ "invalidFields": [field] }),
+    )
+}
+
+impl From<BackendError> for AppError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::NotFound => AppError::not_found("Stage not found"),
+            BackendError::Unavailable(m) => {
+                tracing::warn!(error = %m, "stage backend unavailable");
+                AppError::new(ErrorCode::ServiceUnavailable, "The stage backend is unavailable")
+            }
+            BackendError::Rejected(m) => AppError::validation(m),
+            BackendError::Failed(m) => AppError::Internal(m.into()),
+        }
+    }
+}

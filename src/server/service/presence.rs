@@ -1,0 +1,181 @@
+use super::views::{format_duration, HistoryEntry, RejoinView, ViewerEntry};
+use super::Service;
+use crate::domain::{ParticipantId, StageArn, UserId};
+use crate::server::error::{AppError, AppResult};
+use crate::server::store::JoinResult;
+use crate::server::time::iso;
+use serde_json::{json, Value};
+
+impl Service {
+    pub(crate) fn mark_present(&self, stage: &str, user: &str) {
+        self.known_present.lock().unwrap_or_else(|e| e.into_inner()).insert((stage.to_string(), user.to_string()));
+    }
+
+    pub(crate) fn forget_present(&self, stage: &str, user: &str) {
+        let key = (stage.to_string(), user.to_string());
+        self.known_present.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        self.pending_beats.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+    }
+
+    /// Records a heartbeat. The write is batched (see `flush_heartbeats`), so a beat costs no
+    /// database round-trip when this instance already knows the viewer.
+    pub async fn record_heartbeat(&self, user: &UserId, stage: &StageArn) -> AppResult<()> {
+        let key = (stage.to_string(), user.to_string());
+        let known = self.known_present.lock().unwrap_or_else(|e| e.into_inner()).contains(&key);
+        if !known {
+            if self.store.presence(stage.as_str(), user.as_str()).await?.is_none() {
+                return Err(AppError::not_found("Viewer session not found"));
+            }
+            self.mark_present(stage.as_str(), user.as_str());
+        }
+        let now = self.now_ms();
+        let mut pending = self.pending_beats.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = pending.entry(key).or_insert(now);
+        *slot = (*slot).max(now);
+        Ok(())
+    }
+
+    /// Writes every pending heartbeat in one transaction.
+    pub async fn flush_heartbeats(&self) -> AppResult<usize> {
+        let batch: Vec<(String, String, i64)> = {
+            let mut pending = self.pending_beats.lock().unwrap_or_else(|e| e.into_inner());
+            pending.drain().map(|((s, u), t)| (s, u, t)).collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.store.record_heartbeats(&batch).await {
+            Ok(gone) => {
+                for (stage, user) in gone {
+                    self.forget_present(&stage, &user);
+                }
+                Ok(batch.len())
+            }
+            Err(e) => {
+                // Keep the beats for the next attempt rather than lose presence.
+                let mut pending = self.pending_beats.lock().unwrap_or_else(|e| e.into_inner());
+                for (s, u, t) in batch {
+                    let slot = pending.entry((s, u)).or_insert(t);
+                    *slot = (*slot).max(t);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The viewer leaves: presence removed, watch session closed now. Idempotent.
+    pub async fn leave(&self, user: &UserId, stage: &StageArn) -> AppResult<bool> {
+        self.forget_present(stage.as_str(), user.as_str());
+        let was_present = self.store.leave(stage.as_str(), user.as_str(), self.now_ms()).await?;
+        if was_present {
+            self.hub.mark_dirty();
+        }
+        Ok(was_present)
+    }
+
+    /// Re-registers a viewer after a network drop, reusing its watch session while it is open.
+    pub async fn rejoin(&self, user: &UserId, stage: &StageArn, participant: &ParticipantId) -> AppResult<RejoinView> {
+        if self.store.get_stage(stage.as_str()).await?.is_none() {
+            return Err(AppError::not_found("Stage not found"));
+        }
+        let joined = self.store.join(stage.as_str(), user.as_str(), participant.as_str(), self.now_ms(), None).await?;
+        let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
+            return Err(AppError::internal(std::io::Error::other("join without a limit reported full")));
+        };
+        self.mark_present(stage.as_str(), user.as_str());
+        self.hub.mark_dirty();
+        Ok(RejoinView {
+            user_id: user.to_string(),
+            stage_arn: stage.to_string(),
+            participant_id: participant.to_string(),
+            current_viewers,
+            is_new_viewer: is_new,
+        })
+    }
+
+    /// Drops viewers silent for longer than the heartbeat timeout; their watch sessions close
+    /// at their last heartbeat. Returns how many were dropped.
+    pub async fn sweep_presence(&self) -> AppResult<usize> {
+        self.flush_heartbeats().await?;
+        let cutoff = self.now_ms() - self.settings.presence.heartbeat_timeout_secs * 1000;
+        let removed = self.store.sweep(cutoff).await?;
+        for p in &removed {
+            self.forget_present(&p.stage_arn, &p.user_id);
+        }
+        if !removed.is_empty() {
+            tracing::info!(dropped = removed.len(), "presence sweep dropped silent viewers");
+            self.hub.mark_dirty();
+        }
+        Ok(removed.len())
+    }
+
+    pub async fn list_viewers(&self, stage: &StageArn) -> AppResult<Value> {
+        let viewers = self.store.list_viewers(stage.as_str()).await?;
+        let pending = self.pending_beats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let entries: Vec<ViewerEntry> = viewers
+            .iter()
+            .map(|v| {
+                let beat = pending.get(&(v.stage_arn.clone(), v.user_id.clone())).copied().unwrap_or(0).max(v.last_heartbeat);
+                ViewerEntry {
+                    user_id: v.user_id.clone(),
+                    participant_id: v.participant_id.clone(),
+                    joined_at: iso(v.joined_at),
+                    last_heartbeat: iso(beat),
+                }
+            })
+            .collect();
+        Ok(json!({
+            "stageArn": stage.as_str(),
+            "totalViewers": entries.len(),
+            "activeViewers": entries.len(),
+            "viewers": entries,
+        }))
+    }
+
+    /// Seconds watched in the viewer's current session on a stage (or its last one).
+    pub async fn watch_duration(&self, user: &UserId, stage: &StageArn) -> AppResult<Value> {
+        let secs = match self.store.latest_session(user.as_str(), stage.as_str()).await? {
+            Some(s) => s.watch_duration_seconds.unwrap_or_else(|| ((self.now_ms() - s.joined_at) / 1000).max(0)),
+            None => 0,
+        };
+        Ok(json!({
+            "userId": user.as_str(),
+            "stageArn": stage.as_str(),
+            "watchDurationSeconds": secs,
+            "watchDurationFormatted": format_duration(secs),
+        }))
+    }
+
+    pub async fn history(&self, user: &UserId, limit: u32) -> AppResult<Value> {
+        let rows = self.store.history(user.as_str(), limit).await?;
+        let history: Vec<HistoryEntry> = rows
+            .into_iter()
+            .map(|r| HistoryEntry {
+                id: r.id,
+                user_id: r.user_id,
+                stage_arn: r.stage_arn,
+                participant_id: r.participant_id,
+                joined_at: iso(r.joined_at),
+                left_at: r.left_at.map(iso),
+                watch_duration_seconds: r.watch_duration_seconds,
+            })
+            .collect();
+        Ok(json!({ "userId": user.as_str(), "totalRecords": history.len(), "history": history }))
+    }
+
+    pub async fn stage_view_stats(&self, stage: &StageArn, days: u32) -> AppResult<Value> {
+        let since = self.now_ms() - i64::from(days) * 86_400_000;
+        let s = self.store.stage_view_stats(stage.as_str(), since).await?;
+        Ok(json!({
+            "stageArn": stage.as_str(),
+            "days": days,
+            "stats": {
+                "totalViews": s.total_views,
+                "uniqueViewers": s.unique_viewers,
+                "avgWatchDuration": s.avg_watch_duration,
+                "maxWatchDuration": s.max_watch_duration,
+                "totalWatchTime": s.total_watch_time,
+            },
+        }))
+    }
+}

@@ -1,0 +1,377 @@
+use super::views::{StageListItem, StageView};
+use super::Service;
+use crate::api::ErrorCode;
+use crate::domain::assignment::StageLoad;
+use crate::domain::autoscale::{decide, ScaleDecision};
+use crate::domain::{ParticipantId, StageArn};
+use crate::server::backend::local::absolute;
+use crate::server::error::{AppError, AppResult};
+use crate::server::store::{ReplicationRecord, StageRecord};
+use crate::server::time::iso;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+const MASTER_SETTING: &str = "master_stage_arn";
+pub const MANAGED_BY_TAG: (&str, &str) = ("ManagedBy", "livestage");
+
+/// A stage name as IVS accepts it: up to 128 of `[a-zA-Z0-9-_]`.
+pub fn valid_stage_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Tags as IVS accepts them: at most 50, keys 1-128 and values up to 256 characters.
+pub fn valid_tags(tags: &BTreeMap<String, String>) -> bool {
+    tags.len() <= 50
+        && tags.iter().all(|(k, v)| {
+            !k.is_empty() && k.chars().count() <= 128 && v.chars().count() <= 256 && !k.starts_with("aws:")
+        })
+}
+
+impl Service {
+    fn endpoints_for(&self, stage: &StageRecord, base_url: &str) -> BTreeMap<String, String> {
+        stage.endpoints.iter().map(|(k, v)| (k.clone(), absolute(base_url, v, k == "events"))).collect()
+    }
+
+    fn stage_view(&self, stage: &StageRecord, base_url: &str) -> StageView {
+        StageView::new(stage, self.endpoints_for(stage, base_url))
+    }
+
+    /// Makes sure a master stage exists: the configured one, the remembered one, or a new one.
+    pub async fn ensure_master_stage(&self) -> AppResult<StageRecord> {
+        let now = self.now_ms();
+        if let Some(arn) = self.settings.stage.master_stage_arn.clone() {
+            if let Some(existing) = self.store.get_stage(&arn).await? {
+                if existing.is_master {
+                    return Ok(existing);
+                }
+            }
+            let adopted = self.backend.adopt_stage(&arn).await?;
+            let record = StageRecord {
+                arn: adopted.arn,
+                name: "master".into(),
+                is_master: true,
+                auto_scaled: false,
+                parent_arn: None,
+                tags: BTreeMap::from([("Role".into(), "master".into())]),
+                endpoints: adopted.endpoints,
+                active_session_id: None,
+                created_at: now,
+                updated_at: now,
+            };
+            self.store.insert_stage(&record).await?;
+            self.store.put_setting(MASTER_SETTING, &record.arn).await?;
+            return Ok(record);
+        }
+        if let Some(master) = self.store.master_stage().await? {
+            return Ok(master);
+        }
+        let tags = BTreeMap::from([
+            (MANAGED_BY_TAG.0.to_string(), MANAGED_BY_TAG.1.to_string()),
+            ("Role".to_string(), "master".to_string()),
+        ]);
+        let created = self.backend.create_stage("master", &tags).await?;
+        let record = StageRecord {
+            arn: created.arn,
+            name: "master".into(),
+            is_master: true,
+            auto_scaled: false,
+            parent_arn: None,
+            tags,
+            endpoints: created.endpoints,
+            active_session_id: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_stage(&record).await?;
+        self.store.put_setting(MASTER_SETTING, &record.arn).await?;
+        tracing::info!(stage = %record.arn, "created the master stage");
+        Ok(record)
+    }
+
+    pub(crate) async fn stage_loads(&self) -> AppResult<Vec<StageLoad>> {
+        let now = self.now_ms();
+        let stages = self.store.list_stages().await?;
+        let counts = self.store.stage_counts().await?;
+        Ok(stages
+            .into_iter()
+            .filter_map(|s| {
+                let arn = StageArn::parse(s.arn.clone()).ok()?;
+                Some(StageLoad {
+                    viewers: counts.get(&s.arn).copied().unwrap_or(0),
+                    arn,
+                    is_master: s.is_master,
+                    auto_scaled: s.auto_scaled,
+                    age_secs: (now - s.created_at) / 1000,
+                })
+            })
+            .collect())
+    }
+
+    pub async fn list_stages(&self) -> AppResult<Value> {
+        let stages = self.store.list_stages().await?;
+        let counts = self.store.stage_counts().await?;
+        let items: Vec<StageListItem> = stages
+            .iter()
+            .map(|s| StageListItem {
+                stage_arn: s.arn.clone(),
+                name: s.name.clone(),
+                viewer_count: counts.get(&s.arn).copied().unwrap_or(0),
+                auto_scaled: s.auto_scaled,
+                is_master: s.is_master,
+                created_at: iso(s.created_at),
+                tags: s.tags.clone(),
+            })
+            .collect();
+        Ok(json!({ "stages": items, "totalStages": items.len(), "nextToken": null }))
+    }
+
+    pub async fn master_info(&self, base_url: &str) -> AppResult<Value> {
+        let master = self.master().await?;
+        let viewer_count = self.store.stage_count(&master.arn).await?;
+        Ok(json!({ "stage": self.stage_view(&master, base_url), "viewerCount": viewer_count, "isMasterStage": true }))
+    }
+
+    /// Creates a stage (by hand, or by the auto-scaler with `parent`).
+    pub async fn create_stage(
+        &self,
+        name: &str,
+        tags: BTreeMap<String, String>,
+        parent: Option<&str>,
+        base_url: &str,
+    ) -> AppResult<StageView> {
+        if !valid_stage_name(name) {
+            return Err(AppError::with_details(
+                ErrorCode::ValidationError,
+                "name must be 1-128 characters of letters, digits, '-' and '_'",
+                json!({ "invalidFields": ["name"] }),
+            ));
+        }
+        if !valid_tags(&tags) {
+            return Err(AppError::with_details(
+                ErrorCode::ValidationError,
+                "tags must be at most 50 string pairs (keys 1-128, values up to 256 characters)",
+                json!({ "invalidFields": ["tags"] }),
+            ));
+        }
+        let max = self.settings.stage.max_stages;
+        if self.store.count_stages().await? >= max {
+            return Err(AppError::new(ErrorCode::StageLimitReached, format!("Stage limit reached ({max})")));
+        }
+        let mut tags = tags;
+        tags.insert(MANAGED_BY_TAG.0.into(), MANAGED_BY_TAG.1.into());
+        if parent.is_some() {
+            tags.insert("AutoScaled".into(), "true".into());
+        }
+        let created = self.backend.create_stage(name, &tags).await?;
+        let now = self.now_ms();
+        let record = StageRecord {
+            arn: created.arn,
+            name: name.to_string(),
+            is_master: false,
+            auto_scaled: parent.is_some(),
+            parent_arn: parent.map(str::to_string),
+            tags,
+            endpoints: created.endpoints,
+            active_session_id: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_stage(&record).await?;
+        self.hub.mark_dirty();
+        tracing::info!(stage = %record.arn, auto = record.auto_scaled, "stage created");
+        Ok(self.stage_view(&record, base_url))
+    }
+
+    pub async fn get_stage(&self, arn: &StageArn, base_url: &str) -> AppResult<Value> {
+        let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        let viewer_count = self.store.stage_count(arn.as_str()).await?;
+        Ok(json!({ "stage": self.stage_view(&stage, base_url), "viewerCount": viewer_count }))
+    }
+
+    pub async fn update_stage(
+        &self,
+        arn: &StageArn,
+        name: Option<&str>,
+        tags: Option<BTreeMap<String, String>>,
+        base_url: &str,
+    ) -> AppResult<Value> {
+        if let Some(name) = name {
+            if !valid_stage_name(name) {
+                return Err(AppError::with_details(
+                    ErrorCode::ValidationError,
+                    "name must be 1-128 characters of letters, digits, '-' and '_'",
+                    json!({ "invalidFields": ["name"] }),
+                ));
+            }
+        }
+        let existing = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        let tags = tags.map(|mut t| {
+            if !valid_tags(&t) {
+                return Err(AppError::with_details(
+                    ErrorCode::ValidationError,
+                    "tags must be at most 50 string pairs (keys 1-128, values up to 256 characters)",
+                    json!({ "invalidFields": ["tags"] }),
+                ));
+            }
+            // Tags this server relies on stay.
+            for key in [MANAGED_BY_TAG.0, "AutoScaled", "Role"] {
+                if let Some(v) = existing.tags.get(key) {
+                    t.insert(key.to_string(), v.clone());
+                }
+            }
+            Ok(t)
+        });
+        let tags = tags.transpose()?;
+        if let Some(name) = name {
+            self.backend.update_stage(arn.as_str(), name).await?;
+        }
+        let updated = self
+            .store
+            .update_stage(arn.as_str(), name, tags.as_ref(), self.now_ms())
+            .await?
+            .ok_or_else(|| AppError::not_found("Stage not found"))?;
+        Ok(json!({ "stage": self.stage_view(&updated, base_url) }))
+    }
+
+    /// Deletes a stage. The master stage is refused (403); a stage with viewers is refused
+    /// (400) unless the auto-scaler removes it (`evict`), which closes their sessions.
+    pub async fn delete_stage(&self, arn: &StageArn, evict: bool) -> AppResult<()> {
+        let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        if stage.is_master {
+            return Err(AppError::new(ErrorCode::Forbidden, "The master stage cannot be deleted"));
+        }
+        let viewers = self.store.stage_count(arn.as_str()).await?;
+        if viewers > 0 && !evict {
+            return Err(AppError::with_details(
+                ErrorCode::ValidationError,
+                "The stage still has viewers",
+                json!({ "viewerCount": viewers }),
+            ));
+        }
+        if let Some(rep) = self.store.get_replication(arn.as_str()).await? {
+            self.backend.stop_replication(&rep.source_arn, &rep.destination_arn, &rep.participant_id).await?;
+            self.store.delete_replication(arn.as_str()).await?;
+        }
+        self.backend.delete_stage(arn.as_str()).await?;
+        let evicted = self.store.clear_stage(arn.as_str(), self.now_ms()).await?;
+        for p in &evicted {
+            self.forget_present(&p.stage_arn, &p.user_id);
+        }
+        self.store.delete_stage(arn.as_str()).await?;
+        self.hub.mark_dirty();
+        tracing::info!(stage = %arn, evicted = evicted.len(), "stage deleted");
+        Ok(())
+    }
+
+    pub async fn start_replication(&self, source: &StageArn, dest: &StageArn, participant: &ParticipantId) -> AppResult<Value> {
+        for arn in [source, dest] {
+            if self.store.get_stage(arn.as_str()).await?.is_none() {
+                return Err(AppError::not_found(format!("Stage not found: {arn}")));
+            }
+        }
+        if source == dest {
+            return Err(AppError::validation("sourceStageArn and destinationStageArn must differ"));
+        }
+        self.backend.start_replication(source.as_str(), dest.as_str(), participant.as_str()).await?;
+        let now = self.now_ms();
+        self.store
+            .put_replication(&ReplicationRecord {
+                destination_arn: dest.to_string(),
+                source_arn: source.to_string(),
+                participant_id: participant.to_string(),
+                started_at: now,
+            })
+            .await?;
+        Ok(json!({
+            "message": "Participant replication started",
+            "sourceStageArn": source.as_str(),
+            "destinationStageArn": dest.as_str(),
+            "participantId": participant.as_str(),
+            "startedAt": iso(now),
+        }))
+    }
+
+    pub async fn stop_replication(&self, source: &StageArn, dest: &StageArn, participant: &ParticipantId) -> AppResult<Value> {
+        let Some(rep) = self.store.get_replication(dest.as_str()).await? else {
+            return Err(AppError::not_found("No replication into that stage"));
+        };
+        if rep.source_arn != source.as_str() || rep.participant_id != participant.as_str() {
+            return Err(AppError::not_found("No such replication"));
+        }
+        self.backend.stop_replication(source.as_str(), dest.as_str(), participant.as_str()).await?;
+        self.store.delete_replication(dest.as_str()).await?;
+        Ok(json!({
+            "message": "Participant replication stopped",
+            "sourceStageArn": source.as_str(),
+            "destinationStageArn": dest.as_str(),
+            "participantId": participant.as_str(),
+            "stoppedAt": iso(self.now_ms()),
+        }))
+    }
+
+    pub async fn replication_status(&self, stage: &StageArn) -> AppResult<Value> {
+        if self.store.get_stage(stage.as_str()).await?.is_none() {
+            return Err(AppError::not_found("Stage not found"));
+        }
+        Ok(match self.store.get_replication(stage.as_str()).await? {
+            Some(r) => json!({
+                "stageArn": stage.as_str(),
+                "hasReplication": true,
+                "replicationInfo": {
+                    "sourceStageArn": r.source_arn,
+                    "destStageArn": r.destination_arn,
+                    "participantId": r.participant_id,
+                    "startedAt": iso(r.started_at),
+                },
+            }),
+            None => json!({ "stageArn": stage.as_str(), "hasReplication": false }),
+        })
+    }
+
+    /// One auto-scaling step: evaluates the rule and carries out its decision.
+    pub async fn autoscale_once(&self) -> AppResult<ScaleDecision> {
+        let _guard = self.autoscale_lock.lock().await;
+        let loads = self.stage_loads().await?;
+        let decision = decide(&loads, &self.settings.stage.capacity());
+        match &decision {
+            ScaleDecision::ScaleUp => {
+                let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
+                let name = format!("auto-stage-{}", self.now_ms());
+                let stage = self.create_stage(&name, BTreeMap::new(), parent.as_deref(), "").await?;
+                let publisher = self.backend.publisher().borrow().clone();
+                if let Some(p) = publisher {
+                    let (src, dst, pid) = (
+                        StageArn::parse(p.stage_arn.clone()),
+                        StageArn::parse(stage.arn.clone()),
+                        ParticipantId::parse(p.participant_id.clone()),
+                    );
+                    if let (Ok(src), Ok(dst), Ok(pid)) = (src, dst, pid) {
+                        if let Err(e) = self.start_replication(&src, &dst, &pid).await {
+                            tracing::warn!(error = %e, stage = %dst, "replication into the new stage failed");
+                        }
+                    }
+                }
+            }
+            ScaleDecision::ScaleDown(arn) => self.delete_stage(arn, true).await?,
+            ScaleDecision::Hold => {}
+        }
+        Ok(decision)
+    }
+
+    /// Records every stage's viewer count and prunes snapshots past retention.
+    pub async fn take_snapshot(&self) -> AppResult<usize> {
+        let now = self.now_ms();
+        let loads = self.stage_loads().await?;
+        let counts: Vec<(String, u32)> = loads.iter().map(|l| (l.arn.to_string(), l.viewers)).collect();
+        self.store.insert_snapshots(now, &counts).await?;
+        let retention_ms = self.settings.presence.snapshot_retention_days * 86_400_000;
+        self.store.prune_snapshots(now - retention_ms).await?;
+        Ok(counts.len())
+    }
+
+    /// Snapshots of the last `hours` hours: (stage ARN, ISO time, viewers).
+    pub async fn snapshots(&self, hours: u32) -> AppResult<Vec<(String, String, u32)>> {
+        let since = self.now_ms() - i64::from(hours) * 3_600_000;
+        Ok(self.store.snapshots_since(since).await?.into_iter().map(|(a, t, n)| (a, iso(t), n)).collect())
+    }
+}

@@ -1,0 +1,153 @@
+use super::views::{PublisherView, StatsStageItem, StatsView, StageListItem};
+use super::Service;
+use crate::api::{LiveStats, StageCount};
+use crate::server::error::{AppError, AppResult};
+use crate::server::time::{iso, iso_now};
+use serde_json::{json, Value};
+
+impl Service {
+    pub fn is_publisher_live(&self) -> bool {
+        self.backend.publisher().borrow().is_some()
+    }
+
+    /// Recomputes the live totals from the store.
+    pub async fn compute_live_stats(&self) -> AppResult<LiveStats> {
+        let stages = self.store.list_stages().await?;
+        let counts = self.store.stage_counts().await?;
+        let stages: Vec<StageCount> = stages
+            .iter()
+            .map(|s| StageCount { stage_arn: s.arn.clone(), viewer_count: counts.get(&s.arn).copied().unwrap_or(0) })
+            .collect();
+        Ok(LiveStats {
+            total_viewers: stages.iter().map(|s| s.viewer_count).sum(),
+            active_stages: stages.len() as u32,
+            is_publisher_live: self.is_publisher_live(),
+            stages,
+            timestamp: iso_now(),
+        })
+    }
+
+    pub async fn refresh_live_stats(&self) -> AppResult<()> {
+        let stats = self.compute_live_stats().await?;
+        self.hub.publish(stats);
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> AppResult<StatsView> {
+        let stages = self.store.list_stages().await?;
+        let counts = self.store.stage_counts().await?;
+        let items: Vec<StatsStageItem> = stages
+            .iter()
+            .map(|s| StatsStageItem {
+                stage_arn: s.arn.clone(),
+                stage_name: s.name.clone(),
+                viewer_count: counts.get(&s.arn).copied().unwrap_or(0),
+                auto_scaled: s.auto_scaled,
+                created_at: iso(s.created_at),
+            })
+            .collect();
+        Ok(StatsView {
+            total_viewers: items.iter().map(|s| s.viewer_count).sum(),
+            active_stages: items.len() as u32,
+            is_publisher_live: self.is_publisher_live(),
+            stages: items,
+        })
+    }
+
+    pub async fn stats_viewers(&self) -> AppResult<Value> {
+        let total: u32 = self.store.stage_counts().await?.values().sum();
+        Ok(json!({ "totalViewers": total, "calculatedFrom": "real-time sum" }))
+    }
+
+    pub async fn stats_stages(&self, arn: Option<&str>) -> AppResult<Value> {
+        match arn {
+            Some(raw) => {
+                let arn = super::parse_stage_arn("arn", raw)?;
+                let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+                let viewer_count = self.store.stage_count(arn.as_str()).await?;
+                Ok(json!({
+                    "stageArn": arn.as_str(),
+                    "viewerCount": viewer_count,
+                    "stageInfo": {
+                        "name": stage.name,
+                        "isMaster": stage.is_master,
+                        "autoScaled": stage.auto_scaled,
+                        "parentStageArn": stage.parent_arn,
+                        "createdAt": iso(stage.created_at),
+                        "tags": stage.tags,
+                    },
+                }))
+            }
+            None => {
+                let stages = self.store.list_stages().await?;
+                let counts = self.store.stage_counts().await?;
+                let items: Vec<StageListItem> = stages
+                    .iter()
+                    .map(|s| StageListItem {
+                        stage_arn: s.arn.clone(),
+                        name: s.name.clone(),
+                        viewer_count: counts.get(&s.arn).copied().unwrap_or(0),
+                        auto_scaled: s.auto_scaled,
+                        is_master: s.is_master,
+                        created_at: iso(s.created_at),
+                        tags: s.tags.clone(),
+                    })
+                    .collect();
+                Ok(json!({ "totalStages": items.len(), "stages": items }))
+            }
+        }
+    }
+
+    pub fn publisher_stats(&self) -> Value {
+        let publisher = self.backend.publisher().borrow().clone();
+        match publisher {
+            Some(p) => json!({
+                "isPublisherLive": true,
+                "publisher": PublisherView {
+                    user_id: p.user_id,
+                    participant_id: p.participant_id,
+                    stage_arn: p.stage_arn,
+                    since: iso(p.since_ms),
+                },
+            }),
+            None => json!({ "isPublisherLive": false }),
+        }
+    }
+
+    /// `/health`: `Err` (503) when the database does not answer.
+    pub async fn health(&self) -> Result<Value, AppError> {
+        let db_ok = tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping())
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false);
+        if !db_ok {
+            return Err(AppError::new(crate::api::ErrorCode::ServiceUnavailable, "The database is unavailable"));
+        }
+        let backend_ok = self.backend.healthy();
+        let master = self.store.master_stage().await.ok().flatten();
+        Ok(json!({
+            "status": if backend_ok { "healthy" } else { "degraded" },
+            "uptime": (self.uptime_secs() * 1000.0).round() / 1000.0,
+            "version": env!("CARGO_PKG_VERSION"),
+            "services": {
+                "database": "connected",
+                "backend": {
+                    "kind": self.backend.kind().as_str(),
+                    "region": self.backend.region(),
+                    "stageConfigured": master.is_some(),
+                    "status": if backend_ok { "connected" } else { "degraded" },
+                },
+            },
+            "memory": { "rssMb": rss_mb() },
+        }))
+    }
+}
+
+/// Resident set size of this process in MiB (Linux), 0 where unknown.
+pub fn rss_mb() -> f64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .unwrap_or(0.0);
+    (pages * 4096.0 / 1_048_576.0 * 10.0).round() / 10.0
+}

@@ -1,0 +1,164 @@
+//! Response bodies of the public contract (the `data` of the envelope).
+
+use crate::server::store::StageRecord;
+use crate::server::time::iso;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerTokenView {
+    pub token: String,
+    pub participant_id: String,
+    pub user_id: String,
+    pub stage_arn: String,
+    pub capabilities: Vec<&'static str>,
+    pub expires_at: String,
+    pub expires_in: i64,
+    pub current_viewers: u32,
+    pub is_new_viewer: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whep_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherTokenView {
+    pub token: String,
+    pub participant_id: String,
+    pub user_id: String,
+    pub stage_arn: String,
+    pub capabilities: Vec<&'static str>,
+    pub expires_at: String,
+    pub expires_in: i64,
+    pub whip_endpoint: String,
+    pub instructions: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaServerTokenView {
+    pub token: String,
+    pub participant_id: String,
+    pub stage_arn: String,
+    pub capabilities: Vec<&'static str>,
+    pub expires_at: String,
+    pub expires_in: i64,
+}
+
+/// A stage as returned under `stage` (shaped like IVS's Stage object, plus our own fields).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageView {
+    pub arn: String,
+    pub name: String,
+    pub active_session_id: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub endpoints: BTreeMap<String, String>,
+    pub is_master: bool,
+    pub auto_scaled: bool,
+    pub created_at: String,
+}
+
+impl StageView {
+    pub fn new(s: &StageRecord, endpoints: BTreeMap<String, String>) -> Self {
+        Self {
+            arn: s.arn.clone(),
+            name: s.name.clone(),
+            active_session_id: s.active_session_id.clone(),
+            tags: s.tags.clone(),
+            endpoints,
+            is_master: s.is_master,
+            auto_scaled: s.auto_scaled,
+            created_at: iso(s.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageListItem {
+    pub stage_arn: String,
+    pub name: String,
+    pub viewer_count: u32,
+    pub auto_scaled: bool,
+    pub is_master: bool,
+    pub created_at: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsStageItem {
+    pub stage_arn: String,
+    pub stage_name: String,
+    pub viewer_count: u32,
+    pub auto_scaled: bool,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsView {
+    pub total_viewers: u32,
+    pub active_stages: u32,
+    pub is_publisher_live: bool,
+    pub stages: Vec<StatsStageItem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherView {
+    pub user_id: String,
+    pub participant_id: String,
+    pub stage_arn: String,
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerEntry {
+    pub user_id: String,
+    pub participant_id: String,
+    pub joined_at: String,
+    pub last_heartbeat: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub id: i64,
+    pub user_id: String,
+    pub stage_arn: String,
+    pub participant_id: String,
+    pub joined_at: String,
+    pub left_at: Option<String>,
+    pub watch_duration_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejoinView {
+    pub user_id: String,
+    pub stage_arn: String,
+    pub participant_id: String,
+    pub current_viewers: u32,
+    pub is_new_viewer: bool,
+}
+
+/// "<m>m <s>s"
+pub fn format_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    format!("{}m {}s", secs / 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_format_as_minutes_and_seconds() {
+        assert_eq!(super::format_duration(0), "0m 0s");
+        assert_eq!(super::format_duration(1845), "30m 45s");
+        assert_eq!(super::format_duration(-3), "0m 0s");
+    }
+}

@@ -1,0 +1,243 @@
+//! Builds the application: settings → store → backend → service → router. This is the only
+//! place that picks implementations.
+
+use crate::app::{shell, App};
+use crate::server::backend::jwt::TokenSigner;
+use crate::server::backend::local::{LocalBackend, PublisherSignal};
+use crate::server::backend::StageBackend;
+use crate::server::clock::{Clock, SystemClock};
+use crate::server::config::{BackendKind, Settings};
+use crate::server::http::middleware::RateLimiter;
+use crate::server::http::{contract_router, AppState};
+use crate::server::service::{spawn_background_jobs, Service};
+use crate::server::store::{Store, StoreError};
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("stage backend: {0}")]
+    Backend(String),
+    #[error("binding {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Writes a file readable only by its owner.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+/// The API key: configured, or read from the data dir, or generated there on first start.
+fn api_key(settings: &Settings) -> Result<String, StartupError> {
+    if let Some(key) = &settings.server.api_secret_key {
+        return Ok(key.clone());
+    }
+    let path = settings.server.data_dir.join("api-key");
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        let key = key.trim().to_string();
+        if !key.is_empty() {
+            return Ok(key);
+        }
+    }
+    let key = format!("ls_{}", crate::server::backend::local::random_id(40));
+    write_private_file(&path, key.as_bytes()).map_err(|e| StartupError::DataDir(path.display().to_string(), e))?;
+    eprintln!(
+        "\n  A new API key was generated and saved to {}:\n\n      {key}\n\n  Send it as the x-api-key header; set API_SECRET_KEY to choose your own.\n",
+        path.display()
+    );
+    Ok(key)
+}
+
+fn leptos_options(site_addr: SocketAddr) -> LeptosOptions {
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    LeptosOptions::builder()
+        .output_name(env("LEPTOS_OUTPUT_NAME", "livestage"))
+        .site_root(env("LEPTOS_SITE_ROOT", "target/site"))
+        .site_pkg_dir(env("LEPTOS_SITE_PKG_DIR", "pkg"))
+        .site_addr(site_addr)
+        .build()
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    local: Option<PublisherSignal>,
+    shutdown_tx: watch::Sender<bool>,
+    jobs: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let data_dir = settings.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|e| StartupError::DataDir(data_dir.display().to_string(), e))?;
+        let api_key = api_key(&settings)?;
+        let store = Store::connect(&settings.database_url()).await?;
+
+        let (backend, local): (Arc<dyn StageBackend>, Option<PublisherSignal>) = match settings.stage.backend {
+            BackendKind::Local => {
+                let key_path = data_dir.join("local-signing-key.pem");
+                let signer = TokenSigner::load_or_create(&key_path)
+                    .map_err(|e| StartupError::DataDir(key_path.display().to_string(), e))?;
+                let backend = LocalBackend::new(settings.stage.region.clone(), Arc::new(signer));
+                let signal = backend.publisher_signal();
+                (Arc::new(backend), Some(signal))
+            }
+            BackendKind::Ivs => {
+                return Err(StartupError::Backend(
+                    "STAGE_BACKEND=ivs is not available in this build; use STAGE_BACKEND=local".into(),
+                ))
+            }
+        };
+
+        let settings = Arc::new(settings);
+        let service = Service::new(settings.clone(), store, backend, clock);
+        service.ensure_master_stage().await.map_err(|e| StartupError::Backend(e.to_string()))?;
+        // Viewers that went silent while the server was down: close their sessions at their
+        // last heartbeat, exactly as the sweep would have.
+        let recovered = service.sweep_presence().await.map_err(|e| StartupError::Other(e.to_string()))?;
+        let orphans = service.store().close_orphan_sessions().await.map_err(|e| StartupError::Other(e.to_string()))?;
+        if recovered + orphans as usize > 0 {
+            tracing::info!(recovered, orphans, "closed watch sessions left open by a previous run");
+        }
+        service.refresh_live_stats().await.map_err(|e| StartupError::Other(e.to_string()))?;
+
+        let listener = TcpListener::bind(&settings.server.site_addr)
+            .await
+            .map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
+        let addr = listener.local_addr().map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            service: service.clone(),
+            leptos_options: leptos_options(addr),
+            api_key: api_key.into(),
+            limiter: Arc::new(RateLimiter::new(
+                Duration::from_millis(settings.rate_limit.window_ms),
+                settings.rate_limit.max_requests,
+            )),
+            shutdown: shutdown_rx.clone(),
+        };
+        let router = Self::router(state.clone());
+        let jobs = spawn_background_jobs(service, shutdown_rx);
+        Ok(Self { listener, router, state, local, shutdown_tx, jobs })
+    }
+
+    fn router(state: AppState) -> Router {
+        let routes = generate_route_list(App);
+        let ctx_service = state.service.clone();
+        let options = state.leptos_options.clone();
+        let mut router = Router::new()
+            .merge(contract_router(&state))
+            .leptos_routes_with_context(
+                &state,
+                routes,
+                move || provide_context(ctx_service.clone()),
+                move || shell(options.clone()),
+            )
+            .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
+        let origins: Vec<axum::http::HeaderValue> =
+            state.service.settings().server.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        if !origins.is_empty() {
+            use tower_http::cors::{AllowHeaders, AllowMethods, CorsLayer};
+            router = router.layer(
+                CorsLayer::new()
+                    .allow_origin(origins)
+                    .allow_methods(AllowMethods::mirror_request())
+                    .allow_headers(AllowHeaders::mirror_request()),
+            );
+        }
+        router.with_state(state)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn service(&self) -> Arc<Service> {
+        self.state.service.clone()
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.state.api_key
+    }
+
+    /// The local backend's liveness signal, which the embedded media server drives.
+    pub fn publisher_signal(&self) -> Option<PublisherSignal> {
+        self.local.clone()
+    }
+
+    /// A handle that stops the server gracefully.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown_tx.clone()
+    }
+
+    /// Serves until Ctrl-C / SIGTERM (or the shutdown handle fires), then drains: open
+    /// WebSockets are closed, background jobs stop, pending heartbeats are written.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self { listener, router, state, shutdown_tx, jobs, .. } = self;
+        let mut stop = shutdown_tx.subscribe();
+        let tx = shutdown_tx.clone();
+        let signal = async move {
+            tokio::select! {
+                _ = os_signal() => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            tracing::info!("shutting down");
+            tx.send_replace(true);
+        };
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(signal)
+            .await;
+        shutdown_tx.send_replace(true);
+        for job in jobs {
+            let _ = tokio::time::timeout(Duration::from_secs(10), job).await;
+        }
+        state.service.store().close().await;
+        result
+    }
+}
+
+async fn os_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

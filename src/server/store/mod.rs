@@ -1,0 +1,181 @@
+//! Persistence: one sqlx `Any` pool over SQLite (embedded default) or PostgreSQL (scale-out).
+//!
+//! All SQL here is written in the dialect both engines share (numbered `$n` parameters,
+//! `ON CONFLICT`, `RETURNING`, integer epoch-millisecond timestamps), so one implementation
+//! serves both; the schema differs only in how ids are generated (see `migrations/`).
+//! Rows are private to this module: callers get the domain-facing records below.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::collections::HashMap;
+use std::time::Duration;
+
+mod presence;
+mod stages;
+
+pub use presence::{JoinResult, PresenceRecord, SessionRecord, StageViewStats};
+pub use stages::{ReplicationRecord, StageRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported database URL (expected sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+    /// SQLite allows one writer at a time; taking this lock before a write transaction turns
+    /// would-be `SQLITE_BUSY` upgrades into an orderly queue. PostgreSQL needs no such lock.
+    write_lock: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+}
+
+pub(crate) struct WriteTx<'a> {
+    pub tx: Transaction<'static, Any>,
+    _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl Store {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DbKind::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            DbKind::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5));
+        let pool = match kind {
+            DbKind::Sqlite => {
+                opts.max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            DbKind::Postgres => opts.max_connections(16).connect(url).await?,
+        };
+        if kind == DbKind::Sqlite {
+            pool.execute("PRAGMA journal_mode = WAL;").await?;
+        }
+        let store = Self {
+            pool,
+            kind,
+            write_lock: (kind == DbKind::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(()))),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self.kind {
+            DbKind::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            DbKind::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn write_tx(&self) -> Result<WriteTx<'_>, sqlx::Error> {
+        let guard = match &self.write_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _guard: guard })
+    }
+
+    pub async fn get_setting(&self, key: &str) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get::<String, _>("value")).transpose()
+    }
+
+    pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await
+    }
+
+    /// Records the viewer count of every stage at `now`.
+    pub async fn insert_snapshots(&self, now: i64, counts: &[(String, u32)]) -> Result<(), sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        for (arn, count) in counts {
+            sqlx::query("INSERT INTO viewer_snapshots (stage_arn, taken_at, viewer_count) VALUES ($1, $2, $3)")
+                .bind(arn)
+                .bind(now)
+                .bind(i64::from(*count))
+                .execute(&mut *w.tx)
+                .await?;
+        }
+        w.tx.commit().await
+    }
+
+    /// Deletes snapshots taken before `before`; returns how many.
+    pub async fn prune_snapshots(&self, before: i64) -> Result<u64, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        let n = sqlx::query("DELETE FROM viewer_snapshots WHERE taken_at < $1").bind(before).execute(&mut *w.tx).await?;
+        w.tx.commit().await?;
+        Ok(n.rows_affected())
+    }
+
+    /// Snapshots since `since`, oldest first: (stage ARN, taken at, viewer count).
+    pub async fn snapshots_since(&self, since: i64) -> Result<Vec<(String, i64, u32)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT stage_arn, taken_at, viewer_count FROM viewer_snapshots WHERE taken_at >= $1 ORDER BY taken_at, stage_arn",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("stage_arn")?, r.try_get("taken_at")?, count(r, "viewer_count")?)))
+            .collect()
+    }
+
+    /// Viewer count of every stage that has viewers.
+    pub async fn stage_counts(&self) -> Result<HashMap<String, u32>, sqlx::Error> {
+        let rows = sqlx::query("SELECT stage_arn, COUNT(*) AS n FROM presence GROUP BY stage_arn").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>("stage_arn")?, count(r, "n")?))).collect()
+    }
+
+    pub async fn stage_count(&self, arn: &str) -> Result<u32, sqlx::Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1").bind(arn).fetch_one(&self.pool).await?;
+        count(&row, "n")
+    }
+}
+
+fn count(row: &AnyRow, col: &str) -> Result<u32, sqlx::Error> {
+    let n: i64 = row.try_get(col)?;
+    Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+}

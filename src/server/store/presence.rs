@@ -1,0 +1,328 @@
+use super::{count, DbKind, Store};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceRecord {
+    pub stage_arn: String,
+    pub user_id: String,
+    pub participant_id: String,
+    pub session_id: i64,
+    pub joined_at: i64,
+    pub last_heartbeat: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: i64,
+    pub user_id: String,
+    pub stage_arn: String,
+    pub participant_id: String,
+    pub joined_at: i64,
+    pub left_at: Option<i64>,
+    pub watch_duration_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StageViewStats {
+    pub total_views: i64,
+    pub unique_viewers: i64,
+    pub avg_watch_duration: i64,
+    pub max_watch_duration: i64,
+    pub total_watch_time: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinResult {
+    Joined { is_new: bool, current_viewers: u32, session_id: i64 },
+    /// The stage already holds `max` viewers and this user is not one of them.
+    Full,
+}
+
+fn presence_from_row(r: &AnyRow) -> Result<PresenceRecord, sqlx::Error> {
+    Ok(PresenceRecord {
+        stage_arn: r.try_get("stage_arn")?,
+        user_id: r.try_get("user_id")?,
+        participant_id: r.try_get("participant_id")?,
+        session_id: r.try_get("session_id")?,
+        joined_at: r.try_get("joined_at")?,
+        last_heartbeat: r.try_get("last_heartbeat")?,
+    })
+}
+
+fn session_from_row(r: &AnyRow) -> Result<SessionRecord, sqlx::Error> {
+    Ok(SessionRecord {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        stage_arn: r.try_get("stage_arn")?,
+        participant_id: r.try_get("participant_id")?,
+        joined_at: r.try_get("joined_at")?,
+        left_at: r.try_get("left_at")?,
+        watch_duration_seconds: r.try_get("watch_duration_seconds")?,
+    })
+}
+
+const PRESENCE_COLUMNS: &str = "stage_arn, user_id, participant_id, session_id, joined_at, last_heartbeat";
+const SESSION_COLUMNS: &str = "id, user_id, stage_arn, participant_id, joined_at, left_at, watch_duration_seconds";
+
+/// Closes a watch session at `left_at`.
+async fn close_session(tx: &mut Transaction<'static, Any>, session_id: i64, left_at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE watch_sessions SET left_at = $1,
+           watch_duration_seconds = CASE WHEN $1 > joined_at THEN ($1 - joined_at) / 1000 ELSE 0 END
+         WHERE id = $2 AND left_at IS NULL",
+    )
+    .bind(left_at)
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Registers a viewer on a stage (de-duplicated by user id) and opens a watch session for a
+    /// new viewer. With `max`, a new viewer is refused once the stage holds that many.
+    pub async fn join(
+        &self,
+        stage_arn: &str,
+        user_id: &str,
+        participant_id: &str,
+        now: i64,
+        max: Option<u32>,
+    ) -> Result<JoinResult, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        if self.kind == DbKind::Postgres {
+            // Serialises joins per stage across instances so the capacity check holds.
+            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l")
+                .bind(stage_arn)
+                .fetch_one(&mut *w.tx)
+                .await?;
+        }
+        let existing = sqlx::query("SELECT session_id FROM presence WHERE stage_arn = $1 AND user_id = $2")
+            .bind(stage_arn)
+            .bind(user_id)
+            .fetch_optional(&mut *w.tx)
+            .await?;
+        let (is_new, session_id) = match existing {
+            Some(row) => {
+                let session_id: i64 = row.try_get("session_id")?;
+                sqlx::query(
+                    "UPDATE presence SET participant_id = $1, last_heartbeat = $2 WHERE stage_arn = $3 AND user_id = $4",
+                )
+                .bind(participant_id)
+                .bind(now)
+                .bind(stage_arn)
+                .bind(user_id)
+                .execute(&mut *w.tx)
+                .await?;
+                sqlx::query("UPDATE watch_sessions SET participant_id = $1 WHERE id = $2")
+                    .bind(participant_id)
+                    .bind(session_id)
+                    .execute(&mut *w.tx)
+                    .await?;
+                (false, session_id)
+            }
+            None => {
+                if let Some(max) = max {
+                    let row = sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1")
+                        .bind(stage_arn)
+                        .fetch_one(&mut *w.tx)
+                        .await?;
+                    if count(&row, "n")? >= max {
+                        return Ok(JoinResult::Full);
+                    }
+                }
+                let row = sqlx::query(
+                    "INSERT INTO watch_sessions (user_id, stage_arn, participant_id, joined_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                )
+                .bind(user_id)
+                .bind(stage_arn)
+                .bind(participant_id)
+                .bind(now)
+                .fetch_one(&mut *w.tx)
+                .await?;
+                let session_id: i64 = row.try_get("id")?;
+                sqlx::query(&format!("INSERT INTO presence ({PRESENCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $5)"))
+                    .bind(stage_arn)
+                    .bind(user_id)
+                    .bind(participant_id)
+                    .bind(session_id)
+                    .bind(now)
+                    .execute(&mut *w.tx)
+                    .await?;
+                (true, session_id)
+            }
+        };
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1")
+            .bind(stage_arn)
+            .fetch_one(&mut *w.tx)
+            .await?;
+        let current_viewers = count(&row, "n")?;
+        w.tx.commit().await?;
+        Ok(JoinResult::Joined { is_new, current_viewers, session_id })
+    }
+
+    /// The stage a user is present on, if any (the oldest presence when several).
+    pub async fn stage_of_user(&self, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query("SELECT stage_arn FROM presence WHERE user_id = $1 ORDER BY joined_at LIMIT 1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| r.try_get::<String, _>("stage_arn")).transpose()
+    }
+
+    pub async fn presence(&self, stage_arn: &str, user_id: &str) -> Result<Option<PresenceRecord>, sqlx::Error> {
+        let row = sqlx::query(&format!("SELECT {PRESENCE_COLUMNS} FROM presence WHERE stage_arn = $1 AND user_id = $2"))
+            .bind(stage_arn)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(presence_from_row).transpose()
+    }
+
+    /// Writes a batch of heartbeats in one transaction. Returns the (stage, user) pairs that
+    /// were no longer present.
+    pub async fn record_heartbeats(&self, beats: &[(String, String, i64)]) -> Result<Vec<(String, String)>, sqlx::Error> {
+        if beats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut gone = Vec::new();
+        let mut w = self.write_tx().await?;
+        for (stage, user, at) in beats {
+            let n = sqlx::query(
+                "UPDATE presence SET last_heartbeat = CASE WHEN last_heartbeat > $1 THEN last_heartbeat ELSE $1 END
+                 WHERE stage_arn = $2 AND user_id = $3",
+            )
+            .bind(*at)
+            .bind(stage)
+            .bind(user)
+            .execute(&mut *w.tx)
+            .await?;
+            if n.rows_affected() == 0 {
+                gone.push((stage.clone(), user.clone()));
+            }
+        }
+        w.tx.commit().await?;
+        Ok(gone)
+    }
+
+    /// Removes a viewer and closes its watch session at `now`. Returns whether it was present.
+    pub async fn leave(&self, stage_arn: &str, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        let row = sqlx::query("DELETE FROM presence WHERE stage_arn = $1 AND user_id = $2 RETURNING session_id")
+            .bind(stage_arn)
+            .bind(user_id)
+            .fetch_optional(&mut *w.tx)
+            .await?;
+        let present = match row {
+            Some(r) => {
+                close_session(&mut w.tx, r.try_get("session_id")?, now).await?;
+                true
+            }
+            None => false,
+        };
+        w.tx.commit().await?;
+        Ok(present)
+    }
+
+    /// Drops every viewer silent since before `cutoff`, closing each watch session at the
+    /// viewer's last heartbeat. Returns the removed viewers.
+    pub async fn sweep(&self, cutoff: i64) -> Result<Vec<PresenceRecord>, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        let rows = sqlx::query(&format!("DELETE FROM presence WHERE last_heartbeat < $1 RETURNING {PRESENCE_COLUMNS}"))
+            .bind(cutoff)
+            .fetch_all(&mut *w.tx)
+            .await?;
+        let removed = rows.iter().map(presence_from_row).collect::<Result<Vec<_>, _>>()?;
+        for p in &removed {
+            close_session(&mut w.tx, p.session_id, p.last_heartbeat).await?;
+        }
+        w.tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Closes sessions left open without a presence row (e.g. written before a crash by an
+    /// older process): each is closed at its start, since no heartbeat of it survives.
+    pub async fn close_orphan_sessions(&self) -> Result<u64, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        let n = sqlx::query(
+            "UPDATE watch_sessions SET left_at = joined_at, watch_duration_seconds = 0
+             WHERE left_at IS NULL AND id NOT IN (SELECT session_id FROM presence)",
+        )
+        .execute(&mut *w.tx)
+        .await?;
+        w.tx.commit().await?;
+        Ok(n.rows_affected())
+    }
+
+    /// Removes every viewer of a stage, closing their sessions at `now`.
+    pub async fn clear_stage(&self, stage_arn: &str, now: i64) -> Result<Vec<PresenceRecord>, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        let rows = sqlx::query(&format!("DELETE FROM presence WHERE stage_arn = $1 RETURNING {PRESENCE_COLUMNS}"))
+            .bind(stage_arn)
+            .fetch_all(&mut *w.tx)
+            .await?;
+        let removed = rows.iter().map(presence_from_row).collect::<Result<Vec<_>, _>>()?;
+        for p in &removed {
+            close_session(&mut w.tx, p.session_id, now).await?;
+        }
+        w.tx.commit().await?;
+        Ok(removed)
+    }
+
+    pub async fn list_viewers(&self, stage_arn: &str) -> Result<Vec<PresenceRecord>, sqlx::Error> {
+        let rows =
+            sqlx::query(&format!("SELECT {PRESENCE_COLUMNS} FROM presence WHERE stage_arn = $1 ORDER BY joined_at, user_id"))
+                .bind(stage_arn)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(presence_from_row).collect()
+    }
+
+    /// The viewer's most recent watch session on a stage.
+    pub async fn latest_session(&self, user_id: &str, stage_arn: &str) -> Result<Option<SessionRecord>, sqlx::Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM watch_sessions WHERE user_id = $1 AND stage_arn = $2 ORDER BY joined_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(user_id)
+        .bind(stage_arn)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    /// A user's watch sessions, newest first.
+    pub async fn history(&self, user_id: &str, limit: u32) -> Result<Vec<SessionRecord>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM watch_sessions WHERE user_id = $1 ORDER BY joined_at DESC, id DESC LIMIT $2"
+        ))
+        .bind(user_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// Aggregates over the closed and open sessions of a stage that started at or after `since`.
+    pub async fn stage_view_stats(&self, stage_arn: &str, since: i64) -> Result<StageViewStats, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total_views,
+                    COUNT(DISTINCT user_id) AS unique_viewers,
+                    CAST(COALESCE(ROUND(AVG(watch_duration_seconds)), 0) AS BIGINT) AS avg_watch,
+                    CAST(COALESCE(MAX(watch_duration_seconds), 0) AS BIGINT) AS max_watch,
+                    CAST(COALESCE(SUM(watch_duration_seconds), 0) AS BIGINT) AS total_watch
+             FROM watch_sessions WHERE stage_arn = $1 AND joined_at >= $2",
+        )
+        .bind(stage_arn)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(StageViewStats {
+            total_views: row.try_get("total_views")?,
+            unique_viewers: row.try_get("unique_viewers")?,
+            avg_watch_duration: row.try_get("avg_watch")?,
+            max_watch_duration: row.try_get("max_watch")?,
+            total_watch_time: row.try_get("total_watch")?,
+        })
+    }
+}

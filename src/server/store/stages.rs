@@ -1,0 +1,186 @@
+use super::Store;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// A stage this server manages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageRecord {
+    pub arn: String,
+    pub name: String,
+    pub is_master: bool,
+    pub auto_scaled: bool,
+    pub parent_arn: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Endpoint name → URL (`whip`, `whep`, `events`, ...).
+    pub endpoints: BTreeMap<String, String>,
+    pub active_session_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationRecord {
+    pub destination_arn: String,
+    pub source_arn: String,
+    pub participant_id: String,
+    pub started_at: i64,
+}
+
+const STAGE_COLUMNS: &str =
+    "arn, name, is_master, auto_scaled, parent_arn, tags, endpoints, active_session_id, created_at, updated_at";
+
+fn stage_from_row(r: &AnyRow) -> Result<StageRecord, sqlx::Error> {
+    let json_map = |col: &str| -> Result<BTreeMap<String, String>, sqlx::Error> {
+        let text: String = r.try_get(col)?;
+        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    };
+    Ok(StageRecord {
+        arn: r.try_get("arn")?,
+        name: r.try_get("name")?,
+        is_master: r.try_get::<i64, _>("is_master")? != 0,
+        auto_scaled: r.try_get::<i64, _>("auto_scaled")? != 0,
+        parent_arn: r.try_get("parent_arn")?,
+        tags: json_map("tags")?,
+        endpoints: json_map("endpoints")?,
+        active_session_id: r.try_get("active_session_id")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn to_json(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
+}
+
+impl Store {
+    pub async fn insert_stage(&self, s: &StageRecord) -> Result<(), sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        if s.is_master {
+            sqlx::query("UPDATE stages SET is_master = 0 WHERE is_master = 1").execute(&mut *w.tx).await?;
+        }
+        sqlx::query(&format!(
+            "INSERT INTO stages ({STAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (arn) DO UPDATE SET name = excluded.name, is_master = excluded.is_master,
+               tags = excluded.tags, endpoints = excluded.endpoints, updated_at = excluded.updated_at"
+        ))
+        .bind(&s.arn)
+        .bind(&s.name)
+        .bind(i64::from(s.is_master))
+        .bind(i64::from(s.auto_scaled))
+        .bind(&s.parent_arn)
+        .bind(to_json(&s.tags))
+        .bind(to_json(&s.endpoints))
+        .bind(&s.active_session_id)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&mut *w.tx)
+        .await?;
+        w.tx.commit().await
+    }
+
+    pub async fn get_stage(&self, arn: &str) -> Result<Option<StageRecord>, sqlx::Error> {
+        let row = sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE arn = $1"))
+            .bind(arn)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(stage_from_row).transpose()
+    }
+
+    pub async fn master_stage(&self) -> Result<Option<StageRecord>, sqlx::Error> {
+        let row = sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE is_master = 1"))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(stage_from_row).transpose()
+    }
+
+    /// Every managed stage, master first, then oldest first.
+    pub async fn list_stages(&self) -> Result<Vec<StageRecord>, sqlx::Error> {
+        let rows = sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages ORDER BY is_master DESC, created_at, arn"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(stage_from_row).collect()
+    }
+
+    pub async fn count_stages(&self) -> Result<u32, sqlx::Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM stages").fetch_one(&self.pool).await?;
+        super::count(&row, "n")
+    }
+
+    pub async fn update_stage(
+        &self,
+        arn: &str,
+        name: Option<&str>,
+        tags: Option<&BTreeMap<String, String>>,
+        now: i64,
+    ) -> Result<Option<StageRecord>, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        let n = sqlx::query(
+            "UPDATE stages SET name = COALESCE($1, name), tags = COALESCE($2, tags), updated_at = $3 WHERE arn = $4",
+        )
+        .bind(name)
+        .bind(tags.map(to_json))
+        .bind(now)
+        .bind(arn)
+        .execute(&mut *w.tx)
+        .await?;
+        w.tx.commit().await?;
+        if n.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_stage(arn).await
+    }
+
+    /// Deletes a stage record and its replication state; returns whether it existed.
+    pub async fn delete_stage(&self, arn: &str) -> Result<bool, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        sqlx::query("DELETE FROM replications WHERE destination_arn = $1").bind(arn).execute(&mut *w.tx).await?;
+        let n = sqlx::query("DELETE FROM stages WHERE arn = $1").bind(arn).execute(&mut *w.tx).await?;
+        w.tx.commit().await?;
+        Ok(n.rows_affected() > 0)
+    }
+
+    pub async fn put_replication(&self, r: &ReplicationRecord) -> Result<(), sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO replications (destination_arn, source_arn, participant_id, started_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (destination_arn) DO UPDATE SET source_arn = excluded.source_arn,
+               participant_id = excluded.participant_id, started_at = excluded.started_at",
+        )
+        .bind(&r.destination_arn)
+        .bind(&r.source_arn)
+        .bind(&r.participant_id)
+        .bind(r.started_at)
+        .execute(&mut *w.tx)
+        .await?;
+        w.tx.commit().await
+    }
+
+    pub async fn get_replication(&self, destination_arn: &str) -> Result<Option<ReplicationRecord>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT destination_arn, source_arn, participant_id, started_at FROM replications WHERE destination_arn = $1",
+        )
+        .bind(destination_arn)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ReplicationRecord {
+                destination_arn: r.try_get("destination_arn")?,
+                source_arn: r.try_get("source_arn")?,
+                participant_id: r.try_get("participant_id")?,
+                started_at: r.try_get("started_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn delete_replication(&self, destination_arn: &str) -> Result<bool, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        let n = sqlx::query("DELETE FROM replications WHERE destination_arn = $1")
+            .bind(destination_arn)
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(n.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,273 @@
+//! Spawns the real server on port 0 with a fresh database: a temp SQLite file, or a fresh
+//! PostgreSQL database when `TEST_DATABASE_URL` is a postgres:// URL (dropped afterwards).
+
+use livestage::server::backend::local::PublisherSignal;
+use livestage::server::backend::LivePublisher;
+use livestage::server::clock::{Clock, ManualClock};
+use livestage::server::config::Settings;
+use livestage::server::service::Service;
+use livestage::server::startup::Application;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+/// A database for one test; a PostgreSQL one is dropped when this is.
+pub struct TestDb {
+    pub url: String,
+    pg: Option<(String, String)>, // (admin URL, database name)
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        match std::env::var("TEST_DATABASE_URL").ok().filter(|u| u.starts_with("postgres")) {
+            Some(admin) => {
+                use sqlx::Connection;
+                let name = format!("livestage_test_{}", livestage::server::backend::local::random_id(12).to_lowercase());
+                let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to TEST_DATABASE_URL");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+                conn.close().await.ok();
+                let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+                Self { url: format!("{base}/{name}"), pg: Some((admin, name)) }
+            }
+            None => Self { url: String::new(), pg: None },
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.pg.take() {
+            // Drop runs outside async context: use a private runtime on a plain thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub service: Arc<Service>,
+    pub clock: Arc<ManualClock>,
+    pub publisher: PublisherSignal,
+    pub settings: Settings,
+    shutdown: watch::Sender<bool>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    pub dir: Arc<tempfile::TempDir>,
+    pub db: Arc<TestDb>,
+}
+
+pub fn test_settings(dir: &std::path::Path, db: &TestDb) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.site_addr = "127.0.0.1:0".into();
+    s.server.data_dir = dir.to_path_buf();
+    s.server.api_secret_key = Some(API_KEY.into());
+    s.server.database_url = (!db.url.is_empty()).then(|| db.url.clone());
+    s.stage.autoscale = false;
+    s.rate_limit.max_requests = 100_000;
+    s.presence.heartbeat_flush_ms = 50;
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let db = Arc::new(TestDb::new().await);
+    let mut settings = test_settings(dir.path(), &db);
+    configure(&mut settings);
+    let clock = ManualClock::new(chrono_now_ms());
+    start(settings, clock, dir, db).await
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+async fn start(settings: Settings, clock: Arc<ManualClock>, dir: Arc<tempfile::TempDir>, db: Arc<TestDb>) -> TestApp {
+    let app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>).await.expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let service = app.service();
+    let publisher = app.publisher_signal().expect("local backend");
+    let shutdown = app.shutdown_handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+        service,
+        clock,
+        publisher,
+        settings,
+        shutdown,
+        server: Some(server),
+        dir,
+        db,
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    /// Asserts the failure envelope with `status` and `code`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.body["success"], false, "body: {}", self.body);
+        assert_eq!(self.error_code(), code, "body: {}", self.body);
+        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", self.body);
+        assert_iso(&self.body["timestamp"]);
+    }
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "body: {}", self.body);
+        assert_eq!(self.body["success"], true, "body: {}", self.body);
+        assert_iso(&self.body["timestamp"]);
+        &self.body["data"]
+    }
+}
+
+#[track_caller]
+pub fn assert_iso(v: &Value) {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a string timestamp: {v}"));
+    assert_eq!(s.len(), 24, "{s}");
+    assert!(s.ends_with('Z') && &s[10..11] == "T" && &s[19..20] == ".", "{s}");
+}
+
+impl TestApp {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>, key: Option<&str>) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} response is not JSON: {text:?}"));
+        Resp { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request(Method::GET, path, None, Some(API_KEY)).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.request(Method::POST, path, Some(body), Some(API_KEY)).await
+    }
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.request(Method::PUT, path, Some(body), Some(API_KEY)).await
+    }
+    pub async fn delete(&self, path: &str, body: Option<Value>) -> Resp {
+        self.request(Method::DELETE, path, body, Some(API_KEY)).await
+    }
+    pub async fn raw(&self, method: Method, path: &str, body: &'static str, content_type: &str) -> Resp {
+        let resp = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .header("x-api-key", API_KEY)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} response is not JSON: {text:?}"));
+        Resp { status, headers, body }
+    }
+
+    pub async fn master_arn(&self) -> String {
+        self.get("/api/stage/master/info").await.assert_ok()["stage"]["arn"].as_str().unwrap().to_string()
+    }
+
+    /// Makes the publisher live on the master stage (as the media plane reports it).
+    pub async fn go_live(&self) {
+        let arn = self.master_arn().await;
+        self.publisher.set_live(LivePublisher {
+            user_id: "broadcaster".into(),
+            participant_id: "pub123".into(),
+            stage_arn: arn,
+            since_ms: self.clock.now_ms(),
+        });
+    }
+
+    pub async fn join(&self, user: &str) -> Resp {
+        self.post("/api/token/viewer", serde_json::json!({ "userId": user })).await
+    }
+
+    pub fn advance_secs(&self, secs: i64) {
+        self.clock.advance_ms(secs * 1000);
+    }
+
+    /// Stops the server gracefully (pending heartbeats are written).
+    pub async fn stop(&mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+        }
+    }
+
+    /// Stops this instance and starts a new one on the same data dir and database.
+    pub async fn restart(mut self, advance_secs: i64) -> TestApp {
+        self.stop().await;
+        self.clock.advance_ms(advance_secs * 1000);
+        let settings = self.settings.clone();
+        start(settings, self.clock.clone(), self.dir.clone(), self.db.clone()).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// Polls `check` every 50 ms for at most `limit`; returns whether it became true.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn enc(arn: &str) -> String {
+    arn.replace('/', "%2F")
+}

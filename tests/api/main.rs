@@ -1,0 +1,15 @@
+//! Black-box tests of the public contract against the real server (SQLite by default;
+//! PostgreSQL when TEST_DATABASE_URL=postgres://…).
+
+mod helpers;
+
+mod auth;
+mod autoscale;
+mod health;
+mod presence;
+mod stages;
+mod stats;
+mod tokens;
+mod validation;
+mod viewers;
+mod websocket;
