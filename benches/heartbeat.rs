@@ -1,0 +1,173 @@
+//! Heartbeat throughput: `POST /api/viewer/heartbeat` on the real server versus a bare axum
+//! handler, both over loopback with the same client load, measured in the same run.
+//!
+//!   cargo bench --features ssr --bench heartbeat
+//!
+//! Settings (environment): BENCH_VIEWERS (2000), BENCH_CONNECTIONS (64), BENCH_SECS (5),
+//! BENCH_DATABASE_URL (default: a temp SQLite file; postgres://… to measure PostgreSQL).
+
+use axum::routing::post;
+use axum::{Json, Router};
+use livestage::server::backend::LivePublisher;
+use livestage::server::clock::SystemClock;
+use livestage::server::config::Settings;
+use livestage::server::startup::Application;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Figures {
+    requests: u64,
+    errors: u64,
+    secs: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+impl Figures {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+}
+
+/// Drives `connections` concurrent request loops for `secs` seconds; each request's body comes
+/// from `body(i)`. Bounded by time; returns latency percentiles and counts.
+async fn drive(url: String, key: Option<String>, connections: u64, secs: u64, bodies: Arc<Vec<Value>>) -> Figures {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(connections as usize).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (client, url, key, stop, bodies) = (client.clone(), url.clone(), key.clone(), stop.clone(), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(50_000);
+            let mut errors = 0u64;
+            let mut i = c as usize;
+            while !stop.load(Ordering::Relaxed) {
+                let body = &bodies[i % bodies.len()];
+                i += connections as usize;
+                let t = Instant::now();
+                let mut req = client.post(&url).json(body);
+                if let Some(k) = &key {
+                    req = req.header("x-api-key", k);
+                }
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed().as_micros() as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await.unwrap();
+        all.extend(lat);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or(0);
+    Figures { requests: all.len() as u64, errors, secs: elapsed, p50_us: pct(0.50), p99_us: pct(0.99) }
+}
+
+async fn bare_server() -> String {
+    async fn handler(Json(body): Json<Value>) -> Json<Value> {
+        Json(json!({
+            "success": true,
+            "data": { "userId": body["userId"], "stageArn": body["stageArn"], "heartbeatUpdated": true },
+            "message": "heartbeat updated",
+        }))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hb", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, Router::new().route("/hb", post(handler))).await });
+    url
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let viewers = env_num("BENCH_VIEWERS", 2000);
+    let connections = env_num("BENCH_CONNECTIONS", 64);
+    let secs = env_num("BENCH_SECS", 5);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::defaults();
+    settings.server.site_addr = "127.0.0.1:0".into();
+    settings.server.data_dir = dir.path().to_path_buf();
+    settings.server.api_secret_key = Some("bench-key".into());
+    settings.server.database_url = std::env::var("BENCH_DATABASE_URL").ok();
+    settings.stage.autoscale = false;
+    // the joins below come from one address; the limiter is not what is measured
+    settings.rate_limit.max_requests = u32::MAX / 2;
+    settings.stage.max_viewers_per_stage = u32::MAX / 2;
+    settings.stage.scale_up_threshold = u32::MAX / 2;
+    let db_label = settings.database_url().split(':').next().unwrap_or("?").to_string();
+
+    let app = Application::build_with_clock(settings, Arc::new(SystemClock)).await.expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let signal = app.publisher_signal().unwrap();
+    let service = app.service();
+    let master = service.store().master_stage().await.unwrap().unwrap().arn;
+    signal.set_live(LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.clone(), since_ms: 0 });
+    tokio::spawn(app.run_until_stopped());
+
+    eprintln!("joining {viewers} viewers…");
+    let client = reqwest::Client::new();
+    for i in 0..viewers {
+        let r = client
+            .post(format!("{base}/api/token/viewer"))
+            .header("x-api-key", "bench-key")
+            .json(&json!({ "userId": format!("viewer-{i}") }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "join failed: {}", r.status());
+    }
+    let bodies: Arc<Vec<Value>> =
+        Arc::new((0..viewers).map(|i| json!({ "userId": format!("viewer-{i}"), "stageArn": master })).collect());
+
+    let bare_url = bare_server().await;
+    // warm up both
+    drive(bare_url.clone(), None, connections, 1, bodies.clone()).await;
+    drive(format!("{base}/api/viewer/heartbeat"), Some("bench-key".into()), connections, 1, bodies.clone()).await;
+
+    let bare = drive(bare_url, None, connections, secs, bodies.clone()).await;
+    let hb = drive(format!("{base}/api/viewer/heartbeat"), Some("bench-key".into()), connections, secs, bodies.clone()).await;
+
+    // durability: every viewer's last heartbeat reached the database within ~1 s
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rows = service.store().list_viewers(&master).await.unwrap();
+    let now = livestage::server::clock::Clock::now_ms(&SystemClock);
+    let stale = rows.iter().filter(|r| now - r.last_heartbeat > (secs as i64 + 3) * 1000).count();
+
+    println!("heartbeat benchmark: {viewers} viewers, {connections} connections, {secs} s per run, database {db_label}");
+    println!("{:<22} {:>12} {:>10} {:>10} {:>8}", "", "requests/s", "p50 (ms)", "p99 (ms)", "errors");
+    for (name, f) in [("bare axum handler", &bare), ("POST heartbeat", &hb)] {
+        println!(
+            "{:<22} {:>12.0} {:>10.2} {:>10.2} {:>8}",
+            name,
+            f.rps(),
+            f.p50_us as f64 / 1000.0,
+            f.p99_us as f64 / 1000.0,
+            f.errors
+        );
+    }
+    println!("ratio heartbeat/bare: {:.2} (target >= 0.5)", hb.rps() / bare.rps());
+    println!("viewers whose heartbeat is not in the database: {stale} of {}", rows.len());
+}
