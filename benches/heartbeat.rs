@@ -113,6 +113,7 @@ async fn run() {
     settings.server.api_secret_key = Some("bench-key".into());
     settings.server.database_url = std::env::var("BENCH_DATABASE_URL").ok();
     settings.stage.autoscale = false;
+    settings.media.udp_port = 0;
     // the joins below come from one address; the limiter is not what is measured
     settings.rate_limit.max_requests = u32::MAX / 2;
     settings.stage.max_viewers_per_stage = u32::MAX / 2;

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod media;
 pub mod service;
 pub mod startup;
 pub mod store;

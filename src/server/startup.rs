@@ -9,7 +9,8 @@ use crate::server::clock::{Clock, SystemClock};
 use crate::server::config::{BackendKind, Settings};
 use crate::server::http::middleware::RateLimiter;
 use crate::server::http::{contract_router, AppState};
-use crate::server::service::{spawn_background_jobs, Service};
+use crate::server::media::MediaServer;
+use crate::server::service::{spawn_background_jobs, MediaPlane, Service};
 use crate::server::store::{Store, StoreError};
 use axum::Router;
 use leptos::config::LeptosOptions;
@@ -100,14 +101,19 @@ impl Application {
         let api_key = api_key(&settings)?;
         let store = Store::connect(&settings.database_url()).await?;
 
-        let (backend, local): (Arc<dyn StageBackend>, Option<PublisherSignal>) = match settings.stage.backend {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (backend, local): (Arc<dyn StageBackend>, Option<(PublisherSignal, MediaPlane)>) = match settings.stage.backend {
             BackendKind::Local => {
                 let key_path = data_dir.join("local-signing-key.pem");
                 let signer = TokenSigner::load_or_create(&key_path)
                     .map_err(|e| StartupError::DataDir(key_path.display().to_string(), e))?;
-                let backend = LocalBackend::new(settings.stage.region.clone(), Arc::new(signer));
+                let signer = Arc::new(signer);
+                let backend = LocalBackend::new(settings.stage.region.clone(), signer.clone());
                 let signal = backend.publisher_signal();
-                (Arc::new(backend), Some(signal))
+                let server = MediaServer::start(&settings.media, signal.clone(), shutdown_rx.clone())
+                    .await
+                    .map_err(|e| StartupError::Backend(e.to_string()))?;
+                (Arc::new(backend), Some((signal, MediaPlane { server, signer })))
             }
             BackendKind::Ivs => {
                 return Err(StartupError::Backend(
@@ -118,6 +124,10 @@ impl Application {
 
         let settings = Arc::new(settings);
         let service = Service::new(settings.clone(), store, backend, clock);
+        let local = local.map(|(signal, plane)| {
+            service.attach_media(plane);
+            signal
+        });
         service.ensure_master_stage().await.map_err(|e| StartupError::Backend(e.to_string()))?;
         // Viewers that went silent while the server was down: close their sessions at their
         // last heartbeat, exactly as the sweep would have.
@@ -133,7 +143,6 @@ impl Application {
             .map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
         let addr = listener.local_addr().map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
 
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let state = AppState {
             service: service.clone(),
             leptos_options: leptos_options(addr),

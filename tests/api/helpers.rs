@@ -79,6 +79,7 @@ pub fn test_settings(dir: &std::path::Path, db: &TestDb) -> Settings {
     s.stage.autoscale = false;
     s.rate_limit.max_requests = 100_000;
     s.presence.heartbeat_flush_ms = 50;
+    s.media.udp_port = 0;
     s
 }
 

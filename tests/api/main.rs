@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod autoscale;
 mod health;
+mod media;
 mod presence;
 mod stages;
 mod stats;

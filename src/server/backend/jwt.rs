@@ -78,6 +78,12 @@ impl TokenSigner {
         format!("{signing_input}.{}", B64.encode(signature.to_bytes()))
     }
 
+    /// The claims of a token, unverified (for display and diagnostics only).
+    pub fn decode_claims_unverified(token: &str) -> Option<Value> {
+        let payload = token.split('.').nth(1)?;
+        serde_json::from_slice(&B64.decode(payload).ok()?).ok()
+    }
+
     /// Checks the signature and expiry; returns the claims.
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<Value, JwtError> {
         let mut parts = token.split('.');

@@ -2,6 +2,7 @@
 
 pub mod extract;
 pub mod handlers;
+pub mod media;
 pub mod middleware;
 pub mod ws;
 
@@ -72,4 +73,5 @@ pub fn contract_router(state: &AppState) -> Router<AppState> {
             get(handlers::health).layer(axum::middleware::from_fn(middleware::envelope_errors)),
         )
         .route("/ws", get(ws::ws_handler))
+        .merge(media::media_router())
 }

@@ -3,6 +3,7 @@
 
 mod hub;
 mod jobs;
+mod media;
 mod presence;
 mod stages;
 mod stats;
@@ -11,6 +12,7 @@ pub mod views;
 
 pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
+pub use media::{MediaPlane, MediaRequest};
 pub use tokens::secrets_match as tokens_secrets_match;
 
 use crate::api::ErrorCode;
@@ -21,7 +23,7 @@ use crate::server::config::Settings;
 use crate::server::error::AppError;
 use crate::server::store::Store;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tokio::sync::Notify;
 
@@ -42,6 +44,8 @@ pub struct Service {
     /// Serialises auto-scaling steps taken by this instance.
     autoscale_lock: tokio::sync::Mutex<()>,
     started: Instant,
+    /// The embedded media server, when the stage backend is local.
+    media: OnceLock<MediaPlane>,
 }
 
 impl Service {
@@ -57,6 +61,7 @@ impl Service {
             autoscale_kick: Notify::new(),
             autoscale_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
+            media: OnceLock::new(),
         })
     }
 

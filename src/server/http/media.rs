@@ -1,0 +1,74 @@
+//! WHIP (RFC 9725) and WHEP endpoints of the embedded media server.
+//!
+//! `POST /whip` and `POST /whep` take an `application/sdp` offer with the participant token as
+//! `Authorization: Bearer`, answer `201 Created` with the SDP answer and the session resource in
+//! `Location`; `DELETE` on that resource ends the session. Trickle ICE (`PATCH`) is not offered:
+//! the server is ICE-lite and its answer carries every candidate, so `PATCH` answers 405.
+
+use super::extract::BaseUrl;
+use super::{middleware, AppState};
+use crate::server::backend::local::{WHEP_PATH, WHIP_PATH};
+use crate::server::error::AppResult;
+use crate::server::media::Role;
+use crate::server::service::MediaRequest;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::Router;
+
+/// Largest SDP offer accepted.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+pub fn media_router() -> Router<AppState> {
+    Router::new()
+        .route(WHIP_PATH, post(whip_offer))
+        .route(&format!("{WHIP_PATH}/{{id}}"), delete(whip_end))
+        .route(WHEP_PATH, post(whep_offer))
+        .route(&format!("{WHEP_PATH}/{{id}}"), delete(whep_end))
+        .layer(axum::middleware::from_fn(middleware::envelope_errors))
+        .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+async fn offer(state: AppState, role: Role, base: String, path: &str, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+    let req = MediaRequest {
+        bearer: bearer(&headers),
+        content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        body: &body,
+    };
+    let accepted = state.service.media_offer(role, req).await?;
+    let location = format!("{base}{path}/{}", accepted.session_id);
+    let mut resp = (StatusCode::CREATED, accepted.answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location"));
+    Ok(resp)
+}
+
+async fn whip_offer(State(state): State<AppState>, BaseUrl(base): BaseUrl, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+    offer(state, Role::Publisher, base, WHIP_PATH, headers, body).await
+}
+
+async fn whep_offer(State(state): State<AppState>, BaseUrl(base): BaseUrl, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+    offer(state, Role::Viewer, base, WHEP_PATH, headers, body).await
+}
+
+async fn whip_end(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> AppResult<StatusCode> {
+    state.service.media_end(Role::Publisher, &id, bearer(&headers)).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn whep_end(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> AppResult<StatusCode> {
+    state.service.media_end(Role::Viewer, &id, bearer(&headers)).await?;
+    Ok(StatusCode::OK)
+}
