@@ -34,6 +34,8 @@ export default defineConfig({
             "--disable-sync",
             "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection",
           ],
         },
       },

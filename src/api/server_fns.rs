@@ -78,3 +78,100 @@ pub async fn leave_stream(user_id: String, stage_arn: String) -> Result<(), Serv
     let stage = StageArn::parse(stage_arn).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: stageArn {e}")))?;
     service.leave(&user, &stage).await.map(|_| ()).map_err(ssr::fail)
 }
+
+#[cfg(feature = "ssr")]
+mod session {
+    use crate::server::http::session::{self, ApiKey};
+    use leptos::prelude::*;
+
+    fn key() -> Result<ApiKey, ServerFnError> {
+        use_context::<ApiKey>().ok_or_else(|| ServerFnError::new("service unavailable"))
+    }
+
+    pub async fn headers() -> Result<axum::http::HeaderMap, ServerFnError> {
+        Ok(leptos_axum::extract().await?)
+    }
+
+    pub async fn signed_in(now_secs: i64) -> Result<bool, ServerFnError> {
+        let key = key()?;
+        let headers = headers().await?;
+        Ok(headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(session::from_cookie_header)
+            .any(|v| session::verify(&key.0, v, now_secs)))
+    }
+
+    pub fn check_key(given: &str) -> Result<bool, ServerFnError> {
+        Ok(crate::server::service::tokens_secrets_match(given.trim(), &key()?.0))
+    }
+
+    pub fn set_cookie(value: String) {
+        if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+                resp.append_header(axum::http::header::SET_COOKIE, v);
+            }
+        }
+    }
+
+    pub fn issue(now_secs: i64) -> Result<String, ServerFnError> {
+        Ok(session::issue(&key()?.0, now_secs))
+    }
+}
+
+/// Whether this browser is signed in as the broadcaster.
+#[server]
+pub async fn broadcaster_signed_in() -> Result<bool, ServerFnError> {
+    let now = ssr::service()?.now_ms().div_euclid(1000);
+    session::signed_in(now).await
+}
+
+/// Signs the broadcaster in with the API key; `false` when the key is wrong.
+#[server]
+pub async fn broadcaster_sign_in(api_key: String) -> Result<bool, ServerFnError> {
+    let service = ssr::service()?;
+    if !session::check_key(&api_key)? {
+        return Ok(false);
+    }
+    let headers = session::headers().await?;
+    let secure = headers.get("x-forwarded-proto").is_some_and(|p| p == "https")
+        || service.settings().server.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let value = session::issue(service.now_ms().div_euclid(1000))?;
+    session::set_cookie(crate::server::http::session::set_cookie(&value, secure));
+    Ok(true)
+}
+
+#[server]
+pub async fn broadcaster_sign_out() -> Result<(), ServerFnError> {
+    session::set_cookie(crate::server::http::session::clear_cookie());
+    Ok(())
+}
+
+/// A publisher token for the signed-in broadcaster.
+#[server]
+pub async fn publisher_ticket() -> Result<super::PublisherTicket, ServerFnError> {
+    use crate::domain::UserId;
+    let service = ssr::service()?;
+    if !session::signed_in(service.now_ms().div_euclid(1000)).await? {
+        return Err(ServerFnError::new("UNAUTHORIZED: sign in as the broadcaster first"));
+    }
+    let headers = session::headers().await?;
+    let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
+    let user = UserId::parse("broadcaster".to_string()).map_err(|e| ServerFnError::new(e.to_string()))?;
+    let t = service.issue_publisher_token(&user, &base).await.map_err(ssr::fail)?;
+    Ok(super::PublisherTicket {
+        token: t.token,
+        participant_id: t.participant_id,
+        stage_arn: t.stage_arn,
+        expires_at: t.expires_at,
+        expires_in: t.expires_in,
+        whip_endpoint: t.whip_endpoint,
+    })
+}
+
+/// Live totals, the stage table and the last 24 hours of snapshots.
+#[server]
+pub async fn dashboard_data() -> Result<super::DashboardData, ServerFnError> {
+    ssr::service()?.dashboard().await.map_err(ssr::fail)
+}

@@ -44,3 +44,45 @@ pub enum JoinOutcome {
     /// Every stage is at capacity.
     Full,
 }
+
+/// What the broadcaster page needs to go live (and what OBS needs over WHIP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherTicket {
+    pub token: String,
+    pub participant_id: String,
+    pub stage_arn: String,
+    pub expires_at: String,
+    pub expires_in: i64,
+    pub whip_endpoint: String,
+}
+
+/// One point of the viewers-over-time chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesPoint {
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    pub viewers: u32,
+}
+
+/// One row of the dashboard's stage table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageRow {
+    pub arn: String,
+    pub name: String,
+    pub is_master: bool,
+    pub auto_scaled: bool,
+}
+
+/// The dashboard's server-rendered data; live figures then arrive over `/ws`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardData {
+    pub stats: LiveStats,
+    pub stages: Vec<StageRow>,
+    /// Total viewers per snapshot over the last 24 hours, oldest first.
+    pub series: Vec<SeriesPoint>,
+    pub now_ms: i64,
+}

@@ -35,10 +35,17 @@ pub fn App() -> impl IntoView {
         <Router>
             <header class="topbar">
                 <a class="brand" href="/">"livestage"</a>
+                <nav aria-label="main">
+                    <a href="/">"Watch"</a>
+                    <a href="/broadcast">"Broadcast"</a>
+                    <a href="/dashboard">"Dashboard"</a>
+                </nav>
             </header>
             <main>
                 <Routes fallback=|| view! { <p class="notice">"Page not found."</p> }>
-                    <Route path=StaticSegment("") view=pages::HomePage/>
+                    <Route path=StaticSegment("") view=pages::ViewerPage/>
+                    <Route path=StaticSegment("broadcast") view=pages::BroadcastPage/>
+                    <Route path=StaticSegment("dashboard") view=pages::DashboardPage/>
                 </Routes>
             </main>
         </Router>

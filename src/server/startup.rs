@@ -8,6 +8,7 @@ use crate::server::backend::StageBackend;
 use crate::server::clock::{Clock, SystemClock};
 use crate::server::config::{BackendKind, Settings};
 use crate::server::http::middleware::RateLimiter;
+use crate::server::http::session::ApiKey;
 use crate::server::http::{contract_router, AppState};
 use crate::server::media::MediaServer;
 use crate::server::service::{spawn_background_jobs, MediaPlane, Service};
@@ -161,13 +162,17 @@ impl Application {
     fn router(state: AppState) -> Router {
         let routes = generate_route_list(App);
         let ctx_service = state.service.clone();
+        let ctx_key = ApiKey(state.api_key.clone());
         let options = state.leptos_options.clone();
         let mut router = Router::new()
             .merge(contract_router(&state))
             .leptos_routes_with_context(
                 &state,
                 routes,
-                move || provide_context(ctx_service.clone()),
+                move || {
+                    provide_context(ctx_service.clone());
+                    provide_context(ctx_key.clone());
+                },
                 move || shell(options.clone()),
             )
             .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));

@@ -1,3 +1,54 @@
-mod home;
+mod broadcast;
+mod dashboard;
+mod viewer;
 
-pub use home::HomePage;
+pub use broadcast::BroadcastPage;
+pub use dashboard::DashboardPage;
+pub use viewer::ViewerPage;
+
+use crate::api::LiveStats;
+use crate::app::interop;
+use leptos::prelude::*;
+
+/// Live totals for this page: the server's current figures (serialized into the page for
+/// hydration), then every `stats_update` from `/ws`.
+pub(crate) fn use_live_stats(on_update: impl Fn(&LiveStats) + 'static) -> (Signal<Option<LiveStats>>, RwSignal<bool>) {
+    let initial = leptos::server::SharedValue::new(current_stats).into_inner();
+    let pushed: RwSignal<Option<LiveStats>> = RwSignal::new(None);
+    let hydrated = RwSignal::new(false);
+    let on_update = std::rc::Rc::new(on_update);
+    Effect::new(move |_| {
+        hydrated.set(true);
+        let cb = on_update.clone();
+        let id = interop::subscribe_stats(move |s| {
+            cb(&s);
+            let _ = pushed.try_set(Some(s));
+        });
+        on_cleanup(move || interop::unsubscribe_stats(id));
+    });
+    let stats = Signal::derive(move || pushed.get().or_else(|| initial.clone()));
+    (stats, hydrated)
+}
+
+/// The figures the stats hub holds right now (server only; the browser reads them from the page).
+fn current_stats() -> Option<LiveStats> {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<std::sync::Arc<crate::server::service::Service>>().map(|s| (*s.hub().current()).clone())
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        None
+    }
+}
+
+/// The LIVE / OFFLINE badge.
+#[component]
+pub(crate) fn LiveBadge(stats: Signal<Option<LiveStats>>) -> impl IntoView {
+    let live = move || stats.get().is_some_and(|s| s.is_publisher_live);
+    view! {
+        <span class="badge" class:live=live data-testid="live-badge" role="status">
+            {move || if live() { "● LIVE" } else { "OFFLINE" }}
+        </span>
+    }
+}

@@ -4,6 +4,7 @@ pub mod extract;
 pub mod handlers;
 pub mod media;
 pub mod middleware;
+pub mod session;
 pub mod ws;
 
 use crate::server::service::Service;

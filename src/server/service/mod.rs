@@ -1,6 +1,7 @@
 //! All business logic. REST handlers, `/ws` and server functions call this, never the store or
 //! the backend directly.
 
+mod dashboard;
 mod hub;
 mod jobs;
 mod media;

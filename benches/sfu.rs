@@ -1,0 +1,240 @@
+//! SFU fan-out: one 720p / 2.5 Mbps publisher (WHIP) and N WHEP viewers over loopback, all real
+//! WebRTC (ICE, DTLS, SRTP) through the embedded media server. For each N it prints the video
+//! frame loss, the end-to-end latency (publisher write → viewer frame) and the added latency
+//! against the single-viewer baseline measured in the same run.
+//!
+//!   cargo bench --features ssr --bench sfu
+//!
+//! Settings (environment): BENCH_VIEWERS ("1,25,50,75,100"), BENCH_SECS (5).
+//! The viewers run in this process too, so the machine also pays for their decryption: the
+//! figures are a lower bound for the server alone.
+
+use livestage::server::clock::SystemClock;
+use livestage::server::config::Settings;
+use livestage::server::media::peer::{Peer, PeerEvent, PeerHandle, PeerRole};
+use livestage::server::startup::Application;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use str0m::media::MediaKind;
+
+const FPS: u64 = 30;
+const BITRATE: u64 = 2_500_000;
+const GOP: u64 = 60;
+
+type SendLog = Arc<Mutex<HashMap<u64, Instant>>>;
+
+/// Synthetic VP8 frames of a 2.5 Mbps 720p stream: a keyframe every 2 s, sized like a real
+/// encoder's output (the SFU forwards bytes, it never decodes).
+fn frame(n: u64) -> Vec<u8> {
+    let per_gop = BITRATE / 8 * GOP / FPS;
+    let key = n % GOP == 0;
+    let len = if key { per_gop / 4 } else { (per_gop - per_gop / 4) / (GOP - 1) } as usize;
+    let mut f = vec![0u8; len];
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for b in f.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    if key {
+        f[..10].copy_from_slice(&[0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]); // 1280x720
+    } else {
+        f[0] |= 1;
+    }
+    f
+}
+
+fn publish(peer: PeerHandle, log: SendLog, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut peer = peer;
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        let (mut v, mut a) = (0u64, 0u64);
+        let mut force_key = false;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            while let Ok(ev) = peer.events.try_recv() {
+                force_key |= matches!(ev, PeerEvent::KeyframeRequested);
+            }
+            let ms = start.elapsed().as_millis() as u64;
+            if ms >= v * 1000 / FPS {
+                let n = if force_key { 0 } else { v };
+                force_key = false;
+                let ts = v * 90_000 / FPS;
+                log.lock().unwrap().insert(ts, Instant::now());
+                peer.send_video(frame(n), ts);
+                v += 1;
+            }
+            if ms >= a * 20 {
+                peer.send_audio(vec![0xfc; 160], a * 960);
+                a += 1;
+            }
+        }
+    })
+}
+
+struct Viewer {
+    location: String,
+    token: String,
+    received: Arc<Mutex<Vec<(u64, Instant)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn post_offer(client: &reqwest::Client, url: &str, token: &str, offer: String) -> (String, String) {
+    let r = client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .expect("offer sent");
+    assert_eq!(r.status().as_u16(), 201, "offer refused");
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    (location, r.text().await.unwrap())
+}
+
+async fn api(client: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
+    let r = client.post(format!("{base}{path}")).header("x-api-key", "bench-key").json(&body).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["success"], true, "{v}");
+    v["data"].clone()
+}
+
+async fn add_viewer(client: &reqwest::Client, base: &str, i: usize) -> Viewer {
+    let d = api(client, base, "/api/token/viewer", json!({ "userId": format!("bench-viewer-{i}") })).await;
+    let token = d["token"].as_str().unwrap().to_string();
+    let (peer, offer) = Peer::offer(PeerRole::Play).await.unwrap();
+    let (location, answer) = post_offer(client, d["whepEndpoint"].as_str().unwrap(), &token, offer).await;
+    let mut peer = peer.connect(&answer).unwrap();
+    assert!(peer.connected(Duration::from_secs(10)).await, "viewer {i} connected");
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let task = tokio::spawn(async move {
+        while let Some(ev) = peer.events.recv().await {
+            if let PeerEvent::Frame { kind: MediaKind::Video, rtp_time, at, .. } = ev {
+                sink.lock().unwrap().push((rtp_time, at));
+            }
+        }
+    });
+    Viewer { location, token, received, task }
+}
+
+struct Round {
+    viewers: usize,
+    loss_pct: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn measure(viewers: &[Viewer], log: &SendLog, secs: u64) -> Round {
+    for v in viewers {
+        v.received.lock().unwrap().clear();
+    }
+    let window_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let window_end = Instant::now();
+    // let the last frames of the window arrive
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent: HashMap<u64, Instant> =
+        log.lock().unwrap().iter().filter(|(_, t)| **t >= window_start && **t < window_end).map(|(k, v)| (*k, *v)).collect();
+    let mut latencies = Vec::new();
+    let mut got = 0usize;
+    for v in viewers {
+        for (ts, at) in v.received.lock().unwrap().iter() {
+            if let Some(t) = sent.get(ts) {
+                got += 1;
+                latencies.push(at.duration_since(*t).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let expected = sent.len() * viewers.len();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    Round {
+        viewers: viewers.len(),
+        loss_pct: if expected == 0 { 100.0 } else { 100.0 * (1.0 - got as f64 / expected as f64) },
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let counts: Vec<usize> = std::env::var("BENCH_VIEWERS")
+        .unwrap_or_else(|_| "1,25,50,75,100".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::defaults();
+    settings.server.site_addr = "127.0.0.1:0".into();
+    settings.server.data_dir = dir.path().to_path_buf();
+    settings.server.api_secret_key = Some("bench-key".into());
+    settings.stage.autoscale = false;
+    settings.stage.max_viewers_per_stage = 100_000;
+    settings.stage.scale_up_threshold = 100_000;
+    settings.rate_limit.max_requests = 1_000_000;
+    settings.media.udp_port = 0;
+    let app = Application::build_with_clock(settings, Arc::new(SystemClock)).await.expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let service = app.service();
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+
+    let d = api(&client, &base, "/api/token/publisher", json!({ "userId": "bench-publisher" })).await;
+    let (peer, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
+    let (_, answer) = post_offer(&client, d["whipEndpoint"].as_str().unwrap(), d["token"].as_str().unwrap(), offer).await;
+    let mut peer = peer.connect(&answer).unwrap();
+    assert!(peer.connected(Duration::from_secs(10)).await, "publisher connected");
+    let log: SendLog = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = publish(peer, log.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    println!("SFU fan-out: one publisher, VP8 720p {} kbps @ {FPS} fps + Opus, {secs} s per round", BITRATE / 1000);
+    println!("{:>8} {:>12} {:>10} {:>10} {:>14} {:>12}", "viewers", "loss (%)", "p50 (ms)", "p99 (ms)", "added p50 (ms)", "egress Mbps");
+    let mut viewers: Vec<Viewer> = Vec::new();
+    let mut baseline: Option<f64> = None;
+    let mut best_ok = 0;
+    for &n in &counts {
+        while viewers.len() < n {
+            viewers.push(add_viewer(&client, &base, viewers.len()).await);
+        }
+        while viewers.len() > n {
+            let v = viewers.pop().unwrap();
+            let _ = client.delete(&v.location).bearer_auth(&v.token).send().await;
+            v.task.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await; // every viewer past its first keyframe
+        let bytes_before = service.media().unwrap().server.stats().bytes_forwarded.load(Ordering::Relaxed);
+        let r = measure(&viewers, &log, secs).await;
+        let bytes = service.media().unwrap().server.stats().bytes_forwarded.load(Ordering::Relaxed) - bytes_before;
+        let base_p50 = *baseline.get_or_insert(r.p50_ms);
+        println!(
+            "{:>8} {:>12.3} {:>10.2} {:>10.2} {:>14.2} {:>12.1}",
+            r.viewers,
+            r.loss_pct,
+            r.p50_ms,
+            r.p99_ms,
+            r.p50_ms - base_p50,
+            bytes as f64 * 8.0 / (secs as f64 + 0.5) / 1e6
+        );
+        if r.loss_pct < 1.0 {
+            best_ok = best_ok.max(r.viewers);
+        }
+    }
+    println!("largest audience with < 1% loss: {best_ok} viewers (target >= 50)");
+    stop.store(true, Ordering::Relaxed);
+    let _ = feeder.await;
+}

@@ -1,0 +1,142 @@
+import { test, expect, type Browser, type Page } from "@playwright/test";
+import { readFileSync, existsSync } from "node:fs";
+import { gzipSync } from "node:zlib";
+import { join } from "node:path";
+
+// The server's API key: generated on first start into the data dir (or set by the environment).
+function apiKey(): string {
+  if (process.env.API_SECRET_KEY) return process.env.API_SECRET_KEY;
+  const dir = process.env.APP_DATA_DIR ?? join("..", "data");
+  return readFileSync(join(dir, "api-key"), "utf8").trim();
+}
+
+async function newPage(browser: Browser, path: string): Promise<Page> {
+  const page = await (await browser.newContext()).newPage();
+  page.on("pageerror", (e) => console.log(`[page error] ${e}`));
+  await page.goto(path);
+  await expect(page.locator('[data-hydrated="true"]').first()).toBeVisible();
+  return page;
+}
+
+const decodedFrames = (page: Page) =>
+  page.evaluate(() => {
+    const v = document.querySelector('[data-testid="video"]') as HTMLVideoElement | null;
+    return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
+  });
+
+async function expectPlaying(page: Page) {
+  await expect(page.locator("#player")).toHaveAttribute("data-state", "playing", { timeout: 20_000 });
+  await expect.poll(() => decodedFrames(page), { timeout: 10_000 }).toBeGreaterThan(0);
+  const before = await decodedFrames(page);
+  await page.waitForTimeout(1000);
+  expect(await decodedFrames(page), "video frames advance").toBeGreaterThan(before + 5);
+}
+
+/** Peak level of the received audio over ~3 s, through Web Audio. */
+const audioPeak = (page: Page) =>
+  page.evaluate(async () => {
+    const v = document.querySelector('[data-testid="video"]') as HTMLVideoElement;
+    const stream = v.srcObject as MediaStream;
+    const live = stream.getAudioTracks().filter((t) => t.readyState === "live").length;
+    const ctx = new AudioContext();
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 2048;
+    ctx.createMediaStreamSource(stream).connect(analyser);
+    const buf = new Float32Array(analyser.fftSize);
+    let peak = 0;
+    for (let i = 0; i < 30; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      analyser.getFloatTimeDomainData(buf);
+      for (const x of buf) peak = Math.max(peak, Math.abs(x));
+    }
+    await ctx.close();
+    return { live, peak };
+  });
+
+async function totalViewers(page: Page): Promise<number> {
+  const r = await page.request.get("/api/stats", { headers: { "x-api-key": apiKey() } });
+  return (await r.json()).data.totalViewers;
+}
+
+test("go live from the browser, watch from others, counts follow, stop turns viewers offline", async ({ browser }) => {
+  test.setTimeout(180_000);
+
+  // Broadcaster: sign in, preview, go live.
+  const studio = await newPage(browser, "/broadcast");
+  await studio.getByTestId("api-key").fill(apiKey());
+  await studio.getByTestId("sign-in").click();
+  await expect(studio.getByTestId("go-live")).toBeVisible();
+  await expect(studio.getByTestId("publish-state")).toHaveAttribute("data-state", "preview", { timeout: 15_000 });
+  await expect(studio.getByTestId("camera").locator("option")).not.toHaveCount(0);
+  await expect(studio.getByTestId("obs-server")).toHaveValue(/\/whip$/);
+  await studio.getByTestId("go-live").click();
+  await expect(studio.getByTestId("publish-state")).toHaveAttribute("data-state", "live", { timeout: 20_000 });
+  await expect(studio.getByTestId("live-badge")).toHaveText("● LIVE", { timeout: 10_000 });
+
+  // Viewer A: navigation → first decoded frame.
+  const a = await (await browser.newContext()).newPage();
+  const navigated = Date.now();
+  await a.goto("/");
+  await expect.poll(() => decodedFrames(a), { timeout: 20_000, intervals: [20] }).toBeGreaterThan(0);
+  const firstFrameMs = Date.now() - navigated;
+  await expectPlaying(a);
+  const audio = await audioPeak(a);
+  expect(audio.live, "an audio track is live").toBeGreaterThan(0);
+  expect(audio.peak, "the audio carries sound").toBeGreaterThan(0.001);
+  await expect(a.getByTestId("viewer-count")).toHaveText("1 watching");
+
+  // Viewer B joins: 2 everywhere.
+  const b = await newPage(browser, "/");
+  await expectPlaying(b);
+  await expect(a.getByTestId("viewer-count")).toHaveText("2 watching");
+  await expect(b.getByTestId("viewer-count")).toHaveText("2 watching");
+  await expect(studio.getByTestId("viewer-count")).toHaveText("2 watching");
+  const dash = await newPage(browser, "/dashboard");
+  await expect(dash.getByTestId("dash-viewers")).toHaveText("2");
+  await expect(dash.getByTestId("dash-publisher")).toHaveText("Live");
+  await expect(dash.getByTestId("dash-stages")).toHaveText(/^[1-9]\d*$/);
+  await expect(dash.getByTestId("stage-viewers").first()).toHaveText("2");
+
+  // Screenshots while live.
+  for (const [name, page] of [["viewer", a], ["broadcast", studio], ["dashboard", dash]] as const) {
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.screenshot({ path: `screenshots/${name}-desktop.png`, fullPage: true });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.screenshot({ path: `screenshots/${name}-phone.png`, fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 800 });
+  }
+
+  // B leaves: back to 1.
+  await b.goto("about:blank");
+  await expect(a.getByTestId("viewer-count")).toHaveText("1 watching", { timeout: 10_000 });
+  await expect(dash.getByTestId("dash-viewers")).toHaveText("1");
+
+  // Reloading A does not double-count.
+  await a.reload();
+  await expectPlaying(a);
+  await expect(a.getByTestId("viewer-count")).toHaveText("1 watching");
+  for (let i = 0; i < 5; i++) {
+    expect(await totalViewers(a)).toBe(1);
+    await a.waitForTimeout(300);
+  }
+
+  // Stop: every viewer is offline within 5 s.
+  await studio.getByTestId("stop").click();
+  const stopped = Date.now();
+  await expect(a.locator("#player")).toHaveAttribute("data-state", "offline", { timeout: 5_000 });
+  await expect(a.getByTestId("live-badge")).toHaveText("OFFLINE", { timeout: 5_000 });
+  await expect(dash.getByTestId("dash-publisher")).toHaveText("Offline", { timeout: 5_000 });
+  const offlineMs = Date.now() - stopped;
+
+  console.log(`[measure] navigation to first video frame: ${firstFrameMs} ms (target <= 1500)`);
+  console.log(`[measure] stop to viewer offline: ${offlineMs} ms (target <= 5000)`);
+});
+
+test("WASM bundle size", async () => {
+  const path = join("..", "target", "site", "pkg", "livestage.wasm");
+  expect(existsSync(path), `${path} is built`).toBe(true);
+  const raw = readFileSync(path);
+  const gz = gzipSync(raw, { level: 9 });
+  console.log(`[measure] WASM bundle: ${(raw.length / 1024).toFixed(1)} KiB raw, ${(gz.length / 1024).toFixed(1)} KiB gzip (target <= 300 KiB gzip)`);
+  expect(raw.length).toBeGreaterThan(0);
+});

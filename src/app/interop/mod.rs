@@ -1,0 +1,202 @@
+//! Browser interop, kept in one place. Everything here is a no-op during server rendering.
+
+use crate::api::LiveStats;
+
+/// A stable anonymous viewer id for this browser, kept in localStorage.
+pub fn viewer_id() -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        let storage = web_sys::window().and_then(|w| w.local_storage().ok().flatten());
+        if let Some(id) = storage.as_ref().and_then(|s| s.get_item("livestage.viewerId").ok().flatten()) {
+            return id;
+        }
+        let id = format!("viewer-{:012x}", (js_sys::Math::random() * 2f64.powi(48)) as u64);
+        if let Some(s) = storage {
+            let _ = s.set_item("livestage.viewerId", &id);
+        }
+        id
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        String::from("viewer-server")
+    }
+}
+
+/// Calls `on_update` with every `stats_update` from `/ws`. One socket per page, shared by
+/// every subscriber, reconnecting with backoff. Returns an id for [`unsubscribe_stats`].
+pub fn subscribe_stats(on_update: impl Fn(LiveStats) + 'static) -> u64 {
+    #[cfg(feature = "hydrate")]
+    {
+        ws::subscribe(std::rc::Rc::new(on_update))
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = on_update;
+        0
+    }
+}
+
+pub fn unsubscribe_stats(id: u64) {
+    #[cfg(feature = "hydrate")]
+    ws::unsubscribe(id);
+    #[cfg(not(feature = "hydrate"))]
+    let _ = id;
+}
+
+/// Milliseconds since the epoch, by the browser's clock (0 on the server).
+pub fn now_ms() -> i64 {
+    #[cfg(feature = "hydrate")]
+    {
+        js_sys::Date::now() as i64
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        0
+    }
+}
+
+#[cfg(feature = "hydrate")]
+mod ws {
+    use super::LiveStats;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen::JsCast;
+    use web_sys::{MessageEvent, WebSocket};
+
+    type Callback = Rc<dyn Fn(LiveStats)>;
+
+    #[derive(Default)]
+    struct Hub {
+        next_id: u64,
+        subscribers: Vec<(u64, Callback)>,
+        socket: Option<WebSocket>,
+        last: Option<LiveStats>,
+    }
+
+    thread_local! {
+        static HUB: RefCell<Hub> = RefCell::new(Hub::default());
+    }
+
+    pub fn subscribe(cb: Callback) -> u64 {
+        let (id, open, last) = HUB.with(|h| {
+            let mut h = h.borrow_mut();
+            h.next_id += 1;
+            let id = h.next_id;
+            h.subscribers.push((id, cb.clone()));
+            (id, h.socket.is_none(), h.last.clone())
+        });
+        if let Some(stats) = last {
+            cb(stats);
+        }
+        if open {
+            connect(0);
+        }
+        id
+    }
+
+    pub fn unsubscribe(id: u64) {
+        HUB.with(|h| h.borrow_mut().subscribers.retain(|(i, _)| *i != id));
+    }
+
+    fn publish(stats: LiveStats) {
+        let subscribers: Vec<Callback> = HUB.with(|h| {
+            let mut h = h.borrow_mut();
+            h.last = Some(stats.clone());
+            h.subscribers.iter().map(|(_, c)| c.clone()).collect()
+        });
+        for cb in subscribers {
+            cb(stats.clone());
+        }
+    }
+
+    fn connect(attempt: u32) {
+        let Some(window) = web_sys::window() else { return };
+        let location = window.location();
+        let proto = if location.protocol().ok().as_deref() == Some("https:") { "wss" } else { "ws" };
+        let Ok(host) = location.host() else { return };
+        let Ok(socket) = WebSocket::new(&format!("{proto}://{host}/ws")) else { return };
+        HUB.with(|h| h.borrow_mut().socket = Some(socket.clone()));
+
+        let s = socket.clone();
+        let onopen = Closure::<dyn FnMut()>::new(move || {
+            let _ = s.send_with_str(r#"{"action":"subscribe","channel":"stats"}"#);
+        });
+        socket.set_onopen(Some(onopen.as_ref().unchecked_ref()));
+        onopen.forget();
+
+        let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let Some(text) = ev.data().as_string() else { return };
+            #[derive(serde::Deserialize)]
+            struct Msg {
+                r#type: String,
+                data: Option<LiveStats>,
+            }
+            if let Ok(Msg { r#type, data: Some(stats) }) = serde_json::from_str::<Msg>(&text) {
+                if r#type == "stats_update" {
+                    publish(stats);
+                }
+            }
+        });
+        socket.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+        onmessage.forget();
+
+        let onclose = Closure::<dyn FnMut()>::new(move || {
+            let delay = (1000 * 2u32.pow(attempt.min(5))).min(30_000);
+            let retry = Closure::once_into_js(move || connect(attempt + 1));
+            if let Some(w) = web_sys::window() {
+                let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(retry.unchecked_ref(), delay as i32);
+            }
+        });
+        socket.set_onclose(Some(onclose.as_ref().unchecked_ref()));
+        onclose.forget();
+    }
+}
+
+#[cfg(feature = "hydrate")]
+pub mod devices;
+pub mod player;
+pub mod studio;
+#[cfg(feature = "hydrate")]
+pub mod webrtc;
+
+/// Copies `text` to the clipboard (best effort).
+pub fn copy_text(text: &str) {
+    #[cfg(feature = "hydrate")]
+    if let Some(w) = web_sys::window() {
+        let _ = w.navigator().clipboard().write_text(text);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = text;
+}
+
+/// Puts the element with `id` in fullscreen (or leaves fullscreen).
+pub fn toggle_fullscreen(id: &str) {
+    #[cfg(feature = "hydrate")]
+    {
+        let Some(doc) = web_sys::window().and_then(|w| w.document()) else { return };
+        if doc.fullscreen_element().is_some() {
+            doc.exit_fullscreen();
+        } else if let Some(el) = doc.get_element_by_id(id) {
+            let _ = el.request_fullscreen();
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = id;
+}
+
+/// Posts `fields` as a form to `url` with `navigator.sendBeacon`, which survives page unload.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub fn send_beacon(url: &str, fields: &[(&str, &str)]) {
+    #[cfg(feature = "hydrate")]
+    {
+        let Some(w) = web_sys::window() else { return };
+        let Ok(params) = web_sys::UrlSearchParams::new() else { return };
+        for (k, v) in fields {
+            params.append(k, v);
+        }
+        let _ = w.navigator().send_beacon_with_opt_url_search_params(url, Some(&params));
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (url, fields);
+}

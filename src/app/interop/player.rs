@@ -1,0 +1,396 @@
+//! The viewer's player: join through the server function, play over WHEP, heartbeat every 30 s,
+//! refresh the token before it expires, reconnect with backoff, leave on `pagehide`.
+//!
+//! One player per page, held in a thread-local, so components only keep `Copy` signals. Every
+//! function is a no-op during server rendering.
+
+use leptos::prelude::*;
+
+/// What the viewer sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub enum PlayerStatus {
+    Starting,
+    Joining,
+    Connecting,
+    Playing,
+    Offline,
+    Full,
+    Reconnecting,
+    Failed(String),
+}
+
+impl PlayerStatus {
+    /// Stable name for styling and tests.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Joining => "joining",
+            Self::Connecting => "connecting",
+            Self::Playing => "playing",
+            Self::Offline => "offline",
+            Self::Full => "full",
+            Self::Reconnecting => "reconnecting",
+            Self::Failed(_) => "failed",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::Starting | Self::Joining => "Joining the broadcast…".into(),
+            Self::Connecting => "Connecting…".into(),
+            Self::Playing => String::new(),
+            Self::Offline => "The broadcast is offline. It will start here as soon as it goes live.".into(),
+            Self::Full => "Every stage is full right now; retrying shortly.".into(),
+            Self::Reconnecting => "Connection lost; reconnecting…".into(),
+            Self::Failed(m) => m.clone(),
+        }
+    }
+}
+
+/// Starts the player for `user_id` into the `<video id=video_id>`; `status` follows it.
+pub fn start(video_id: &str, user_id: String, status: RwSignal<PlayerStatus>) {
+    #[cfg(feature = "hydrate")]
+    imp::start(video_id, user_id, status);
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (video_id, user_id, status);
+}
+
+/// The broadcast went live or offline (from `/ws`).
+pub fn set_live(live: bool) {
+    #[cfg(feature = "hydrate")]
+    imp::set_live(live);
+    #[cfg(not(feature = "hydrate"))]
+    let _ = live;
+}
+
+/// Stops playing and leaves (the page goes away).
+pub fn stop() {
+    #[cfg(feature = "hydrate")]
+    imp::stop();
+}
+
+/// Mutes or unmutes; returns whether the player is now muted.
+pub fn toggle_mute(video_id: &str) -> bool {
+    #[cfg(feature = "hydrate")]
+    {
+        imp::toggle_mute(video_id)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = video_id;
+        true
+    }
+}
+
+#[cfg(feature = "hydrate")]
+mod imp {
+    use super::PlayerStatus;
+    use crate::api::server_fns::{join_stream, send_heartbeat, LeaveStream};
+    use crate::api::{JoinOutcome, ViewerTicket};
+    use crate::app::interop::webrtc::{self, Connection, PeerState};
+    use leptos::prelude::*;
+    use leptos::server_fn::ServerFn;
+    use leptos::task::spawn_local;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Duration;
+    use wasm_bindgen::JsCast;
+    use web_sys::HtmlVideoElement;
+
+    const HEARTBEAT: Duration = Duration::from_secs(30);
+
+    struct Player {
+        user_id: String,
+        video: HtmlVideoElement,
+        status: RwSignal<PlayerStatus>,
+        live: Option<bool>,
+        ticket: Option<ViewerTicket>,
+        conn: Option<Connection>,
+        attempt: u32,
+        /// Bumped by every new join; async steps of an older one give up.
+        generation: u64,
+        heartbeat: Option<IntervalHandle>,
+        refresh: Option<TimeoutHandle>,
+        retry: Option<TimeoutHandle>,
+        pagehide: Option<WindowListenerHandle>,
+    }
+
+    type Shared = Rc<RefCell<Player>>;
+
+    thread_local! {
+        static PLAYER: RefCell<Option<Shared>> = const { RefCell::new(None) };
+    }
+
+    fn current() -> Option<Shared> {
+        PLAYER.with(|p| p.borrow().clone())
+    }
+
+    fn set(shared: &Shared, status: PlayerStatus) {
+        let signal = shared.borrow().status;
+        if signal.try_get_untracked().as_ref() != Some(&status) {
+            let _ = signal.try_set(status);
+        }
+    }
+
+    fn video(id: &str) -> Option<HtmlVideoElement> {
+        web_sys::window()?.document()?.get_element_by_id(id)?.dyn_into().ok()
+    }
+
+    pub fn start(video_id: &str, user_id: String, status: RwSignal<PlayerStatus>) {
+        stop();
+        let Some(video) = video(video_id) else { return };
+        video.set_muted(true);
+        let shared = Rc::new(RefCell::new(Player {
+            user_id,
+            video,
+            status,
+            live: None,
+            ticket: None,
+            conn: None,
+            attempt: 0,
+            generation: 0,
+            heartbeat: None,
+            refresh: None,
+            retry: None,
+            pagehide: None,
+        }));
+        let handle = window_event_listener(leptos::ev::pagehide, |_| stop());
+        shared.borrow_mut().pagehide = Some(handle);
+        PLAYER.with(|p| *p.borrow_mut() = Some(shared.clone()));
+        spawn_local(join(shared));
+    }
+
+    pub fn stop() {
+        let Some(shared) = PLAYER.with(|p| p.borrow_mut().take()) else { return };
+        let mut p = shared.borrow_mut();
+        p.generation += 1;
+        for h in [p.heartbeat.take()].into_iter().flatten() {
+            h.clear();
+        }
+        for h in [p.refresh.take(), p.retry.take()].into_iter().flatten() {
+            h.clear();
+        }
+        if let Some(h) = p.pagehide.take() {
+            h.remove();
+        }
+        if let Some(conn) = p.conn.take() {
+            conn.close();
+        }
+        if let Some(t) = p.ticket.take() {
+            crate::app::interop::send_beacon(LeaveStream::PATH, &[("user_id", &t.user_id), ("stage_arn", &t.stage_arn)]);
+        }
+    }
+
+    pub fn toggle_mute(video_id: &str) -> bool {
+        let Some(v) = video(video_id) else { return true };
+        let muted = !v.muted();
+        v.set_muted(muted);
+        if !muted {
+            let _ = v.play();
+        }
+        muted
+    }
+
+    pub fn set_live(live: bool) {
+        let Some(shared) = current() else { return };
+        let was = shared.borrow_mut().live.replace(live);
+        if was == Some(live) {
+            return;
+        }
+        let status = shared.borrow().status.get_untracked();
+        if live {
+            if matches!(status, PlayerStatus::Offline | PlayerStatus::Failed(_)) {
+                shared.borrow_mut().attempt = 0;
+                spawn_local(join(shared));
+            }
+        } else if was.is_some() {
+            // The publisher stopped: drop the media connection, stay on the stage.
+            if let Some(conn) = shared.borrow_mut().conn.take() {
+                conn.close();
+            }
+            set(&shared, PlayerStatus::Offline);
+        }
+    }
+
+    async fn join(shared: Shared) {
+        let (user, generation) = {
+            let mut p = shared.borrow_mut();
+            p.generation += 1;
+            if let Some(h) = p.retry.take() {
+                h.clear();
+            }
+            (p.user_id.clone(), p.generation)
+        };
+        if shared.borrow().conn.is_none() {
+            set(&shared, PlayerStatus::Joining);
+        }
+        let outcome = join_stream(user).await;
+        if shared.borrow().generation != generation {
+            return;
+        }
+        match outcome {
+            Ok(JoinOutcome::Joined(ticket)) => {
+                let lifetime = ticket.expires_in;
+                shared.borrow_mut().ticket = Some(ticket);
+                schedule_refresh(&shared, lifetime);
+                ensure_heartbeat(&shared);
+                connect(shared, generation).await;
+            }
+            Ok(JoinOutcome::Offline) => {
+                if let Some(conn) = shared.borrow_mut().conn.take() {
+                    conn.close();
+                }
+                set(&shared, PlayerStatus::Offline);
+            }
+            Ok(JoinOutcome::Full) => {
+                set(&shared, PlayerStatus::Full);
+                retry_later(&shared);
+            }
+            Err(e) => {
+                set(&shared, PlayerStatus::Failed(format!("Could not join: {e}")));
+                retry_later(&shared);
+            }
+        }
+    }
+
+    async fn connect(shared: Shared, generation: u64) {
+        let (ticket, video) = {
+            let mut p = shared.borrow_mut();
+            if let Some(conn) = p.conn.take() {
+                conn.close();
+            }
+            (p.ticket.clone(), p.video.clone())
+        };
+        let Some(ticket) = ticket else { return };
+        let Some(endpoint) = ticket.whep_endpoint.clone() else {
+            set(&shared, PlayerStatus::Failed("This stage plays through Amazon IVS, which this server does not offer.".into()));
+            return;
+        };
+        set(&shared, PlayerStatus::Connecting);
+        let weak = Rc::downgrade(&shared);
+        let on_state = Rc::new(move |s: PeerState| {
+            if let Some(shared) = weak.upgrade() {
+                peer_state(&shared, generation, s);
+            }
+        });
+        match webrtc::play(&endpoint, &ticket.token, &video, on_state).await {
+            Ok(conn) => {
+                if shared.borrow().generation != generation {
+                    conn.close();
+                    return;
+                }
+                let connected = conn.state() == PeerState::Connected;
+                shared.borrow_mut().conn = Some(conn);
+                if connected {
+                    playing(&shared);
+                }
+            }
+            Err(f) if f.code == "NOT_FOUND" => {
+                // Offline again, or the stage went away: ask the server what is true now.
+                retry_later(&shared);
+            }
+            Err(f) => {
+                set(&shared, PlayerStatus::Failed(format!("Could not play: {f}")));
+                retry_later(&shared);
+            }
+        }
+    }
+
+    fn playing(shared: &Shared) {
+        shared.borrow_mut().attempt = 0;
+        set(shared, PlayerStatus::Playing);
+        let v = shared.borrow().video.clone();
+        if let Ok(p) = v.play() {
+            // Autoplay with sound can be refused; muted playback never is.
+            spawn_local(async move {
+                if wasm_bindgen_futures::JsFuture::from(p).await.is_err() {
+                    v.set_muted(true);
+                    let _ = v.play();
+                }
+            });
+        }
+    }
+
+    fn peer_state(shared: &Shared, generation: u64, state: PeerState) {
+        if shared.borrow().generation != generation {
+            return;
+        }
+        match state {
+            PeerState::Connected => playing(shared),
+            PeerState::Failed | PeerState::Disconnected => {
+                if let Some(conn) = shared.borrow_mut().conn.take() {
+                    conn.close();
+                }
+                set(shared, PlayerStatus::Reconnecting);
+                retry_later(shared);
+            }
+            PeerState::Connecting | PeerState::Closed => {}
+        }
+    }
+
+    fn retry_later(shared: &Shared) {
+        let attempt = {
+            let mut p = shared.borrow_mut();
+            p.attempt += 1;
+            p.attempt
+        };
+        let delay = Duration::from_millis((500u64 << attempt.min(5)).min(15_000));
+        let again = shared.clone();
+        if let Ok(h) = set_timeout_with_handle(move || spawn_local(join(again)), delay) {
+            if let Some(old) = shared.borrow_mut().retry.replace(h) {
+                old.clear();
+            }
+        }
+    }
+
+    fn ensure_heartbeat(shared: &Shared) {
+        if shared.borrow().heartbeat.is_some() {
+            return;
+        }
+        let weak = Rc::downgrade(shared);
+        let beat = move || {
+            let Some(shared) = weak.upgrade() else { return };
+            let Some(t) = shared.borrow().ticket.clone() else { return };
+            spawn_local(async move {
+                // `false`: the server no longer counts this viewer (swept after a long sleep).
+                if let Ok(false) = send_heartbeat(t.user_id, t.stage_arn).await {
+                    join(shared).await;
+                }
+            });
+        };
+        if let Ok(h) = set_interval_with_handle(beat, HEARTBEAT) {
+            shared.borrow_mut().heartbeat = Some(h);
+        }
+    }
+
+    /// Gets a fresh token at 80% of the old one's lifetime; the media connection stays up.
+    fn schedule_refresh(shared: &Shared, lifetime_secs: i64) {
+        let delay = Duration::from_secs((lifetime_secs.max(60) as u64) * 4 / 5);
+        let weak = Rc::downgrade(shared);
+        let refresh = move || {
+            let Some(shared) = weak.upgrade() else { return };
+            spawn_local(async move {
+                let user = shared.borrow().user_id.clone();
+                match join_stream(user).await {
+                    Ok(JoinOutcome::Joined(ticket)) => {
+                        let moved = shared.borrow().ticket.as_ref().is_some_and(|t| t.stage_arn != ticket.stage_arn);
+                        let lifetime = ticket.expires_in;
+                        shared.borrow_mut().ticket = Some(ticket);
+                        schedule_refresh(&shared, lifetime);
+                        if moved {
+                            let generation = shared.borrow().generation;
+                            connect(shared, generation).await;
+                        }
+                    }
+                    _ => schedule_refresh(&shared, 120),
+                }
+            });
+        };
+        if let Ok(h) = set_timeout_with_handle(refresh, delay) {
+            if let Some(old) = shared.borrow_mut().refresh.replace(h) {
+                old.clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+use super::{use_live_stats, LiveBadge};
+use crate::api::server_fns::dashboard_data;
+use crate::api::SeriesPoint;
+use crate::app::interop;
+use leptos::prelude::*;
+
+const CHART_W: f64 = 640.0;
+const CHART_H: f64 = 200.0;
+/// Live points kept in the page (one per update, ~ every 5 s: two hours).
+const LIVE_POINTS: usize = 1440;
+
+/// The dashboard: live totals, the stage table and viewers over time.
+#[component]
+pub fn DashboardPage() -> impl IntoView {
+    let data = Resource::new(|| (), |_| dashboard_data());
+    let feed: RwSignal<Vec<SeriesPoint>> = RwSignal::new(Vec::new());
+    let (stats, hydrated) = use_live_stats(move |s| {
+        let point = SeriesPoint { at_ms: interop::now_ms(), viewers: s.total_viewers };
+        let _ = feed.try_update(|f| {
+            f.push(point);
+            if f.len() > LIVE_POINTS {
+                f.remove(0);
+            }
+        });
+    });
+    let stats = Signal::derive(move || stats.get().or_else(|| data.get().and_then(Result::ok).map(|d| d.stats)));
+    let series = move || {
+        let mut points = data.get().and_then(Result::ok).map(|d| d.series).unwrap_or_default();
+        points.extend(feed.get());
+        points
+    };
+    let count_of = move |arn: &str| {
+        stats.get().and_then(|s| s.stages.iter().find(|c| c.stage_arn == arn).map(|c| c.viewer_count)).unwrap_or(0)
+    };
+
+    view! {
+        <section class="dashboard" data-hydrated=move || hydrated.get().to_string()>
+          <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            <div class="studio-head">
+                <h1>"Dashboard"</h1>
+                <LiveBadge stats/>
+            </div>
+            <dl class="totals">
+                <div>
+                    <dt>"Viewers"</dt>
+                    <dd data-testid="dash-viewers">{move || stats.get().map(|s| s.total_viewers).unwrap_or(0)}</dd>
+                </div>
+                <div>
+                    <dt>"Active stages"</dt>
+                    <dd data-testid="dash-stages">{move || stats.get().map(|s| s.active_stages).unwrap_or(0)}</dd>
+                </div>
+                <div>
+                    <dt>"Publisher"</dt>
+                    <dd data-testid="dash-publisher">
+                        {move || if stats.get().is_some_and(|s| s.is_publisher_live) { "Live" } else { "Offline" }}
+                    </dd>
+                </div>
+            </dl>
+            <div class="card">
+                <h2>"Viewers over time"</h2>
+                <Chart points=Signal::derive(series)/>
+            </div>
+            <div class="card">
+                <h2>"Stages"</h2>
+                <table class="stages" data-testid="stage-table">
+                    <thead>
+                        <tr><th scope="col">"Stage"</th><th scope="col">"Role"</th><th scope="col" class="num">"Viewers"</th></tr>
+                    </thead>
+                    <tbody>
+                            {move || data.get().and_then(Result::ok).map(|d| {
+                                d.stages.into_iter().map(|s| {
+                                    let arn = s.arn.clone();
+                                    let short = s.arn.rsplit('/').next().unwrap_or_default().to_string();
+                                    let role = if s.is_master { "master" } else if s.auto_scaled { "auto-scaled" } else { "manual" };
+                                    view! {
+                                        <tr>
+                                            <td title=s.arn.clone()><span class="mono">{short}</span>" "<span class="muted">{s.name}</span></td>
+                                            <td>{role}</td>
+                                            <td class="num" data-testid="stage-viewers">{move || count_of(&arn)}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()
+                            })}
+                    </tbody>
+                </table>
+            </div>
+          </Suspense>
+        </section>
+    }
+}
+
+/// A line chart as SVG: rendered on the server, redrawn as points arrive.
+#[component]
+fn Chart(points: Signal<Vec<SeriesPoint>>) -> impl IntoView {
+    let geometry = move || {
+        let pts = points.get();
+        if pts.is_empty() {
+            return (String::new(), 0u32, String::new(), String::new());
+        }
+        let t0 = pts.first().map(|p| p.at_ms).unwrap_or(0);
+        let t1 = pts.last().map(|p| p.at_ms).unwrap_or(0).max(t0 + 1);
+        let max = pts.iter().map(|p| p.viewers).max().unwrap_or(0).max(1);
+        let line = pts
+            .iter()
+            .map(|p| {
+                let x = (p.at_ms - t0) as f64 / (t1 - t0) as f64 * CHART_W;
+                let y = CHART_H - p.viewers as f64 / max as f64 * (CHART_H - 10.0);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        (line, max, clock(t0), clock(t1))
+    };
+    view! {
+        <figure class="chart">
+            <svg viewBox=format!("0 0 {CHART_W} {CHART_H}") preserveAspectRatio="none" role="img" aria-label="Viewers over time" data-testid="chart">
+                <line x1="0" y1=CHART_H x2=CHART_W y2=CHART_H class="axis"/>
+                <polyline points=move || geometry().0 class="series" fill="none"/>
+            </svg>
+            <figcaption class="muted small">
+                {move || {
+                    let (_, max, from, to) = geometry();
+                    if from.is_empty() { "No data yet.".to_string() } else { format!("{from} – {to} · peak {max}") }
+                }}
+            </figcaption>
+        </figure>
+    }
+}
+
+fn clock(ms: i64) -> String {
+    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02} UTC", secs / 3600, secs % 3600 / 60)
+}

@@ -1,0 +1,26 @@
+//! The dashboard's view: live totals, the stage table and viewers over time.
+
+use super::Service;
+use crate::api::{DashboardData, SeriesPoint, StageRow};
+use crate::server::error::AppResult;
+use std::collections::BTreeMap;
+
+impl Service {
+    pub async fn dashboard(&self) -> AppResult<DashboardData> {
+        let now_ms = self.now_ms();
+        let stats = self.compute_live_stats().await?;
+        let stages = self
+            .store
+            .list_stages()
+            .await?
+            .into_iter()
+            .map(|s| StageRow { arn: s.arn, name: s.name, is_master: s.is_master, auto_scaled: s.auto_scaled })
+            .collect();
+        let mut totals: BTreeMap<i64, u32> = BTreeMap::new();
+        for (_, at, viewers) in self.store.snapshots_since(now_ms - 24 * 3_600_000).await? {
+            *totals.entry(at).or_default() += viewers;
+        }
+        let series = totals.into_iter().map(|(at_ms, viewers)| SeriesPoint { at_ms, viewers }).collect();
+        Ok(DashboardData { stats, stages, series, now_ms })
+    }
+}
