@@ -22,12 +22,18 @@ impl<T: Serialize> IntoResponse for Data<T> {
     }
 }
 
+/// The success envelope, serialized straight from `data` (no intermediate JSON tree).
+#[derive(Serialize)]
+struct Success<'a, T> {
+    success: bool,
+    data: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    timestamp: String,
+}
+
 pub fn envelope<T: Serialize>(status: StatusCode, data: T, message: Option<&str>) -> Response {
-    let mut body = json!({ "success": true, "data": data, "timestamp": iso_now() });
-    if let Some(m) = message {
-        body["message"] = json!(m);
-    }
-    (status, Json(body)).into_response()
+    (status, Json(Success { success: true, data, message, timestamp: iso_now() })).into_response()
 }
 
 fn ok<T: Serialize>(data: T) -> AppResult<Data<T>> {
@@ -83,11 +89,15 @@ pub async fn heartbeat(State(state): State<AppState>, JsonBody(body): JsonBody) 
     f.finish()?;
     let (user, stage) = (user.expect("validated"), stage.expect("validated"));
     state.service.record_heartbeat(&user, &stage).await?;
-    Ok(envelope(
-        StatusCode::OK,
-        json!({ "userId": user.as_str(), "stageArn": stage.as_str(), "heartbeatUpdated": true }),
-        Some("heartbeat updated"),
-    ))
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Beat<'a> {
+        user_id: &'a str,
+        stage_arn: &'a str,
+        heartbeat_updated: bool,
+    }
+    let data = Beat { user_id: user.as_str(), stage_arn: stage.as_str(), heartbeat_updated: true };
+    Ok(envelope(StatusCode::OK, data, Some("heartbeat updated")))
 }
 
 pub async fn leave(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Response> {
