@@ -3,7 +3,7 @@
 
 use crate::helpers::{eventually, spawn_app, TestApp};
 use livestage::server::backend::jwt::TokenSigner;
-use livestage::server::media::peer::{Peer, PeerEvent, PeerHandle, PeerRole};
+use livestage::server::media::peer::{Peer, PeerEvent, PeerHandle, PeerRole, VideoCodec};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -14,6 +14,9 @@ use str0m::media::MediaKind;
 
 /// 3 s of 320x180 VP8 at 30 fps; frame 0 is the only keyframe.
 const FIXTURE: &[u8] = include_bytes!("../fixtures/testsrc-320x180.ivf");
+/// The same in H.264 constrained baseline, Annex B, one access unit per frame (each starts with
+/// an access unit delimiter), SPS/PPS before the only IDR frame: what OBS sends over WHIP.
+const FIXTURE_H264: &[u8] = include_bytes!("../fixtures/testsrc-320x180.h264");
 /// A 20 ms Opus packet (CELT, fullband) that decodes to silence.
 const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 
@@ -28,6 +31,43 @@ fn ivf_frames(ivf: &[u8]) -> Vec<Vec<u8>> {
         at += 12 + len;
     }
     frames
+}
+
+fn h264_access_units(stream: &[u8]) -> Vec<Vec<u8>> {
+    const AUD: &[u8] = &[0, 0, 0, 1, 9];
+    let starts: Vec<usize> = stream.windows(AUD.len()).enumerate().filter(|(_, w)| *w == AUD).map(|(i, _)| i).collect();
+    starts.iter().enumerate().map(|(n, &s)| stream[s..*starts.get(n + 1).unwrap_or(&stream.len())].to_vec()).collect()
+}
+
+/// The NAL units of an Annex B access unit, without start codes, delimiters or trailing zeros.
+fn nal_units(frame: &[u8]) -> Vec<Vec<u8>> {
+    let mut units = Vec::new();
+    let mut i = 0;
+    let mut start = None;
+    while i + 3 <= frame.len() {
+        if frame[i..i + 3] == [0, 0, 1] {
+            if let Some(s) = start {
+                units.push(frame[s..i].to_vec());
+            }
+            i += 3;
+            start = Some(i);
+        } else {
+            i += 1;
+        }
+    }
+    if let Some(s) = start {
+        units.push(frame[s..].to_vec());
+    }
+    units
+        .into_iter()
+        .map(|mut u| {
+            while u.last() == Some(&0) {
+                u.pop();
+            }
+            u
+        })
+        .filter(|u| !u.is_empty() && u[0] & 0x1f != 9)
+        .collect()
 }
 
 fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
@@ -129,7 +169,11 @@ async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
 }
 
 async fn connect(app: &TestApp, role: PeerRole, url: &str, token: &str) -> Session {
-    let (peer, offer) = Peer::offer(role).await.unwrap();
+    connect_with(app, role, VideoCodec::Vp8, url, token).await
+}
+
+async fn connect_with(app: &TestApp, role: PeerRole, codec: VideoCodec, url: &str, token: &str) -> Session {
+    let (peer, offer) = Peer::offer_with(role, codec).await.unwrap();
     let resp = post_offer(app, url, Some(token), "application/sdp", offer).await;
     assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text().await);
     assert_eq!(resp.headers()["content-type"], "application/sdp");
@@ -143,8 +187,12 @@ async fn connect(app: &TestApp, role: PeerRole, url: &str, token: &str) -> Sessi
 }
 
 async fn go_live(app: &TestApp, user: &str, frames: &Arc<Vec<Vec<u8>>>) -> (Feed, String, String) {
+    go_live_with(app, user, frames, VideoCodec::Vp8).await
+}
+
+async fn go_live_with(app: &TestApp, user: &str, frames: &Arc<Vec<Vec<u8>>>, codec: VideoCodec) -> (Feed, String, String) {
     let (token, whip) = publisher_token(app, user).await;
-    let s = connect(app, PeerRole::Publish, &whip, &token).await;
+    let s = connect_with(app, PeerRole::Publish, codec, &whip, &token).await;
     let feed = Feed::start(s.peer, frames.clone());
     assert!(
         eventually(Duration::from_secs(5), || async { is_live(app).await }).await,
@@ -205,6 +253,27 @@ async fn a_viewer_receives_the_publishers_video_and_audio_intact() {
     let stats = app.service.media().unwrap().server.stats();
     assert_eq!(stats.viewers.load(Ordering::Relaxed), 1);
     assert_eq!(stats.publishers.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn an_h264_publisher_like_obs_reaches_viewers_without_transcoding() {
+    let app = spawn_app().await;
+    let units = Arc::new(h264_access_units(FIXTURE_H264));
+    assert_eq!(units.len(), 90);
+    let (_feed, _, _) = go_live_with(&app, "obs", &units, VideoCodec::H264).await;
+    let (token, whep) = viewer_token(&app, "viewer-h264").await;
+    let mut viewer = connect(&app, PeerRole::Play, &whep, &token).await;
+    let (video, audio) = collect(&mut viewer.peer, 20, 10, Duration::from_secs(8)).await;
+    assert!(video.len() >= 20 && audio.len() >= 10, "got {} video and {} audio frames", video.len(), audio.len());
+
+    let (_, first, keyframe) = &video[0];
+    assert!(*keyframe, "first forwarded frame is the IDR");
+    let types: Vec<u8> = nal_units(first).iter().map(|u| u[0] & 0x1f).collect();
+    assert!(types.contains(&7) && types.contains(&8) && types.contains(&5), "SPS, PPS and IDR arrive together: {types:?}");
+    let sent: Vec<Vec<Vec<u8>>> = units.iter().map(|u| nal_units(u)).collect();
+    for (i, (_, f, _)) in video.iter().enumerate() {
+        assert!(sent.contains(&nal_units(f)), "frame {i}: its NAL units differ from every sent frame's");
+    }
 }
 
 #[tokio::test]

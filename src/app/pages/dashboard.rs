@@ -4,8 +4,8 @@ use crate::api::SeriesPoint;
 use crate::app::interop;
 use leptos::prelude::*;
 
-const CHART_W: f64 = 640.0;
-const CHART_H: f64 = 200.0;
+const CHART_W: i64 = 640;
+const CHART_H: i64 = 200;
 /// Live points kept in the page (one per update, ~ every 5 s: two hours).
 const LIVE_POINTS: usize = 1440;
 
@@ -100,12 +100,13 @@ fn Chart(points: Signal<Vec<SeriesPoint>>) -> impl IntoView {
         let t0 = pts.first().map(|p| p.at_ms).unwrap_or(0);
         let t1 = pts.last().map(|p| p.at_ms).unwrap_or(0).max(t0 + 1);
         let max = pts.iter().map(|p| p.viewers).max().unwrap_or(0).max(1);
+        // Integer coordinates: the chart is 640 user units wide, finer steps would not show.
         let line = pts
             .iter()
             .map(|p| {
-                let x = (p.at_ms - t0) as f64 / (t1 - t0) as f64 * CHART_W;
-                let y = CHART_H - p.viewers as f64 / max as f64 * (CHART_H - 10.0);
-                format!("{x:.1},{y:.1}")
+                let x = (p.at_ms - t0) * CHART_W / (t1 - t0);
+                let y = CHART_H - i64::from(p.viewers) * (CHART_H - 10) / i64::from(max);
+                format!("{x},{y}")
             })
             .collect::<Vec<_>>()
             .join(" ");

@@ -23,6 +23,13 @@ pub enum PeerRole {
     Play,
 }
 
+/// The video codec a publishing peer sends (OBS sends H.264; browsers usually VP8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    Vp8,
+    H264,
+}
+
 #[derive(Debug, Clone)]
 pub enum PeerEvent {
     Connected,
@@ -59,10 +66,20 @@ impl Peer {
     /// Creates a peer on a loopback UDP port with one video (VP8) and one audio (Opus) m-line.
     /// Returns the SDP offer.
     pub async fn offer(role: PeerRole) -> std::io::Result<(Self, String)> {
+        Self::offer_with(role, VideoCodec::Vp8).await
+    }
+
+    /// Like [`Peer::offer`]; a publisher offers only `codec` for video, a player offers both.
+    pub async fn offer_with(role: PeerRole, codec: VideoCodec) -> std::io::Result<(Self, String)> {
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let local = socket.local_addr()?;
-        let mut rtc =
-            Rtc::builder().clear_codecs().enable_vp8(true).enable_h264(true).enable_opus(true, false).build(Instant::now());
+        let publish = role == PeerRole::Publish;
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_vp8(!publish || codec == VideoCodec::Vp8)
+            .enable_h264(!publish || codec == VideoCodec::H264)
+            .enable_opus(true, false)
+            .build(Instant::now());
         let candidate = Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let dir = match role {
