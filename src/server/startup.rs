@@ -148,6 +148,7 @@ impl Application {
             service: service.clone(),
             leptos_options: leptos_options(addr),
             api_key: api_key.into(),
+            requests: Arc::default(),
             limiter: Arc::new(RateLimiter::new(
                 Duration::from_millis(settings.rate_limit.window_ms),
                 settings.rate_limit.max_requests,

@@ -96,6 +96,23 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, clock, dir, db).await
 }
 
+/// Two instances on one PostgreSQL database (separate data dirs, one clock); `None` on SQLite,
+/// where one instance is the whole deployment.
+pub async fn spawn_pair() -> Option<(TestApp, TestApp)> {
+    let db = Arc::new(TestDb::new().await);
+    db.pg.as_ref()?;
+    let clock = ManualClock::new(chrono_now_ms());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let settings = test_settings(dir.path(), &db);
+        apps.push(start(settings, clock.clone(), dir, db.clone()).await);
+    }
+    let b = apps.pop()?;
+    let a = apps.pop()?;
+    Some((a, b))
+}
+
 fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }

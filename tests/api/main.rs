@@ -5,8 +5,10 @@ mod helpers;
 
 mod auth;
 mod autoscale;
+mod cluster;
 mod health;
 mod media;
+mod operations;
 mod presence;
 mod stages;
 mod stats;

@@ -4,15 +4,15 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp) -> Ws {
+pub(crate) async fn connect(app: &TestApp) -> Ws {
     let url = format!("{}/ws", app.base.replace("http://", "ws://"));
     tokio_tungstenite::connect_async(url).await.expect("ws connects").0
 }
 
 /// The next JSON text message, within `limit`.
-async fn next_json(ws: &mut Ws, limit: Duration) -> Option<Value> {
+pub(crate) async fn next_json(ws: &mut Ws, limit: Duration) -> Option<Value> {
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
@@ -24,7 +24,7 @@ async fn next_json(ws: &mut Ws, limit: Duration) -> Option<Value> {
     }
 }
 
-async fn send(ws: &mut Ws, v: Value) {
+pub(crate) async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::Text(v.to_string().into())).await.unwrap();
 }
 

@@ -3,6 +3,7 @@
 pub mod extract;
 pub mod handlers;
 pub mod media;
+pub mod metrics;
 pub mod middleware;
 pub mod session;
 pub mod ws;
@@ -21,6 +22,7 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub api_key: Arc<str>,
     pub limiter: Arc<RateLimiter>,
+    pub requests: Arc<metrics::RequestMetrics>,
     /// Turns true when the server shuts down; long-lived connections close on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -63,6 +65,7 @@ pub fn api_router(state: &AppState) -> Router<AppState> {
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit))
         .layer(axum::middleware::from_fn(middleware::envelope_errors))
         .layer(DefaultBodyLimit::max(state.service.settings().server.body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
 }
 
 /// The contract's routes outside the app pages: `/api/*`, `/health`, `/ws`.
@@ -74,5 +77,8 @@ pub fn contract_router(state: &AppState) -> Router<AppState> {
             get(handlers::health).layer(axum::middleware::from_fn(middleware::envelope_errors)),
         )
         .route("/ws", get(ws::ws_handler))
-        .merge(media::media_router())
+        .merge(media::media_router().layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track)))
+        .route("/metrics", get(metrics::metrics))
+        .route("/live", get(metrics::live))
+        .route("/ready", get(metrics::ready).layer(axum::middleware::from_fn(middleware::envelope_errors)))
 }

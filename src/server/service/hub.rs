@@ -3,25 +3,38 @@
 //! hold a `watch` receiver, so a slow client simply skips to the newest snapshot.
 
 use crate::api::LiveStats;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
 pub struct StatsHub {
     tx: watch::Sender<Arc<LiveStats>>,
     dirty: Notify,
+    /// The pending change happened on this instance (so the others must hear of it).
+    local: AtomicBool,
     subscribers: AtomicUsize,
 }
 
 impl StatsHub {
     pub fn new() -> Self {
         let (tx, _) = watch::channel(Arc::new(LiveStats::default()));
-        Self { tx, dirty: Notify::new(), subscribers: AtomicUsize::new(0) }
+        Self { tx, dirty: Notify::new(), local: AtomicBool::new(false), subscribers: AtomicUsize::new(0) }
     }
 
     /// Something that the stats depend on changed.
     pub fn mark_dirty(&self) {
+        self.local.store(true, Ordering::Relaxed);
         self.dirty.notify_one();
+    }
+
+    /// Another instance changed something.
+    pub fn mark_remote_change(&self) {
+        self.dirty.notify_one();
+    }
+
+    /// Whether a local change is pending; clears the flag.
+    pub(crate) fn take_local_change(&self) -> bool {
+        self.local.swap(false, Ordering::Relaxed)
     }
 
     pub(crate) async fn dirtied(&self) {
@@ -37,7 +50,7 @@ impl StatsHub {
     }
 
     /// Publishes a new snapshot; receivers are woken only if it differs (timestamp aside).
-    pub(crate) fn publish(&self, stats: LiveStats) {
+    pub(crate) fn publish(&self, stats: LiveStats) -> bool {
         self.tx.send_if_modified(|cur| {
             let changed = cur.total_viewers != stats.total_viewers
                 || cur.active_stages != stats.active_stages
@@ -45,7 +58,7 @@ impl StatsHub {
                 || cur.stages != stats.stages;
             *cur = Arc::new(stats);
             changed
-        });
+        })
     }
 
     pub fn subscriber_count(&self) -> usize {

@@ -35,7 +35,7 @@ where
 
 pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let p = &service.settings.presence;
-    let mut jobs = Vec::new();
+    let mut jobs = super::cluster::spawn(service.clone(), shutdown.clone());
 
     let s = service.clone();
     let mut stop = shutdown.clone();
@@ -71,6 +71,9 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
     jobs.push(every(Duration::from_secs(p.snapshot_interval_secs.max(1)), shutdown.clone(), "snapshot", move || {
         let s = s.clone();
         async move {
+            if !s.is_leader() {
+                return;
+            }
             if let Err(e) = s.take_snapshot().await {
                 tracing::warn!(error = %e, "viewer snapshot failed");
             }
@@ -92,6 +95,9 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
                 _ = tick.tick() => {}
                 _ = s.autoscale_kick.notified() => {}
                 _ = stop.changed() => break,
+            }
+            if !s.is_leader() {
+                continue;
             }
             match s.autoscale_once().await {
                 Ok(d) if d != crate::domain::autoscale::ScaleDecision::Hold => tracing::info!(decision = ?d, "auto-scaled"),
@@ -123,8 +129,11 @@ fn spawn_hub(service: Arc<Service>, shutdown: watch::Receiver<bool>, mut jobs: V
                 }
                 _ = stop.changed() => break,
             }
-            if let Err(e) = s.refresh_live_stats().await {
-                tracing::warn!(error = %e, "stats refresh failed");
+            let local = s.hub.take_local_change();
+            match s.refresh_live_stats().await {
+                Ok(changed) if changed && local => s.notify_cluster().await,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "stats refresh failed"),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

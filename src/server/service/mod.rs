@@ -1,6 +1,7 @@
 //! All business logic. REST handlers, `/ws` and server functions call this, never the store or
 //! the backend directly.
 
+pub mod cluster;
 mod dashboard;
 mod hub;
 mod jobs;
@@ -14,6 +15,7 @@ pub mod views;
 pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
 pub use media::{MediaPlane, MediaRequest};
+pub use stats::rss_mb;
 pub use tokens::secrets_match as tokens_secrets_match;
 
 use crate::api::ErrorCode;
@@ -45,6 +47,9 @@ pub struct Service {
     /// Serialises auto-scaling steps taken by this instance.
     autoscale_lock: tokio::sync::Mutex<()>,
     started: Instant,
+    pub(crate) cluster: cluster::Cluster,
+    /// Heartbeats accepted since start.
+    heartbeats: std::sync::atomic::AtomicU64,
     /// The embedded media server, when the stage backend is local.
     media: OnceLock<MediaPlane>,
 }
@@ -63,6 +68,8 @@ impl Service {
             autoscale_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             media: OnceLock::new(),
+            cluster: cluster::Cluster::default(),
+            heartbeats: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -84,6 +91,10 @@ impl Service {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn heartbeats_total(&self) -> u64 {
+        self.heartbeats.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Seconds since this instance started.

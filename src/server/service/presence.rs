@@ -29,6 +29,7 @@ impl Service {
             self.mark_present(stage.as_str(), user.as_str());
         }
         let now = self.now_ms();
+        self.heartbeats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut pending = self.pending_beats.lock().unwrap_or_else(|e| e.into_inner());
         let slot = pending.entry(key).or_insert(now);
         *slot = (*slot).max(now);

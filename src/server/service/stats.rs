@@ -27,10 +27,10 @@ impl Service {
         })
     }
 
-    pub async fn refresh_live_stats(&self) -> AppResult<()> {
+    /// Recomputes and publishes the live totals; true when they changed.
+    pub async fn refresh_live_stats(&self) -> AppResult<bool> {
         let stats = self.compute_live_stats().await?;
-        self.hub.publish(stats);
-        Ok(())
+        Ok(self.hub.publish(stats))
     }
 
     pub async fn stats(&self) -> AppResult<StatsView> {

@@ -92,6 +92,11 @@ impl Store {
         Ok(())
     }
 
+    /// `NOTIFY channel` (PostgreSQL).
+    pub async fn notify(&self, channel: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(&self.pool).await.map(|_| ())
+    }
+
     pub fn kind(&self) -> DbKind {
         self.kind
     }

@@ -1,0 +1,132 @@
+//! Several instances on one PostgreSQL database.
+//!
+//! - **Leadership.** Jobs that must run once per cluster (auto-scaling, viewer-count snapshots)
+//!   run only on the leader: the instance holding a session-level advisory lock on its own
+//!   connection. If the leader dies, even by SIGKILL, PostgreSQL drops its session and the lock
+//!   with it, and another instance takes over within one retry period.
+//! - **Change notifications.** When an instance's stats change it sends `NOTIFY`; every
+//!   instance `LISTEN`s and recomputes, so `/ws` subscribers everywhere see the change within
+//!   the hub's 100 ms debounce plus a round-trip.
+//!
+//! On SQLite there is one instance: it is always the leader and needs no notifications.
+
+use super::Service;
+use crate::server::store::DbKind;
+use sqlx::postgres::{PgConnection, PgListener};
+use sqlx::Connection;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const CHANNEL: &str = "livestage_stats";
+/// Advisory lock key of the leader ("lvst").
+const LEADER_LOCK: i64 = 0x6c76_7374;
+const RETRY: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+pub struct Cluster {
+    leader: AtomicBool,
+}
+
+impl Cluster {
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    fn set_leader(&self, leader: bool) {
+        if self.leader.swap(leader, Ordering::Relaxed) != leader {
+            tracing::info!(leader, "cluster leadership changed");
+        }
+    }
+}
+
+impl Service {
+    pub fn is_leader(&self) -> bool {
+        self.cluster.is_leader()
+    }
+
+    /// Tells the other instances that stats changed (PostgreSQL only).
+    pub(crate) async fn notify_cluster(&self) {
+        if self.store.kind() == DbKind::Postgres {
+            if let Err(e) = self.store.notify(CHANNEL).await {
+                tracing::warn!(error = %e, "cluster notification failed");
+            }
+        }
+    }
+}
+
+/// Starts leadership and change listening; returns their tasks.
+pub fn spawn(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    if service.store.kind() != DbKind::Postgres {
+        service.cluster.set_leader(true);
+        return Vec::new();
+    }
+    let url = service.settings.database_url();
+    vec![
+        tokio::spawn(lead(service.clone(), url.clone(), shutdown.clone())),
+        tokio::spawn(listen(service, url, shutdown)),
+    ]
+}
+
+async fn lead(service: Arc<Service>, url: String, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let held = async {
+            let mut conn = PgConnection::connect(&url).await?;
+            loop {
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
+                service.cluster.set_leader(got);
+                if got {
+                    // Hold the lock while the session lives; check it every period.
+                    loop {
+                        tokio::time::sleep(RETRY).await;
+                        conn.ping().await?;
+                    }
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            r = held => {
+                service.cluster.set_leader(false);
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "leader connection lost; retrying");
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => {
+                service.cluster.set_leader(false);
+                return;
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+async fn listen(service: Arc<Service>, url: String, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let run = async {
+            let mut listener = PgListener::connect(&url).await?;
+            listener.listen(CHANNEL).await?;
+            // Anything missed while not listening: recompute once.
+            service.hub.mark_remote_change();
+            loop {
+                listener.recv().await?;
+                service.hub.mark_remote_change();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            r = run => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cluster listener lost; retrying");
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
