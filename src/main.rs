@@ -24,7 +24,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tracing::info!(port = app.port(), "listening on http://{}", app.service().settings().server.site_addr);
+    let addr = app.service().settings().server.site_addr.clone();
+    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+    tracing::info!(port = app.port(), "listening on http://{host}:{}", app.port());
     match app.run_until_stopped().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -110,6 +110,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     gauge(&mut out, "livestage_ws_subscribers", "WebSocket clients connected to this instance.", service.hub().subscriber_count());
     gauge(&mut out, "livestage_leader", "1 on the instance that runs cluster-wide jobs.", u8::from(service.is_leader()));
     counter(&mut out, "livestage_heartbeats_total", "Heartbeats accepted by this instance.", service.heartbeats_total());
+    counter(
+        &mut out,
+        "livestage_db_write_transactions_total",
+        "Write transactions this instance began (heartbeats are batched into few).",
+        service.store().write_transactions(),
+    );
     if let Some(media) = service.media() {
         let m = media.server.stats();
         let _ = writeln!(

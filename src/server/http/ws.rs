@@ -20,7 +20,14 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 4096;
 
 pub async fn ws_handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.max_message_size(MAX_MESSAGE).on_upgrade(move |socket| client(state, socket))
+    // Messages are small both ways; small buffers keep tens of thousands of sockets cheap.
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .on_upgrade(move |socket| client(state, socket))
 }
 
 enum Command {

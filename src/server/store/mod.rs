@@ -39,6 +39,8 @@ pub struct Store {
     /// SQLite allows one writer at a time; taking this lock before a write transaction turns
     /// would-be `SQLITE_BUSY` upgrades into an orderly queue. PostgreSQL needs no such lock.
     write_lock: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// Write transactions begun by this instance.
+    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub(crate) struct WriteTx<'a> {
@@ -79,6 +81,7 @@ impl Store {
             pool,
             kind,
             write_lock: (kind == DbKind::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(()))),
+            writes: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -115,7 +118,13 @@ impl Store {
             None => None,
         };
         let tx = self.pool.begin().await?;
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(WriteTx { tx, _guard: guard })
+    }
+
+    /// Write transactions begun by this instance since it started.
+    pub fn write_transactions(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>, sqlx::Error> {
