@@ -61,3 +61,121 @@ async fn exactly_one_instance_leads_and_another_takes_over() {
         "the other instance takes over when the leader goes"
     );
 }
+
+/// The server binary as a separate process (so it can be SIGKILLed) on `db`.
+struct Process {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    fn start(db: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_livestage"))
+            .env("APP_DATA_DIR", dir.path())
+            .env("DATABASE_URL", db)
+            .env("API_SECRET_KEY", API_KEY)
+            .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+            .env("MEDIA_UDP_PORT", "0")
+            .env("AUTOSCALE", "false")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("server binary starts");
+        let logs = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(logs).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on http://") {
+                    let url: String = line[at + "listening on ".len()..].chars().take_while(|c| !c.is_whitespace()).collect();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server reports its address");
+        Self { child, base, _dir: dir }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_instance_killed_mid_session_loses_no_watch_session() {
+    use livestage::server::media::peer::{Peer, PeerRole};
+    let Some((b, _spare)) = spawn_pair().await else {
+        eprintln!("single-instance database: nothing to fail over to");
+        return;
+    };
+    let mut a = Process::start(&b.db.url);
+    let client = &b.client;
+    let call = |base: &str, path: &str, body: serde_json::Value| {
+        client.post(format!("{base}{path}")).header("x-api-key", API_KEY).json(&body).send()
+    };
+
+    // A's publisher is live for real: a WHIP session sending audio.
+    let p: serde_json::Value =
+        call(&a.base, "/api/token/publisher", json!({ "userId": "host" })).await.unwrap().json().await.unwrap();
+    let (peer, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
+    let answer = client
+        .post(p["data"]["whipEndpoint"].as_str().unwrap())
+        .bearer_auth(p["data"]["token"].as_str().unwrap())
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    let mut peer = peer.connect(&answer.text().await.unwrap()).unwrap();
+    assert!(peer.connected(Duration::from_secs(5)).await);
+    let feed = tokio::spawn(async move {
+        for n in 0u64..1500 {
+            peer.send_audio(vec![0xf8, 0xff, 0xfe], n * 960);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    // A viewer watches through A…
+    let mut joined = None;
+    for _ in 0..50 {
+        let r = call(&a.base, "/api/token/viewer", json!({ "userId": "survivor" })).await.unwrap();
+        if r.status() == 200 {
+            joined = Some(r.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stage = joined.expect("joined through A")["data"]["stageArn"].as_str().unwrap().to_string();
+    let beat = json!({ "userId": "survivor", "stageArn": stage });
+    assert_eq!(call(&a.base, "/api/viewer/heartbeat", beat.clone()).await.unwrap().status(), 200);
+
+    // …and A dies without a chance to clean up.
+    a.child.kill().expect("SIGKILL");
+    a.child.wait().unwrap();
+    feed.abort();
+
+    // The load balancer sends the viewer's next heartbeats to B: the session carries on.
+    b.post("/api/viewer/heartbeat", beat.clone()).await.assert_ok();
+    let h = b.get("/api/viewer/history/survivor").await;
+    let rec = &h.assert_ok()["history"][0];
+    assert_eq!(rec["stageArn"], stage.as_str());
+    assert!(rec["leftAt"].is_null(), "the watch session is still open: {rec}");
+    assert_eq!(b.get("/api/stats").await.assert_ok()["totalViewers"], 1);
+
+    // It ends when the viewer leaves, with its duration.
+    b.advance_secs(20);
+    b.post("/api/viewer/heartbeat", beat.clone()).await.assert_ok();
+    b.post("/api/viewer/leave", beat).await.assert_ok();
+    let h = b.get("/api/viewer/history/survivor").await;
+    let rec = &h.assert_ok()["history"][0];
+    assert!(!rec["leftAt"].is_null());
+    assert_eq!(h.assert_ok()["totalRecords"], 1, "one session, not one per instance");
+}
