@@ -128,6 +128,14 @@ test("go live from the browser, watch from others, counts follow, stop turns vie
   await expect(dash.getByTestId("dash-publisher")).toHaveText("Offline", { timeout: 5_000 });
   const offlineMs = Date.now() - stopped;
 
+  // Live again: the waiting viewer plays again on its own.
+  await studio.getByTestId("go-live").click();
+  await expect(studio.getByTestId("publish-state")).toHaveAttribute("data-state", "live", { timeout: 20_000 });
+  await expectPlaying(a);
+  await expect(dash.getByTestId("dash-publisher")).toHaveText("Live", { timeout: 5_000 });
+  await studio.getByTestId("stop").click();
+  await expect(a.locator("#player")).toHaveAttribute("data-state", "offline", { timeout: 5_000 });
+
   console.log(`[measure] navigation to first video frame: ${firstFrameMs} ms (target <= 1500)`);
   console.log(`[measure] stop to viewer offline: ${offlineMs} ms (target <= 5000)`);
 });
