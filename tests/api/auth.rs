@@ -5,7 +5,7 @@ use serde_json::json;
 const ARN: &str = "arn:aws:ivs:us-east-1:000000000000:stage%2FAbCdEf123456";
 
 /// Every route of the contract under /api except /api/health.
-fn routes() -> Vec<(Method, String)> {
+pub(crate) fn routes() -> Vec<(Method, String)> {
     let m = |method: Method, p: &str| (method, p.to_string());
     vec![
         m(Method::POST, "/api/token/viewer"),

@@ -8,6 +8,7 @@ mod autoscale;
 mod cluster;
 mod health;
 mod media;
+mod openapi;
 mod operations;
 mod presence;
 mod stages;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// Paths under `/api` that need no API key.
 fn is_public(path: &str) -> bool {
-    path == "/health"
+    path == "/health" || path == "/openapi.json"
 }
 
 /// Paths exempt from the per-IP limit: health checks, and the calls that keep a viewer

@@ -4,6 +4,7 @@ pub mod extract;
 pub mod handlers;
 pub mod media;
 pub mod metrics;
+pub mod openapi;
 pub mod middleware;
 pub mod session;
 pub mod ws;
@@ -38,6 +39,7 @@ pub fn api_router(state: &AppState) -> Router<AppState> {
     use handlers as h;
     Router::new()
         .route("/health", get(h::health))
+        .route("/openapi.json", get(openapi_json))
         .route("/token/viewer", post(h::viewer_token))
         .route("/token/publisher", post(h::publisher_token))
         .route("/token/mediaserver", post(h::mediaserver_token))
@@ -66,6 +68,11 @@ pub fn api_router(state: &AppState) -> Router<AppState> {
         .layer(axum::middleware::from_fn(middleware::envelope_errors))
         .layer(DefaultBodyLimit::max(state.service.settings().server.body_limit_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+}
+
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    axum::Json(DOC.get_or_init(openapi::document).clone())
 }
 
 /// The contract's routes outside the app pages: `/api/*`, `/health`, `/ws`.
