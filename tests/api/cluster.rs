@@ -62,6 +62,38 @@ async fn exactly_one_instance_leads_and_another_takes_over() {
     );
 }
 
+#[tokio::test]
+async fn only_the_leader_auto_scales() {
+    let Some((a, b)) = spawn_pair_with(|s| {
+        s.stage.autoscale = true;
+        s.stage.autoscale_interval_secs = 1;
+        s.stage.max_viewers_per_stage = 5;
+        s.stage.scale_up_threshold = 4;
+        s.stage.scale_up_utilisation = 0.75;
+        s.stage.scale_down_threshold = 0;
+        s.stage.max_stages = 5;
+    })
+    .await
+    else {
+        eprintln!("single-instance database: it always leads");
+        return;
+    };
+    assert!(eventually(Duration::from_secs(8), || async { a.service.is_leader() != b.service.is_leader() }).await);
+    a.go_live().await;
+    b.go_live().await;
+    // crowd the master stage through both instances
+    for (i, app) in [&a, &b, &a].into_iter().enumerate() {
+        app.join(&format!("crowd-{i}")).await.assert_ok();
+    }
+    let two_stages = || async { a.get("/api/stage/list").await.assert_ok()["stages"].as_array().unwrap().len() == 2 };
+    assert!(eventually(Duration::from_secs(5), two_stages).await, "one scale-up");
+    tokio::time::sleep(Duration::from_secs(3)).await; // several more cycles on both instances
+    assert_eq!(a.get("/api/stage/list").await.assert_ok()["stages"].as_array().unwrap().len(), 2, "exactly one");
+    let (leader, follower) = if a.service.is_leader() { (&a, &b) } else { (&b, &a) };
+    assert!(leader.service.autoscale_steps() > 0, "the leader runs the auto-scaler");
+    assert_eq!(follower.service.autoscale_steps(), 0, "the follower never does");
+}
+
 /// The server binary as a separate process (so it can be SIGKILLed) on `db`.
 struct Process {
     child: std::process::Child,

@@ -99,13 +99,18 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 /// Two instances on one PostgreSQL database (separate data dirs, one clock); `None` on SQLite,
 /// where one instance is the whole deployment.
 pub async fn spawn_pair() -> Option<(TestApp, TestApp)> {
+    spawn_pair_with(|_| {}).await
+}
+
+pub async fn spawn_pair_with(configure: impl Fn(&mut Settings)) -> Option<(TestApp, TestApp)> {
     let db = Arc::new(TestDb::new().await);
     db.pg.as_ref()?;
     let clock = ManualClock::new(chrono_now_ms());
     let mut apps = Vec::new();
     for _ in 0..2 {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let settings = test_settings(dir.path(), &db);
+        let mut settings = test_settings(dir.path(), &db);
+        configure(&mut settings);
         apps.push(start(settings, clock.clone(), dir, db.clone()).await);
     }
     let b = apps.pop()?;

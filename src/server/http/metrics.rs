@@ -109,6 +109,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     gauge(&mut out, "livestage_publisher_live", "1 while the publisher is live.", u8::from(stats.is_publisher_live));
     gauge(&mut out, "livestage_ws_subscribers", "WebSocket clients connected to this instance.", service.hub().subscriber_count());
     gauge(&mut out, "livestage_leader", "1 on the instance that runs cluster-wide jobs.", u8::from(service.is_leader()));
+    counter(&mut out, "livestage_autoscale_steps_total", "Auto-scaling steps this instance ran.", service.autoscale_steps());
     counter(&mut out, "livestage_heartbeats_total", "Heartbeats accepted by this instance.", service.heartbeats_total());
     counter(
         &mut out,

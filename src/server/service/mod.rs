@@ -48,6 +48,8 @@ pub struct Service {
     autoscale_lock: tokio::sync::Mutex<()>,
     started: Instant,
     pub(crate) cluster: cluster::Cluster,
+    /// Auto-scaling steps this instance has run.
+    autoscale_steps: std::sync::atomic::AtomicU64,
     /// Heartbeats accepted since start.
     heartbeats: std::sync::atomic::AtomicU64,
     /// The embedded media server, when the stage backend is local.
@@ -70,6 +72,7 @@ impl Service {
             media: OnceLock::new(),
             cluster: cluster::Cluster::default(),
             heartbeats: std::sync::atomic::AtomicU64::new(0),
+            autoscale_steps: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -91,6 +94,10 @@ impl Service {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn autoscale_steps(&self) -> u64 {
+        self.autoscale_steps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn heartbeats_total(&self) -> u64 {

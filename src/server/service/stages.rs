@@ -331,6 +331,7 @@ impl Service {
     /// One auto-scaling step: evaluates the rule and carries out its decision.
     pub async fn autoscale_once(&self) -> AppResult<ScaleDecision> {
         let _guard = self.autoscale_lock.lock().await;
+        self.autoscale_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let loads = self.stage_loads().await?;
         let decision = decide(&loads, &self.settings.stage.capacity());
         match &decision {
