@@ -62,6 +62,26 @@ async fn exactly_one_instance_leads_and_another_takes_over() {
     );
 }
 
+async fn publisher_live(app: &TestApp) -> bool {
+    app.get("/api/stats/publisher").await.assert_ok()["isPublisherLive"] == true
+}
+
+#[tokio::test]
+async fn every_instance_knows_the_publisher_another_instance_carries() {
+    let Some((a, b)) = spawn_pair().await else {
+        eprintln!("single-instance database: nothing to share");
+        return;
+    };
+    b.join("early").await.assert_error(404, "NOT_FOUND");
+    a.go_live().await; // only A's media plane has the publisher
+    assert!(eventually(Duration::from_secs(3), || publisher_live(&b)).await, "B reports A's publisher live");
+    assert_eq!(b.get("/api/stats/publisher").await.assert_ok()["publisher"]["userId"], "broadcaster");
+    b.join("through-b").await.assert_ok();
+    a.publisher.set_offline();
+    assert!(eventually(Duration::from_secs(3), || async { !publisher_live(&b).await }).await, "and offline when it stops");
+    b.join("late").await.assert_error(404, "NOT_FOUND");
+}
+
 #[tokio::test]
 async fn only_the_leader_auto_scales() {
     let Some((a, b)) = spawn_pair_with(|s| {

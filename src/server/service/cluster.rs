@@ -11,6 +11,7 @@
 //! On SQLite there is one instance: it is always the leader and needs no notifications.
 
 use super::Service;
+use crate::server::backend::LivePublisher;
 use crate::server::store::DbKind;
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::Connection;
@@ -24,10 +25,15 @@ pub const CHANNEL: &str = "livestage_stats";
 /// Advisory lock key of the leader ("lvst").
 const LEADER_LOCK: i64 = 0x6c76_7374;
 const RETRY: Duration = Duration::from_secs(2);
+/// How often the live publisher is reported and read; a report lives for [`SHARE_TTL_MS`].
+const SHARE_EVERY: Duration = Duration::from_millis(500);
+const SHARE_TTL_MS: i64 = 5_000;
 
 #[derive(Default)]
 pub struct Cluster {
     leader: AtomicBool,
+    /// The publisher another instance reports live.
+    shared_publisher: std::sync::Mutex<Option<LivePublisher>>,
 }
 
 impl Cluster {
@@ -43,6 +49,13 @@ impl Cluster {
 }
 
 impl Service {
+    /// The live publisher: this instance's media plane first, else what another instance of
+    /// the deployment reports.
+    pub fn publisher(&self) -> Option<LivePublisher> {
+        let local = self.backend.publisher().borrow().clone();
+        local.or_else(|| self.cluster.shared_publisher.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
     pub fn is_leader(&self) -> bool {
         self.cluster.is_leader()
     }
@@ -66,8 +79,51 @@ pub fn spawn(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Vec<Join
     let url = service.settings.database_url();
     vec![
         tokio::spawn(lead(service.clone(), url.clone(), shutdown.clone())),
-        tokio::spawn(listen(service, url, shutdown)),
+        tokio::spawn(listen(service.clone(), url, shutdown.clone())),
+        tokio::spawn(share_publisher(service, shutdown)),
     ]
+}
+
+/// Reports this instance's live publisher to the others and reads theirs.
+async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
+    let mut local = service.backend.publisher();
+    let mut reported: Option<String> = None;
+    let mut tick = tokio::time::interval(SHARE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = local.changed() => if r.is_err() { return },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        let now = service.now_ms();
+        let mine = local.borrow_and_update().clone();
+        let store = &service.store;
+        let result = async {
+            match (&mine, &reported) {
+                (Some(p), _) => store.share_publisher(p, now + SHARE_TTL_MS).await?,
+                (None, Some(pid)) => store.unshare_publisher(pid).await?,
+                (None, None) => {}
+            }
+            store.shared_publisher(now).await
+        }
+        .await;
+        match result {
+            Ok(shared) => {
+                reported = mine.map(|p| p.participant_id);
+                let others = shared.filter(|p| Some(&p.participant_id) != reported.as_ref());
+                let mut slot = service.cluster.shared_publisher.lock().unwrap_or_else(|e| e.into_inner());
+                if *slot != others {
+                    *slot = others;
+                    drop(slot);
+                    service.hub.mark_remote_change();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "publisher report failed; will retry"),
+        }
+    }
+    if let Some(pid) = reported {
+        let _ = service.store.unshare_publisher(&pid).await;
+    }
 }
 
 async fn lead(service: Arc<Service>, url: String, mut shutdown: watch::Receiver<bool>) {

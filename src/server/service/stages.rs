@@ -339,7 +339,7 @@ impl Service {
                 let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
                 let name = format!("auto-stage-{}", self.now_ms());
                 let stage = self.create_stage(&name, BTreeMap::new(), parent.as_deref(), "").await?;
-                let publisher = self.backend.publisher().borrow().clone();
+                let publisher = self.publisher();
                 if let Some(p) = publisher {
                     let (src, dst, pid) = (
                         StageArn::parse(p.stage_arn.clone()),

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 impl Service {
     pub fn is_publisher_live(&self) -> bool {
-        self.backend.publisher().borrow().is_some()
+        self.publisher().is_some()
     }
 
     /// Recomputes the live totals from the store.
@@ -99,7 +99,7 @@ impl Service {
     }
 
     pub fn publisher_stats(&self) -> Value {
-        let publisher = self.backend.publisher().borrow().clone();
+        let publisher = self.publisher();
         match publisher {
             Some(p) => json!({
                 "isPublisherLive": true,

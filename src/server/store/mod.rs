@@ -95,6 +95,46 @@ impl Store {
         Ok(())
     }
 
+    /// Reports the live publisher for the whole deployment until `expires_ms`.
+    pub async fn share_publisher(&self, p: &crate::server::backend::LivePublisher, expires_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO publisher_live (singleton, user_id, participant_id, stage_arn, since_ms, expires_ms) \
+             VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (singleton) DO UPDATE SET user_id = excluded.user_id, \
+             participant_id = excluded.participant_id, stage_arn = excluded.stage_arn, since_ms = excluded.since_ms, \
+             expires_ms = excluded.expires_ms",
+        )
+        .bind(&p.user_id)
+        .bind(&p.participant_id)
+        .bind(&p.stage_arn)
+        .bind(p.since_ms)
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Withdraws a publisher this instance reported.
+    pub async fn unshare_publisher(&self, participant_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM publisher_live WHERE participant_id = $1").bind(participant_id).execute(&self.pool).await.map(|_| ())
+    }
+
+    /// The publisher some instance reports live, unless its report expired.
+    pub async fn shared_publisher(&self, now_ms: i64) -> Result<Option<crate::server::backend::LivePublisher>, sqlx::Error> {
+        let row = sqlx::query("SELECT user_id, participant_id, stage_arn, since_ms FROM publisher_live WHERE expires_ms > $1")
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(crate::server::backend::LivePublisher {
+                user_id: r.try_get("user_id")?,
+                participant_id: r.try_get("participant_id")?,
+                stage_arn: r.try_get("stage_arn")?,
+                since_ms: r.try_get("since_ms")?,
+            })
+        })
+        .transpose()
+    }
+
     /// `NOTIFY channel` (PostgreSQL).
     pub async fn notify(&self, channel: &str) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(&self.pool).await.map(|_| ())
