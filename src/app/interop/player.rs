@@ -317,16 +317,40 @@ mod imp {
             return;
         }
         match state {
-            PeerState::Connected => playing(shared),
-            PeerState::Failed | PeerState::Disconnected => {
-                if let Some(conn) = shared.borrow_mut().conn.take() {
-                    conn.close();
+            PeerState::Connected => {
+                if let Some(h) = shared.borrow_mut().retry.take() {
+                    h.clear();
                 }
+                playing(shared);
+            }
+            PeerState::Failed => reconnect(shared),
+            // A blip often recovers by itself: give it a moment before starting over.
+            PeerState::Disconnected => {
                 set(shared, PlayerStatus::Reconnecting);
-                retry_later(shared);
+                let weak = Rc::downgrade(shared);
+                let check = move || {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let still_down = shared.borrow().conn.as_ref().is_none_or(|c| c.state() != PeerState::Connected);
+                    if still_down && shared.borrow().generation == generation {
+                        reconnect(&shared);
+                    }
+                };
+                if let Ok(h) = set_timeout_with_handle(check, Duration::from_secs(3)) {
+                    if let Some(old) = shared.borrow_mut().retry.replace(h) {
+                        old.clear();
+                    }
+                }
             }
             PeerState::Connecting | PeerState::Closed => {}
         }
+    }
+
+    fn reconnect(shared: &Shared) {
+        if let Some(conn) = shared.borrow_mut().conn.take() {
+            conn.close();
+        }
+        set(shared, PlayerStatus::Reconnecting);
+        retry_later(shared);
     }
 
     fn retry_later(shared: &Shared) {

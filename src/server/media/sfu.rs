@@ -488,8 +488,11 @@ async fn read_socket(socket: Arc<tokio::net::UdpSocket>, announced: SocketAddr, 
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
-            // ICMP errors from peers that went away surface here; keep reading.
-            Err(e) => tracing::trace!(error = %e, "media socket read"),
+            // ICMP errors from peers that went away surface here; keep reading, but never spin.
+            Err(e) => {
+                tracing::trace!(error = %e, "media socket read");
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
         }
     }
 }
