@@ -103,6 +103,12 @@ impl Store {
             .bind(user_id)
             .fetch_optional(&mut *w.tx)
             .await?;
+        // One count per join, under the stage's lock: the figure before this join.
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1")
+            .bind(stage_arn)
+            .fetch_one(&mut *w.tx)
+            .await?;
+        let present = count(&row, "n")?;
         let (is_new, session_id) = match existing {
             Some(row) => {
                 let session_id: i64 = row.try_get("session_id")?;
@@ -123,14 +129,8 @@ impl Store {
                 (false, session_id)
             }
             None => {
-                if let Some(max) = max {
-                    let row = sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1")
-                        .bind(stage_arn)
-                        .fetch_one(&mut *w.tx)
-                        .await?;
-                    if count(&row, "n")? >= max {
-                        return Ok(JoinResult::Full);
-                    }
+                if max.is_some_and(|max| present >= max) {
+                    return Ok(JoinResult::Full);
                 }
                 let row = sqlx::query(
                     "INSERT INTO watch_sessions (user_id, stage_arn, participant_id, joined_at) VALUES ($1, $2, $3, $4) RETURNING id",
@@ -153,11 +153,7 @@ impl Store {
                 (true, session_id)
             }
         };
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1")
-            .bind(stage_arn)
-            .fetch_one(&mut *w.tx)
-            .await?;
-        let current_viewers = count(&row, "n")?;
+        let current_viewers = present + u32::from(is_new);
         w.tx.commit().await?;
         Ok(JoinResult::Joined { is_new, current_viewers, session_id })
     }
