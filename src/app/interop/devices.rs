@@ -1,7 +1,7 @@
 //! Cameras and microphones: listing them and opening a capture stream.
 
 use super::webrtc::MediaFailure;
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{MediaDeviceInfo, MediaDeviceKind, MediaDevices, MediaStream, MediaStreamConstraints, MediaStreamTrack};
 
@@ -52,16 +52,25 @@ pub async fn list() -> Result<DeviceList, MediaFailure> {
 /// Opens the chosen camera and microphone at `height`p (16:9).
 pub async fn open(camera: Option<&str>, microphone: Option<&str>, height: u32) -> Result<MediaStream, MediaFailure> {
     let width = height * 16 / 9;
-    let mut video = serde_json::json!({ "width": { "ideal": width }, "height": { "ideal": height }, "frameRate": { "ideal": 30 } });
+    // Built as JS objects directly: no JSON machinery in the bundle for this.
+    let obj = |pairs: &[(&str, JsValue)]| {
+        let o = js_sys::Object::new();
+        for (k, v) in pairs {
+            let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), v);
+        }
+        JsValue::from(o)
+    };
+    let ideal = |n: u32| obj(&[("ideal", JsValue::from(n))]);
+    let exact = |id: &str| obj(&[("exact", JsValue::from_str(id))]);
+    let mut video = vec![("width", ideal(width)), ("height", ideal(height)), ("frameRate", ideal(30))];
     if let Some(id) = camera.filter(|id| !id.is_empty()) {
-        video["deviceId"] = serde_json::json!({ "exact": id });
+        video.push(("deviceId", exact(id)));
     }
-    let mut audio = serde_json::json!({ "echoCancellation": true, "noiseSuppression": true });
+    let mut audio = vec![("echoCancellation", JsValue::TRUE), ("noiseSuppression", JsValue::TRUE)];
     if let Some(id) = microphone.filter(|id| !id.is_empty()) {
-        audio["deviceId"] = serde_json::json!({ "exact": id });
+        audio.push(("deviceId", exact(id)));
     }
-    let constraints = js_sys::JSON::parse(&serde_json::json!({ "video": video, "audio": audio }).to_string())
-        .map_err(|e| MediaFailure { code: "NO_DEVICES".into(), message: format!("{e:?}") })?;
+    let constraints = obj(&[("video", obj(&video)), ("audio", obj(&audio))]);
     let constraints: MediaStreamConstraints = constraints.unchecked_into();
     let promise = media_devices()?
         .get_user_media_with_constraints(&constraints)
