@@ -30,7 +30,7 @@ type SendLog = Arc<Mutex<HashMap<u64, Instant>>>;
 /// encoder's output (the SFU forwards bytes, it never decodes).
 fn frame(n: u64) -> Vec<u8> {
     let per_gop = BITRATE / 8 * GOP / FPS;
-    let key = n % GOP == 0;
+    let key = n.is_multiple_of(GOP);
     let len = if key { per_gop / 4 } else { (per_gop - per_gop / 4) / (GOP - 1) } as usize;
     let mut f = vec![0u8; len];
     let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

@@ -387,7 +387,9 @@ async fn bad_offers_and_tokens_get_clear_errors() {
     let (_, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
     let sdp = "application/sdp";
 
-    let cases: Vec<(&str, Option<String>, &str, String, u16, &str)> = vec![
+    /// (case, bearer token, content type, body, status, error code)
+    type Case<'a> = (&'a str, Option<String>, &'a str, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("no token", None, sdp, offer.clone(), 401, "UNAUTHORIZED"),
         ("garbage token", Some("abc.def.ghi".into()), sdp, offer.clone(), 401, "UNAUTHORIZED"),
         ("wrong content type", Some(token.clone()), "application/json", offer.clone(), 415, "UNSUPPORTED_MEDIA_TYPE"),

@@ -45,7 +45,7 @@ impl TokenSigner {
         let secret = SecretKey::random(&mut rand::rngs::OsRng);
         let pem = secret
             .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::Other, e.to_string()))?;
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         super::super::startup::write_private_file(path, pem.as_bytes())?;
         Ok(Self::from_secret(secret))
     }

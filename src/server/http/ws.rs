@@ -46,9 +46,9 @@ fn parse_command(text: &str) -> Result<Command, (&'static str, String)> {
         .ok_or(("INVALID_MESSAGE", "Message needs an \"action\" (or \"type\") field".to_string()))?;
     let channel = v.get("channel").and_then(Value::as_str).unwrap_or("stats");
     match verb {
-        "ping" => return Ok(Command::Ping),
+        "ping" => Ok(Command::Ping),
         "subscribe" | "unsubscribe" if channel != "stats" => {
-            return Err(("UNKNOWN_CHANNEL", format!("Unknown channel {channel:?}; available: \"stats\"")))
+            Err(("UNKNOWN_CHANNEL", format!("Unknown channel {channel:?}; available: \"stats\"")))
         }
         "subscribe" => Ok(Command::Subscribe),
         "unsubscribe" => Ok(Command::Unsubscribe),

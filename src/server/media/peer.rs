@@ -161,8 +161,7 @@ struct PeerTask {
 impl PeerTask {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<PeerCommand>) {
         let mut buf = vec![0u8; 2048];
-        loop {
-            let Some(timeout) = self.drain() else { break };
+        while let Some(timeout) = self.drain() {
             let sleep = tokio::time::sleep_until(timeout.into());
             tokio::select! {
                 cmd = commands.recv() => match cmd {

@@ -338,7 +338,7 @@ impl Sfu {
     /// Writes one frame of the publisher to every connected viewer.
     fn forward(&mut self, kind: MediaKind, data: MediaData) {
         let keyframe = kind == MediaKind::Video && data.is_keyframe();
-        let payload: Arc<[u8]> = data.data.into();
+        let payload: Arc<[u8]> = data.data;
         let mut want_keyframe = false;
         let mut forwarded = 0u64;
         for v in self.sessions.values_mut() {
