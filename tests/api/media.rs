@@ -439,3 +439,96 @@ async fn bad_offers_and_tokens_get_clear_errors() {
     assert_eq!(error_of(resp).await, (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED".into()));
     assert_eq!(app.service.media().unwrap().server.stats().publishers.load(Ordering::Relaxed), 0, "nothing leaked");
 }
+
+/// A UDP relay between a viewer and the SFU that drops every `nth` RTP packet towards the
+/// viewer (STUN, DTLS and RTCP pass). Returns the relay's address and its drop counter.
+async fn lossy_relay(sfu: std::net::SocketAddr, nth: usize) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::net::UdpSocket;
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    let viewer = Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = dropped.clone();
+    let (f, b, v) = (front.clone(), back.clone(), viewer.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = f.recv_from(&mut buf).await {
+            *v.lock().unwrap() = Some(from);
+            let _ = b.send_to(&buf[..n], sfu).await;
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        let mut rtp = 0usize;
+        while let Ok((n, _)) = back.recv_from(&mut buf).await {
+            let is_rtp = n > 12 && (128..192).contains(&buf[0]) && !(200..=206).contains(&buf[1]);
+            if is_rtp {
+                rtp += 1;
+                if rtp % nth == 0 {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            let to = *viewer.lock().unwrap();
+            if let Some(to) = to {
+                let _ = front.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    (addr, dropped)
+}
+
+#[tokio::test]
+async fn lost_packets_are_recovered_by_nack_and_retransmission() {
+    let app = spawn_app().await;
+    let frames = frames();
+    let (_feed, _, _) = go_live(&app, "broadcaster", &frames).await;
+    let sfu = app.service.media().unwrap().server.addresses()[0];
+    let (relay, dropped) = lossy_relay(sfu, 10).await; // 10 % of media packets lost on the way to the viewer
+
+    let (token, whep) = viewer_token(&app, "lossy").await;
+    let (peer, offer) = Peer::offer(PeerRole::Play).await.unwrap();
+    let resp = post_offer(&app, &whep, Some(&token), "application/sdp", offer).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    // the viewer only knows the relay
+    let mut seen = HashSet::new();
+    let answer: String = resp
+        .text()
+        .await
+        .unwrap()
+        .split("\r\n")
+        .filter_map(|l| {
+            if !l.starts_with("a=candidate:") {
+                return Some(l.to_string());
+            }
+            let relayed = format!("a=candidate:1 1 udp 2130706431 {} {} typ host", relay.ip(), relay.port());
+            seen.insert(relayed.clone()).then_some(relayed)
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let mut viewer = peer.connect(&answer).unwrap();
+    assert!(viewer.connected(Duration::from_secs(5)).await, "connected through the relay");
+
+    // 60 frames in a row, each whole: nothing skipped, nothing damaged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut video: Vec<(u64, Arc<[u8]>)> = Vec::new();
+    while video.len() < 60 && Instant::now() < deadline {
+        match viewer.next_event(deadline.saturating_duration_since(Instant::now())).await {
+            Some(PeerEvent::Frame { kind: MediaKind::Video, data, rtp_time, .. }) => video.push((rtp_time, data)),
+            Some(PeerEvent::Disconnected) | None => break,
+            Some(_) => {}
+        }
+    }
+    assert!(video.len() >= 60, "got {} video frames", video.len());
+    assert!(dropped.load(Ordering::Relaxed) >= 5, "the relay really lost packets");
+    let sent: HashSet<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    for (i, (_, f)) in video.iter().enumerate() {
+        assert!(sent.contains(&f[..]), "frame {i} arrived damaged");
+    }
+    for pair in video.windows(2) {
+        assert_eq!(pair[1].0 - pair[0].0, 3000, "a frame is missing between two received ones");
+    }
+    let stats = app.service.media().unwrap().server.stats();
+    assert!(stats.frames_forwarded.load(Ordering::Relaxed) >= 60);
+}
