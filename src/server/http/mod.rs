@@ -67,7 +67,7 @@ pub fn api_router(state: &AppState) -> Router<AppState> {
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit))
         .layer(axum::middleware::from_fn(middleware::envelope_errors))
         .layer(DefaultBodyLimit::max(state.service.settings().server.body_limit_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.requests.clone(), metrics::track))
 }
 
 async fn openapi_json() -> axum::Json<serde_json::Value> {
@@ -84,7 +84,7 @@ pub fn contract_router(state: &AppState) -> Router<AppState> {
             get(handlers::health).layer(axum::middleware::from_fn(middleware::envelope_errors)),
         )
         .route("/ws", get(ws::ws_handler))
-        .merge(media::media_router().layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track)))
+        .merge(media::media_router().layer(axum::middleware::from_fn_with_state(state.requests.clone(), metrics::track)))
         .route("/metrics", get(metrics::metrics))
         .route("/live", get(metrics::live))
         .route("/ready", get(metrics::ready).layer(axum::middleware::from_fn(middleware::envelope_errors)))
