@@ -1,5 +1,5 @@
-//! Running the real server binary for load tools: its own process, so its memory and file
-//! descriptors are its own and the load generator's are not counted against it.
+//! Running the real server binary in its own process, for the load tools (its memory and file
+//! descriptors are its own, not the load generator's) and for tests that kill an instance.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -48,6 +48,12 @@ impl Server {
         });
         let base = rx.recv_timeout(Duration::from_secs(60)).expect("server reports its address");
         Self { child, base, _dir: dir }
+    }
+
+    /// SIGKILL: the instance dies without a chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn pid(&self) -> u32 {

@@ -114,51 +114,10 @@ async fn only_the_leader_auto_scales() {
     assert_eq!(follower.service.autoscale_steps(), 0, "the follower never does");
 }
 
-/// The server binary as a separate process (so it can be SIGKILLed) on `db`.
-struct Process {
-    child: std::process::Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Process {
-    fn start(db: &str) -> Self {
-        use std::io::{BufRead, BufReader};
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_livestage"))
-            .env("APP_DATA_DIR", dir.path())
-            .env("DATABASE_URL", db)
-            .env("API_SECRET_KEY", API_KEY)
-            .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
-            .env("MEDIA_UDP_PORT", "0")
-            .env("AUTOSCALE", "false")
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("server binary starts");
-        let logs = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(logs).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on http://") {
-                    let url: String = line[at + "listening on ".len()..].chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server reports its address");
-        Self { child, base, _dir: dir }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The server binary as a separate process, so it can be SIGKILLed.
+#[path = "../../benches/support/mod.rs"]
+#[allow(dead_code)]
+mod process;
 
 #[tokio::test]
 async fn an_instance_killed_mid_session_loses_no_watch_session() {
@@ -167,7 +126,7 @@ async fn an_instance_killed_mid_session_loses_no_watch_session() {
         eprintln!("single-instance database: nothing to fail over to");
         return;
     };
-    let mut a = Process::start(&b.db.url);
+    let mut a = process::Server::start(&[("DATABASE_URL", b.db.url.as_str()), ("API_SECRET_KEY", API_KEY)]);
     let client = &b.client;
     let call = |base: &str, path: &str, body: serde_json::Value| {
         client.post(format!("{base}{path}")).header("x-api-key", API_KEY).json(&body).send()
@@ -210,8 +169,7 @@ async fn an_instance_killed_mid_session_loses_no_watch_session() {
     assert_eq!(call(&a.base, "/api/viewer/heartbeat", beat.clone()).await.unwrap().status(), 200);
 
     // …and A dies without a chance to clean up.
-    a.child.kill().expect("SIGKILL");
-    a.child.wait().unwrap();
+    a.kill();
     feed.abort();
 
     // The load balancer sends the viewer's next heartbeats to B: the session carries on.

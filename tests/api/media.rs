@@ -465,7 +465,7 @@ async fn lossy_relay(sfu: std::net::SocketAddr, nth: usize) -> (std::net::Socket
             let is_rtp = n > 12 && (128..192).contains(&buf[0]) && !(200..=206).contains(&buf[1]);
             if is_rtp {
                 rtp += 1;
-                if rtp % nth == 0 {
+                if rtp.is_multiple_of(nth) {
                     counter.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
