@@ -50,7 +50,8 @@ impl Server {
         Self { child, base, _dir: dir }
     }
 
-    /// SIGKILL: the instance dies without a chance to clean up.
+    /// SIGKILL: the instance dies without a chance to clean up (the fail-over tests use it).
+    #[allow(dead_code)]
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
