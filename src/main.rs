@@ -16,6 +16,10 @@ async fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init(&settings.server.log_format);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(command) = args.first() {
+        return keys::run(command, &args[1..], &settings).await;
+    }
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {
@@ -33,5 +37,44 @@ async fn main() -> std::process::ExitCode {
             tracing::error!(error = %e, "server error");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `livestage rotate-key` and `livestage delete-key <arn>`: the IVS token signing key.
+mod keys {
+    use livestage::server::config::Settings;
+    use std::process::ExitCode;
+
+    #[cfg(feature = "ivs")]
+    pub async fn run(command: &str, rest: &[String], settings: &Settings) -> ExitCode {
+        use livestage::server::backend::ivs;
+        let result = match (command, rest) {
+            ("rotate-key", []) => ivs::rotate_key(settings).await.map(|(new, old)| {
+                println!("Tokens are now signed with {new}.");
+                if let Some(old) = old {
+                    println!("The previous key {old} stays registered so tokens it signed keep working;");
+                    println!("remove it once they have expired: livestage delete-key {old}");
+                }
+                println!("Restart the server to sign with the new key.");
+            }),
+            ("delete-key", [arn]) => ivs::delete_key(settings, arn).await.map(|()| println!("Deleted {arn}.")),
+            _ => {
+                eprintln!("unknown command {command:?}; see livestage --help");
+                return ExitCode::from(2);
+            }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{command}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    #[cfg(not(feature = "ivs"))]
+    pub async fn run(command: &str, _rest: &[String], _settings: &Settings) -> ExitCode {
+        eprintln!("{command}: this build has no IVS backend (build it with --features ivs)");
+        ExitCode::from(2)
     }
 }

@@ -16,6 +16,7 @@ pub struct Settings {
     pub presence: PresenceSettings,
     pub rate_limit: RateLimitSettings,
     pub media: MediaSettings,
+    pub ivs: IvsSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +109,39 @@ pub struct MediaSettings {
     pub candidate_addr: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenMode {
+    /// ES384 JWTs signed here with a key registered through ImportPublicKey.
+    SelfSigned,
+    /// One CreateParticipantToken call per token.
+    Api,
+}
+
+/// The Amazon IVS backend (`STAGE_BACKEND=ivs`). AWS credentials and the region's endpoint
+/// come from the standard AWS chain (environment, profile, web identity, container, instance).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IvsSettings {
+    pub token_mode: TokenMode,
+    /// IVS API endpoint; unset uses AWS's (or `AWS_ENDPOINT_URL_IVS_REALTIME`).
+    pub endpoint_url: Option<String>,
+    pub poll_interval_ms: u64,
+    pub reconnect_window_secs: i32,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub breaker_failures: u32,
+    pub breaker_cooldown_secs: u64,
+    /// Requests per second allowed to each IVS quota class; calls beyond them wait, and are
+    /// refused when the wait would exceed `timeout_ms`.
+    pub stage_tps: f64,
+    pub token_tps: f64,
+    /// Static credentials for embedders (never read from files or the environment).
+    #[serde(skip)]
+    pub static_credentials: Option<(String, String)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
@@ -170,6 +204,17 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("RATE_LIMIT_MAX_REQUESTS", "requests per client IP per window on /api/*", |s, v| { s.rate_limit.max_requests = parse(v)?; Ok(()) }),
     ("MEDIA_UDP_PORT", "UDP port of the embedded media server", |s, v| { s.media.udp_port = parse(v)?; Ok(()) }),
     ("MEDIA_CANDIDATE_ADDR", "address announced to WebRTC peers (behind NAT)", |s, v| { s.media.candidate_addr = non_empty(v); Ok(()) }),
+    ("IVS_TOKEN_MODE", "self-signed (ES384 key imported into IVS) or api (CreateParticipantToken)", |s, v| {
+        s.ivs.token_mode = match v.trim() { "self-signed" => TokenMode::SelfSigned, "api" => TokenMode::Api, _ => return Err("expected self-signed or api".into()) };
+        Ok(())
+    }),
+    ("IVS_ENDPOINT_URL", "IVS API endpoint (default: AWS's, or AWS_ENDPOINT_URL_IVS_REALTIME)", |s, v| { s.ivs.endpoint_url = non_empty(v); Ok(()) }),
+    ("IVS_POLL_INTERVAL_MS", "milliseconds between publisher liveness checks (ListParticipants)", |s, v| { s.ivs.poll_interval_ms = parse(v)?; Ok(()) }),
+    ("IVS_RECONNECT_WINDOW_SECS", "seconds a replicated publisher may reconnect without ending replication (0-60)", |s, v| { s.ivs.reconnect_window_secs = parse(v)?; Ok(()) }),
+    ("IVS_TIMEOUT_MS", "longest an IVS call may take, retries included", |s, v| { s.ivs.timeout_ms = parse(v)?; Ok(()) }),
+    ("IVS_MAX_ATTEMPTS", "attempts per IVS call (throttling and server errors are retried with backoff)", |s, v| { s.ivs.max_attempts = parse(v)?; Ok(()) }),
+    ("IVS_BREAKER_FAILURES", "consecutive IVS failures after which calls fail fast", |s, v| { s.ivs.breaker_failures = parse(v)?; Ok(()) }),
+    ("IVS_BREAKER_COOLDOWN_SECS", "seconds calls fail fast before IVS is tried again", |s, v| { s.ivs.breaker_cooldown_secs = parse(v)?; Ok(()) }),
 ];
 
 fn merge(base: &mut toml::Value, overlay: toml::Value) {
@@ -248,6 +293,16 @@ impl Settings {
         if self.rate_limit.window_ms == 0 || self.rate_limit.max_requests == 0 {
             return bad("rate limit window and maximum must be positive");
         }
+        let i = &self.ivs;
+        if !(0..=60).contains(&i.reconnect_window_secs) {
+            return bad("ivs reconnect_window_secs must be between 0 and 60");
+        }
+        if i.poll_interval_ms < 200 || i.timeout_ms == 0 || i.max_attempts == 0 || i.breaker_failures == 0 {
+            return bad("ivs poll_interval_ms (>= 200), timeout_ms, max_attempts and breaker_failures must be positive");
+        }
+        if !(i.stage_tps > 0.0 && i.token_tps > 0.0) {
+            return bad("ivs stage_tps and token_tps must be positive");
+        }
         Ok(())
     }
 
@@ -263,7 +318,10 @@ impl Settings {
 pub fn help_text() -> String {
     let mut out = String::from(
         "livestage: real-time live streaming on Amazon IVS stages (or the embedded local backend)\n\n\
-         USAGE: livestage [--help]\n\n\
+         USAGE: livestage                     serve\n\
+         \x20      livestage rotate-key          register a new IVS token signing key and sign with it\n\
+         \x20      livestage delete-key <arn>    unregister an old IVS signing key\n\
+         \x20      livestage --help\n\n\
          Settings come from Leptos.toml (embedded defaults, then ./Leptos.toml or $APP_CONFIG),\n\
          overridden by these environment variables:\n\n",
     );

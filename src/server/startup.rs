@@ -116,9 +116,17 @@ impl Application {
                     .map_err(|e| StartupError::Backend(e.to_string()))?;
                 (Arc::new(backend), Some((signal, MediaPlane { server, signer })))
             }
+            #[cfg(feature = "ivs")]
+            BackendKind::Ivs => {
+                let backend = crate::server::backend::ivs::IvsBackend::connect(&settings, &data_dir)
+                    .await
+                    .map_err(|e| StartupError::Backend(e.to_string()))?;
+                (Arc::new(backend), None)
+            }
+            #[cfg(not(feature = "ivs"))]
             BackendKind::Ivs => {
                 return Err(StartupError::Backend(
-                    "STAGE_BACKEND=ivs is not available in this build; use STAGE_BACKEND=local".into(),
+                    "this build has no IVS backend: build it with `--features ivs`, or use STAGE_BACKEND=local".into(),
                 ))
             }
         };

@@ -62,7 +62,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub service: Arc<Service>,
     pub clock: Arc<ManualClock>,
-    pub publisher: PublisherSignal,
+    /// The embedded media plane's publisher signal (`None` on the IVS backend).
+    pub publisher: Option<PublisherSignal>,
     pub settings: Settings,
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -126,7 +127,7 @@ async fn start(settings: Settings, clock: Arc<ManualClock>, dir: Arc<tempfile::T
     let app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>).await.expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let service = app.service();
-    let publisher = app.publisher_signal().expect("local backend");
+    let publisher = app.publisher_signal();
     let shutdown = app.shutdown_handle();
     let server = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -234,12 +235,17 @@ impl TestApp {
     /// Makes the publisher live on the master stage (as the media plane reports it).
     pub async fn go_live(&self) {
         let arn = self.master_arn().await;
-        self.publisher.set_live(LivePublisher {
+        self.signal().set_live(LivePublisher {
             user_id: "broadcaster".into(),
             participant_id: "pub123".into(),
             stage_arn: arn,
             since_ms: self.clock.now_ms(),
         });
+    }
+
+    /// The embedded media plane's publisher signal.
+    pub fn signal(&self) -> &PublisherSignal {
+        self.publisher.as_ref().expect("local backend")
     }
 
     pub async fn join(&self, user: &str) -> Resp {

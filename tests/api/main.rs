@@ -2,11 +2,15 @@
 //! PostgreSQL when TEST_DATABASE_URL=postgres://…).
 
 mod helpers;
+#[cfg(feature = "ivs")]
+mod fake_ivs;
 
 mod auth;
 mod autoscale;
 mod cluster;
 mod health;
+#[cfg(feature = "ivs")]
+mod ivs;
 mod media;
 mod openapi;
 mod operations;

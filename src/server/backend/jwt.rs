@@ -26,6 +26,7 @@ pub struct TokenSigner {
     signing: SigningKey,
     verifying: VerifyingKey,
     public_pem: String,
+    fingerprint: String,
     kid: String,
 }
 
@@ -54,10 +55,28 @@ impl TokenSigner {
         let public_pem = secret.public_key().to_public_key_pem(LineEnding::LF).unwrap_or_default();
         let der = secret.public_key().to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default();
         let digest = Sha256::digest(&der);
-        let kid = format!("local:{}", digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>());
+        let fingerprint = digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>();
+        let kid = format!("local:{fingerprint}");
         let signing = SigningKey::from(secret);
         let verifying = *signing.verifying_key();
-        Self { signing, verifying, public_pem, kid }
+        Self { signing, verifying, public_pem, fingerprint, kid }
+    }
+
+    /// Uses `kid` as the key id (IVS wants the ARN ImportPublicKey returned).
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = kid.into();
+        self
+    }
+
+    /// Writes the private key as a PKCS#8 PEM readable only by its owner (the file must not exist).
+    pub fn write_pem(&self, path: &Path) -> std::io::Result<()> {
+        let pem = self.signing.to_pkcs8_pem(LineEnding::LF).map_err(|e| std::io::Error::other(e.to_string()))?;
+        super::super::startup::write_private_file(path, pem.as_bytes())
+    }
+
+    /// First 8 bytes of the SHA-256 of the public key (DER), in hex.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The key id put in every token header.

@@ -9,7 +9,6 @@ use crate::server::config::BackendKind;
 use async_trait::async_trait;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -70,7 +69,7 @@ impl LocalBackend {
 
 /// Resolves an endpoint path against the server's public base URL.
 pub fn absolute(base_url: &str, path: &str, websocket: bool) -> String {
-    if path.starts_with("http://") || path.starts_with("https://") || path.starts_with("ws") {
+    if path.contains("://") {
         return path.to_string();
     }
     let base = base_url.trim_end_matches('/');
@@ -112,30 +111,7 @@ impl StageBackend for LocalBackend {
     }
 
     async fn issue_token(&self, req: TokenRequest<'_>) -> Result<IssuedToken, BackendError> {
-        let arn = StageArn::parse(req.stage_arn).map_err(|e| BackendError::Rejected(e.to_string()))?;
-        let participant_id = random_id(12);
-        let now_secs = req.now_ms.div_euclid(1000);
-        let exp = now_secs + req.duration_secs;
-        let endpoint = |name: &str, ws: bool| {
-            req.stage_endpoints.get(name).map(|p| absolute(req.base_url, p, ws)).unwrap_or_default()
-        };
-        let claims = json!({
-            "resource": arn.as_str(),
-            "topic": arn.stage_id(),
-            "jti": participant_id,
-            "events_url": endpoint("events", true),
-            "whip_url": endpoint("whip", false),
-            "capabilities": {
-                "allow_publish": req.capabilities.publish,
-                "allow_subscribe": req.capabilities.subscribe,
-            },
-            "version": "1.0",
-            "user_id": req.user_id,
-            "attributes": req.attributes,
-            "iat": now_secs,
-            "exp": exp,
-        });
-        Ok(IssuedToken { token: self.signer.sign(&claims), participant_id, expires_at_ms: exp * 1000 })
+        super::sign_participant_token(&self.signer, &req)
     }
 
     async fn start_replication(&self, _s: &str, _d: &str, _p: &str) -> Result<(), BackendError> {

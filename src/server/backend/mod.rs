@@ -1,13 +1,20 @@
 //! Stage backends: where stages live, who signs participant tokens, and whether the publisher
 //! is live. Chosen once at startup (`startup.rs`); nothing outside this module sees which.
 
+pub mod guard;
+#[cfg(feature = "ivs")]
+pub mod ivs;
 pub mod jwt;
 pub mod local;
 
 use crate::server::config::BackendKind;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
+use std::time::Duration;
 use tokio::sync::watch;
+
+/// The tag on every stage (and key) this server creates; it manages no others.
+pub const MANAGED_BY_TAG: (&str, &str) = ("ManagedBy", "livestage");
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -105,4 +112,55 @@ pub trait StageBackend: Send + Sync + 'static {
     fn whep_path(&self) -> Option<&'static str> {
         None
     }
+    /// How often [`StageBackend::poll_publisher`] should run, for backends that learn about
+    /// the publisher by asking rather than being told.
+    fn poll_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// Asks who publishes on the master stage and updates [`StageBackend::publisher`].
+    async fn poll_publisher(&self, _master_arn: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
+    /// Forgets the polled publisher (another instance polls now).
+    fn clear_publisher(&self) {}
+    /// The stages the backend holds, with their tags; `None` if it keeps no list of its own.
+    async fn list_stages(&self) -> Result<Option<Vec<ListedStage>>, BackendError> {
+        Ok(None)
+    }
+}
+
+/// A stage as the backend lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedStage {
+    pub arn: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A participant token as IVS defines self-signed ones: an ES384 JWT whose `kid` names the
+/// registered public key, with the stage, endpoints and capabilities as claims.
+pub fn sign_participant_token(signer: &jwt::TokenSigner, req: &TokenRequest<'_>) -> Result<IssuedToken, BackendError> {
+    let arn = crate::domain::StageArn::parse(req.stage_arn).map_err(|e| BackendError::Rejected(e.to_string()))?;
+    let participant_id = local::random_id(12);
+    let now_secs = req.now_ms.div_euclid(1000);
+    let exp = now_secs + req.duration_secs;
+    let endpoint = |name: &str, ws: bool| {
+        req.stage_endpoints.get(name).map(|p| local::absolute(req.base_url, p, ws)).unwrap_or_default()
+    };
+    let claims = serde_json::json!({
+        "resource": arn.as_str(),
+        "topic": arn.stage_id(),
+        "jti": participant_id,
+        "events_url": endpoint("events", true),
+        "whip_url": endpoint("whip", false),
+        "capabilities": {
+            "allow_publish": req.capabilities.publish,
+            "allow_subscribe": req.capabilities.subscribe,
+        },
+        "version": "1.0",
+        "user_id": req.user_id,
+        "attributes": req.attributes,
+        "iat": now_secs,
+        "exp": exp,
+    });
+    Ok(IssuedToken { token: signer.sign(&claims), participant_id, expires_at_ms: exp * 1000 })
 }

@@ -80,6 +80,16 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
         }
     }));
 
+    // Backends that are asked about the publisher (IVS): the leader polls, and keeps the
+    // publisher replicated into auto-created stages.
+    if let Some(period) = service.backend.poll_interval() {
+        let s = service.clone();
+        jobs.push(every(period, shutdown.clone(), "backend poll", move || {
+            let s = s.clone();
+            async move { s.poll_backend().await }
+        }));
+    }
+
     // Auto-scaling: on its interval, or early when a join finds a stage crowded.
     if !service.settings.stage.autoscale {
         return spawn_hub(service, shutdown, jobs);

@@ -9,6 +9,7 @@ mod media;
 mod presence;
 mod stages;
 mod stats;
+mod sync;
 mod tokens;
 pub mod views;
 
@@ -16,6 +17,7 @@ pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
 pub use media::{MediaPlane, MediaRequest};
 pub use stats::rss_mb;
+pub use sync::DEPLOYMENT_TAG;
 pub use tokens::secrets_match as tokens_secrets_match;
 
 use crate::api::ErrorCode;
@@ -54,6 +56,10 @@ pub struct Service {
     heartbeats: std::sync::atomic::AtomicU64,
     /// The embedded media server, when the stage backend is local.
     media: OnceLock<MediaPlane>,
+    /// This deployment's id (see `sync.rs`).
+    deployment: OnceLock<String>,
+    /// Backend polls this instance has run.
+    polls: std::sync::atomic::AtomicU64,
 }
 
 impl Service {
@@ -70,6 +76,8 @@ impl Service {
             autoscale_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
             media: OnceLock::new(),
+            deployment: OnceLock::new(),
+            polls: std::sync::atomic::AtomicU64::new(0),
             cluster: cluster::Cluster::default(),
             heartbeats: std::sync::atomic::AtomicU64::new(0),
             autoscale_steps: std::sync::atomic::AtomicU64::new(0),

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 const MASTER_SETTING: &str = "master_stage_arn";
-pub const MANAGED_BY_TAG: (&str, &str) = ("ManagedBy", "livestage");
+pub use crate::server::backend::MANAGED_BY_TAG;
 
 /// A stage name as IVS accepts it: up to 128 of `[a-zA-Z0-9-_]`.
 pub fn valid_stage_name(name: &str) -> bool {
@@ -65,10 +65,8 @@ impl Service {
         if let Some(master) = self.store.master_stage().await? {
             return Ok(master);
         }
-        let tags = BTreeMap::from([
-            (MANAGED_BY_TAG.0.to_string(), MANAGED_BY_TAG.1.to_string()),
-            ("Role".to_string(), "master".to_string()),
-        ]);
+        let mut tags: BTreeMap<String, String> = self.ownership_tags().await?.into_iter().collect();
+        tags.insert("Role".to_string(), "master".to_string());
         let created = self.backend.create_stage("master", &tags).await?;
         let record = StageRecord {
             arn: created.arn,
@@ -158,7 +156,7 @@ impl Service {
             return Err(AppError::new(ErrorCode::StageLimitReached, format!("Stage limit reached ({max})")));
         }
         let mut tags = tags;
-        tags.insert(MANAGED_BY_TAG.0.into(), MANAGED_BY_TAG.1.into());
+        tags.extend(self.ownership_tags().await?);
         if parent.is_some() {
             tags.insert("AutoScaled".into(), "true".into());
         }
@@ -214,7 +212,7 @@ impl Service {
                 ));
             }
             // Tags this server relies on stay.
-            for key in [MANAGED_BY_TAG.0, "AutoScaled", "Role"] {
+            for key in [MANAGED_BY_TAG.0, super::DEPLOYMENT_TAG, "AutoScaled", "Role"] {
                 if let Some(v) = existing.tags.get(key) {
                     t.insert(key.to_string(), v.clone());
                 }

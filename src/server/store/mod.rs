@@ -182,6 +182,18 @@ impl Store {
         w.tx.commit().await
     }
 
+    /// The value of `key`, set to `candidate` first if it had none (the first writer wins).
+    pub async fn setting_or_insert(&self, key: &str, candidate: &str) -> Result<String, sqlx::Error> {
+        let mut w = self.write_tx().await?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(candidate)
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(self.get_setting(key).await?.unwrap_or_else(|| candidate.to_string()))
+    }
+
     /// Records the viewer count of every stage at `now`.
     pub async fn insert_snapshots(&self, now: i64, counts: &[(String, u32)]) -> Result<(), sqlx::Error> {
         let mut w = self.write_tx().await?;

@@ -1,0 +1,512 @@
+//! Amazon IVS Real-Time stages through `aws-sdk-ivsrealtime`.
+//!
+//! - Stages are created, read, renamed and deleted through the IVS API; the service tags the
+//!   ones it creates and touches no others.
+//! - Participant tokens are ES384 JWTs signed here by default: the key pair lives in the data
+//!   dir, its public half is registered once with `ImportPublicKey`, and its ARN is the `kid`.
+//!   `token_mode = "api"` asks `CreateParticipantToken` instead.
+//! - The publisher is live while a participant that has published is connected to the master
+//!   stage's active session (`GetStage` + `ListParticipants`, polled).
+//! - Every call is paced to its IVS quota class, retried with jittered backoff on throttling and
+//!   server errors, bounded by a timeout, and guarded by a circuit breaker: while IVS fails,
+//!   calls fail fast with [`BackendError::Unavailable`] and `/health` reports "degraded".
+//!
+//! No AWS type leaves this module.
+
+use super::guard::{Breaker, BreakerState, Pacer};
+use super::jwt::TokenSigner;
+use super::{BackendError, CreatedStage, IssuedToken, ListedStage, LivePublisher, StageBackend, TokenRequest};
+use crate::server::config::{BackendKind, Settings, TokenMode};
+use async_trait::async_trait;
+use aws_sdk_ivsrealtime::config::http::HttpResponse;
+use aws_sdk_ivsrealtime::config::retry::RetryConfig;
+use aws_sdk_ivsrealtime::config::timeout::TimeoutConfig;
+use aws_sdk_ivsrealtime::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ivsrealtime::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ivsrealtime::types::{ParticipantState, ParticipantTokenCapability, ReplicationType, StageEndpoints};
+use aws_sdk_ivsrealtime::Client;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub const KEY_FILE: &str = "ivs-signing-key.pem";
+pub const KEY_ARN_FILE: &str = "ivs-signing-key.arn";
+
+/// Error codes IVS (and AWS generally) use for throttling.
+const THROTTLING: &[&str] = &["ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"];
+
+pub struct IvsBackend {
+    client: Client,
+    region: String,
+    token_mode: TokenMode,
+    signer: Option<Arc<TokenSigner>>,
+    reconnect_window_secs: i32,
+    poll_interval: Duration,
+    publisher: watch::Sender<Option<LivePublisher>>,
+    /// The master stage's active session, cached between polls.
+    session: Mutex<Option<String>>,
+    stage_calls: Pacer,
+    token_calls: Pacer,
+    key_calls: Pacer,
+    breaker: Breaker,
+}
+
+/// Builds an IVS client from the standard AWS chain and the `[ivs]` settings.
+pub async fn client(settings: &Settings) -> Client {
+    let ivs = &settings.ivs;
+    let retry = RetryConfig::standard()
+        .with_max_attempts(ivs.max_attempts)
+        .with_initial_backoff(Duration::from_millis(ivs.retry_base_ms))
+        .with_max_backoff(Duration::from_millis(ivs.timeout_ms));
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(ivs.timeout_ms.min(3_000)))
+        .operation_attempt_timeout(Duration::from_millis(ivs.timeout_ms))
+        .operation_timeout(Duration::from_millis(ivs.timeout_ms))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(settings.stage.region.clone()))
+        .retry_config(retry)
+        .timeout_config(timeouts);
+    if let Some((id, secret)) = &ivs.static_credentials {
+        loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "settings"));
+    }
+    if let Some(url) = &ivs.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    Client::new(&loader.load().await)
+}
+
+impl IvsBackend {
+    /// Connects, and in self-signed mode makes sure the signing key is registered with IVS.
+    pub async fn connect(settings: &Settings, data_dir: &Path) -> Result<Self, BackendError> {
+        let mut backend = Self::unregistered(settings).await;
+        backend.token_mode = settings.ivs.token_mode;
+        if settings.ivs.token_mode == TokenMode::SelfSigned {
+            let signer = backend.registered_signer(data_dir).await?;
+            backend.signer = Some(Arc::new(signer));
+        }
+        Ok(backend)
+    }
+
+    /// The data dir's signing key with its IVS public-key ARN as `kid`: registered on first
+    /// use (or found again by name if an earlier run registered it but lost the ARN file).
+    async fn registered_signer(&self, data_dir: &Path) -> Result<TokenSigner, BackendError> {
+        let key_path = data_dir.join(KEY_FILE);
+        let signer = TokenSigner::load_or_create(&key_path)
+            .map_err(|e| BackendError::Failed(format!("{}: {e}", key_path.display())))?;
+        let arn_path = data_dir.join(KEY_ARN_FILE);
+        if let Ok(arn) = std::fs::read_to_string(&arn_path) {
+            let arn = arn.trim();
+            if !arn.is_empty() {
+                return Ok(signer.with_kid(arn));
+            }
+        }
+        let arn = self.import_key(&signer).await?;
+        std::fs::write(&arn_path, &arn).map_err(|e| BackendError::Failed(format!("{}: {e}", arn_path.display())))?;
+        tracing::info!(key = %arn, "registered the token signing key with IVS");
+        Ok(signer.with_kid(arn))
+    }
+
+    /// Registers `signer`'s public key (named after its fingerprint); returns the key's ARN.
+    pub async fn import_key(&self, signer: &TokenSigner) -> Result<String, BackendError> {
+        let name = key_name(signer);
+        if let Some(arn) = self.find_key(&name).await? {
+            return Ok(arn);
+        }
+        let out = self
+            .call(&self.key_calls, "ImportPublicKey", || {
+                self.client
+                    .import_public_key()
+                    .name(&name)
+                    .public_key_material(signer.public_key_pem())
+                    .tags(super::MANAGED_BY_TAG.0, super::MANAGED_BY_TAG.1)
+                    .send()
+            })
+            .await?;
+        out.public_key()
+            .and_then(|k| k.arn())
+            .map(str::to_string)
+            .ok_or_else(|| BackendError::Failed("ImportPublicKey returned no ARN".into()))
+    }
+
+    async fn find_key(&self, name: &str) -> Result<Option<String>, BackendError> {
+        let mut next: Option<String> = None;
+        for _ in 0..100 {
+            let out = self
+                .call(&self.key_calls, "ListPublicKeys", || {
+                    self.client.list_public_keys().max_results(100).set_next_token(next.clone()).send()
+                })
+                .await?;
+            if let Some(k) = out.public_keys().iter().find(|k| k.name() == Some(name)) {
+                return Ok(k.arn().map(str::to_string));
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Unregisters a public key (after a rotation, once tokens signed with it have expired).
+    pub async fn delete_key(&self, arn: &str) -> Result<(), BackendError> {
+        match self.call(&self.key_calls, "DeletePublicKey", || self.client.delete_public_key().arn(arn).send()).await {
+            Ok(_) | Err(BackendError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs one IVS call: circuit breaker, quota pacing, and error mapping.
+    async fn call<T, E, F, Fut>(&self, pacer: &Pacer, op: &'static str, f: F) -> Result<T, BackendError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        if !self.breaker.permit(Instant::now()) {
+            return Err(BackendError::Unavailable(format!("{op}: IVS is failing; calls are paused")));
+        }
+        if let Err(queue) = pacer.acquire().await {
+            return Err(BackendError::Unavailable(format!("{op}: over the IVS request quota ({} ms queued)", queue.as_millis())));
+        }
+        match f().await {
+            Ok(v) => {
+                self.breaker.succeeded();
+                Ok(v)
+            }
+            Err(e) => {
+                let (error, outage) = classify(op, &e);
+                if outage {
+                    self.breaker.failed(Instant::now());
+                } else {
+                    self.breaker.succeeded();
+                }
+                tracing::warn!(op, error = %DisplayErrorContext(&e), "IVS call failed");
+                Err(error)
+            }
+        }
+    }
+
+    async fn api_token(&self, req: &TokenRequest<'_>) -> Result<IssuedToken, BackendError> {
+        // IVS counts token lifetimes in minutes (1 to 20160); round up so a token never
+        // expires before the lifetime that was asked for.
+        let minutes = ((req.duration_secs + 59) / 60).clamp(1, 20_160) as i32;
+        let mut caps = Vec::new();
+        if req.capabilities.publish {
+            caps.push(ParticipantTokenCapability::Publish);
+        }
+        if req.capabilities.subscribe {
+            caps.push(ParticipantTokenCapability::Subscribe);
+        }
+        let out = self
+            .call(&self.token_calls, "CreateParticipantToken", || {
+                self.client
+                    .create_participant_token()
+                    .stage_arn(req.stage_arn)
+                    .duration(minutes)
+                    .user_id(req.user_id)
+                    .set_attributes(Some(req.attributes.clone().into_iter().collect()))
+                    .set_capabilities(Some(caps))
+                    .send()
+            })
+            .await?;
+        let t = out.participant_token().ok_or_else(|| BackendError::Failed("no participantToken".into()))?;
+        let token = t.token().ok_or_else(|| BackendError::Failed("no token".into()))?.to_string();
+        let participant_id = t.participant_id().unwrap_or_default().to_string();
+        // The token lives at least as long as asked (minutes rounded up); report that lifetime
+        // on this server's clock, as the contract counts it.
+        Ok(IssuedToken { token, participant_id, expires_at_ms: req.now_ms + req.duration_secs * 1000 })
+    }
+
+    async fn active_session(&self, master_arn: &str) -> Result<Option<String>, BackendError> {
+        if let Some(s) = self.session.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(Some(s));
+        }
+        let out = self.call(&self.stage_calls, "GetStage", || self.client.get_stage().arn(master_arn).send()).await?;
+        let session = out.stage().and_then(|s| s.active_session_id()).filter(|s| !s.is_empty()).map(str::to_string);
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session.clone();
+        Ok(session)
+    }
+
+    fn set_publisher(&self, p: Option<LivePublisher>) {
+        self.publisher.send_if_modified(|cur| {
+            let changed = cur.as_ref().map(|c| (&c.participant_id, &c.stage_arn))
+                != p.as_ref().map(|n| (&n.participant_id, &n.stage_arn));
+            if changed {
+                tracing::info!(live = p.is_some(), participant = ?p.as_ref().map(|p| &p.participant_id), "IVS publisher changed");
+                *cur = p.clone();
+            }
+            changed
+        });
+    }
+
+    /// The circuit breaker's state (for diagnostics and tests).
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state(Instant::now())
+    }
+}
+
+/// The name a signing key is registered under: stable for one key, unique across keys.
+pub fn key_name(signer: &TokenSigner) -> String {
+    format!("livestage-{}", signer.fingerprint())
+}
+
+/// Maps an SDK error to a backend error; the flag says whether it counts as an outage.
+fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    op: &str,
+    e: &SdkError<E, HttpResponse>,
+) -> (BackendError, bool) {
+    use BackendError::*;
+    match e {
+        SdkError::TimeoutError(_) => (Unavailable(format!("{op}: IVS did not answer in time")), true),
+        SdkError::DispatchFailure(_) => (Unavailable(format!("{op}: IVS cannot be reached")), true),
+        SdkError::ResponseError(_) => (Unavailable(format!("{op}: unreadable IVS response")), true),
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            let code = s.err().code().unwrap_or("");
+            let message = format!("{op}: {code} {}", s.err().message().unwrap_or_default()).trim().to_string();
+            match code {
+                "ResourceNotFoundException" => (NotFound, false),
+                "ValidationException" | "ConflictException" => (Rejected(message), false),
+                "AccessDeniedException" | "PendingVerification" | "ServiceQuotaExceededException" => {
+                    (Unavailable(message), false)
+                }
+                _ if status == 429 || status >= 500 || THROTTLING.contains(&code) => (Unavailable(message), true),
+                _ => (Failed(message), false),
+            }
+        }
+        _ => (Failed(format!("{op}: {}", DisplayErrorContext(e))), false),
+    }
+}
+
+fn endpoints(e: Option<&StageEndpoints>) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    if let Some(e) = e {
+        for (k, v) in [("events", e.events()), ("whip", e.whip()), ("rtmp", e.rtmp()), ("rtmps", e.rtmps())] {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                map.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    map
+}
+
+#[async_trait]
+impl StageBackend for IvsBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ivs
+    }
+
+    fn region(&self) -> Option<String> {
+        Some(self.region.clone())
+    }
+
+    fn healthy(&self) -> bool {
+        self.breaker.state(Instant::now()) == BreakerState::Closed
+    }
+
+    async fn create_stage(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError> {
+        let out = self
+            .call(&self.stage_calls, "CreateStage", || {
+                self.client.create_stage().name(name).set_tags(Some(tags.clone().into_iter().collect())).send()
+            })
+            .await?;
+        let stage = out.stage().ok_or_else(|| BackendError::Failed("CreateStage returned no stage".into()))?;
+        Ok(CreatedStage { arn: stage.arn().to_string(), endpoints: endpoints(stage.endpoints()) })
+    }
+
+    async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError> {
+        let out = self.call(&self.stage_calls, "GetStage", || self.client.get_stage().arn(arn).send()).await?;
+        let stage = out.stage().ok_or(BackendError::NotFound)?;
+        Ok(CreatedStage { arn: stage.arn().to_string(), endpoints: endpoints(stage.endpoints()) })
+    }
+
+    async fn update_stage(&self, arn: &str, name: &str) -> Result<(), BackendError> {
+        self.call(&self.stage_calls, "UpdateStage", || self.client.update_stage().arn(arn).name(name).send()).await?;
+        Ok(())
+    }
+
+    async fn delete_stage(&self, arn: &str) -> Result<(), BackendError> {
+        match self.call(&self.stage_calls, "DeleteStage", || self.client.delete_stage().arn(arn).send()).await {
+            Ok(_) | Err(BackendError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn issue_token(&self, req: TokenRequest<'_>) -> Result<IssuedToken, BackendError> {
+        match (&self.signer, self.token_mode) {
+            (Some(signer), TokenMode::SelfSigned) => super::sign_participant_token(signer, &req),
+            _ => self.api_token(&req).await,
+        }
+    }
+
+    async fn start_replication(&self, source: &str, destination: &str, participant: &str) -> Result<(), BackendError> {
+        self.call(&self.stage_calls, "StartParticipantReplication", || {
+            self.client
+                .start_participant_replication()
+                .source_stage_arn(source)
+                .destination_stage_arn(destination)
+                .participant_id(participant)
+                .reconnect_window_seconds(self.reconnect_window_secs)
+                .send()
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn stop_replication(&self, source: &str, destination: &str, participant: &str) -> Result<(), BackendError> {
+        let result = self
+            .call(&self.stage_calls, "StopParticipantReplication", || {
+                self.client
+                    .stop_participant_replication()
+                    .source_stage_arn(source)
+                    .destination_stage_arn(destination)
+                    .participant_id(participant)
+                    .send()
+            })
+            .await;
+        match result {
+            // Already over (the publisher left and its reconnect window passed).
+            Ok(_) | Err(BackendError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn publisher(&self) -> watch::Receiver<Option<LivePublisher>> {
+        self.publisher.subscribe()
+    }
+
+    fn poll_interval(&self) -> Option<Duration> {
+        Some(self.poll_interval)
+    }
+
+    async fn poll_publisher(&self, master_arn: &str) -> Result<(), BackendError> {
+        let Some(session) = self.active_session(master_arn).await? else {
+            self.set_publisher(None);
+            return Ok(());
+        };
+        let listed = self
+            .call(&self.stage_calls, "ListParticipants", || {
+                self.client
+                    .list_participants()
+                    .stage_arn(master_arn)
+                    .session_id(&session)
+                    .filter_by_published(true)
+                    .max_results(100)
+                    .send()
+            })
+            .await;
+        let out = match listed {
+            Ok(out) => out,
+            Err(BackendError::NotFound) => {
+                // The session ended; the next poll looks for a new one.
+                *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.set_publisher(None);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let live = out.participants().iter().find(|p| {
+            p.published()
+                && p.state() == Some(&ParticipantState::Connected)
+                && p.replication_type() != Some(&ReplicationType::Replica)
+        });
+        match live {
+            Some(p) => self.set_publisher(Some(LivePublisher {
+                user_id: p.user_id().unwrap_or_default().to_string(),
+                participant_id: p.participant_id().unwrap_or_default().to_string(),
+                stage_arn: master_arn.to_string(),
+                since_ms: p.first_join_time().and_then(|t| t.to_millis().ok()).unwrap_or_default(),
+            })),
+            None => {
+                // Nobody publishes in this session: it may be over, so look it up again.
+                *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.set_publisher(None);
+            }
+        }
+        Ok(())
+    }
+
+    fn clear_publisher(&self) {
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.set_publisher(None);
+    }
+
+    async fn list_stages(&self) -> Result<Option<Vec<ListedStage>>, BackendError> {
+        let mut stages = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..100 {
+            let out = self
+                .call(&self.stage_calls, "ListStages", || {
+                    self.client.list_stages().max_results(100).set_next_token(next.clone()).send()
+                })
+                .await?;
+            stages.extend(out.stages().iter().map(|s| ListedStage {
+                arn: s.arn().to_string(),
+                tags: s.tags().map(|t| t.clone().into_iter().collect()).unwrap_or_default(),
+            }));
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(Some(stages))
+    }
+}
+
+/// `livestage rotate-key`: registers a new signing key and makes it the one tokens are signed
+/// with. The previous key stays registered (tokens signed with it keep working) and its file is
+/// kept as `ivs-signing-key.<time>.pem`; `livestage delete-key <arn>` removes it from IVS once
+/// those tokens have expired. Returns (new ARN, previous ARN).
+pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>), BackendError> {
+    let dir = &settings.server.data_dir;
+    let backend = IvsBackend::unregistered(settings).await;
+    let fresh = TokenSigner::generate();
+    let arn = backend.import_key(&fresh).await?;
+    let io = |p: &PathBuf, e: std::io::Error| BackendError::Failed(format!("{}: {e}", p.display()));
+    let key_path = dir.join(KEY_FILE);
+    let arn_path = dir.join(KEY_ARN_FILE);
+    let previous = std::fs::read_to_string(&arn_path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if key_path.exists() {
+        let kept = dir.join(format!("ivs-signing-key.{stamp}.pem"));
+        std::fs::rename(&key_path, &kept).map_err(|e| io(&kept, e))?;
+    }
+    let tmp = dir.join(format!("{KEY_FILE}.new"));
+    let _ = std::fs::remove_file(&tmp);
+    fresh.write_pem(&tmp).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, &key_path).map_err(|e| io(&key_path, e))?;
+    std::fs::write(&arn_path, &arn).map_err(|e| io(&arn_path, e))?;
+    Ok((arn, previous))
+}
+
+/// `livestage delete-key <arn>`.
+pub async fn delete_key(settings: &Settings, arn: &str) -> Result<(), BackendError> {
+    IvsBackend::unregistered(settings).await.delete_key(arn).await
+}
+
+impl IvsBackend {
+    /// A client without a registered signing key (tokens from CreateParticipantToken).
+    async fn unregistered(settings: &Settings) -> Self {
+        let ivs = &settings.ivs;
+        let (tx, _rx) = watch::channel(None);
+        let max_wait = Duration::from_millis(ivs.timeout_ms);
+        Self {
+            client: client(settings).await,
+            region: settings.stage.region.clone(),
+            token_mode: TokenMode::Api,
+            signer: None,
+            reconnect_window_secs: ivs.reconnect_window_secs,
+            poll_interval: Duration::from_millis(ivs.poll_interval_ms),
+            publisher: tx,
+            session: Mutex::new(None),
+            stage_calls: Pacer::per_second(ivs.stage_tps, max_wait),
+            token_calls: Pacer::per_second(ivs.token_tps, max_wait),
+            key_calls: Pacer::per_second(3.0, max_wait),
+            breaker: Breaker::new(ivs.breaker_failures, Duration::from_secs(ivs.breaker_cooldown_secs)),
+        }
+    }
+}

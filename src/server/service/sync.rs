@@ -1,0 +1,127 @@
+//! Keeping this server and a remote stage backend (IVS) in agreement: who publishes, which
+//! auto-created stages carry a replica of the publisher, and which backend stages are ours.
+
+use super::Service;
+use crate::domain::{ParticipantId, StageArn};
+use crate::server::backend::MANAGED_BY_TAG;
+use crate::server::error::AppResult;
+use std::sync::atomic::Ordering;
+
+/// Tag naming the deployment (all instances on one database) that created a stage.
+pub const DEPLOYMENT_TAG: &str = "LivestageDeployment";
+const DEPLOYMENT_SETTING: &str = "deployment_id";
+/// Backend polls between two stage reconciliations.
+const RECONCILE_EVERY: u64 = 900;
+
+impl Service {
+    /// This deployment's id, created once and shared through the database.
+    pub async fn deployment_id(&self) -> AppResult<String> {
+        if let Some(id) = self.deployment.get() {
+            return Ok(id.clone());
+        }
+        let candidate = crate::server::backend::local::random_id(16);
+        let id = self.store.setting_or_insert(DEPLOYMENT_SETTING, &candidate).await?;
+        Ok(self.deployment.get_or_init(|| id).clone())
+    }
+
+    /// The tags every stage this server creates carries.
+    pub(crate) async fn ownership_tags(&self) -> AppResult<[(String, String); 2]> {
+        Ok([
+            (MANAGED_BY_TAG.0.to_string(), MANAGED_BY_TAG.1.to_string()),
+            (DEPLOYMENT_TAG.to_string(), self.deployment_id().await?),
+        ])
+    }
+
+    /// One poll of the backend (leader only): the publisher's state, its replicas, and now and
+    /// then the list of stages.
+    pub async fn poll_backend(&self) {
+        if !self.is_leader() {
+            self.backend.clear_publisher();
+            return;
+        }
+        let master = match self.store.master_stage().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(error = %e, "backend poll: no master stage"),
+        };
+        if let Err(e) = self.backend.poll_publisher(&master.arn).await {
+            tracing::warn!(error = %e, "publisher liveness check failed");
+        }
+        if let Err(e) = self.sync_replications().await {
+            tracing::warn!(error = %e, "replication sync failed");
+        }
+        if self.polls.fetch_add(1, Ordering::Relaxed) % RECONCILE_EVERY == 0 {
+            match self.reconcile_stages().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "reconciled stages with the backend"),
+                Err(e) => tracing::warn!(error = %e, "stage reconciliation failed"),
+            }
+        }
+    }
+
+    /// Makes every auto-created stage replicate the current publisher: a new publisher (or one
+    /// that came back under a new participant id) replaces the old replication.
+    pub async fn sync_replications(&self) -> AppResult<usize> {
+        let Some(p) = self.backend.publisher().borrow().clone() else {
+            return Ok(0);
+        };
+        // Not while the auto-scaler is between creating a stage and replicating into it.
+        let _guard = self.autoscale_lock.lock().await;
+        let (Ok(source), Ok(pid)) = (StageArn::parse(p.stage_arn.clone()), ParticipantId::parse(p.participant_id.clone()))
+        else {
+            return Ok(0);
+        };
+        let mut started = 0;
+        for stage in self.store.list_stages().await?.into_iter().filter(|s| s.auto_scaled) {
+            if let Some(r) = self.store.get_replication(&stage.arn).await? {
+                if r.participant_id == p.participant_id && r.source_arn == p.stage_arn {
+                    continue;
+                }
+                self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await?;
+                self.store.delete_replication(&stage.arn).await?;
+            }
+            let Ok(dest) = StageArn::parse(stage.arn.clone()) else { continue };
+            self.start_replication(&source, &dest, &pid).await?;
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Compares this deployment's stages with the backend's: an auto-created stage the backend
+    /// holds but the database does not (left by a crash between the two writes) is deleted; a
+    /// stage the backend no longer has is dropped from the database. Returns how many went.
+    pub async fn reconcile_stages(&self) -> AppResult<usize> {
+        let _guard = self.autoscale_lock.lock().await;
+        let Some(listed) = self.backend.list_stages().await? else {
+            return Ok(0);
+        };
+        let deployment = self.deployment_id().await?;
+        let known = self.store.list_stages().await?;
+        let mut removed = 0;
+        for stage in &listed {
+            let ours = stage.tags.get(MANAGED_BY_TAG.0).map(String::as_str) == Some(MANAGED_BY_TAG.1)
+                && stage.tags.get(DEPLOYMENT_TAG) == Some(&deployment)
+                && stage.tags.get("AutoScaled").map(String::as_str) == Some("true");
+            if ours && !known.iter().any(|k| k.arn == stage.arn) {
+                self.backend.delete_stage(&stage.arn).await?;
+                tracing::info!(stage = %stage.arn, "deleted a stage this deployment had lost track of");
+                removed += 1;
+            }
+        }
+        for stage in known.iter().filter(|k| !k.is_master) {
+            if !listed.iter().any(|l| l.arn == stage.arn) {
+                let evicted = self.store.clear_stage(&stage.arn, self.now_ms()).await?;
+                for p in &evicted {
+                    self.forget_present(&p.stage_arn, &p.user_id);
+                }
+                self.store.delete_stage(&stage.arn).await?;
+                tracing::warn!(stage = %stage.arn, evicted = evicted.len(), "stage is gone from the backend");
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.hub.mark_dirty();
+        }
+        Ok(removed)
+    }
+}
