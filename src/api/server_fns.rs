@@ -46,6 +46,7 @@ pub async fn join_stream(user_id: String) -> Result<JoinOutcome, ServerFnError> 
             expires_at: v.expires_at,
             expires_in: v.expires_in,
             whep_endpoint: v.whep_endpoint,
+            sdk_url: service.web_sdk_url(),
             current_viewers: v.current_viewers,
             is_new_viewer: v.is_new_viewer,
         })),
@@ -167,6 +168,7 @@ pub async fn publisher_ticket() -> Result<super::PublisherTicket, ServerFnError>
         expires_at: t.expires_at,
         expires_in: t.expires_in,
         whip_endpoint: t.whip_endpoint,
+        sdk_url: service.web_sdk_url(),
     })
 }
 

@@ -30,6 +30,8 @@ pub struct ViewerTicket {
     pub expires_at: String,
     pub expires_in: i64,
     pub whep_endpoint: Option<String>,
+    /// The IVS Web Broadcast SDK to play with when there is no WHEP endpoint (IVS backend).
+    pub sdk_url: Option<String>,
     pub current_viewers: u32,
     pub is_new_viewer: bool,
 }
@@ -55,6 +57,9 @@ pub struct PublisherTicket {
     pub expires_at: String,
     pub expires_in: i64,
     pub whip_endpoint: String,
+    /// The IVS Web Broadcast SDK to publish with from the browser (IVS backend); `None`
+    /// means the browser publishes over WHIP itself.
+    pub sdk_url: Option<String>,
 }
 
 /// One point of the viewers-over-time chart.

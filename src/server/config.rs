@@ -137,6 +137,8 @@ pub struct IvsSettings {
     /// refused when the wait would exceed `timeout_ms`.
     pub stage_tps: f64,
     pub token_tps: f64,
+    /// Where the pages load the IVS Web Broadcast SDK from (only on this backend).
+    pub web_sdk_url: String,
     /// Static credentials for embedders (never read from files or the environment).
     #[serde(skip)]
     pub static_credentials: Option<(String, String)>,
@@ -214,6 +216,7 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("IVS_TIMEOUT_MS", "longest an IVS call may take, retries included", |s, v| { s.ivs.timeout_ms = parse(v)?; Ok(()) }),
     ("IVS_MAX_ATTEMPTS", "attempts per IVS call (throttling and server errors are retried with backoff)", |s, v| { s.ivs.max_attempts = parse(v)?; Ok(()) }),
     ("IVS_BREAKER_FAILURES", "consecutive IVS failures after which calls fail fast", |s, v| { s.ivs.breaker_failures = parse(v)?; Ok(()) }),
+    ("IVS_WEB_SDK_URL", "where the pages load the IVS Web Broadcast SDK (amazon-ivs-web-broadcast) from", |s, v| { s.ivs.web_sdk_url = v.trim().to_string(); Ok(()) }),
     ("IVS_BREAKER_COOLDOWN_SECS", "seconds calls fail fast before IVS is tried again", |s, v| { s.ivs.breaker_cooldown_secs = parse(v)?; Ok(()) }),
 ];
 
@@ -299,6 +302,9 @@ impl Settings {
         }
         if i.poll_interval_ms < 200 || i.timeout_ms == 0 || i.max_attempts == 0 || i.breaker_failures == 0 {
             return bad("ivs poll_interval_ms (>= 200), timeout_ms, max_attempts and breaker_failures must be positive");
+        }
+        if !(i.web_sdk_url.starts_with("https://") || i.web_sdk_url.starts_with("http://") || i.web_sdk_url.starts_with('/')) {
+            return bad("ivs web_sdk_url must be an http(s) URL or a path on this server");
         }
         if !(i.stage_tps > 0.0 && i.token_tps > 0.0) {
             return bad("ivs stage_tps and token_tps must be positive");

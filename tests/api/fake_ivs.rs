@@ -2,12 +2,16 @@
 //! body), holding stages, public keys, participants and replications in memory and recording
 //! every call it receives, so tests can assert the exact operations and parameters the server
 //! sent. Faults can be switched on: throttling, a failing service, a service that never answers.
+//!
+//! `/_fake/*` routes let a test act as the media side of IVS (participants joining, publishing,
+//! leaving) and read the fake's state; the end-to-end tests run it as `cargo run --example
+//! fake-ivs` and drive it over HTTP.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -63,9 +67,18 @@ pub struct FakeIvs {
 
 impl FakeIvs {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Self {
         let state = Arc::new(Mutex::new(IvsState::default()));
-        let app = Router::new().route("/{op}", post(handle)).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake IVS");
+        let app = Router::new()
+            .route("/{op}", post(handle))
+            .route("/_fake/connect", post(control_connect))
+            .route("/_fake/disconnect", post(control_disconnect))
+            .route("/_fake/state", get(control_state))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind fake IVS");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { url, state }
@@ -110,48 +123,100 @@ impl FakeIvs {
     /// A participant connects to `stage_arn` (starting a session if none is active) and,
     /// if `published`, publishes. Returns its participant id.
     pub fn connect_participant(&self, stage_arn: &str, user_id: &str, published: bool) -> String {
-        let mut s = self.state();
-        let pid = s.id(12);
-        let session = match s.stages.get(stage_arn).and_then(|st| st["activeSessionId"].as_str()) {
-            Some(sess) if !sess.is_empty() => sess.to_string(),
-            _ => {
-                let sess = format!("st-{}", s.id(12));
-                if let Some(st) = s.stages.get_mut(stage_arn) {
-                    st["activeSessionId"] = json!(sess);
-                }
-                sess
-            }
-        };
-        let _ = session;
-        s.participants.entry(stage_arn.to_string()).or_default().push(json!({
-            "participantId": pid,
-            "userId": user_id,
-            "state": "CONNECTED",
-            "firstJoinTime": "2026-11-24T10:00:00Z",
-            "published": published,
-            "replicationType": "NONE",
-            "replicationState": "ACTIVE",
-        }));
-        pid
+        connect(&mut self.state(), stage_arn, user_id, published)
     }
 
     /// The participant leaves; the session ends when nobody is left.
     pub fn disconnect_participant(&self, stage_arn: &str, participant_id: &str) {
-        let mut s = self.state();
-        let mut empty = false;
-        if let Some(ps) = s.participants.get_mut(stage_arn) {
-            for p in ps.iter_mut().filter(|p| p["participantId"] == participant_id) {
-                p["state"] = json!("DISCONNECTED");
-            }
-            empty = ps.iter().all(|p| p["state"] == "DISCONNECTED");
-        }
-        if empty {
-            s.participants.remove(stage_arn);
-            if let Some(st) = s.stages.get_mut(stage_arn) {
-                st["activeSessionId"] = json!("");
-            }
+        disconnect(&mut self.state(), stage_arn, participant_id)
+    }
+}
+
+fn connect(s: &mut IvsState, stage_arn: &str, user_id: &str, published: bool) -> String {
+    let pid = s.id(12);
+    let active = s.stages.get(stage_arn).and_then(|st| st["activeSessionId"].as_str()).is_some_and(|a| !a.is_empty());
+    if !active {
+        let session = format!("st-{}", s.id(12));
+        if let Some(st) = s.stages.get_mut(stage_arn) {
+            st["activeSessionId"] = json!(session);
         }
     }
+    s.participants.entry(stage_arn.to_string()).or_default().push(json!({
+        "participantId": pid,
+        "userId": user_id,
+        "state": "CONNECTED",
+        "firstJoinTime": "2026-11-24T10:00:00Z",
+        "published": published,
+        "replicationType": "NONE",
+        "replicationState": "ACTIVE",
+    }));
+    pid
+}
+
+fn disconnect(s: &mut IvsState, stage_arn: &str, participant_id: &str) {
+    let mut empty = false;
+    if let Some(ps) = s.participants.get_mut(stage_arn) {
+        for p in ps.iter_mut().filter(|p| p["participantId"] == participant_id) {
+            p["state"] = json!("DISCONNECTED");
+        }
+        empty = ps.iter().all(|p| p["state"] == "DISCONNECTED");
+    }
+    if empty {
+        s.participants.remove(stage_arn);
+        if let Some(st) = s.stages.get_mut(stage_arn) {
+            st["activeSessionId"] = json!("");
+        }
+    }
+}
+
+type Shared = State<Arc<Mutex<IvsState>>>;
+
+fn lock(state: &Arc<Mutex<IvsState>>) -> MutexGuard<'_, IvsState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `POST /_fake/connect {stageArn, userId, published}` → `{participantId}`.
+async fn control_connect(State(state): Shared, Json(body): Json<Value>) -> Response {
+    let (Some(arn), Some(user)) = (str_field(&body, "stageArn"), str_field(&body, "userId")) else {
+        return validation("stageArn and userId are required");
+    };
+    let mut s = lock(&state);
+    if !s.stages.contains_key(arn) {
+        return not_found("stage");
+    }
+    let pid = connect(&mut s, arn, user, body["published"].as_bool().unwrap_or(true));
+    Json(json!({ "participantId": pid })).into_response()
+}
+
+/// `POST /_fake/disconnect {stageArn, participantId}`; without a participant id, everyone leaves.
+async fn control_disconnect(State(state): Shared, Json(body): Json<Value>) -> Response {
+    let Some(arn) = str_field(&body, "stageArn") else { return validation("stageArn is required") };
+    let mut s = lock(&state);
+    let ids: Vec<String> = match str_field(&body, "participantId") {
+        Some(pid) => vec![pid.to_string()],
+        None => s
+            .participants
+            .get(arn)
+            .map(|ps| ps.iter().filter_map(|p| p["participantId"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default(),
+    };
+    for pid in ids {
+        disconnect(&mut s, arn, &pid);
+    }
+    Json(json!({})).into_response()
+}
+
+/// `GET /_fake/state`: stages, keys, participants, replications and the operations called.
+async fn control_state(State(state): Shared) -> Response {
+    let s = lock(&state);
+    Json(json!({
+        "stages": s.stages.values().collect::<Vec<_>>(),
+        "keys": s.keys,
+        "participants": s.participants,
+        "replications": s.replications,
+        "ops": s.calls.iter().map(|c| c.op.as_str()).collect::<Vec<_>>(),
+    }))
+    .into_response()
 }
 
 fn error(status: u16, kind: &str, message: &str) -> Response {

@@ -63,8 +63,8 @@ fn verify_with_registered_key(fake: &FakeIvs, token: &str) -> Value {
     decode::<Value>(token, &key, &v).expect("signature verifies against the registered key").claims
 }
 
-fn is_live(app: &TestApp) -> impl std::future::Future<Output = bool> + '_ {
-    async move { app.get("/api/stats/publisher").await.assert_ok()["isPublisherLive"] == true }
+async fn is_live(app: &TestApp) -> bool {
+    app.get("/api/stats/publisher").await.assert_ok()["isPublisherLive"] == true
 }
 
 #[tokio::test]
@@ -133,6 +133,10 @@ async fn self_signed_tokens_verify_against_the_registered_key_with_the_ivs_claim
     assert_eq!(d["whipEndpoint"], WHIP_URL);
     assert_eq!(d["instructions"]["obs"]["server"], WHIP_URL);
     assert_eq!(d["instructions"]["obs"]["bearerToken"], d["token"]);
+    // Browsers publish and play through the IVS Web Broadcast SDK.
+    assert_eq!(d["instructions"]["web"]["sdk"], "amazon-ivs-web-broadcast");
+    assert_eq!(d["instructions"]["web"]["sdkUrl"], app.settings.ivs.web_sdk_url.as_str());
+    assert!(app.settings.ivs.web_sdk_url.starts_with("https://web-broadcast.live-video.net/"));
     let token = d["token"].as_str().unwrap();
     assert_eq!(decode_header(token).unwrap().kid.as_deref(), Some(key_arn.as_str()));
     let claims = verify_with_registered_key(&fake, token);

@@ -155,6 +155,8 @@ mod ws {
 
 #[cfg(feature = "hydrate")]
 pub mod devices;
+#[cfg(feature = "hydrate")]
+pub mod ivs;
 pub mod player;
 pub mod studio;
 #[cfg(feature = "hydrate")]

@@ -88,6 +88,7 @@ mod imp {
     use super::PlayerStatus;
     use crate::api::server_fns::{join_stream, send_heartbeat, LeaveStream};
     use crate::api::{JoinOutcome, ViewerTicket};
+    use crate::app::interop::ivs;
     use crate::app::interop::webrtc::{self, Connection, PeerState};
     use leptos::prelude::*;
     use leptos::server_fn::ServerFn;
@@ -263,10 +264,6 @@ mod imp {
             (p.ticket.clone(), p.video.clone())
         };
         let Some(ticket) = ticket else { return };
-        let Some(endpoint) = ticket.whep_endpoint.clone() else {
-            set(&shared, PlayerStatus::Failed("This stage plays through Amazon IVS, which this server does not offer.".into()));
-            return;
-        };
         set(&shared, PlayerStatus::Connecting);
         let weak = Rc::downgrade(&shared);
         let on_state = Rc::new(move |s: PeerState| {
@@ -274,7 +271,15 @@ mod imp {
                 peer_state(&shared, generation, s);
             }
         });
-        match webrtc::play(&endpoint, &ticket.token, &video, on_state).await {
+        let played = match (&ticket.whep_endpoint, &ticket.sdk_url) {
+            (Some(endpoint), _) => webrtc::play(endpoint, &ticket.token, &video, on_state).await,
+            (None, Some(sdk)) => ivs::play(sdk, &ticket.token, &video, on_state).await,
+            (None, None) => {
+                set(&shared, PlayerStatus::Failed("This server offers no way to play the broadcast.".into()));
+                return;
+            }
+        };
+        match played {
             Ok(conn) => {
                 if shared.borrow().generation != generation {
                     conn.close();

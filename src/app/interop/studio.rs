@@ -48,12 +48,13 @@ pub fn choose(camera: Option<String>, microphone: Option<String>, height: u32) {
     let _ = (camera, microphone, height);
 }
 
-/// Goes live on `whip_endpoint` with `token`.
-pub fn go_live(whip_endpoint: String, token: String) {
+/// Goes live with `token`: over WHIP to `whip_endpoint`, or through the IVS Web Broadcast SDK
+/// at `sdk_url` when the server gives one (IVS backend).
+pub fn go_live(whip_endpoint: String, token: String, sdk_url: Option<String>) {
     #[cfg(feature = "hydrate")]
-    imp::go_live(whip_endpoint, token);
+    imp::go_live(whip_endpoint, token, sdk_url);
     #[cfg(not(feature = "hydrate"))]
-    let _ = (whip_endpoint, token);
+    let _ = (whip_endpoint, token, sdk_url);
 }
 
 /// Ends the broadcast (the preview stays).
@@ -72,6 +73,7 @@ pub fn shutdown() {
 mod imp {
     use super::{Devices, PublishState};
     use crate::app::interop::devices;
+    use crate::app::interop::ivs;
     use crate::app::interop::webrtc::{self, Connection, PeerState};
     use leptos::prelude::*;
     use leptos::task::spawn_local;
@@ -185,7 +187,7 @@ mod imp {
         spawn_local(async move { open_preview(&shared).await });
     }
 
-    pub fn go_live(endpoint: String, token: String) {
+    pub fn go_live(endpoint: String, token: String, sdk_url: Option<String>) {
         let Some(shared) = current() else { return };
         if shared.borrow().conn.is_some() {
             return;
@@ -218,7 +220,11 @@ mod imp {
                     _ => {}
                 }
             });
-            match webrtc::publish(&endpoint, &token, &stream, on_state).await {
+            let published = match &sdk_url {
+                Some(sdk) => ivs::publish(sdk, &token, &stream, on_state).await,
+                None => webrtc::publish(&endpoint, &token, &stream, on_state).await,
+            };
+            match published {
                 Ok(conn) => {
                     if shared.borrow().generation != generation {
                         conn.close();

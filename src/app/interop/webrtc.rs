@@ -37,11 +37,48 @@ impl std::fmt::Display for MediaFailure {
     }
 }
 
-fn failure(code: &str, e: impl std::fmt::Debug) -> MediaFailure {
+pub(super) fn failure(code: &str, e: impl std::fmt::Debug) -> MediaFailure {
     MediaFailure { code: code.into(), message: format!("{e:?}") }
 }
 
-pub struct Connection {
+/// A live media session: a WHIP/WHEP peer connection with this server, or an IVS stage.
+pub struct Connection(Session);
+
+enum Session {
+    Peer(Peer),
+    Stage(super::ivs::StageSession),
+}
+
+impl Connection {
+    pub(super) fn stage(session: super::ivs::StageSession) -> Self {
+        Self(Session::Stage(session))
+    }
+
+    pub fn state(&self) -> PeerState {
+        match &self.0 {
+            Session::Peer(p) => p.state(),
+            Session::Stage(s) => s.state(),
+        }
+    }
+
+    /// Swaps the outgoing track of the same kind (a new camera or microphone) in place.
+    pub async fn replace_track(&self, track: &MediaStreamTrack) {
+        match &self.0 {
+            Session::Peer(p) => p.replace_track(track).await,
+            Session::Stage(s) => s.replace_track(track),
+        }
+    }
+
+    /// Ends the session, on the server too.
+    pub fn close(self) {
+        match self.0 {
+            Session::Peer(p) => p.close(),
+            Session::Stage(s) => s.close(),
+        }
+    }
+}
+
+struct Peer {
     pc: RtcPeerConnection,
     resource: Option<String>,
     token: String,
@@ -49,14 +86,13 @@ pub struct Connection {
     _on_track: Option<Closure<dyn FnMut(RtcTrackEvent)>>,
 }
 
-impl Connection {
-    pub fn state(&self) -> PeerState {
+impl Peer {
+    fn state(&self) -> PeerState {
         map_state(self.pc.connection_state())
     }
 
-    /// Swaps the outgoing track of the same kind (a new camera or microphone) without
-    /// renegotiating.
-    pub async fn replace_track(&self, track: &MediaStreamTrack) {
+    /// Without renegotiating.
+    async fn replace_track(&self, track: &MediaStreamTrack) {
         for sender in self.pc.get_senders().iter() {
             let Ok(sender) = sender.dyn_into::<RtcRtpSender>() else { continue };
             if sender.track().is_some_and(|t| t.kind() == track.kind()) {
@@ -66,7 +102,7 @@ impl Connection {
     }
 
     /// Closes the peer connection and `DELETE`s the session resource (it survives page unload).
-    pub fn close(self) {
+    fn close(self) {
         self.pc.set_onconnectionstatechange(None);
         self.pc.set_ontrack(None);
         self.pc.close();
@@ -127,7 +163,7 @@ pub async fn play(
     let on_state = on_state_closure(&pc, on_state);
 
     match negotiate(&pc, endpoint, token).await {
-        Ok(resource) => Ok(Connection { pc, resource, token: token.into(), _on_state: on_state, _on_track: Some(on_track) }),
+        Ok(resource) => Ok(Connection(Session::Peer(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: Some(on_track) }))),
         Err(e) => {
             pc.close();
             Err(e)
@@ -153,7 +189,7 @@ pub async fn publish(
     }
     let on_state = on_state_closure(&pc, on_state);
     match negotiate(&pc, endpoint, token).await {
-        Ok(resource) => Ok(Connection { pc, resource, token: token.into(), _on_state: on_state, _on_track: None }),
+        Ok(resource) => Ok(Connection(Session::Peer(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: None }))),
         Err(e) => {
             pc.close();
             Err(e)

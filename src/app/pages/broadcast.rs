@@ -79,7 +79,7 @@ fn Studio(sign_out: ServerAction<BroadcasterSignOut>) -> impl IntoView {
         spawn_local(async move {
             // A fresh token for every broadcast.
             match publisher_ticket().await {
-                Ok(t) => studio::go_live(t.whip_endpoint, t.token),
+                Ok(t) => studio::go_live(t.whip_endpoint, t.token, t.sdk_url),
                 Err(e) => state.set(PublishState::Failed(format!("Could not get a publisher token: {e}"))),
             }
         });

@@ -50,7 +50,7 @@ impl Service {
         if let Err(e) = self.sync_replications().await {
             tracing::warn!(error = %e, "replication sync failed");
         }
-        if self.polls.fetch_add(1, Ordering::Relaxed) % RECONCILE_EVERY == 0 {
+        if self.polls.fetch_add(1, Ordering::Relaxed).is_multiple_of(RECONCILE_EVERY) {
             match self.reconcile_stages().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "reconciled stages with the backend"),

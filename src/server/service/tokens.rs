@@ -128,6 +128,11 @@ impl Service {
         })
     }
 
+    /// The IVS Web Broadcast SDK the pages use, on backends without WHEP playback (IVS).
+    pub fn web_sdk_url(&self) -> Option<String> {
+        self.backend.whep_path().is_none().then(|| self.settings.ivs.web_sdk_url.clone())
+    }
+
     /// Issues a PUBLISH token on the master stage.
     #[tracing::instrument(skip(self, base_url), fields(user = %user_id))]
     pub async fn issue_publisher_token(&self, user_id: &UserId, base_url: &str) -> AppResult<PublisherTokenView> {
@@ -150,9 +155,9 @@ impl Service {
                         "tune": "zerolatency",
                     },
                 },
-                "web": {
-                    "sdk": if self.backend.whep_path().is_some() { "WHIP (RTCPeerConnection)" } else { "amazon-ivs-web-broadcast" },
-                    "method": if self.backend.whep_path().is_some() { "POST SDP offer to whipEndpoint" } else { "Stage.join(token)" },
+                "web": match self.web_sdk_url() {
+                    None => json!({ "sdk": "WHIP (RTCPeerConnection)", "method": "POST SDP offer to whipEndpoint" }),
+                    Some(url) => json!({ "sdk": "amazon-ivs-web-broadcast", "method": "Stage.join(token)", "sdkUrl": url }),
                 },
             }),
             token: issued.token,
