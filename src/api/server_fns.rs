@@ -3,6 +3,7 @@
 
 use super::{JoinOutcome, LiveStats};
 use leptos::prelude::*;
+use leptos::server_fn::codec::Json;
 
 #[cfg(feature = "ssr")]
 mod ssr {
@@ -23,13 +24,13 @@ mod ssr {
 }
 
 /// Current live totals.
-#[server]
+#[server(input = Json)]
 pub async fn get_live_stats() -> Result<LiveStats, ServerFnError> {
     ssr::service()?.compute_live_stats().await.map_err(ssr::fail)
 }
 
 /// Joins the broadcast as `user_id`: a viewer token and a stage, or why not.
-#[server]
+#[server(input = Json)]
 pub async fn join_stream(user_id: String) -> Result<JoinOutcome, ServerFnError> {
     use super::{ErrorCode, ViewerTicket};
     use crate::domain::UserId;
@@ -57,7 +58,7 @@ pub async fn join_stream(user_id: String) -> Result<JoinOutcome, ServerFnError> 
 }
 
 /// Records a heartbeat; `false` when the server no longer counts this viewer (rejoin).
-#[server]
+#[server(input = Json)]
 pub async fn send_heartbeat(user_id: String, stage_arn: String) -> Result<bool, ServerFnError> {
     use crate::domain::{StageArn, UserId};
     let service = ssr::service()?;
@@ -71,6 +72,7 @@ pub async fn send_heartbeat(user_id: String, stage_arn: String) -> Result<bool, 
 }
 
 /// Leaves the broadcast (idempotent).
+// Form-encoded: the page sends it with `navigator.sendBeacon` as it unloads.
 #[server]
 pub async fn leave_stream(user_id: String, stage_arn: String) -> Result<(), ServerFnError> {
     use crate::domain::{StageArn, UserId};
@@ -122,14 +124,14 @@ mod session {
 }
 
 /// Whether this browser is signed in as the broadcaster.
-#[server]
+#[server(input = Json)]
 pub async fn broadcaster_signed_in() -> Result<bool, ServerFnError> {
     let now = ssr::service()?.now_ms().div_euclid(1000);
     session::signed_in(now).await
 }
 
 /// Signs the broadcaster in with the API key; `false` when the key is wrong.
-#[server]
+#[server(input = Json)]
 pub async fn broadcaster_sign_in(api_key: String) -> Result<bool, ServerFnError> {
     let service = ssr::service()?;
     if !session::check_key(&api_key)? {
@@ -143,14 +145,14 @@ pub async fn broadcaster_sign_in(api_key: String) -> Result<bool, ServerFnError>
     Ok(true)
 }
 
-#[server]
+#[server(input = Json)]
 pub async fn broadcaster_sign_out() -> Result<(), ServerFnError> {
     session::set_cookie(crate::server::http::session::clear_cookie());
     Ok(())
 }
 
 /// A publisher token for the signed-in broadcaster.
-#[server]
+#[server(input = Json)]
 pub async fn publisher_ticket() -> Result<super::PublisherTicket, ServerFnError> {
     use crate::domain::UserId;
     let service = ssr::service()?;
@@ -173,7 +175,7 @@ pub async fn publisher_ticket() -> Result<super::PublisherTicket, ServerFnError>
 }
 
 /// Live totals, the stage table and the last 24 hours of snapshots.
-#[server]
+#[server(input = Json)]
 pub async fn dashboard_data() -> Result<super::DashboardData, ServerFnError> {
     ssr::service()?.dashboard().await.map_err(ssr::fail)
 }

@@ -217,10 +217,11 @@ pub async fn play(
     let stage = Stage::new(token, &strategy).map_err(sdk_failure)?;
     let state = Rc::new(Cell::new(PeerState::Connecting));
     let media = MediaStream::new().map_err(|e| failure("WEBRTC_UNAVAILABLE", e))?;
-    video.set_src_object(Some(&media));
+    // Attached once it has tracks: an element that loaded an empty stream may not pick them up.
+    video.set_src_object(None);
 
     let mut handlers = connection_handlers(&stage, &state, &on_state);
-    let (target, st, cb) = (media.clone(), state.clone(), on_state.clone());
+    let (target, element, st, cb) = (media.clone(), video.clone(), state.clone(), on_state.clone());
     let on_added = Handler2::new(move |participant: JsValue, streams: JsValue| {
         if field(&participant, "isLocal").as_bool() == Some(true) {
             return;
@@ -232,9 +233,12 @@ pub async fn play(
                 }
             }
         }
+        if element.src_object().is_none() {
+            element.set_src_object(Some(&target));
+        }
         report(&st, &cb, PeerState::Connected);
     });
-    let (target, st, cb) = (media.clone(), state.clone(), on_state.clone());
+    let (target, element, st, cb) = (media.clone(), video.clone(), state.clone(), on_state.clone());
     let on_removed = Handler2::new(move |_participant: JsValue, streams: JsValue| {
         for s in Array::from(&streams).iter() {
             if let Ok(track) = field(&s, "mediaStreamTrack").dyn_into::<MediaStreamTrack>() {
@@ -242,6 +246,7 @@ pub async fn play(
             }
         }
         if target.get_tracks().length() == 0 {
+            element.set_src_object(None);
             // The publisher stopped: the server's live state decides what the page shows.
             report(&st, &cb, PeerState::Disconnected);
         }

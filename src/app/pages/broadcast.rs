@@ -36,15 +36,22 @@ pub fn BroadcastPage() -> impl IntoView {
 #[component]
 fn SignIn(sign_in: ServerAction<BroadcasterSignIn>) -> impl IntoView {
     let wrong = move || matches!(sign_in.value().get(), Some(Ok(false)));
+    let key = NodeRef::<leptos::html::Input>::new();
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if let Some(input) = key.get() {
+            sign_in.dispatch(BroadcasterSignIn { api_key: input.value() });
+        }
+    };
     view! {
         <div class="card narrow" id="sign-in">
             <h1>"Broadcast"</h1>
             <p class="muted">"Sign in with the server's API key to go live."</p>
-            <ActionForm action=sign_in>
+            <form on:submit=submit>
                 <label for="api-key">"API key"</label>
-                <input id="api-key" name="api_key" type="password" autocomplete="current-password" required=true data-testid="api-key"/>
+                <input id="api-key" node_ref=key name="api_key" type="password" autocomplete="current-password" required=true data-testid="api-key"/>
                 <button class="primary" type="submit" data-testid="sign-in">"Sign in"</button>
-            </ActionForm>
+            </form>
             <p class="error" role="alert" data-testid="sign-in-error">
                 {move || wrong().then_some("That API key is not valid.")}
             </p>
@@ -102,9 +109,7 @@ fn Studio(sign_out: ServerAction<BroadcasterSignOut>) -> impl IntoView {
                     {move || format!("{} watching", stats.get().map(|s| s.total_viewers).unwrap_or(0))}
                 </span>
                 <span class="spacer"></span>
-                <ActionForm action=sign_out>
-                    <button class="ghost" type="submit">"Sign out"</button>
-                </ActionForm>
+                <button class="ghost" type="button" on:click=move |_| { sign_out.dispatch(BroadcasterSignOut {}); }>"Sign out"</button>
             </div>
             <div class="studio-grid">
                 <div class="player preview" data-state=move || state.get().key()>
