@@ -119,6 +119,24 @@ pub async fn spawn_pair_with(configure: impl Fn(&mut Settings)) -> Option<(TestA
     Some((a, b))
 }
 
+/// Like [`spawn_pair_with`], but both instances start at the same time.
+pub async fn spawn_pair_together_with(configure: impl Fn(&mut Settings)) -> Option<(TestApp, TestApp)> {
+    let db = Arc::new(TestDb::new().await);
+    db.pg.as_ref()?;
+    let clock = ManualClock::new(chrono_now_ms());
+    let mut prepared = Vec::new();
+    for _ in 0..2 {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let mut settings = test_settings(dir.path(), &db);
+        configure(&mut settings);
+        prepared.push((settings, dir));
+    }
+    let (s2, d2) = prepared.pop()?;
+    let (s1, d1) = prepared.pop()?;
+    let (a, b) = tokio::join!(start(s1, clock.clone(), d1, db.clone()), start(s2, clock.clone(), d2, db.clone()));
+    Some((a, b))
+}
+
 fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }

@@ -523,3 +523,34 @@ async fn instances_on_one_database_share_the_master_stage_and_the_publisher() {
         .await
     );
 }
+
+#[tokio::test]
+async fn instances_starting_together_keep_one_master_stage() {
+    let fake = FakeIvs::start().await;
+    let Some((a, b)) = spawn_pair_together_with(ivs(&fake)).await else {
+        return; // SQLite: one instance is the whole deployment
+    };
+    let master = a.master_arn().await;
+    assert_eq!(b.master_arn().await, master);
+    // However many were created in the race, only the recorded one is left in IVS.
+    let stages: Vec<String> = fake.state().stages.keys().cloned().collect();
+    assert_eq!(stages, [master.clone()]);
+    let created = fake.calls_to("CreateStage").len();
+    assert_eq!(fake.calls_to("DeleteStage").len(), created - 1);
+    assert_eq!(a.get("/api/stage/list").await.assert_ok()["totalStages"], 1);
+}
+
+#[tokio::test]
+async fn a_recorded_master_stage_without_its_row_is_adopted() {
+    let fake = FakeIvs::start().await;
+    let app = spawn_ivs(&fake, |_| {}).await;
+    let master = app.master_arn().await;
+    // The row is lost (an instance died between recording the stage and writing its row).
+    app.service.store().delete_stage(&master).await.unwrap();
+    fake.clear_calls();
+    let app = app.restart(0).await;
+    assert_eq!(app.master_arn().await, master);
+    assert!(fake.calls_to("CreateStage").is_empty());
+    assert_eq!(fake.calls_to("GetStage").first(), Some(&json!({ "arn": master })));
+    assert_eq!(fake.state().stages.len(), 1, "the recorded stage is used, no new one is kept");
+}

@@ -14,6 +14,22 @@ use std::collections::BTreeMap;
 const MASTER_SETTING: &str = "master_stage_arn";
 pub use crate::server::backend::MANAGED_BY_TAG;
 
+/// The record of a master stage that exists in the backend already.
+fn adopted_master(stage: crate::server::backend::CreatedStage, now: i64) -> StageRecord {
+    StageRecord {
+        arn: stage.arn,
+        name: "master".into(),
+        is_master: true,
+        auto_scaled: false,
+        parent_arn: None,
+        tags: BTreeMap::from([("Role".into(), "master".into())]),
+        endpoints: stage.endpoints,
+        active_session_id: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
 /// A stage name as IVS accepts it: up to 128 of `[a-zA-Z0-9-_]`.
 pub fn valid_stage_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -45,19 +61,7 @@ impl Service {
                     return Ok(existing);
                 }
             }
-            let adopted = self.backend.adopt_stage(&arn).await?;
-            let record = StageRecord {
-                arn: adopted.arn,
-                name: "master".into(),
-                is_master: true,
-                auto_scaled: false,
-                parent_arn: None,
-                tags: BTreeMap::from([("Role".into(), "master".into())]),
-                endpoints: adopted.endpoints,
-                active_session_id: None,
-                created_at: now,
-                updated_at: now,
-            };
+            let record = adopted_master(self.backend.adopt_stage(&arn).await?, now);
             self.store.insert_stage(&record).await?;
             self.store.put_setting(MASTER_SETTING, &record.arn).await?;
             return Ok(record);
@@ -65,9 +69,21 @@ impl Service {
         if let Some(master) = self.store.master_stage().await? {
             return Ok(master);
         }
+        if let Some(arn) = self.store.get_setting(MASTER_SETTING).await? {
+            return self.await_master(&arn).await;
+        }
         let mut tags: BTreeMap<String, String> = self.ownership_tags().await?.into_iter().collect();
         tags.insert("Role".to_string(), "master".to_string());
         let created = self.backend.create_stage("master", &tags).await?;
+        // Instances starting together on one database each create one: the first to record
+        // its stage wins, the others delete theirs and use the winner's.
+        let winner = self.store.setting_or_insert(MASTER_SETTING, &created.arn).await?;
+        if winner != created.arn {
+            if let Err(e) = self.backend.delete_stage(&created.arn).await {
+                tracing::warn!(error = %e, stage = %created.arn, "could not delete a surplus master stage");
+            }
+            return self.await_master(&winner).await;
+        }
         let record = StageRecord {
             arn: created.arn,
             name: "master".into(),
@@ -81,8 +97,21 @@ impl Service {
             updated_at: now,
         };
         self.store.insert_stage(&record).await?;
-        self.store.put_setting(MASTER_SETTING, &record.arn).await?;
         tracing::info!(stage = %record.arn, "created the master stage");
+        Ok(record)
+    }
+
+    /// The master stage another instance recorded as `arn`, once its row is written (it is
+    /// adopted from the backend if that instance died in between).
+    async fn await_master(&self, arn: &str) -> AppResult<StageRecord> {
+        for _ in 0..20 {
+            if let Some(master) = self.store.master_stage().await? {
+                return Ok(master);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let record = adopted_master(self.backend.adopt_stage(arn).await?, self.now_ms());
+        self.store.insert_stage(&record).await?;
         Ok(record)
     }
 
