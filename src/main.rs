@@ -58,6 +58,14 @@ mod keys {
                 println!("Restart the server to sign with the new key.");
             }),
             ("delete-key", [arn]) => ivs::delete_key(settings, arn).await.map(|()| println!("Deleted {arn}.")),
+            ("delete-key", _) => {
+                eprintln!("usage: livestage delete-key <public key ARN>");
+                return ExitCode::from(2);
+            }
+            ("rotate-key", _) => {
+                eprintln!("usage: livestage rotate-key");
+                return ExitCode::from(2);
+            }
             _ => {
                 eprintln!("unknown command {command:?}; see livestage --help");
                 return ExitCode::from(2);

@@ -534,7 +534,7 @@ async fn instances_starting_together_keep_one_master_stage() {
     assert_eq!(b.master_arn().await, master);
     // However many were created in the race, only the recorded one is left in IVS.
     let stages: Vec<String> = fake.state().stages.keys().cloned().collect();
-    assert_eq!(stages, [master.clone()]);
+    assert_eq!(stages, std::slice::from_ref(&master));
     let created = fake.calls_to("CreateStage").len();
     assert_eq!(fake.calls_to("DeleteStage").len(), created - 1);
     assert_eq!(a.get("/api/stage/list").await.assert_ok()["totalStages"], 1);
@@ -553,4 +553,60 @@ async fn a_recorded_master_stage_without_its_row_is_adopted() {
     assert!(fake.calls_to("CreateStage").is_empty());
     assert_eq!(fake.calls_to("GetStage").first(), Some(&json!({ "arn": master })));
     assert_eq!(fake.state().stages.len(), 1, "the recorded stage is used, no new one is kept");
+}
+
+#[tokio::test]
+async fn the_key_commands_rotate_and_delete_keys_from_the_command_line() {
+    let fake = FakeIvs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &'static [&'static str], extra: Option<String>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_livestage"));
+        cmd.args(args)
+            .args(extra)
+            .env("APP_DATA_DIR", dir.path().join("nested"))
+            .env("STAGE_BACKEND", "ivs")
+            .env("AWS_REGION", REGION)
+            .env("IVS_ENDPOINT_URL", &fake.url)
+            .env("AWS_ACCESS_KEY_ID", "AKIDFAKEIVS")
+            .env("AWS_SECRET_ACCESS_KEY", "fake-secret")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NO_COLOR", "1");
+        // The fake answers on this runtime: wait for the process without blocking it.
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().expect("binary runs")).await.unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    };
+
+    let (code, out, err) = run(&["rotate-key"], None).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let first = fake.state().keys[0]["arn"].as_str().unwrap().to_string();
+    assert!(out.contains(&first), "{out}");
+    let saved = std::fs::read_to_string(dir.path().join("nested").join("ivs-signing-key.arn")).unwrap();
+    assert_eq!(saved, first);
+
+    let (code, out, _) = run(&["rotate-key"], None).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(fake.state().keys.len(), 2);
+    assert!(out.contains(&format!("livestage delete-key {first}")), "{out}");
+
+    let (code, out, _) = run(&["delete-key"], Some(first.clone())).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&first));
+    assert_eq!(fake.state().keys.len(), 1);
+    assert_eq!(fake.calls_to("DeletePublicKey"), [json!({ "arn": first })]);
+
+    let (code, _, err) = run(&["delete-key"], None).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("usage: livestage delete-key"), "{err}");
+
+    // IVS refusing the import leaves no half-rotated key behind.
+    fake.set_fault(Some(Fault::Failing));
+    let before = std::fs::read_to_string(dir.path().join("nested").join("ivs-signing-key.pem")).unwrap();
+    let (code, _, err) = run(&["rotate-key"], None).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("rotate-key"), "{err}");
+    let after = std::fs::read_to_string(dir.path().join("nested").join("ivs-signing-key.pem")).unwrap();
+    assert_eq!(before, after);
+    assert!(!dir.path().join("nested").join("ivs-signing-key.pem.new").exists());
 }

@@ -463,10 +463,21 @@ impl StageBackend for IvsBackend {
 /// those tokens have expired. Returns (new ARN, previous ARN).
 pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>), BackendError> {
     let dir = &settings.server.data_dir;
-    let backend = IvsBackend::unregistered(settings).await;
-    let fresh = TokenSigner::generate();
-    let arn = backend.import_key(&fresh).await?;
     let io = |p: &PathBuf, e: std::io::Error| BackendError::Failed(format!("{}: {e}", p.display()));
+    // The new key is on disk before IVS hears of it: no key is registered that is not kept.
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let fresh = TokenSigner::generate();
+    let tmp = dir.join(format!("{KEY_FILE}.new"));
+    let _ = std::fs::remove_file(&tmp);
+    fresh.write_pem(&tmp).map_err(|e| io(&tmp, e))?;
+    let backend = IvsBackend::unregistered(settings).await;
+    let arn = match backend.import_key(&fresh).await {
+        Ok(arn) => arn,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     let key_path = dir.join(KEY_FILE);
     let arn_path = dir.join(KEY_ARN_FILE);
     let previous = std::fs::read_to_string(&arn_path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
@@ -475,9 +486,6 @@ pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>),
         let kept = dir.join(format!("ivs-signing-key.{stamp}.pem"));
         std::fs::rename(&key_path, &kept).map_err(|e| io(&kept, e))?;
     }
-    let tmp = dir.join(format!("{KEY_FILE}.new"));
-    let _ = std::fs::remove_file(&tmp);
-    fresh.write_pem(&tmp).map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, &key_path).map_err(|e| io(&key_path, e))?;
     std::fs::write(&arn_path, &arn).map_err(|e| io(&arn_path, e))?;
     Ok((arn, previous))
