@@ -123,7 +123,16 @@ impl FakeIvs {
     /// A participant connects to `stage_arn` (starting a session if none is active) and,
     /// if `published`, publishes. Returns its participant id.
     pub fn connect_participant(&self, stage_arn: &str, user_id: &str, published: bool) -> String {
-        connect(&mut self.state(), stage_arn, user_id, published)
+        let mut s = self.state();
+        let pid = s.id(12);
+        connect(&mut s, stage_arn, user_id, published, &pid);
+        pid
+    }
+
+    /// Like [`FakeIvs::connect_participant`] with a given participant id (a publisher that
+    /// reconnects with the same token keeps its id).
+    pub fn connect_participant_as(&self, stage_arn: &str, user_id: &str, participant_id: &str) {
+        connect(&mut self.state(), stage_arn, user_id, true, participant_id);
     }
 
     /// The participant leaves; the session ends when nobody is left.
@@ -132,8 +141,7 @@ impl FakeIvs {
     }
 }
 
-fn connect(s: &mut IvsState, stage_arn: &str, user_id: &str, published: bool) -> String {
-    let pid = s.id(12);
+fn connect(s: &mut IvsState, stage_arn: &str, user_id: &str, published: bool, pid: &str) {
     let active = s.stages.get(stage_arn).and_then(|st| st["activeSessionId"].as_str()).is_some_and(|a| !a.is_empty());
     if !active {
         let session = format!("st-{}", s.id(12));
@@ -141,16 +149,18 @@ fn connect(s: &mut IvsState, stage_arn: &str, user_id: &str, published: bool) ->
             st["activeSessionId"] = json!(session);
         }
     }
+    // Later connections join later.
+    s.next_id += 1;
+    let n = s.next_id % 3600;
     s.participants.entry(stage_arn.to_string()).or_default().push(json!({
         "participantId": pid,
         "userId": user_id,
         "state": "CONNECTED",
-        "firstJoinTime": "2026-11-24T10:00:00Z",
+        "firstJoinTime": format!("2026-11-24T10:{:02}:{:02}Z", n / 60, n % 60),
         "published": published,
         "replicationType": "NONE",
         "replicationState": "ACTIVE",
     }));
-    pid
 }
 
 fn disconnect(s: &mut IvsState, stage_arn: &str, participant_id: &str) {
@@ -184,7 +194,8 @@ async fn control_connect(State(state): Shared, Json(body): Json<Value>) -> Respo
     if !s.stages.contains_key(arn) {
         return not_found("stage");
     }
-    let pid = connect(&mut s, arn, user, body["published"].as_bool().unwrap_or(true));
+    let pid = s.id(12);
+    connect(&mut s, arn, user, body["published"].as_bool().unwrap_or(true), &pid);
     Json(json!({ "participantId": pid })).into_response()
 }
 
@@ -365,12 +376,18 @@ fn operation(s: &mut IvsState, op: &str, body: &Value) -> Response {
                 return not_found("session");
             }
             let published_only = body["filterByPublished"].as_bool().unwrap_or(false);
-            let list: Vec<Value> = s
+            let all: Vec<Value> = s
                 .participants
                 .get(arn)
                 .map(|ps| ps.iter().filter(|p| !published_only || p["published"] == true).cloned().collect())
                 .unwrap_or_default();
-            Json(json!({ "participants": list })).into_response()
+            let max = body["maxResults"].as_u64().unwrap_or(50).clamp(1, 100) as usize;
+            let start: usize = body["nextToken"].as_str().and_then(|t| t.parse().ok()).unwrap_or(0);
+            let mut out = json!({ "participants": all.iter().skip(start).take(max).collect::<Vec<_>>() });
+            if start + max < all.len() {
+                out["nextToken"] = json!((start + max).to_string());
+            }
+            Json(out).into_response()
         }
         "StartParticipantReplication" => {
             let (Some(src), Some(dst), Some(pid)) =

@@ -88,10 +88,10 @@ pub async fn load(url: &str) -> Result<(), MediaFailure> {
         let _ = script.add_event_listener_with_callback("load", &resolve);
         let _ = script.add_event_listener_with_callback("error", &reject);
     });
-    if !loaded() {
-        JsFuture::from(done)
-            .await
-            .map_err(|_| failure("IVS_SDK_UNAVAILABLE", format!("the IVS Web Broadcast SDK could not be loaded from {url}")))?;
+    if !loaded() && JsFuture::from(done).await.is_err() {
+        // A failed element never fires again: remove it so the next attempt loads afresh.
+        script.remove();
+        return Err(failure("IVS_SDK_UNAVAILABLE", format!("the IVS Web Broadcast SDK could not be loaded from {url}")));
     }
     if loaded() {
         Ok(())
@@ -158,7 +158,8 @@ fn strategy(
     subscribe: &'static str,
 ) -> (Object, Vec<Callback>) {
     let obj = Object::new();
-    let streams = Callback::new(move |_| published.borrow().clone().into());
+    // A fresh array each time, so the SDK sees a changed list as changed.
+    let streams = Callback::new(move |_| published.borrow().slice(0, u32::MAX).into());
     let should_publish = Callback::new(move |_| JsValue::from_bool(publish));
     let should_subscribe = Callback::new(move |_| JsValue::from_str(subscribe));
     for (name, f) in
@@ -180,13 +181,15 @@ fn report(state: &Rc<Cell<PeerState>>, on_state: &Rc<dyn Fn(PeerState)>, next: P
     }
 }
 
-/// Watches the stage's connection; a stage that drops or is left ends the session.
+/// Watches the stage's connection. The SDK rides out network drops itself ("disconnected",
+/// then "connecting" again); the session ends when it gives up ("errored") or the stage is left
+/// for any reason but our own.
 fn connection_handlers(stage: &Stage, state: &Rc<Cell<PeerState>>, on_state: &Rc<dyn Fn(PeerState)>) -> Vec<Handler2> {
     let (st, cb) = (state.clone(), on_state.clone());
-    let on_connection = Handler2::new(move |s: JsValue, _| match s.as_string().as_deref() {
-        Some("disconnected") => report(&st, &cb, PeerState::Disconnected),
-        Some("errored") => report(&st, &cb, PeerState::Failed),
-        _ => {}
+    let on_connection = Handler2::new(move |s: JsValue, _| {
+        if s.as_string().as_deref() == Some("errored") {
+            report(&st, &cb, PeerState::Failed);
+        }
     });
     let (st, cb) = (state.clone(), on_state.clone());
     let on_left = Handler2::new(move |reason: JsValue, _| {
@@ -199,9 +202,17 @@ fn connection_handlers(stage: &Stage, state: &Rc<Cell<PeerState>>, on_state: &Rc
     vec![on_connection, on_left]
 }
 
+/// Joins; a stage that failed to join is left, so the SDK calls none of the closures that are
+/// dropped with it.
 async fn join(stage: &Stage) -> Result<(), MediaFailure> {
-    let promise = stage.join().map_err(sdk_failure)?;
-    JsFuture::from(promise).await.map(|_| ()).map_err(sdk_failure)
+    let joined = match stage.join() {
+        Ok(promise) => JsFuture::from(promise).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    joined.map_err(|e| {
+        stage.leave();
+        sdk_failure(e)
+    })
 }
 
 /// Joins the stage with a SUBSCRIBE `token` and plays what its publisher sends into `video`.

@@ -45,7 +45,7 @@ pub enum BreakerState {
     Closed,
     /// Failing fast until the cooldown ends.
     Open,
-    /// One trial call is under way.
+    /// The cooldown is over: the next call (one at a time) decides.
     HalfOpen,
 }
 
@@ -93,6 +93,11 @@ impl Breaker {
         }
     }
 
+    /// The permitted call was not made after all: a trial slot is free again.
+    pub fn abandon(&self) {
+        self.lock().probe_started = None;
+    }
+
     pub fn succeeded(&self) {
         let mut s = self.lock();
         if s.open_until.is_some() {
@@ -118,8 +123,7 @@ impl Breaker {
         match s.open_until {
             None => BreakerState::Closed,
             Some(until) if now < until => BreakerState::Open,
-            Some(_) if s.probe_started.is_some() => BreakerState::HalfOpen,
-            Some(_) => BreakerState::Open,
+            Some(_) => BreakerState::HalfOpen,
         }
     }
 }
@@ -161,6 +165,11 @@ mod tests {
         b.failed(t1);
         assert!(!b.permit(t1 + Duration::from_secs(9)));
         let t2 = t1 + Duration::from_secs(11);
+        // Past the cooldown the breaker no longer reports an outage, even before a call.
+        assert_eq!(b.state(t2), BreakerState::HalfOpen);
+        assert!(b.permit(t2));
+        // A permitted call that was not made frees the trial slot.
+        b.abandon();
         assert!(b.permit(t2));
         b.succeeded();
         assert_eq!(b.state(t2), BreakerState::Closed);

@@ -98,14 +98,15 @@ impl IvsBackend {
         let signer = TokenSigner::load_or_create(&key_path)
             .map_err(|e| BackendError::Failed(format!("{}: {e}", key_path.display())))?;
         let arn_path = data_dir.join(KEY_ARN_FILE);
-        if let Ok(arn) = std::fs::read_to_string(&arn_path) {
-            let arn = arn.trim();
-            if !arn.is_empty() {
-                return Ok(signer.with_kid(arn));
-            }
+        let name = key_name(&signer);
+        match read_arn_file(&arn_path) {
+            // The ARN is only trusted for the key it was registered for.
+            Some((arn, recorded)) if recorded.as_deref().is_none_or(|r| r == name) => return Ok(signer.with_kid(arn)),
+            Some(_) => tracing::warn!("{} names another key; looking this one up", arn_path.display()),
+            None => {}
         }
         let arn = self.import_key(&signer).await?;
-        std::fs::write(&arn_path, &arn).map_err(|e| BackendError::Failed(format!("{}: {e}", arn_path.display())))?;
+        write_arn_file(&arn_path, &arn, &name)?;
         tracing::info!(key = %arn, "registered the token signing key with IVS");
         Ok(signer.with_kid(arn))
     }
@@ -170,6 +171,7 @@ impl IvsBackend {
             return Err(BackendError::Unavailable(format!("{op}: IVS is failing; calls are paused")));
         }
         if let Err(queue) = pacer.acquire().await {
+            self.breaker.abandon();
             return Err(BackendError::Unavailable(format!("{op}: over the IVS request quota ({} ms queued)", queue.as_millis())));
         }
         match f().await {
@@ -249,6 +251,22 @@ impl IvsBackend {
     }
 }
 
+/// `ivs-signing-key.arn` holds `<key ARN> <key name>`: which registered key signs, and for
+/// which key file that registration was made.
+fn read_arn_file(path: &Path) -> Option<(String, Option<String>)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut parts = text.split_whitespace();
+    let arn = parts.next()?.to_string();
+    Some((arn, parts.next().map(str::to_string)))
+}
+
+fn write_arn_file(path: &Path, arn: &str, name: &str) -> Result<(), BackendError> {
+    let tmp = path.with_extension("arn.new");
+    std::fs::write(&tmp, format!("{arn} {name}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| BackendError::Failed(format!("{}: {e}", path.display())))
+}
+
 /// The name a signing key is registered under: stable for one key, unique across keys.
 pub fn key_name(signer: &TokenSigner) -> String {
     format!("livestage-{}", signer.fingerprint())
@@ -270,11 +288,15 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
             let message = format!("{op}: {code} {}", s.err().message().unwrap_or_default()).trim().to_string();
             match code {
                 "ResourceNotFoundException" => (NotFound, false),
-                "ValidationException" | "ConflictException" => (Rejected(message), false),
+                "ValidationException" => (Rejected(message), false),
+                "ConflictException" => (Conflict(message), false),
                 "AccessDeniedException" | "PendingVerification" | "ServiceQuotaExceededException" => {
                     (Unavailable(message), false)
                 }
-                _ if status == 429 || status >= 500 || THROTTLING.contains(&code) => (Unavailable(message), true),
+                // Throttling (retried with backoff already) means IVS is busy, not failing: it
+                // does not open the circuit, which would stop the calls that are within quota.
+                _ if status == 429 || THROTTLING.contains(&code) => (Unavailable(message), false),
+                _ if status >= 500 => (Unavailable(message), true),
                 _ => (Failed(message), false),
             }
         }
@@ -305,7 +327,7 @@ impl StageBackend for IvsBackend {
     }
 
     fn healthy(&self) -> bool {
-        self.breaker.state(Instant::now()) == BreakerState::Closed
+        self.breaker.state(Instant::now()) != BreakerState::Open
     }
 
     async fn create_stage(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError> {
@@ -388,32 +410,48 @@ impl StageBackend for IvsBackend {
             self.set_publisher(None);
             return Ok(());
         };
-        let listed = self
-            .call(&self.stage_calls, "ListParticipants", || {
-                self.client
-                    .list_participants()
-                    .stage_arn(master_arn)
-                    .session_id(&session)
-                    .filter_by_published(true)
-                    .max_results(100)
-                    .send()
-            })
-            .await;
-        let out = match listed {
-            Ok(out) => out,
-            Err(BackendError::NotFound) => {
-                // The session ended; the next poll looks for a new one.
-                *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                self.set_publisher(None);
-                return Ok(());
+        // Every published participant of the session (viewers' tokens never publish, but each
+        // publisher connection adds a row): pages are followed, within a bound.
+        let mut published = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..10 {
+            let listed = self
+                .call(&self.stage_calls, "ListParticipants", || {
+                    self.client
+                        .list_participants()
+                        .stage_arn(master_arn)
+                        .session_id(&session)
+                        .filter_by_published(true)
+                        .max_results(100)
+                        .set_next_token(next.clone())
+                        .send()
+                })
+                .await;
+            let out = match listed {
+                Ok(out) => out,
+                Err(BackendError::NotFound | BackendError::Rejected(_)) => {
+                    // The session is gone: the next poll looks for a new one.
+                    *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    self.set_publisher(None);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            published.extend(out.participants().iter().cloned());
+            match out.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => break,
             }
-            Err(e) => return Err(e),
-        };
-        let live = out.participants().iter().find(|p| {
-            p.published()
-                && p.state() == Some(&ParticipantState::Connected)
-                && p.replication_type() != Some(&ReplicationType::Replica)
-        });
+        }
+        // The newest connection of whoever publishes is the live one.
+        let live = published
+            .iter()
+            .filter(|p| {
+                p.published()
+                    && p.state() == Some(&ParticipantState::Connected)
+                    && p.replication_type() != Some(&ReplicationType::Replica)
+            })
+            .max_by_key(|p| p.first_join_time().and_then(|t| t.to_millis().ok()).unwrap_or(0));
         match live {
             Some(p) => self.set_publisher(Some(LivePublisher {
                 user_id: p.user_id().unwrap_or_default().to_string(),
@@ -480,14 +518,16 @@ pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>),
     };
     let key_path = dir.join(KEY_FILE);
     let arn_path = dir.join(KEY_ARN_FILE);
-    let previous = std::fs::read_to_string(&arn_path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let previous = read_arn_file(&arn_path).map(|(arn, _)| arn);
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     if key_path.exists() {
         let kept = dir.join(format!("ivs-signing-key.{stamp}.pem"));
         std::fs::rename(&key_path, &kept).map_err(|e| io(&kept, e))?;
     }
     std::fs::rename(&tmp, &key_path).map_err(|e| io(&key_path, e))?;
-    std::fs::write(&arn_path, &arn).map_err(|e| io(&arn_path, e))?;
+    // A crash before this line leaves the old ARN recorded for the old key's name: the next
+    // start notices and finds the new key's registration by its name.
+    write_arn_file(&arn_path, &arn, &key_name(&fresh))?;
     Ok((arn, previous))
 }
 

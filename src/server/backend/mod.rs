@@ -24,6 +24,9 @@ pub enum BackendError {
     Unavailable(String),
     #[error("backend rejected the request: {0}")]
     Rejected(String),
+    /// The request conflicts with the resource's state (IVS `ConflictException`).
+    #[error("backend conflict: {0}")]
+    Conflict(String),
     #[error("backend failure: {0}")]
     Failed(String),
 }

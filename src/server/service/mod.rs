@@ -60,6 +60,8 @@ pub struct Service {
     deployment: OnceLock<String>,
     /// Backend polls this instance has run.
     polls: std::sync::atomic::AtomicU64,
+    /// Since when the polled publisher has been away (see `sync.rs`).
+    publisher_gone_since: Mutex<Option<i64>>,
 }
 
 impl Service {
@@ -78,6 +80,7 @@ impl Service {
             media: OnceLock::new(),
             deployment: OnceLock::new(),
             polls: std::sync::atomic::AtomicU64::new(0),
+            publisher_gone_since: Mutex::new(None),
             cluster: cluster::Cluster::default(),
             heartbeats: std::sync::atomic::AtomicU64::new(0),
             autoscale_steps: std::sync::atomic::AtomicU64::new(0),
@@ -140,6 +143,7 @@ impl From<BackendError> for AppError {
                 AppError::new(ErrorCode::ServiceUnavailable, "The stage backend is unavailable")
             }
             BackendError::Rejected(m) => AppError::validation(m),
+            BackendError::Conflict(m) => AppError::new(ErrorCode::Conflict, m),
             BackendError::Failed(m) => AppError::Internal(m.into()),
         }
     }

@@ -276,7 +276,11 @@ impl Service {
             ));
         }
         if let Some(rep) = self.store.get_replication(arn.as_str()).await? {
-            self.backend.stop_replication(&rep.source_arn, &rep.destination_arn, &rep.participant_id).await?;
+            // A replication that cannot be stopped does not keep the stage: deleting the stage
+            // ends its replica too.
+            if let Err(e) = self.backend.stop_replication(&rep.source_arn, &rep.destination_arn, &rep.participant_id).await {
+                tracing::warn!(error = %e, stage = %arn, "could not stop replication before deleting the stage");
+            }
             self.store.delete_replication(arn.as_str()).await?;
         }
         self.backend.delete_stage(arn.as_str()).await?;

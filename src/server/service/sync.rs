@@ -60,31 +60,78 @@ impl Service {
     }
 
     /// Makes every auto-created stage replicate the current publisher: a new publisher (or one
-    /// that came back under a new participant id) replaces the old replication.
+    /// that came back under a new participant id) replaces the old replication. A publisher
+    /// away for longer than the reconnect window has had its replications ended by the backend:
+    /// their records go, so its return starts them again. One stage failing holds up no other.
     pub async fn sync_replications(&self) -> AppResult<usize> {
         let Some(p) = self.backend.publisher().borrow().clone() else {
+            self.forget_ended_replications().await?;
             return Ok(0);
         };
-        // Not while the auto-scaler is between creating a stage and replicating into it.
-        let _guard = self.autoscale_lock.lock().await;
+        *self.publisher_gone_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let (Ok(source), Ok(pid)) = (StageArn::parse(p.stage_arn.clone()), ParticipantId::parse(p.participant_id.clone()))
         else {
             return Ok(0);
         };
+        // Not while the auto-scaler is between creating a stage and replicating into it.
+        let _guard = self.autoscale_lock.lock().await;
         let mut started = 0;
         for stage in self.store.list_stages().await?.into_iter().filter(|s| s.auto_scaled) {
-            if let Some(r) = self.store.get_replication(&stage.arn).await? {
-                if r.participant_id == p.participant_id && r.source_arn == p.stage_arn {
-                    continue;
-                }
-                self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await?;
-                self.store.delete_replication(&stage.arn).await?;
-            }
             let Ok(dest) = StageArn::parse(stage.arn.clone()) else { continue };
-            self.start_replication(&source, &dest, &pid).await?;
-            started += 1;
+            match self.replicate_into(&source, &dest, &pid).await {
+                Ok(true) => started += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, stage = %dest, "replication into the stage failed; retried next poll"),
+            }
         }
         Ok(started)
+    }
+
+    /// Replicates `pid` from `source` into `dest` unless it already is; returns whether it
+    /// started a replication.
+    async fn replicate_into(&self, source: &StageArn, dest: &StageArn, pid: &ParticipantId) -> AppResult<bool> {
+        if let Some(r) = self.store.get_replication(dest.as_str()).await? {
+            if r.participant_id == pid.as_str() && r.source_arn == source.as_str() {
+                return Ok(false);
+            }
+            self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await?;
+            self.store.delete_replication(dest.as_str()).await?;
+        }
+        match self.start_replication(source, dest, pid).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == crate::api::ErrorCode::Conflict => {
+                // Already replicating (a retried call that had gone through): record it.
+                self.store
+                    .put_replication(&crate::server::store::ReplicationRecord {
+                        destination_arn: dest.to_string(),
+                        source_arn: source.to_string(),
+                        participant_id: pid.to_string(),
+                        started_at: self.now_ms(),
+                    })
+                    .await?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the replication records of a publisher gone for longer than the reconnect window.
+    async fn forget_ended_replications(&self) -> AppResult<()> {
+        let now = self.now_ms();
+        let since = *self.publisher_gone_since.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(now);
+        if now - since <= i64::from(self.settings.ivs.reconnect_window_secs) * 1000 {
+            return Ok(());
+        }
+        let _guard = self.autoscale_lock.lock().await;
+        for stage in self.store.list_stages().await?.into_iter().filter(|s| s.auto_scaled) {
+            if let Some(r) = self.store.get_replication(&stage.arn).await? {
+                if let Err(e) = self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await {
+                    tracing::debug!(error = %e, stage = %stage.arn, "replication already ended");
+                }
+                self.store.delete_replication(&stage.arn).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Compares this deployment's stages with the backend's: an auto-created stage the backend
@@ -92,10 +139,13 @@ impl Service {
     /// stage the backend no longer has is dropped from the database. Returns how many went.
     pub async fn reconcile_stages(&self) -> AppResult<usize> {
         let _guard = self.autoscale_lock.lock().await;
+        // Read before listing: a stage created meanwhile is not taken for one IVS lost.
+        let known_before = self.store.list_stages().await?;
         let Some(listed) = self.backend.list_stages().await? else {
             return Ok(0);
         };
         let deployment = self.deployment_id().await?;
+        // Read after listing: a stage IVS lists that is not here yet is not taken for a leftover.
         let known = self.store.list_stages().await?;
         let mut removed = 0;
         for stage in &listed {
@@ -108,8 +158,11 @@ impl Service {
                 removed += 1;
             }
         }
-        for stage in known.iter().filter(|k| !k.is_master) {
-            if !listed.iter().any(|l| l.arn == stage.arn) {
+        for stage in known_before.iter().filter(|k| !k.is_master) {
+            // Missing from the list, and IVS confirms it is gone.
+            if !listed.iter().any(|l| l.arn == stage.arn)
+                && matches!(self.backend.adopt_stage(&stage.arn).await, Err(crate::server::backend::BackendError::NotFound))
+            {
                 let evicted = self.store.clear_stage(&stage.arn, self.now_ms()).await?;
                 for p in &evicted {
                     self.forget_present(&p.stage_arn, &p.user_id);
