@@ -3,18 +3,9 @@ use livestage::domain::autoscale::ScaleDecision;
 use serde_json::json;
 use std::time::Duration;
 
-fn small(s: &mut livestage::server::config::Settings) {
-    s.stage.max_viewers_per_stage = 5;
-    s.stage.scale_up_threshold = 4;
-    s.stage.scale_down_threshold = 1;
-    s.stage.scale_up_utilisation = 0.75; // 3 viewers on one stage
-    s.stage.max_stages = 3;
-    s.stage.stage_warmup_secs = 300;
-}
-
 #[tokio::test]
 async fn scales_up_with_replication_then_down_after_warmup() {
-    let app = spawn_app_with(small).await;
+    let app = spawn_app_with(small_stages).await;
     app.go_live().await;
     let master = app.master_arn().await;
     for u in ["a", "b"] {
@@ -60,7 +51,7 @@ async fn scales_up_with_replication_then_down_after_warmup() {
 #[tokio::test]
 async fn never_more_than_max_stages() {
     let app = spawn_app_with(|s| {
-        small(s);
+        small_stages(s);
         s.stage.max_stages = 2;
     })
     .await;
@@ -75,7 +66,7 @@ async fn never_more_than_max_stages() {
 #[tokio::test]
 async fn the_background_job_reacts_to_a_crowded_stage() {
     let app = spawn_app_with(|s| {
-        small(s);
+        small_stages(s);
         s.stage.autoscale = true;
         s.stage.autoscale_interval_secs = 3600;
     })

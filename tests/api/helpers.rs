@@ -71,6 +71,16 @@ pub struct TestApp {
     pub db: Arc<TestDb>,
 }
 
+/// Three viewers crowd a stage of five: the next join triggers a new stage.
+pub fn small_stages(s: &mut Settings) {
+    s.stage.max_viewers_per_stage = 5;
+    s.stage.scale_up_threshold = 4;
+    s.stage.scale_down_threshold = 1;
+    s.stage.scale_up_utilisation = 0.75; // 3 viewers on one stage
+    s.stage.max_stages = 3;
+    s.stage.stage_warmup_secs = 300;
+}
+
 pub fn test_settings(dir: &std::path::Path, db: &TestDb) -> Settings {
     let mut s = Settings::defaults();
     s.server.site_addr = "127.0.0.1:0".into();
@@ -104,37 +114,30 @@ pub async fn spawn_pair() -> Option<(TestApp, TestApp)> {
 }
 
 pub async fn spawn_pair_with(configure: impl Fn(&mut Settings)) -> Option<(TestApp, TestApp)> {
-    let db = Arc::new(TestDb::new().await);
-    db.pg.as_ref()?;
-    let clock = ManualClock::new(chrono_now_ms());
-    let mut apps = Vec::new();
-    for _ in 0..2 {
-        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let mut settings = test_settings(dir.path(), &db);
-        configure(&mut settings);
-        apps.push(start(settings, clock.clone(), dir, db.clone()).await);
-    }
-    let b = apps.pop()?;
-    let a = apps.pop()?;
-    Some((a, b))
+    spawn_pair_inner(configure, false).await
 }
 
 /// Like [`spawn_pair_with`], but both instances start at the same time.
 pub async fn spawn_pair_together_with(configure: impl Fn(&mut Settings)) -> Option<(TestApp, TestApp)> {
+    spawn_pair_inner(configure, true).await
+}
+
+async fn spawn_pair_inner(configure: impl Fn(&mut Settings), together: bool) -> Option<(TestApp, TestApp)> {
     let db = Arc::new(TestDb::new().await);
     db.pg.as_ref()?;
     let clock = ManualClock::new(chrono_now_ms());
-    let mut prepared = Vec::new();
-    for _ in 0..2 {
+    let instance = || {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut settings = test_settings(dir.path(), &db);
         configure(&mut settings);
-        prepared.push((settings, dir));
+        start(settings, clock.clone(), dir, db.clone())
+    };
+    if together {
+        Some(tokio::join!(instance(), instance()))
+    } else {
+        let a = instance().await;
+        Some((a, instance().await))
     }
-    let (s2, d2) = prepared.pop()?;
-    let (s1, d1) = prepared.pop()?;
-    let (a, b) = tokio::join!(start(s1, clock.clone(), d1, db.clone()), start(s2, clock.clone(), d2, db.clone()));
-    Some((a, b))
 }
 
 fn chrono_now_ms() -> i64 {

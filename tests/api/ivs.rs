@@ -25,14 +25,16 @@ fn ivs(fake: &FakeIvs) -> impl Fn(&mut Settings) + '_ {
     }
 }
 
-/// Three viewers crowd a stage of five: the next join triggers a new stage.
-fn small_stages(s: &mut Settings) {
-    s.stage.max_viewers_per_stage = 5;
-    s.stage.scale_up_threshold = 4;
-    s.stage.scale_down_threshold = 1;
-    s.stage.scale_up_utilisation = 0.75;
-    s.stage.max_stages = 3;
-    s.stage.stage_warmup_secs = 300;
+/// IVS reports "host" publishing on the master stage and three viewers crowd it (with
+/// [`small_stages`], enough for a scale-up). Returns the master ARN and the host's participant id.
+async fn live_with_crowd(fake: &FakeIvs, app: &TestApp) -> (String, String) {
+    let master = app.master_arn().await;
+    let host = fake.connect_participant(&master, "host", true);
+    assert!(eventually(Duration::from_secs(5), || is_live(app)).await);
+    for u in ["a", "b", "c"] {
+        app.join(u).await.assert_ok();
+    }
+    (master, host)
 }
 
 async fn spawn_ivs(fake: &FakeIvs, extra: impl FnOnce(&mut Settings)) -> TestApp {
@@ -215,12 +217,7 @@ async fn autoscaling_replicates_the_publisher_and_stops_replication_before_delet
         s.ivs.reconnect_window_secs = 45;
     })
     .await;
-    let master = app.master_arn().await;
-    let host = fake.connect_participant(&master, "host", true);
-    assert!(eventually(Duration::from_secs(5), || is_live(&app)).await);
-    for u in ["a", "b", "c"] {
-        app.join(u).await.assert_ok();
-    }
+    let (master, host) = live_with_crowd(&fake, &app).await;
     fake.clear_calls();
     assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::ScaleUp);
 
@@ -268,12 +265,7 @@ async fn autoscaling_replicates_the_publisher_and_stops_replication_before_delet
 async fn a_publisher_who_reconnects_is_replicated_again_under_the_new_participant_id() {
     let fake = FakeIvs::start().await;
     let app = spawn_ivs(&fake, small_stages).await;
-    let master = app.master_arn().await;
-    let first = fake.connect_participant(&master, "host", true);
-    assert!(eventually(Duration::from_secs(5), || is_live(&app)).await);
-    for u in ["a", "b", "c"] {
-        app.join(u).await.assert_ok();
-    }
+    let (master, first) = live_with_crowd(&fake, &app).await;
     assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::ScaleUp);
     let auto = fake.state().replications[0].1.clone();
 
@@ -625,12 +617,7 @@ async fn the_key_commands_rotate_and_delete_keys_from_the_command_line() {
 async fn a_publisher_back_after_the_reconnect_window_is_replicated_again_under_its_old_id() {
     let fake = FakeIvs::start().await;
     let app = spawn_ivs(&fake, small_stages).await;
-    let master = app.master_arn().await;
-    let host = fake.connect_participant(&master, "host", true);
-    assert!(eventually(Duration::from_secs(5), || is_live(&app)).await);
-    for u in ["a", "b", "c"] {
-        app.join(u).await.assert_ok();
-    }
+    let (master, host) = live_with_crowd(&fake, &app).await;
     assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::ScaleUp);
     let auto = fake.state().replications[0].1.clone();
 

@@ -132,11 +132,7 @@ impl StageSession {
         {
             let published = self.published.borrow();
             for (i, s) in published.iter().enumerate() {
-                let kind = Reflect::get(&s, &JsValue::from_str("mediaStreamTrack"))
-                    .ok()
-                    .and_then(|t| t.dyn_into::<MediaStreamTrack>().ok())
-                    .map(|t| t.kind());
-                if kind.as_deref() == Some(track.kind().as_str()) {
+                if track_of(&s).is_some_and(|t| t.kind() == track.kind()) {
                     published.set(i as u32, replacement.clone());
                 }
             }
@@ -172,6 +168,11 @@ fn strategy(
 
 fn field(v: &JsValue, name: &str) -> JsValue {
     Reflect::get(v, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// The track a stage stream (local or remote) carries.
+fn track_of(stream: &JsValue) -> Option<MediaStreamTrack> {
+    field(stream, "mediaStreamTrack").dyn_into().ok()
 }
 
 fn report(state: &Rc<Cell<PeerState>>, on_state: &Rc<dyn Fn(PeerState)>, next: PeerState) {
@@ -237,11 +238,9 @@ pub async fn play(
         if field(&participant, "isLocal").as_bool() == Some(true) {
             return;
         }
-        for s in Array::from(&streams).iter() {
-            if let Ok(track) = field(&s, "mediaStreamTrack").dyn_into::<MediaStreamTrack>() {
-                if target.get_track_by_id(&track.id()).is_none() {
-                    target.add_track(&track);
-                }
+        for track in Array::from(&streams).iter().filter_map(|s| track_of(&s)) {
+            if target.get_track_by_id(&track.id()).is_none() {
+                target.add_track(&track);
             }
         }
         if element.src_object().is_none() {
@@ -251,10 +250,8 @@ pub async fn play(
     });
     let (target, element, st, cb) = (media.clone(), video.clone(), state.clone(), on_state.clone());
     let on_removed = Handler2::new(move |_participant: JsValue, streams: JsValue| {
-        for s in Array::from(&streams).iter() {
-            if let Ok(track) = field(&s, "mediaStreamTrack").dyn_into::<MediaStreamTrack>() {
-                target.remove_track(&track);
-            }
+        for track in Array::from(&streams).iter().filter_map(|s| track_of(&s)) {
+            target.remove_track(&track);
         }
         if target.get_tracks().length() == 0 {
             element.set_src_object(None);

@@ -144,9 +144,9 @@ impl IvsBackend {
             if let Some(k) = out.public_keys().iter().find(|k| k.name() == Some(name)) {
                 return Ok(k.arn().map(str::to_string));
             }
-            match out.next_token() {
-                Some(t) if !t.is_empty() => next = Some(t.to_string()),
-                _ => break,
+            next = next_page(out.next_token());
+            if next.is_none() {
+                break;
             }
         }
         Ok(None)
@@ -249,6 +249,11 @@ impl IvsBackend {
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.state(Instant::now())
     }
+}
+
+/// The token of the next page of a listing, if there is one.
+fn next_page(token: Option<&str>) -> Option<String> {
+    token.filter(|t| !t.is_empty()).map(str::to_string)
 }
 
 /// `ivs-signing-key.arn` holds `<key ARN> <key name>`: which registered key signs, and for
@@ -431,16 +436,15 @@ impl StageBackend for IvsBackend {
                 Ok(out) => out,
                 Err(BackendError::NotFound | BackendError::Rejected(_)) => {
                     // The session is gone: the next poll looks for a new one.
-                    *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    self.set_publisher(None);
+                    self.clear_publisher();
                     return Ok(());
                 }
                 Err(e) => return Err(e),
             };
             published.extend(out.participants().iter().cloned());
-            match out.next_token() {
-                Some(t) if !t.is_empty() => next = Some(t.to_string()),
-                _ => break,
+            next = next_page(out.next_token());
+            if next.is_none() {
+                break;
             }
         }
         // The newest connection of whoever publishes is the live one.
@@ -459,11 +463,8 @@ impl StageBackend for IvsBackend {
                 stage_arn: master_arn.to_string(),
                 since_ms: p.first_join_time().and_then(|t| t.to_millis().ok()).unwrap_or_default(),
             })),
-            None => {
-                // Nobody publishes in this session: it may be over, so look it up again.
-                *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                self.set_publisher(None);
-            }
+            // Nobody publishes in this session: it may be over, so look it up again.
+            None => self.clear_publisher(),
         }
         Ok(())
     }
@@ -486,9 +487,9 @@ impl StageBackend for IvsBackend {
                 arn: s.arn().to_string(),
                 tags: s.tags().map(|t| t.clone().into_iter().collect()).unwrap_or_default(),
             }));
-            match out.next_token() {
-                Some(t) if !t.is_empty() => next = Some(t.to_string()),
-                _ => break,
+            next = next_page(out.next_token());
+            if next.is_none() {
+                break;
             }
         }
         Ok(Some(stages))

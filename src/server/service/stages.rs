@@ -14,20 +14,25 @@ use std::collections::BTreeMap;
 const MASTER_SETTING: &str = "master_stage_arn";
 pub use crate::server::backend::MANAGED_BY_TAG;
 
-/// The record of a master stage that exists in the backend already.
-fn adopted_master(stage: crate::server::backend::CreatedStage, now: i64) -> StageRecord {
+/// The record of the master stage `stage`.
+fn master_record(stage: crate::server::backend::CreatedStage, tags: BTreeMap<String, String>, now: i64) -> StageRecord {
     StageRecord {
         arn: stage.arn,
         name: "master".into(),
         is_master: true,
         auto_scaled: false,
         parent_arn: None,
-        tags: BTreeMap::from([("Role".into(), "master".into())]),
+        tags,
         endpoints: stage.endpoints,
         active_session_id: None,
         created_at: now,
         updated_at: now,
     }
+}
+
+/// The tag that marks the master stage.
+fn master_role() -> BTreeMap<String, String> {
+    BTreeMap::from([("Role".into(), "master".into())])
 }
 
 /// A stage name as IVS accepts it: up to 128 of `[a-zA-Z0-9-_]`.
@@ -61,7 +66,7 @@ impl Service {
                     return Ok(existing);
                 }
             }
-            let record = adopted_master(self.backend.adopt_stage(&arn).await?, now);
+            let record = master_record(self.backend.adopt_stage(&arn).await?, master_role(), now);
             self.store.insert_stage(&record).await?;
             self.store.put_setting(MASTER_SETTING, &record.arn).await?;
             return Ok(record);
@@ -72,8 +77,8 @@ impl Service {
         if let Some(arn) = self.store.get_setting(MASTER_SETTING).await? {
             return self.await_master(&arn).await;
         }
-        let mut tags: BTreeMap<String, String> = self.ownership_tags().await?.into_iter().collect();
-        tags.insert("Role".to_string(), "master".to_string());
+        let mut tags = master_role();
+        tags.extend(self.ownership_tags().await?);
         let created = self.backend.create_stage("master", &tags).await?;
         // Instances starting together on one database each create one: the first to record
         // its stage wins, the others delete theirs and use the winner's.
@@ -84,18 +89,7 @@ impl Service {
             }
             return self.await_master(&winner).await;
         }
-        let record = StageRecord {
-            arn: created.arn,
-            name: "master".into(),
-            is_master: true,
-            auto_scaled: false,
-            parent_arn: None,
-            tags,
-            endpoints: created.endpoints,
-            active_session_id: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let record = master_record(created, tags, now);
         self.store.insert_stage(&record).await?;
         tracing::info!(stage = %record.arn, "created the master stage");
         Ok(record)
@@ -110,7 +104,7 @@ impl Service {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let record = adopted_master(self.backend.adopt_stage(arn).await?, self.now_ms());
+        let record = master_record(self.backend.adopt_stage(arn).await?, master_role(), self.now_ms());
         self.store.insert_stage(&record).await?;
         Ok(record)
     }
@@ -304,6 +298,18 @@ impl Service {
             return Err(AppError::validation("sourceStageArn and destinationStageArn must differ"));
         }
         self.backend.start_replication(source.as_str(), dest.as_str(), participant.as_str()).await?;
+        let now = self.record_replication(source, dest, participant).await?;
+        Ok(json!({
+            "message": "Participant replication started",
+            "sourceStageArn": source.as_str(),
+            "destinationStageArn": dest.as_str(),
+            "participantId": participant.as_str(),
+            "startedAt": iso(now),
+        }))
+    }
+
+    /// Records that `participant` is replicated from `source` into `dest`; returns when.
+    pub(crate) async fn record_replication(&self, source: &StageArn, dest: &StageArn, participant: &ParticipantId) -> AppResult<i64> {
         let now = self.now_ms();
         self.store
             .put_replication(&ReplicationRecord {
@@ -313,13 +319,7 @@ impl Service {
                 started_at: now,
             })
             .await?;
-        Ok(json!({
-            "message": "Participant replication started",
-            "sourceStageArn": source.as_str(),
-            "destinationStageArn": dest.as_str(),
-            "participantId": participant.as_str(),
-            "startedAt": iso(now),
-        }))
+        Ok(now)
     }
 
     pub async fn stop_replication(&self, source: &StageArn, dest: &StageArn, participant: &ParticipantId) -> AppResult<Value> {

@@ -101,14 +101,7 @@ impl Service {
             Ok(_) => Ok(true),
             Err(e) if e.code() == crate::api::ErrorCode::Conflict => {
                 // Already replicating (a retried call that had gone through): record it.
-                self.store
-                    .put_replication(&crate::server::store::ReplicationRecord {
-                        destination_arn: dest.to_string(),
-                        source_arn: source.to_string(),
-                        participant_id: pid.to_string(),
-                        started_at: self.now_ms(),
-                    })
-                    .await?;
+                self.record_replication(source, dest, pid).await?;
                 Ok(false)
             }
             Err(e) => Err(e),
