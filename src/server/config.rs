@@ -205,7 +205,7 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("RATE_LIMIT_WINDOW_MS", "rate-limit window in milliseconds", |s, v| { s.rate_limit.window_ms = parse(v)?; Ok(()) }),
     ("RATE_LIMIT_MAX_REQUESTS", "requests per client IP per window on /api/*", |s, v| { s.rate_limit.max_requests = parse(v)?; Ok(()) }),
     ("MEDIA_UDP_PORT", "UDP port of the embedded media server", |s, v| { s.media.udp_port = parse(v)?; Ok(()) }),
-    ("MEDIA_CANDIDATE_ADDR", "address announced to WebRTC peers (behind NAT)", |s, v| { s.media.candidate_addr = non_empty(v); Ok(()) }),
+    ("MEDIA_CANDIDATE_ADDR", "address announced to WebRTC peers (behind NAT): IP or IP:port", |s, v| { s.media.candidate_addr = non_empty(v); Ok(()) }),
     ("IVS_TOKEN_MODE", "self-signed (ES384 key imported into IVS) or api (CreateParticipantToken)", |s, v| {
         s.ivs.token_mode = match v.trim() { "self-signed" => TokenMode::SelfSigned, "api" => TokenMode::Api, _ => return Err("expected self-signed or api".into()) };
         Ok(())

@@ -97,7 +97,8 @@ impl MediaServer {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| std::io::Error::other(format!("media candidate: {e}")))?;
         for b in &bound {
-            tracing::info!(addr = %b.announced, "media server listening (UDP)");
+            let local = b.socket.local_addr()?;
+            tracing::info!(addr = %b.announced, %local, "media server listening (UDP)");
         }
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let cert = crypto
@@ -167,13 +168,13 @@ impl MediaServer {
 async fn bind(settings: &MediaSettings) -> std::io::Result<Vec<Bound>> {
     let port = settings.udp_port;
     if let Some(candidate) = settings.candidate_addr.as_deref() {
-        // Behind NAT: listen everywhere, announce the configured address.
-        let ip: IpAddr = candidate
-            .parse()
-            .map_err(|_| std::io::Error::other(format!("MEDIA_CANDIDATE_ADDR {candidate:?} is not an IP address")))?;
+        // Behind NAT: listen everywhere, announce the configured address. A port in it is the
+        // one the NAT forwards to this server's port; without one, the two are the same.
+        let announced = parse_candidate(candidate)?;
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).await.map_err(|e| bind_error(port, e))?;
-        let port = socket.local_addr()?.port();
-        return Ok(vec![Bound { socket: Arc::new(socket), announced: SocketAddr::new(ip, port) }]);
+        let bound_port = socket.local_addr()?.port();
+        let announced = SocketAddr::new(announced.ip(), if announced.port() == 0 { bound_port } else { announced.port() });
+        return Ok(vec![Bound { socket: Arc::new(socket), announced }]);
     }
     let first = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).await.map_err(|e| bind_error(port, e))?;
     let port = first.local_addr()?.port();
@@ -181,10 +182,24 @@ async fn bind(settings: &MediaSettings) -> std::io::Result<Vec<Bound>> {
     if let Some(ip) = primary_address() {
         match UdpSocket::bind((ip, port)).await {
             Ok(s) => bound.push(Bound { announced: s.local_addr()?, socket: Arc::new(s) }),
-            Err(e) => tracing::warn!(%ip, port, error = %e, "media server not reachable on this address"),
+            Err(e) => {
+                tracing::warn!(%ip, port, error = %e, "media server not reachable on this address")
+            }
         }
     }
     Ok(bound)
+}
+
+/// `MEDIA_CANDIDATE_ADDR`: an IP address, or `IP:port` when the forwarded port differs
+/// (port 0 in the result: the bound port).
+fn parse_candidate(candidate: &str) -> std::io::Result<SocketAddr> {
+    if let Ok(ip) = candidate.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0));
+    }
+    match candidate.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(addr),
+        _ => Err(std::io::Error::other(format!("MEDIA_CANDIDATE_ADDR {candidate:?} is not an IP address or IP:port"))),
+    }
 }
 
 fn bind_error(port: u16, e: std::io::Error) -> std::io::Error {
@@ -197,4 +212,21 @@ fn primary_address() -> Option<IpAddr> {
     probe.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
     let ip = probe.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_candidate;
+
+    #[test]
+    fn candidate_is_an_ip_or_an_ip_and_port() {
+        assert_eq!(parse_candidate("203.0.113.7").unwrap().to_string(), "203.0.113.7:0");
+        assert_eq!(parse_candidate("203.0.113.7:40000").unwrap().to_string(), "203.0.113.7:40000");
+        assert_eq!(parse_candidate("[2001:db8::1]:40000").unwrap().to_string(), "[2001:db8::1]:40000");
+        assert_eq!(parse_candidate("2001:db8::1").unwrap().to_string(), "[2001:db8::1]:0");
+        for bad in ["live.example.com", "203.0.113.7:0", "203.0.113.7:70000", ""] {
+            let e = parse_candidate(bad).unwrap_err().to_string();
+            assert!(e.contains("MEDIA_CANDIDATE_ADDR"), "{bad}: {e}");
+        }
+    }
 }
