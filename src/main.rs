@@ -31,6 +31,10 @@ async fn main() -> std::process::ExitCode {
     let addr = app.service().settings().server.site_addr.clone();
     let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
     tracing::info!(port = app.port(), "listening on http://{host}:{}", app.port());
+    let url = app.service().settings().server.public_url.clone().unwrap_or_else(|| format!("http://{host}:{}", app.port()));
+    if let Some(note) = app.first_start_note(&url) {
+        eprintln!("{note}");
+    }
     match app.run_until_stopped().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -51,25 +51,38 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// The API key: configured, or read from the data dir, or generated there on first start.
-fn api_key(settings: &Settings) -> Result<String, StartupError> {
+/// The API key: configured, or read from the data dir, or generated there on first start (then
+/// with the file it was saved to).
+fn api_key(settings: &Settings) -> Result<(String, Option<std::path::PathBuf>), StartupError> {
     if let Some(key) = &settings.server.api_secret_key {
-        return Ok(key.clone());
+        return Ok((key.clone(), None));
     }
     let path = settings.server.data_dir.join("api-key");
     if let Ok(key) = std::fs::read_to_string(&path) {
         let key = key.trim().to_string();
         if !key.is_empty() {
-            return Ok(key);
+            return Ok((key, None));
         }
     }
     let key = format!("ls_{}", crate::server::backend::local::random_id(40));
     write_private_file(&path, key.as_bytes()).map_err(|e| StartupError::DataDir(path.display().to_string(), e))?;
-    eprintln!(
-        "\n  A new API key was generated and saved to {}:\n\n      {key}\n\n  Send it as the x-api-key header; set API_SECRET_KEY to choose your own.\n",
-        path.display()
-    );
-    Ok(key)
+    Ok((key, Some(path)))
+}
+
+/// What a first start tells its user: where the app is and what the generated key is for.
+fn welcome(url: &str, key: &str, saved_to: &std::path::Path) -> String {
+    format!(
+        "\n  livestage is running at {url}\n\
+         \n      watch       {url}/\
+         \n      broadcast   {url}/broadcast\
+         \n      dashboard   {url}/dashboard\n\
+         \n  A new API key was generated and saved to {}:\n\
+         \n      {key}\n\
+         \n  Sign in to the studio ({url}/broadcast) with it to go live, and send it as the x-api-key\
+         \n  header to the REST API ({url}/api/...). It is shown only on this first start; set\
+         \n  API_SECRET_KEY to choose your own.\n",
+        saved_to.display()
+    )
 }
 
 fn leptos_options(site_addr: SocketAddr) -> LeptosOptions {
@@ -89,6 +102,8 @@ pub struct Application {
     local: Option<PublisherSignal>,
     shutdown_tx: watch::Sender<bool>,
     jobs: Vec<JoinHandle<()>>,
+    /// Where the API key generated on this (first) start was saved.
+    generated_key: Option<std::path::PathBuf>,
 }
 
 impl Application {
@@ -99,7 +114,7 @@ impl Application {
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         let data_dir = settings.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| StartupError::DataDir(data_dir.display().to_string(), e))?;
-        let api_key = api_key(&settings)?;
+        let (api_key, generated_key) = api_key(&settings)?;
         let store = Store::connect(&settings.database_url()).await?;
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -165,7 +180,7 @@ impl Application {
         };
         let router = Self::router(state.clone());
         let jobs = spawn_background_jobs(service, shutdown_rx);
-        Ok(Self { listener, router, state, local, shutdown_tx, jobs })
+        Ok(Self { listener, router, state, local, shutdown_tx, jobs, generated_key })
     }
 
     fn router(state: AppState) -> Router {
@@ -209,6 +224,12 @@ impl Application {
 
     pub fn api_key(&self) -> &str {
         &self.state.api_key
+    }
+
+    /// On the first start with a generated API key: the note that says where the app is and
+    /// what the key is for, given `url`, the address users reach the app at. `None` afterwards.
+    pub fn first_start_note(&self, url: &str) -> Option<String> {
+        self.generated_key.as_deref().map(|path| welcome(url.trim_end_matches('/'), &self.state.api_key, path))
     }
 
     /// The local backend's liveness signal, which the embedded media server drives.

@@ -1,13 +1,14 @@
 //! Black-box tests of the public contract against the real server (SQLite by default;
 //! PostgreSQL when TEST_DATABASE_URL=postgres://…).
 
-mod helpers;
 #[cfg(feature = "ivs")]
 mod fake_ivs;
+mod helpers;
 
 mod auth;
 mod autoscale;
 mod cluster;
+mod first_run;
 mod health;
 #[cfg(feature = "ivs")]
 mod ivs;
