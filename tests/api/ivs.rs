@@ -674,3 +674,25 @@ async fn a_key_file_that_does_not_match_the_recorded_arn_is_registered_again() {
     assert_ne!(kid, first);
     verify_with_registered_key(&fake, &token);
 }
+
+#[tokio::test]
+async fn stage_calls_stay_within_their_quota_when_polling_asks_for_more() {
+    let fake = FakeIvs::start().await;
+    // Polling every 200 ms through two pages of published participants asks for 15 stage
+    // operations a second; their quota is 5.
+    let app = spawn_ivs(&fake, |s| s.ivs.poll_interval_ms = 200).await;
+    let master = app.master_arn().await;
+    for i in 0..150 {
+        fake.connect_participant(&master, &format!("host-{i}"), true);
+    }
+    assert!(eventually(Duration::from_secs(5), || is_live(&app)).await);
+    fake.clear_calls();
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    // Every stage operation shares the quota (token and key operations have their own).
+    let stage_calls = fake.calls().iter().filter(|c| !c.op.contains("Token") && !c.op.contains("PublicKey")).count() as f64;
+    assert!(stage_calls <= 5.0 * elapsed + 1.0, "{stage_calls} stage calls in {elapsed:.2} s: over 5 TPS");
+    // The quota is what holds the rate back: polling keeps it busy.
+    assert!(stage_calls >= 3.0 * elapsed, "{stage_calls} stage calls in {elapsed:.2} s: polling stalled");
+}
