@@ -4,6 +4,8 @@
 //!
 //!   cargo bench --features ssr --bench fanout          # BENCH_SUBSCRIBERS (10000)
 
+#[path = "support/smoke.rs"]
+mod smoke;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -20,7 +22,7 @@ fn main() {
 }
 
 async fn run() {
-    let n: usize = std::env::var("BENCH_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = smoke::setting("BENCH_SUBSCRIBERS", 10_000, 300);
     let server = Server::start(&[]);
     let client = reqwest::Client::new();
     server.ready(&client).await;
@@ -94,4 +96,7 @@ async fn run() {
         "  server RSS: {rss_before:.1} MiB idle, {rss_after:.1} MiB with {n} sockets = {:.1} KiB per socket",
         (rss_after - rss_before) * 1024.0 / n as f64
     );
+    smoke::check(lat.len() == n, format!("every subscriber updated ({} of {n})", lat.len()));
+    let last = lat.last().copied().unwrap_or(f64::INFINITY);
+    smoke::check(last <= 10_000.0, format!("last subscriber after {last:.1} ms, within 10x of the 1000 ms target"));
 }

@@ -6,6 +6,9 @@
 //! Settings (environment): BENCH_VIEWERS (2000), BENCH_CONNECTIONS (64), BENCH_SECS (5),
 //! BENCH_DATABASE_URL (default: a temp SQLite file; postgres://… to measure PostgreSQL).
 
+#[path = "support/smoke.rs"]
+mod smoke;
+
 use axum::routing::post;
 use axum::{Json, Router};
 use livestage::server::backend::LivePublisher;
@@ -16,10 +19,6 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 struct Figures {
     requests: u64,
@@ -102,9 +101,9 @@ fn main() {
 }
 
 async fn run() {
-    let viewers = env_num("BENCH_VIEWERS", 2000);
-    let connections = env_num("BENCH_CONNECTIONS", 64);
-    let secs = env_num("BENCH_SECS", 5);
+    let viewers: u64 = smoke::setting("BENCH_VIEWERS", 2000, 200);
+    let connections: u64 = smoke::setting("BENCH_CONNECTIONS", 64, 8);
+    let secs: u64 = smoke::setting("BENCH_SECS", 5, 1);
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults();
@@ -171,4 +170,14 @@ async fn run() {
     }
     println!("ratio heartbeat/bare: {:.2} (target >= 0.5)", hb.rps() / bare.rps());
     println!("viewers whose heartbeat is not in the database: {stale} of {}", rows.len());
+    smoke::check(
+        hb.errors == 0 && bare.errors == 0,
+        format!("no failed requests ({} heartbeat, {} bare)", hb.errors, bare.errors),
+    );
+    smoke::check(
+        stale == 0 && rows.len() as u64 == viewers,
+        format!("every viewer's heartbeat is stored ({stale} stale of {})", rows.len()),
+    );
+    let ratio = hb.rps() / bare.rps();
+    smoke::check(ratio >= 0.05, format!("heartbeat/bare {ratio:.2} within 10x of the 0.5 target"));
 }

@@ -10,6 +10,8 @@
 //! BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/test; a scratch database is created
 //! next to it and dropped after).
 
+#[path = "support/smoke.rs"]
+mod smoke;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -134,7 +136,9 @@ async fn round(instances: usize, admin: &str, viewers: usize, beat: Duration, jo
             };
             // joins arrive spread over the join phase
             tokio::time::sleep(join_phase.mul_f64(i as f64 / viewers as f64)).await;
-            let Ok(ticket) = call(0, "/api/token/viewer", json!({ "userId": user })).await else { return };
+            let Ok(ticket) = call(0, "/api/token/viewer", json!({ "userId": user })).await else {
+                return;
+            };
             let stage = ticket["stageArn"].as_str().unwrap_or_default().to_string();
             while Instant::now() + beat < stop_at {
                 tokio::time::sleep(beat).await;
@@ -178,25 +182,46 @@ async fn round(instances: usize, admin: &str, viewers: usize, beat: Duration, jo
 }
 
 async fn run() {
-    let viewers: usize = env("BENCH_VIEWERS", 2000);
+    let viewers: usize = smoke::setting("BENCH_VIEWERS", 2000, 100);
     let beat = Duration::from_millis(env("BENCH_BEAT_MS", 500));
-    let secs: u64 = env("BENCH_SECS", 14);
-    let join_phase = Duration::from_millis(env("BENCH_JOIN_MS", 3000));
+    let secs: u64 = smoke::setting("BENCH_SECS", 14, 7);
+    let join_phase = Duration::from_millis(smoke::setting("BENCH_JOIN_MS", 3000, 1000));
     let admin: String = env("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test".to_string());
-    println!(
-        "load: {viewers} viewers, heartbeat every {} ms (30 s compressed), {secs} s, PostgreSQL",
-        beat.as_millis()
-    );
+    println!("load: {viewers} viewers, heartbeat every {} ms (30 s compressed), {secs} s, PostgreSQL", beat.as_millis());
     for instances in [1, 2] {
         let f = round(instances, &admin, viewers, beat, join_phase, secs).await;
         let rss: Vec<String> = f.rss.iter().map(|r| format!("{r:.0} MiB")).collect();
-        println!("{instances} instance(s): {:.0} requests/s overall, {} errors, RSS {}", f.requests as f64 / f.secs, f.errors, rss.join(", "));
+        println!(
+            "{instances} instance(s): {:.0} requests/s overall, {} errors, RSS {}",
+            f.requests as f64 / f.secs,
+            f.errors,
+            rss.join(", ")
+        );
         for (kind, l) in ["join (token)", "heartbeat", "leave"].iter().zip(&f.lat) {
-            println!("    {kind:<13} {:>6} requests  p50 {:>7.2} ms  p99 {:>8.2} ms", l.len(), percentile(l, 0.5), percentile(l, 0.99));
+            println!(
+                "    {kind:<13} {:>6} requests  p50 {:>7.2} ms  p99 {:>8.2} ms",
+                l.len(),
+                percentile(l, 0.5),
+                percentile(l, 0.99)
+            );
         }
         println!(
             "    steady phase: {:.0} heartbeats/s, {:.1} database write transactions/s",
             f.steady_heartbeats_per_sec, f.steady_writes_per_sec
+        );
+        smoke::check(f.errors == 0, format!("{instances} instance(s): no failed requests ({})", f.errors));
+        smoke::check(
+            f.lat.iter().all(|l| !l.is_empty()),
+            format!("{instances} instance(s): joins, heartbeats and leaves all ran"),
+        );
+        // One write per flush (250 ms) per instance; one write per heartbeat would be far more.
+        let flush_bound = 10.0 * instances as f64 * 1000.0 / 250.0;
+        smoke::check(
+            f.steady_writes_per_sec <= flush_bound && f.steady_writes_per_sec < f.steady_heartbeats_per_sec,
+            format!(
+                "{instances} instance(s): {:.1} writes/s for {:.0} heartbeats/s, within 10x of one per flush",
+                f.steady_writes_per_sec, f.steady_heartbeats_per_sec
+            ),
         );
     }
     println!("heartbeats are written in batches: write transactions follow the flush interval, not the viewer count");

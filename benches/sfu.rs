@@ -9,6 +9,9 @@
 //! The viewers run in this process too, so the machine also pays for their decryption: the
 //! figures are a lower bound for the server alone.
 
+#[path = "support/smoke.rs"]
+mod smoke;
+
 use livestage::server::clock::SystemClock;
 use livestage::server::config::Settings;
 use livestage::server::media::peer::{Peer, PeerEvent, PeerHandle, PeerRole};
@@ -41,7 +44,8 @@ fn frame(n: u64) -> Vec<u8> {
         *b = x as u8;
     }
     if key {
-        f[..10].copy_from_slice(&[0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]); // 1280x720
+        f[..10].copy_from_slice(&[0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]);
+    // 1280x720
     } else {
         f[0] |= 1;
     }
@@ -154,7 +158,9 @@ async fn measure(viewers: &[Viewer], log: &SendLog, secs: u64) -> Round {
     }
     let expected = sent.len() * viewers.len();
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
+    };
     Round {
         viewers: viewers.len(),
         loss_pct: if expected == 0 { 100.0 } else { 100.0 * (1.0 - got as f64 / expected as f64) },
@@ -169,12 +175,11 @@ fn main() {
 }
 
 async fn run() {
-    let counts: Vec<usize> = std::env::var("BENCH_VIEWERS")
-        .unwrap_or_else(|_| "1,25,50,75,100".into())
+    let counts: Vec<usize> = smoke::setting("BENCH_VIEWERS", "1,25,50,75,100".to_string(), "1,10".to_string())
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let secs: u64 = smoke::setting("BENCH_SECS", 5, 2);
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults();
@@ -203,7 +208,10 @@ async fn run() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     println!("SFU fan-out: one publisher, VP8 720p {} kbps @ {FPS} fps + Opus, {secs} s per round", BITRATE / 1000);
-    println!("{:>8} {:>12} {:>10} {:>10} {:>14} {:>12}", "viewers", "loss (%)", "p50 (ms)", "p99 (ms)", "added p50 (ms)", "egress Mbps");
+    println!(
+        "{:>8} {:>12} {:>10} {:>10} {:>14} {:>12}",
+        "viewers", "loss (%)", "p50 (ms)", "p99 (ms)", "added p50 (ms)", "egress Mbps"
+    );
     let mut viewers: Vec<Viewer> = Vec::new();
     let mut baseline: Option<f64> = None;
     let mut best_ok = 0;
@@ -233,6 +241,11 @@ async fn run() {
         if r.loss_pct < 1.0 {
             best_ok = best_ok.max(r.viewers);
         }
+        smoke::check(r.loss_pct < 10.0, format!("{n} viewer(s): {:.3} % frame loss, within 10x of the 1 % target", r.loss_pct));
+        smoke::check(
+            r.p50_ms - base_p50 <= 50.0,
+            format!("{n} viewer(s): p50 {:.2} ms, {:.2} ms over one viewer's (bound 50 ms)", r.p50_ms, r.p50_ms - base_p50),
+        );
     }
     println!("largest audience with < 1% loss: {best_ok} viewers (target >= 50)");
     stop.store(true, Ordering::Relaxed);
