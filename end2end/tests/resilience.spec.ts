@@ -23,6 +23,8 @@ class Relay {
   private flows = new Map<string, Socket>();
   private kept = new Set<string>();
   private cutting = false;
+  /** Every peer address seen, forwarded or not. */
+  sources = new Set<string>();
   dropped = 0;
   target = 0;
 
@@ -34,6 +36,7 @@ class Relay {
 
   private fromPeer(msg: Buffer, from: RemoteInfo) {
     const key = `${from.address}:${from.port}`;
+    this.sources.add(key);
     if (this.cutting && !this.kept.has(key)) {
       this.dropped++;
       return;
@@ -173,12 +176,20 @@ test("the player reconnects on its own after the network drops, and is counted o
 
   // The viewer's network goes away: no media reaches it, and the player says so.
   relay.cut();
+  const sourcesAtCut = relay.sources.size;
   const droppedBefore = relay.dropped;
   await expect(viewer.locator("#player")).toHaveAttribute("data-state", "reconnecting", { timeout: 20_000 });
   const stalled = await decodedFrames(viewer);
   await viewer.waitForTimeout(2_000);
   expect(await decodedFrames(viewer), "no frames while the network is down").toBeLessThanOrEqual(stalled + 1);
   expect(relay.dropped, "the relay dropped the viewer's media").toBeGreaterThan(droppedBefore);
+
+  // The player gives the dead connection up and starts a new one, which tries to reach the server
+  // through the relay and cannot while the network is down.
+  await expect(viewer.locator("#player")).toHaveAttribute("data-state", /joining|connecting/, { timeout: 20_000 });
+  await expect.poll(() => relay.sources.size, { timeout: 10_000 }).toBeGreaterThan(sourcesAtCut);
+  await viewer.waitForTimeout(1_000);
+  await expect(viewer.locator("#player")).not.toHaveAttribute("data-state", "playing");
 
   // The network comes back: the player plays again without a reload.
   relay.restore();
