@@ -174,7 +174,8 @@ async fn post_offer(app: &TestApp, url: &str, token: Option<&str>, content_type:
 
 async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
     let status = resp.status();
-    let body: Value = resp.json().await.expect("error body is JSON");
+    let text = resp.text().await.expect("response body");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} is not an error envelope: {text:.60}"));
     assert_eq!(body["success"], false, "{body}");
     (status, body["error"]["code"].as_str().unwrap_or_default().to_string())
 }
@@ -361,7 +362,7 @@ async fn liveness_follows_the_publishers_media() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let offline_after = offline_after.expect("offline after silence");
-    // 3 s of silence, then at most one 200 ms housekeeping pass of the SFU and one poll.
+    // 3 s of silence, then the SFU's loop (it wakes at least every 200 ms) and one poll.
     assert!(offline_after <= Duration::from_millis(3400), "offline only {offline_after:?} after the media stopped");
     feed.resume();
     assert!(eventually(Duration::from_secs(5), || async { is_live(&app).await }).await, "live again");
@@ -714,7 +715,7 @@ async fn lost_packets_are_recovered_by_nack_and_retransmission() {
     for pair in video.windows(2) {
         for t in (pair[0].rtp_time + 3000..pair[1].rtp_time).step_by(3000) {
             let relayed = log.times.contains(&(t as u32));
-            let leg = if relayed { "viewer leg (not repaired)" } else { "publisher leg (never forwarded)" };
+            let leg = if relayed { "viewer leg (not repaired)" } else { "way to the relay (the SFU never sent it)" };
             panic!("the frame at RTP time {t} is missing: lost on the {leg}");
         }
     }
