@@ -1,14 +1,15 @@
 //! WHIP publish and WHEP play through the embedded SFU, with real WebRTC peers (str0m) over
 //! loopback UDP: media forwarding, keyframes for late joiners, liveness, and every bad input.
 
-use crate::helpers::{eventually, spawn_app, TestApp};
+use crate::helpers::{eventually, small_stages, spawn_app, spawn_app_with, TestApp, API_KEY};
+use livestage::domain::autoscale::ScaleDecision;
 use livestage::server::backend::jwt::TokenSigner;
 use livestage::server::media::peer::{Peer, PeerEvent, PeerHandle, PeerRole, VideoCodec};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use str0m::media::MediaKind;
 
@@ -84,6 +85,8 @@ fn vp8_keyframe_size(frame: &[u8]) -> Option<(u16, u16)> {
 /// only when asked (PLI/FIR), so keyframes reach viewers only through the SFU's relay.
 struct Feed {
     running: Arc<AtomicBool>,
+    /// Which fixture frame went out at each video RTP time.
+    sent: Arc<Mutex<HashMap<u32, usize>>>,
     task: tokio::task::JoinHandle<PeerHandle>,
 }
 
@@ -91,6 +94,8 @@ impl Feed {
     fn start(mut peer: PeerHandle, frames: Arc<Vec<Vec<u8>>>) -> Self {
         let running = Arc::new(AtomicBool::new(true));
         let flag = running.clone();
+        let sent = Arc::new(Mutex::new(HashMap::new()));
+        let log = sent.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             let start = Instant::now();
@@ -108,6 +113,7 @@ impl Feed {
                 }
                 let ms = start.elapsed().as_millis() as u64;
                 if ms >= next_video * 33 {
+                    log.lock().unwrap().insert((next_video * 3000) as u32, index);
                     peer.send_video(frames[index].clone(), next_video * 3000);
                     index = if index + 1 >= frames.len() { 1 } else { index + 1 };
                     next_video += 1;
@@ -119,7 +125,7 @@ impl Feed {
             }
             peer
         });
-        Self { running, task }
+        Self { running, sent, task }
     }
 
     fn pause(&self) {
@@ -128,6 +134,11 @@ impl Feed {
 
     fn resume(&self) {
         self.running.store(true, Ordering::Relaxed);
+    }
+
+    /// The fixture frame sent at `rtp_time`, if one was.
+    fn sent_at(&self, rtp_time: u64) -> Option<usize> {
+        self.sent.lock().unwrap().get(&(rtp_time as u32)).copied()
     }
 }
 
@@ -163,7 +174,8 @@ async fn post_offer(app: &TestApp, url: &str, token: Option<&str>, content_type:
 
 async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
     let status = resp.status();
-    let body: Value = resp.json().await.expect("error body is JSON");
+    let text = resp.text().await.expect("response body");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} is not an error envelope: {text:.60}"));
     assert_eq!(body["success"], false, "{body}");
     (status, body["error"]["code"].as_str().unwrap_or_default().to_string())
 }
@@ -205,13 +217,23 @@ async fn is_live(app: &TestApp) -> bool {
     app.get("/api/stats/publisher").await.assert_ok()["isPublisherLive"] == true
 }
 
+/// A video frame as a viewer received it.
+struct Received {
+    at: Instant,
+    data: Arc<[u8]>,
+    keyframe: bool,
+    rtp_time: u64,
+}
+
 /// Collects frames until `video` video and `audio` audio frames arrived or `limit` passed.
-async fn collect(peer: &mut PeerHandle, video: usize, audio: usize, limit: Duration) -> (Vec<(Instant, Arc<[u8]>, bool)>, Vec<Arc<[u8]>>) {
+async fn collect(peer: &mut PeerHandle, video: usize, audio: usize, limit: Duration) -> (Vec<Received>, Vec<Arc<[u8]>>) {
     let deadline = Instant::now() + limit;
     let (mut v, mut a) = (Vec::new(), Vec::new());
     while (v.len() < video || a.len() < audio) && Instant::now() < deadline {
         match peer.next_event(deadline.saturating_duration_since(Instant::now())).await {
-            Some(PeerEvent::Frame { kind: MediaKind::Video, data, keyframe, at, .. }) => v.push((at, data, keyframe)),
+            Some(PeerEvent::Frame { kind: MediaKind::Video, data, keyframe, at, rtp_time }) => {
+                v.push(Received { at, data, keyframe, rtp_time })
+            }
             Some(PeerEvent::Frame { kind: MediaKind::Audio, data, .. }) => a.push(data),
             Some(PeerEvent::Disconnected) | None => break,
             Some(_) => {}
@@ -224,12 +246,31 @@ fn frames() -> Arc<Vec<Vec<u8>>> {
     Arc::new(ivf_frames(FIXTURE))
 }
 
-#[tokio::test]
+/// Asserts the viewer got the publisher's video as it was sent: one frame per 33 ms step of RTP
+/// time (3000 at 90 kHz) in order, none missing, none twice, each byte for byte the frame the feed
+/// sent at that time (`same` compares a received frame with a sent one).
+#[track_caller]
+fn assert_as_sent(video: &[Received], feed: &Feed, frames: &[Vec<u8>], same: impl Fn(&[u8], &[u8]) -> bool) {
+    for pair in video.windows(2) {
+        let step = pair[1].rtp_time as i64 - pair[0].rtp_time as i64;
+        assert_eq!(step, 3000, "frames at RTP time {} then {}: not the next frame", pair[0].rtp_time, pair[1].rtp_time);
+    }
+    for (i, f) in video.iter().enumerate() {
+        let index = feed.sent_at(f.rtp_time).unwrap_or_else(|| panic!("frame {i}: nothing was sent at {}", f.rtp_time));
+        assert!(same(&f.data, &frames[index]), "frame {i} ({} bytes) differs from fixture frame {index}", f.data.len());
+    }
+}
+
+fn identical(a: &[u8], b: &[u8]) -> bool {
+    a == b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_receives_the_publishers_video_and_audio_intact() {
     let app = spawn_app().await;
     let frames = frames();
     assert_eq!(frames.iter().filter(|f| vp8_keyframe_size(f).is_some()).count(), 1, "fixture has one keyframe");
-    let (_feed, _, _) = go_live(&app, "broadcaster", &frames).await;
+    let (feed, _, _) = go_live(&app, "broadcaster", &frames).await;
 
     let (token, whep) = viewer_token(&app, "viewer-1").await;
     let mut viewer = connect(&app, PeerRole::Play, &whep, &token).await;
@@ -237,15 +278,12 @@ async fn a_viewer_receives_the_publishers_video_and_audio_intact() {
     assert!(video.len() >= 30 && audio.len() >= 20, "got {} video and {} audio frames", video.len(), audio.len());
 
     // Decoding starts clean: the first frame is the keyframe, 320x180, byte for byte.
-    let (_, first, keyframe) = &video[0];
-    assert!(keyframe, "first forwarded video frame is a keyframe");
-    assert_eq!(vp8_keyframe_size(first), Some((320, 180)));
-    assert_eq!(&first[..], &frames[0][..]);
-    // Every frame arrives exactly as it was encoded.
-    let sent: HashSet<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-    for (i, (_, f, _)) in video.iter().enumerate() {
-        assert!(sent.contains(&f[..]), "video frame {i} ({} bytes) differs from every sent frame", f.len());
-    }
+    let first = &video[0];
+    assert!(first.keyframe, "first forwarded video frame is a keyframe");
+    assert_eq!(vp8_keyframe_size(&first.data), Some((320, 180)));
+    assert_eq!(&first.data[..], &frames[0][..]);
+    // Every frame arrives exactly as it was encoded, in order, none skipped or repeated.
+    assert_as_sent(&video, &feed, &frames, identical);
     for f in &audio {
         assert_eq!(&f[..], &OPUS_SILENCE[..]);
         assert_eq!(f[0] >> 3, 31, "Opus TOC: CELT fullband 20 ms");
@@ -255,28 +293,26 @@ async fn a_viewer_receives_the_publishers_video_and_audio_intact() {
     assert_eq!(stats.publishers.load(Ordering::Relaxed), 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h264_publisher_like_obs_reaches_viewers_without_transcoding() {
     let app = spawn_app().await;
     let units = Arc::new(h264_access_units(FIXTURE_H264));
     assert_eq!(units.len(), 90);
-    let (_feed, _, _) = go_live_with(&app, "obs", &units, VideoCodec::H264).await;
+    let (feed, _, _) = go_live_with(&app, "obs", &units, VideoCodec::H264).await;
     let (token, whep) = viewer_token(&app, "viewer-h264").await;
     let mut viewer = connect(&app, PeerRole::Play, &whep, &token).await;
     let (video, audio) = collect(&mut viewer.peer, 20, 10, Duration::from_secs(8)).await;
     assert!(video.len() >= 20 && audio.len() >= 10, "got {} video and {} audio frames", video.len(), audio.len());
 
-    let (_, first, keyframe) = &video[0];
-    assert!(*keyframe, "first forwarded frame is the IDR");
-    let types: Vec<u8> = nal_units(first).iter().map(|u| u[0] & 0x1f).collect();
+    let first = &video[0];
+    assert!(first.keyframe, "first forwarded frame is the IDR");
+    let types: Vec<u8> = nal_units(&first.data).iter().map(|u| u[0] & 0x1f).collect();
     assert!(types.contains(&7) && types.contains(&8) && types.contains(&5), "SPS, PPS and IDR arrive together: {types:?}");
-    let sent: Vec<Vec<Vec<u8>>> = units.iter().map(|u| nal_units(u)).collect();
-    for (i, (_, f, _)) in video.iter().enumerate() {
-        assert!(sent.contains(&nal_units(f)), "frame {i}: its NAL units differ from every sent frame's");
-    }
+    // RTP carries NAL units, not start codes: each frame's NAL units are the sent ones, in order.
+    assert_as_sent(&video, &feed, &units, |got, sent| nal_units(got) == nal_units(sent));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_gets_a_keyframe_within_a_second() {
     let app = spawn_app().await;
     let frames = frames();
@@ -289,14 +325,14 @@ async fn a_late_joiner_gets_a_keyframe_within_a_second() {
         let mut viewer = connect(&app, PeerRole::Play, &whep, &token).await;
         let connected = Instant::now();
         let (video, _) = collect(&mut viewer.peer, 1, 0, Duration::from_secs(3)).await;
-        let (at, first, keyframe) = video.first().expect("a video frame arrives");
-        assert!(*keyframe && vp8_keyframe_size(first).is_some(), "first frame is a keyframe");
-        let waited = at.duration_since(connected);
+        let first = video.first().expect("a video frame arrives");
+        assert!(first.keyframe && vp8_keyframe_size(&first.data).is_some(), "first frame is a keyframe");
+        let waited = first.at.duration_since(connected);
         assert!(waited < Duration::from_secs(1), "keyframe after {waited:?}");
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liveness_follows_the_publishers_media() {
     let app = spawn_app().await;
     let frames = frames();
@@ -313,8 +349,21 @@ async fn liveness_follows_the_publishers_media() {
     assert!(eventually(Duration::from_secs(5), || async { is_live(&app).await }).await, "live with media");
     app.join("viewer").await.assert_ok();
 
+    // Offline within 3 s of silence, counted from the last media packet the publisher sent.
     feed.pause();
-    assert!(eventually(Duration::from_secs(6), || async { !is_live(&app).await }).await, "offline after silence");
+    let silent_since = Instant::now();
+    let mut offline_after = None;
+    // bounded: well past the 3 s the README promises
+    while silent_since.elapsed() < Duration::from_secs(6) {
+        if !is_live(&app).await {
+            offline_after = Some(silent_since.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let offline_after = offline_after.expect("offline after silence");
+    // 3 s of silence, then the SFU's loop (it wakes at least every 200 ms) and one poll.
+    assert!(offline_after <= Duration::from_millis(3400), "offline only {offline_after:?} after the media stopped");
     feed.resume();
     assert!(eventually(Duration::from_secs(5), || async { is_live(&app).await }).await, "live again");
 
@@ -330,7 +379,7 @@ async fn liveness_follows_the_publishers_media() {
     assert_eq!((status.as_u16(), code.as_str()), (401, "UNAUTHORIZED"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_publisher_is_refused_but_the_same_user_may_reconnect() {
     let app = spawn_app().await;
     let (token, whip) = publisher_token(&app, "host").await;
@@ -351,7 +400,7 @@ async fn a_second_publisher_is_refused_but_the_same_user_may_reconnect() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_end_their_session_and_leave_nothing_behind() {
     let app = spawn_app().await;
     let frames = frames();
@@ -379,7 +428,7 @@ async fn viewers_end_their_session_and_leave_nothing_behind() {
     assert_eq!((status.as_u16(), code.as_str()), (401, "UNAUTHORIZED"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_offers_and_tokens_get_clear_errors() {
     let app = spawn_app().await;
     let (token, whip) = publisher_token(&app, "host").await;
@@ -440,16 +489,136 @@ async fn bad_offers_and_tokens_get_clear_errors() {
     assert_eq!(app.service.media().unwrap().server.stats().publishers.load(Ordering::Relaxed), 0, "nothing leaked");
 }
 
-/// A UDP relay between a viewer and the SFU that drops every `nth` RTP packet towards the
-/// viewer (STUN, DTLS and RTCP pass). Returns the relay's address and its drop counter.
-async fn lossy_relay(sfu: std::net::SocketAddr, nth: usize) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+/// Three viewers crowd the master stage of five; the auto-scaler adds a stage. Returns the
+/// master and the new stage.
+async fn scale_up(app: &TestApp) -> (String, String) {
+    let master = app.master_arn().await;
+    for u in ["a", "b", "c"] {
+        assert_eq!(app.join(u).await.assert_ok()["stageArn"], master.as_str());
+    }
+    assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::ScaleUp);
+    let stages = app.get("/api/stage/list").await.assert_ok()["stages"].as_array().unwrap().clone();
+    let auto = stages.iter().find(|s| s["autoScaled"] == true).expect("an auto-scaled stage");
+    (master, auto["stageArn"].as_str().unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_on_an_auto_scaled_stage_get_the_same_media() {
+    let app = spawn_app_with(small_stages).await;
+    let frames = frames();
+    let (feed, _, _) = go_live(&app, "broadcaster", &frames).await;
+    let (master, auto) = scale_up(&app).await;
+
+    // The next viewer is placed on the new stage and plays from it.
+    let d = app.join("d").await.assert_ok().clone();
+    assert_eq!(d["stageArn"], auto.as_str());
+    assert_ne!(auto, master);
+    let (token, whep) = (d["token"].as_str().unwrap(), d["whepEndpoint"].as_str().unwrap());
+    let mut viewer = connect(&app, PeerRole::Play, whep, token).await;
+    let (video, audio) = collect(&mut viewer.peer, 30, 20, Duration::from_secs(8)).await;
+    assert!(video.len() >= 30 && audio.len() >= 20, "got {} video and {} audio frames", video.len(), audio.len());
+    assert!(video[0].keyframe, "first forwarded video frame is a keyframe");
+    assert_eq!(&video[0].data[..], &frames[0][..]);
+    assert_as_sent(&video, &feed, &frames, identical);
+    assert!(audio.iter().all(|f| f[..] == OPUS_SILENCE[..]));
+}
+
+/// A PUBLISH+SUBSCRIBE token of `stage` from the internal endpoint (secret "s3cret").
+async fn media_server_token(app: &TestApp, stage: &str) -> String {
+    let resp = app
+        .client
+        .post(format!("{}/api/token/mediaserver", app.base))
+        .header("x-api-key", API_KEY)
+        .header("x-internal-secret", "s3cret")
+        .json(&json!({ "serverId": "m1", "stageArn": stage }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"]["capabilities"], json!(["PUBLISH", "SUBSCRIBE"]));
+    body["data"]["token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_tokens_must_be_for_a_stage_of_this_server() {
+    let app = spawn_app_with(|s| {
+        small_stages(s);
+        s.server.internal_secret = Some("s3cret".into());
+    })
+    .await;
+    app.go_live().await;
+    let (master, auto) = scale_up(&app).await;
+    let (whip, whep) = (format!("{}/whip", app.base), format!("{}/whep", app.base));
+    let sdp = "application/sdp";
+    // A PUBLISH token of the auto-scaled stage: well signed, unexpired, allowed to publish, but
+    // publishing happens on the master stage only.
+    let on_auto = media_server_token(&app, &auto).await;
+    let (_, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
+    let (s, c) = error_of(post_offer(&app, &whip, Some(&on_auto), sdp, offer.clone()).await).await;
+    assert_eq!((s.as_u16(), c.as_str()), (403, "FORBIDDEN"), "publishing on {auto}");
+
+    // A viewer token (the next viewer is placed on the new stage), signed again with this
+    // server's own key but for a stage the server does not have.
+    let signer = &app.service.media().unwrap().signer;
+    let (viewer, _) = viewer_token(&app, "v").await;
+    let mut claims = TokenSigner::decode_claims_unverified(&viewer).unwrap();
+    assert_eq!(claims["resource"], auto.as_str());
+    claims["resource"] = json!("arn:aws:ivs:us-east-1:000000000000:stage/elsewhere");
+    let (_, play_offer) = Peer::offer(PeerRole::Play).await.unwrap();
+    let (s, c) = error_of(post_offer(&app, &whep, Some(&signer.sign(&claims)), sdp, play_offer).await).await;
+    assert_eq!((s.as_u16(), c.as_str()), (404, "NOT_FOUND"), "playing an unknown stage");
+    // Only the stage was wrong: the same claims for the viewer's own stage play.
+    claims["resource"] = json!(auto);
+    let (_, play_offer) = Peer::offer(PeerRole::Play).await.unwrap();
+    let resp = post_offer(&app, &whep, Some(&signer.sign(&claims)), sdp, play_offer).await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "playing the auto-scaled stage");
+
+    // The same kind of token for the master stage publishes.
+    let on_master = media_server_token(&app, &master).await;
+    let resp = post_offer(&app, &whip, Some(&on_master), sdp, offer).await;
+    assert_eq!(resp.status(), StatusCode::CREATED, "publishing on the master stage");
+}
+
+/// The payload type `answer` gives `codec` on its video m-line.
+fn payload_type(answer: &str, codec: &str) -> u8 {
+    answer
+        .lines()
+        .find_map(|l| {
+            let (pt, rest) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            rest.starts_with(&format!("{codec}/90000")).then(|| pt.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("the answer has no {codec} payload type:\n{answer}"))
+}
+
+/// What a [`lossy_relay`] did to the video packets towards the viewer.
+#[derive(Default)]
+struct RelayLog {
+    /// (SSRC, sequence number) of every video packet that reached the relay.
+    seen: HashSet<(u32, u16)>,
+    /// RTP times of those packets.
+    times: HashSet<u32>,
+    /// (sequence number, RTP time) of each video packet the relay dropped.
+    dropped: Vec<(u16, u32)>,
+}
+
+/// A UDP relay between a viewer and the SFU. Towards the viewer it drops the first transmission
+/// of every `nth` packet of payload type `video`, at most `max_drops` of them, and never the
+/// same packet twice; everything else passes (STUN, DTLS, RTCP, audio, and retransmissions,
+/// which travel on their own payload type).
+async fn lossy_relay(
+    sfu: std::net::SocketAddr,
+    video: u8,
+    nth: usize,
+    max_drops: usize,
+) -> (std::net::SocketAddr, Arc<Mutex<RelayLog>>) {
     use tokio::net::UdpSocket;
     let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = front.local_addr().unwrap();
-    let viewer = Arc::new(std::sync::Mutex::new(None::<std::net::SocketAddr>));
-    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = dropped.clone();
+    let viewer = Arc::new(Mutex::new(None::<std::net::SocketAddr>));
+    let log = Arc::new(Mutex::new(RelayLog::default()));
+    let record = log.clone();
     let (f, b, v) = (front.clone(), back.clone(), viewer.clone());
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
@@ -460,14 +629,23 @@ async fn lossy_relay(sfu: std::net::SocketAddr, nth: usize) -> (std::net::Socket
     });
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
-        let mut rtp = 0usize;
+        let mut first_transmissions = 0usize;
         while let Ok((n, _)) = back.recv_from(&mut buf).await {
-            let is_rtp = n > 12 && (128..192).contains(&buf[0]) && !(200..=206).contains(&buf[1]);
-            if is_rtp {
-                rtp += 1;
-                if rtp.is_multiple_of(nth) {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    continue;
+            // RFC 7983: 128-191 is RTP or RTCP; RTCP types 192-223 leave no room for a dynamic
+            // payload type (96-127) once the marker bit is masked off. SRTP leaves the header clear.
+            let is_video = n > 12 && (128..192).contains(&buf[0]) && buf[1] & 0x7f == video;
+            if is_video {
+                let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                let time = u32::from_be_bytes(buf[4..8].try_into().unwrap());
+                let ssrc = u32::from_be_bytes(buf[8..12].try_into().unwrap());
+                let mut log = record.lock().unwrap();
+                if log.seen.insert((ssrc, seq)) {
+                    log.times.insert(time);
+                    first_transmissions += 1;
+                    if first_transmissions.is_multiple_of(nth) && log.dropped.len() < max_drops {
+                        log.dropped.push((seq, time));
+                        continue;
+                    }
                 }
             }
             let to = *viewer.lock().unwrap();
@@ -476,27 +654,27 @@ async fn lossy_relay(sfu: std::net::SocketAddr, nth: usize) -> (std::net::Socket
             }
         }
     });
-    (addr, dropped)
+    (addr, log)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_packets_are_recovered_by_nack_and_retransmission() {
+    /// Video packets the relay loses on the way to the viewer: every 6th, about one frame in five.
+    const DROPS: usize = 10;
     let app = spawn_app().await;
     let frames = frames();
-    let (_feed, _, _) = go_live(&app, "broadcaster", &frames).await;
+    let (feed, _, _) = go_live(&app, "broadcaster", &frames).await;
     let sfu = app.service.media().unwrap().server.addresses()[0];
-    let (relay, dropped) = lossy_relay(sfu, 10).await; // 10 % of media packets lost on the way to the viewer
 
     let (token, whep) = viewer_token(&app, "lossy").await;
     let (peer, offer) = Peer::offer(PeerRole::Play).await.unwrap();
     let resp = post_offer(&app, &whep, Some(&token), "application/sdp", offer).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
+    let answer = resp.text().await.unwrap();
+    let (relay, log) = lossy_relay(sfu, payload_type(&answer, "VP8"), 6, DROPS).await;
     // the viewer only knows the relay
     let mut seen = HashSet::new();
-    let answer: String = resp
-        .text()
-        .await
-        .unwrap()
+    let answer: String = answer
         .split("\r\n")
         .filter_map(|l| {
             if !l.starts_with("a=candidate:") {
@@ -510,25 +688,39 @@ async fn lost_packets_are_recovered_by_nack_and_retransmission() {
     let mut viewer = peer.connect(&answer).unwrap();
     assert!(viewer.connected(Duration::from_secs(5)).await, "connected through the relay");
 
-    // 60 frames in a row, each whole: nothing skipped, nothing damaged.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut video: Vec<(u64, Arc<[u8]>)> = Vec::new();
-    while video.len() < 60 && Instant::now() < deadline {
+    // At least 60 frames, and on until every frame the relay damaged was repaired.
+    let recovered = |video: &[Received]| {
+        let times: HashSet<u32> = video.iter().map(|f| f.rtp_time as u32).collect();
+        let log = log.lock().unwrap();
+        log.dropped.len() == DROPS && log.dropped.iter().all(|(_, t)| times.contains(t))
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut video = Vec::new();
+    while !(video.len() >= 60 && recovered(&video)) && Instant::now() < deadline {
         match viewer.next_event(deadline.saturating_duration_since(Instant::now())).await {
-            Some(PeerEvent::Frame { kind: MediaKind::Video, data, rtp_time, .. }) => video.push((rtp_time, data)),
+            Some(PeerEvent::Frame { kind: MediaKind::Video, data, keyframe, at, rtp_time }) => {
+                video.push(Received { at, data, keyframe, rtp_time })
+            }
             Some(PeerEvent::Disconnected) | None => break,
             Some(_) => {}
         }
     }
-    assert!(video.len() >= 60, "got {} video frames", video.len());
-    assert!(dropped.load(Ordering::Relaxed) >= 5, "the relay really lost packets");
-    let sent: HashSet<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-    for (i, (_, f)) in video.iter().enumerate() {
-        assert!(sent.contains(&f[..]), "frame {i} arrived damaged");
-    }
+
+    let log = log.lock().unwrap();
+    assert_eq!(log.dropped.len(), DROPS, "the relay lost {} video packets", log.dropped.len());
+    let received: HashSet<u32> = video.iter().map(|f| f.rtp_time as u32).collect();
+    let lost: Vec<_> = log.dropped.iter().filter(|(_, t)| !received.contains(t)).collect();
+    assert!(lost.is_empty(), "dropped (seq, RTP time) never repaired: {lost:?} of {:?}", log.dropped);
+    // Where a frame is missing, say which leg lost it.
     for pair in video.windows(2) {
-        assert_eq!(pair[1].0 - pair[0].0, 3000, "a frame is missing between two received ones");
+        for t in (pair[0].rtp_time + 3000..pair[1].rtp_time).step_by(3000) {
+            let relayed = log.times.contains(&(t as u32));
+            let leg = if relayed { "viewer leg (not repaired)" } else { "way to the relay (the SFU never sent it)" };
+            panic!("the frame at RTP time {t} is missing: lost on the {leg}");
+        }
     }
+    assert!(video.len() >= 60, "got {} video frames", video.len());
+    assert_as_sent(&video, &feed, &frames, identical);
     let stats = app.service.media().unwrap().server.stats();
     assert!(stats.frames_forwarded.load(Ordering::Relaxed) >= 60);
 }
