@@ -194,12 +194,14 @@ async fn ping_gets_pong() {
     assert_open(&mut ws).await;
 }
 
-/// A client whose socket receives into a few KiB only: once it stops reading, the server's
-/// writes to it stall after a handful of messages.
+/// A client whose socket receives into a few KiB in small segments (which also keeps the
+/// server's send buffer for it small): once it stops reading, the server's writes to it stall
+/// after a handful of messages.
 async fn connect_with_small_receive_buffer(app: &TestApp) -> Ws {
     let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
+    socket2::SockRef::from(&socket).set_tcp_mss(536).unwrap();
     let stream = socket.connect(addr).await.expect("tcp connects");
     let url = format!("ws://{addr}/ws");
     tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.expect("ws connects").0
@@ -213,10 +215,10 @@ fn total_viewers(msg: &Message) -> Option<u64> {
 
 #[tokio::test]
 async fn a_stalled_client_skips_to_the_newest_figures_and_holds_up_no_one() {
-    // 300 stages make every snapshot about 25 KB; 120 distinct ones are several MB in all,
-    // far more than the stalled client's socket buffers can hold.
-    const STAGES: u32 = 300;
-    const SNAPSHOTS: u64 = 120;
+    // 200 stages make every snapshot about 17 KB; 60 distinct ones are 1 MB in all, far more
+    // than the stalled client's socket buffers can hold.
+    const STAGES: u32 = 200;
+    const SNAPSHOTS: u64 = 60;
     let app = spawn_app_with(|s| s.stage.max_stages = STAGES + 1).await;
     for i in 0..STAGES {
         let r = app.post("/api/stage", json!({ "name": format!("extra-{i}") })).await;
