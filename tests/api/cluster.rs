@@ -8,6 +8,19 @@ use livestage::server::clock::Clock;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// Whether `n` database sessions are listening for change notifications.
+async fn listening_sessions(url: &str, n: i64) -> bool {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to the test database");
+    let listening: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.ok();
+    listening == n
+}
+
 #[tokio::test]
 #[ignore = "PostgreSQL only"]
 async fn instances_report_the_same_counts_and_push_each_others_changes() {
@@ -21,30 +34,42 @@ async fn instances_report_the_same_counts_and_push_each_others_changes() {
     next_json(&mut ws, Duration::from_secs(2)).await.expect("subscribed");
     next_json(&mut ws, Duration::from_secs(2)).await.expect("initial stats");
 
-    // A change on A reaches B's subscriber within a second.
-    a.join("on-a").await.assert_ok();
-    let changed = Instant::now();
-    let limit = Duration::from_secs(1);
-    let mut seen = None;
-    while let Some(left) = limit.checked_sub(changed.elapsed()) {
-        match next_json(&mut ws, left).await {
-            Some(m) if m["type"] == "stats_update" && m["data"]["totalViewers"] == 1 => {
-                seen = Some(changed.elapsed());
-                break;
-            }
-            Some(_) => continue,
-            None => break,
+    // Both instances listen, and B has shown all it knew so far (including the recompute each
+    // makes once when it starts listening).
+    let url = a.db.url.clone();
+    assert!(eventually(Duration::from_secs(5), || listening_sessions(&url, 2)).await, "both instances listen");
+    for _ in 0..20 {
+        if next_json(&mut ws, Duration::from_millis(300)).await.is_none() {
+            break;
         }
     }
-    let after = seen.expect("B's subscriber saw A's join within 1 s");
-    assert!(after < limit, "cross-instance update took {after:?}");
+
+    // Each change on A reaches B's subscriber within a second.
+    for (n, user) in [(1, "on-a"), (2, "also-on-a")] {
+        a.join(user).await.assert_ok();
+        let changed = Instant::now();
+        let limit = Duration::from_secs(1);
+        let mut seen = None;
+        while let Some(left) = limit.checked_sub(changed.elapsed()) {
+            match next_json(&mut ws, left).await {
+                Some(m) if m["type"] == "stats_update" && m["data"]["totalViewers"] == n => {
+                    seen = Some(changed.elapsed());
+                    break;
+                }
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let after = seen.unwrap_or_else(|| panic!("B's subscriber did not see {n} viewers within 1 s of the join on A"));
+        assert!(after < limit, "cross-instance update took {after:?}");
+    }
 
     b.join("on-b").await.assert_ok();
     // the same user through the other instance is still one viewer
     a.join("on-b").await.assert_ok();
     for app in [&a, &b] {
         let s = app.get("/api/stats").await;
-        assert_eq!(s.assert_ok()["totalViewers"], 2);
+        assert_eq!(s.assert_ok()["totalViewers"], 3);
         assert_eq!(s.assert_ok()["activeStages"], 1, "one shared master stage");
     }
 }
