@@ -93,6 +93,7 @@ pub struct PresenceSettings {
     pub heartbeat_flush_ms: u64,
     pub snapshot_interval_secs: u64,
     pub snapshot_retention_days: i64,
+    pub stats_refresh_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

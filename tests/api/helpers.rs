@@ -140,6 +140,208 @@ async fn spawn_pair_inner(configure: impl Fn(&mut Settings), together: bool) -> 
     }
 }
 
+/// Why a test is `#[ignore]`d on SQLite; the PostgreSQL pass runs it with `--include-ignored`.
+pub const NEEDS_POSTGRES: &str = "this test needs PostgreSQL: run it with TEST_DATABASE_URL=postgres://… --include-ignored";
+
+/// A fresh PostgreSQL database for several instances; panics on SQLite.
+pub async fn postgres_db() -> Arc<TestDb> {
+    let db = Arc::new(TestDb::new().await);
+    assert!(db.pg.is_some(), "{NEEDS_POSTGRES}");
+    db
+}
+
+/// One in-process instance on `db` (its own data dir), reading `clock`.
+pub async fn spawn_on(db: &Arc<TestDb>, clock: Arc<ManualClock>, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut settings = test_settings(dir.path(), db);
+    configure(&mut settings);
+    start(settings, clock, dir, db.clone()).await
+}
+
+pub fn manual_clock() -> Arc<ManualClock> {
+    ManualClock::new(chrono_now_ms())
+}
+
+/// The server binary in a process of its own, so a test can SIGKILL it or send it SIGTERM.
+/// It runs on the system clock.
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    logs: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Starts `livestage` on a free port with the test settings (database: `db`), then `env`.
+    pub fn start(db: &TestDb, env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = test_settings(dir.path(), db).database_url();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_livestage"));
+        cmd.env("APP_DATA_DIR", dir.path())
+            .env("DATABASE_URL", &database_url)
+            .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+            .env("API_SECRET_KEY", API_KEY)
+            .env("MEDIA_UDP_PORT", "0")
+            .env("AUTOSCALE", "false")
+            .env("RATE_LIMIT_MAX_REQUESTS", "100000")
+            .env("HEARTBEAT_FLUSH_MS", "50")
+            .env("RUST_LOG", "warn,livestage=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("server binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(at) = line.find("listening on http://") {
+                        let url: String = line[at + "listening on ".len()..].chars().take_while(|c| !c.is_whitespace()).collect();
+                        let _ = tx.send(url);
+                        sent = true;
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server binary never reported its address; its log:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        Self { child, base, dir, logs }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL: the instance dies without a chance to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL sent");
+        self.child.wait().expect("killed server reaped");
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill runs");
+        assert!(sent.success(), "SIGTERM could not be sent");
+    }
+
+    /// Waits (at most `limit`, without blocking the runtime) for the process to exit.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("child status") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real publisher on the server at `base`: a WHIP session sending audio until the task ends.
+pub async fn publish_audio(client: &reqwest::Client, base: &str) -> JoinHandle<()> {
+    use livestage::server::media::peer::{Peer, PeerRole};
+    let p: Value = client
+        .post(format!("{base}/api/token/publisher"))
+        .header("x-api-key", API_KEY)
+        .json(&serde_json::json!({ "userId": "host" }))
+        .send()
+        .await
+        .expect("publisher token request")
+        .json()
+        .await
+        .expect("publisher token JSON");
+    let (peer, offer) = Peer::offer(PeerRole::Publish).await.expect("publisher offer");
+    let answer = client
+        .post(p["data"]["whipEndpoint"].as_str().expect("whipEndpoint"))
+        .bearer_auth(p["data"]["token"].as_str().expect("token"))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .expect("WHIP request");
+    assert_eq!(answer.status(), 201);
+    let mut peer = peer.connect(&answer.text().await.unwrap()).expect("WHIP answer applies");
+    assert!(peer.connected(Duration::from_secs(5)).await, "publisher connects");
+    tokio::spawn(async move {
+        for n in 0u64..3000 {
+            peer.send_audio(vec![0xf8, 0xff, 0xfe], n * 960);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// Joins `user` through the server at `base` once its publisher is live (bounded).
+pub async fn join_when_live(client: &reqwest::Client, base: &str, user: &str) -> Value {
+    for _ in 0..50 {
+        let r = client
+            .post(format!("{base}/api/token/viewer"))
+            .header("x-api-key", API_KEY)
+            .json(&serde_json::json!({ "userId": user }))
+            .send()
+            .await
+            .expect("viewer token request");
+        if r.status() == 200 {
+            return r.json::<Value>().await.expect("viewer token JSON")["data"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{user} could not join through {base} within 5 s");
+}
+
+/// Whether `check` holds on every poll (every 50 ms) for all of `span`.
+pub async fn holds_for<F, Fut>(span: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + span;
+    while tokio::time::Instant::now() < deadline {
+        if !check().await {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// Milliseconds since the epoch of a contract timestamp.
+pub fn iso_ms(v: &Value) -> i64 {
+    assert_iso(v);
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).expect("RFC 3339 timestamp").timestamp_millis()
+}
+
+/// A contract timestamp for `ms` since the epoch.
+pub fn ms_iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).expect("valid time").format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
 fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -277,15 +479,24 @@ impl TestApp {
         self.clock.advance_ms(secs * 1000);
     }
 
-    /// Stops the server gracefully (pending heartbeats are written).
+    /// Stops the server gracefully (pending heartbeats are written). A shutdown that hangs or
+    /// fails fails the test.
     pub async fn stop(&mut self) {
         self.shutdown.send_replace(true);
         if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+            match tokio::time::timeout(Duration::from_secs(15), server).await {
+                Err(_) => panic!("the server at {} did not shut down within 15 s", self.base),
+                Ok(Err(e)) => panic!("the server at {} crashed while shutting down: {e}", self.base),
+                Ok(Ok(Err(e))) => {
+                    panic!("the server at {} shut down with an error: {e}", self.base)
+                }
+                Ok(Ok(Ok(()))) => {}
+            }
         }
     }
 
-    /// Stops this instance and starts a new one on the same data dir and database.
+    /// Stops this instance and starts a new one on the same data dir and database. The new
+    /// one starts only once the old one has finished shutting down.
     pub async fn restart(mut self, advance_secs: i64) -> TestApp {
         self.stop().await;
         self.clock.advance_ms(advance_secs * 1000);

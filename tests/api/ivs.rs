@@ -502,11 +502,10 @@ async fn key_rotation_registers_a_new_key_and_keeps_the_old_one_until_deleted() 
 }
 
 #[tokio::test]
+#[ignore = "PostgreSQL only"]
 async fn instances_on_one_database_share_the_master_stage_and_the_publisher() {
     let fake = FakeIvs::start().await;
-    let Some((a, b)) = spawn_pair_with(ivs(&fake)).await else {
-        return; // SQLite: one instance is the whole deployment
-    };
+    let (a, b) = spawn_pair_with(ivs(&fake)).await.expect(NEEDS_POSTGRES);
     assert_eq!(fake.calls_to("CreateStage").len(), 1, "one master stage for the deployment");
     let master = a.master_arn().await;
     assert_eq!(b.master_arn().await, master);
@@ -527,11 +526,10 @@ async fn instances_on_one_database_share_the_master_stage_and_the_publisher() {
 }
 
 #[tokio::test]
+#[ignore = "PostgreSQL only"]
 async fn instances_starting_together_keep_one_master_stage() {
     let fake = FakeIvs::start().await;
-    let Some((a, b)) = spawn_pair_together_with(ivs(&fake)).await else {
-        return; // SQLite: one instance is the whole deployment
-    };
+    let (a, b) = spawn_pair_together_with(ivs(&fake)).await.expect(NEEDS_POSTGRES);
     let master = a.master_arn().await;
     assert_eq!(b.master_arn().await, master);
     // However many were created in the race, only the recorded one is left in IVS.

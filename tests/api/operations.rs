@@ -61,3 +61,79 @@ async fn liveness_and_readiness() {
     assert_eq!(live.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_drains_writes_pending_heartbeats_closes_websockets_and_exits_cleanly() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let db = TestDb::new().await;
+    // Heartbeats are written every 10 minutes: only the final flush can write the one below.
+    let mut server = ServerProcess::start(&db, &[("HEARTBEAT_FLUSH_MS", "600000")]);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let store = livestage::server::store::Store::connect(&test_settings(server.dir.path(), &db).database_url()).await.unwrap();
+
+    let feed = publish_audio(&client, &server.base).await;
+    let joined = join_when_live(&client, &server.base, "v").await;
+    let stage = joined["stageArn"].as_str().unwrap().to_string();
+    let at_join = store.presence(&stage, "v").await.unwrap().expect("joined").last_heartbeat;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let beat = json!({ "userId": "v", "stageArn": stage });
+    let r = client.post(format!("{}/api/viewer/heartbeat", server.base)).header("x-api-key", API_KEY).json(&beat).send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.presence(&stage, "v").await.unwrap().unwrap().last_heartbeat, at_join, "the beat is still pending");
+
+    let url = format!("{}/ws", server.base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
+
+    server.terminate();
+    // The WebSocket is closed with 1001 "going away".
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame after SIGTERM: {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    let status = server.exited_within(Duration::from_secs(15)).await.expect("the server exits within 15 s of SIGTERM");
+    feed.abort();
+    assert!(status.success(), "exit status {status:?}; log:\n{}", server.log());
+    // It no longer accepts connections.
+    assert!(client.get(format!("{}/live", server.base)).send().await.is_err());
+    // The pending heartbeat was written on the way out.
+    let last = store.presence(&stage, "v").await.unwrap().expect("still present").last_heartbeat;
+    assert!(last >= at_join + 1100, "last durable heartbeat {last}, joined at {at_join}: the pending beat was lost");
+    store.close().await;
+}
+
+async fn write_transactions(app: &TestApp) -> u64 {
+    let text = metrics(app).await;
+    let line = text.lines().find_map(|l| l.strip_prefix("livestage_db_write_transactions_total ")).expect("write metric");
+    line.parse().unwrap()
+}
+
+#[tokio::test]
+async fn heartbeat_writes_grow_with_flushes_not_viewers() {
+    let app = spawn_app_with(|s| {
+        s.presence.heartbeat_flush_ms = 600_000; // the test flushes
+        s.presence.sweep_interval_secs = 3600;
+    })
+    .await;
+    app.go_live().await;
+    let master = app.master_arn().await;
+    const VIEWERS: usize = 20;
+    for i in 0..VIEWERS {
+        app.join(&format!("w{i}")).await.assert_ok();
+    }
+    for round in 1..=2 {
+        app.advance_secs(30);
+        let before = write_transactions(&app).await;
+        for i in 0..VIEWERS {
+            app.post("/api/viewer/heartbeat", json!({ "userId": format!("w{i}"), "stageArn": master })).await.assert_ok();
+        }
+        assert_eq!(write_transactions(&app).await, before, "round {round}: heartbeats alone write nothing");
+        assert_eq!(app.service.flush_heartbeats().await.unwrap(), VIEWERS);
+        assert_eq!(write_transactions(&app).await, before + 1, "round {round}: {VIEWERS} heartbeats, one write");
+    }
+}

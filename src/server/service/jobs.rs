@@ -120,14 +120,15 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
     spawn_hub(service, shutdown, jobs)
 }
 
-/// Stats hub: recompute within 100 ms of a change, and at least every 5 s.
+/// Stats hub: recompute within 100 ms of a change, and at least every `stats_refresh_secs` (5 s).
 fn spawn_hub(service: Arc<Service>, shutdown: watch::Receiver<bool>, mut jobs: Vec<JoinHandle<()>>) -> Vec<JoinHandle<()>> {
     let s = service.clone();
     let mut stop = shutdown;
     let mut publisher = service.backend.publisher();
     let mut publisher_alive = true;
+    let refresh_every = Duration::from_secs(service.settings.presence.stats_refresh_secs.max(1));
     jobs.push(tokio::spawn(async move {
-        let mut tick = interval(Duration::from_secs(5));
+        let mut tick = interval(refresh_every);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
