@@ -39,8 +39,8 @@ impl Default for Capacity {
 }
 
 /// Picks the stage for a new viewer: the least-loaded stage below the scale-up threshold
-/// (the master stage wins ties), else the least-loaded stage that still has room.
-/// `None` means every stage is at capacity.
+/// (the master stage wins ties), else the master stage while it has room, else the
+/// least-loaded other stage that still has room. `None` means every stage is at capacity.
 pub fn choose_stage<'a>(stages: &'a [StageLoad], cap: &Capacity) -> Option<&'a StageArn> {
     let least_loaded = |limit: u32| {
         stages
@@ -49,7 +49,9 @@ pub fn choose_stage<'a>(stages: &'a [StageLoad], cap: &Capacity) -> Option<&'a S
             .min_by_key(|s| (s.viewers, !s.is_master))
             .map(|s| &s.arn)
     };
+    let master_with_room = || stages.iter().find(|s| s.is_master && s.viewers < cap.max_viewers_per_stage).map(|s| &s.arn);
     least_loaded(cap.scale_up_threshold.min(cap.max_viewers_per_stage))
+        .or_else(master_with_room)
         .or_else(|| least_loaded(cap.max_viewers_per_stage))
 }
 
@@ -86,10 +88,16 @@ mod tests {
     }
 
     #[test]
-    fn above_threshold_fills_up_to_capacity_then_reports_full() {
+    fn above_threshold_the_master_takes_the_viewer_then_another_stage_with_room() {
+        // "least-loaded stage below the threshold (45), else the master stage"
         let cap = Capacity::default();
         let stages = [stage("master", 47, true), stage("a", 46, false)];
-        assert_eq!(choose_stage(&stages, &cap).unwrap().stage_id(), "a");
+        assert_eq!(choose_stage(&stages, &cap).unwrap().stage_id(), "master");
+        let stages = [stage("a", 45, false), stage("master", 49, true), stage("b", 46, false)];
+        assert_eq!(choose_stage(&stages, &cap).unwrap().stage_id(), "master");
+        // STAGE_FULL only when "no other stage can take the viewer": a full master passes it on
+        let stages = [stage("master", 50, true), stage("a", 48, false), stage("b", 47, false)];
+        assert_eq!(choose_stage(&stages, &cap).unwrap().stage_id(), "b");
         let full = [stage("master", 50, true), stage("a", 50, false)];
         assert_eq!(choose_stage(&full, &cap), None);
         assert_eq!(choose_stage(&[], &cap), None);

@@ -380,11 +380,97 @@ mod tests {
         assert!(matches!(err, ConfigError::Invalid(_)));
     }
 
+    type Check = fn(&Settings) -> bool;
+
+    /// The variables of the contract's "Configuration names", then the others the README and
+    /// `Leptos.toml` name: a value different from the default, and how the setting shows it.
+    const HONOURED: &[(&str, &str, Check)] = &[
+        ("LEPTOS_SITE_ADDR", "0.0.0.0:8080", |s| s.server.site_addr == "0.0.0.0:8080"),
+        ("API_SECRET_KEY", "k-123", |s| s.server.api_secret_key.as_deref() == Some("k-123")),
+        ("DATABASE_URL", "postgres://db.example/live", |s| s.database_url() == "postgres://db.example/live"),
+        ("APP_DATA_DIR", "/srv/live", |s| s.server.data_dir == std::path::Path::new("/srv/live")),
+        ("STAGE_BACKEND", "ivs", |s| s.stage.backend == BackendKind::Ivs),
+        ("AWS_REGION", "eu-west-1", |s| s.stage.region == "eu-west-1"),
+        ("MASTER_STAGE_ARN", "arn:aws:ivs:eu-west-1:123456789012:stage/Abc", |s| {
+            s.stage.master_stage_arn.as_deref() == Some("arn:aws:ivs:eu-west-1:123456789012:stage/Abc")
+        }),
+        ("MAX_VIEWERS_PER_STAGE", "60", |s| s.stage.max_viewers_per_stage == 60),
+        ("SCALE_UP_THRESHOLD", "40", |s| s.stage.scale_up_threshold == 40),
+        ("SCALE_DOWN_THRESHOLD", "3", |s| s.stage.scale_down_threshold == 3),
+        ("MAX_STAGES", "7", |s| s.stage.max_stages == 7),
+        ("AUTOSCALE_INTERVAL_SECS", "15", |s| s.stage.autoscale_interval_secs == 15),
+        ("STAGE_WARMUP_SECS", "120", |s| s.stage.stage_warmup_secs == 120),
+        ("VIEWER_TOKEN_DURATION", "1800", |s| s.tokens.viewer_token_duration == 1800),
+        ("PUBLISHER_TOKEN_DURATION", "7200", |s| s.tokens.publisher_token_duration == 7200),
+        ("HEARTBEAT_TIMEOUT_SECS", "90", |s| s.presence.heartbeat_timeout_secs == 90),
+        ("RATE_LIMIT_WINDOW_MS", "30000", |s| s.rate_limit.window_ms == 30_000),
+        ("RATE_LIMIT_MAX_REQUESTS", "50", |s| s.rate_limit.max_requests == 50),
+        ("CORS_ORIGINS", "https://a.example", |s| s.server.cors_origins == ["https://a.example"]),
+        ("INTERNAL_SECRET", "s3cret", |s| s.server.internal_secret.as_deref() == Some("s3cret")),
+        // README and Leptos.toml
+        ("PUBLIC_URL", "https://live.example.com", |s| s.server.public_url.as_deref() == Some("https://live.example.com")),
+        ("BODY_LIMIT_BYTES", "1024", |s| s.server.body_limit_bytes == 1024),
+        ("LOG_FORMAT", "json", |s| s.server.log_format == "json"),
+        ("SCALE_UP_UTILISATION", "0.5", |s| s.stage.scale_up_utilisation == 0.5),
+        ("AUTOSCALE", "false", |s| !s.stage.autoscale),
+        ("SWEEP_INTERVAL_SECS", "20", |s| s.presence.sweep_interval_secs == 20),
+        ("HEARTBEAT_FLUSH_MS", "100", |s| s.presence.heartbeat_flush_ms == 100),
+        ("SNAPSHOT_INTERVAL_SECS", "600", |s| s.presence.snapshot_interval_secs == 600),
+        ("SNAPSHOT_RETENTION_DAYS", "30", |s| s.presence.snapshot_retention_days == 30),
+        ("MEDIA_UDP_PORT", "4000", |s| s.media.udp_port == 4000),
+        ("MEDIA_CANDIDATE_ADDR", "203.0.113.7", |s| s.media.candidate_addr.as_deref() == Some("203.0.113.7")),
+        ("IVS_TOKEN_MODE", "api", |s| s.ivs.token_mode == TokenMode::Api),
+        ("IVS_ENDPOINT_URL", "http://127.0.0.1:4566", |s| s.ivs.endpoint_url.as_deref() == Some("http://127.0.0.1:4566")),
+        ("IVS_POLL_INTERVAL_MS", "500", |s| s.ivs.poll_interval_ms == 500),
+        ("IVS_RECONNECT_WINDOW_SECS", "30", |s| s.ivs.reconnect_window_secs == 30),
+        ("IVS_TIMEOUT_MS", "2000", |s| s.ivs.timeout_ms == 2000),
+        ("IVS_MAX_ATTEMPTS", "5", |s| s.ivs.max_attempts == 5),
+        ("IVS_BREAKER_FAILURES", "4", |s| s.ivs.breaker_failures == 4),
+        ("IVS_BREAKER_COOLDOWN_SECS", "20", |s| s.ivs.breaker_cooldown_secs == 20),
+        ("IVS_WEB_SDK_URL", "/sdk/ivs.js", |s| s.ivs.web_sdk_url == "/sdk/ivs.js"),
+    ];
+
+    /// Read by the AWS SDK's own configuration chain, not by these settings.
+    const AWS_CHAIN: &[&str] = &["AWS_ENDPOINT_URL_IVS_REALTIME"];
+
+    fn env_like_names(text: &str) -> std::collections::BTreeSet<&str> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.len() > 3 && w.contains('_') && w.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .collect()
+    }
+
+    #[test]
+    fn every_configuration_variable_name_is_honoured() {
+        let defaults = Settings::defaults();
+        for (var, value, check) in HONOURED {
+            assert!(!check(&defaults), "{var}: the test value {value:?} is the default");
+            let s = Settings::from_sources(None, |k| (k == *var).then(|| value.to_string()))
+                .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+            assert!(check(&s), "{var}={value} does not change its setting");
+        }
+    }
+
+    #[test]
+    fn every_variable_named_in_leptos_toml_and_the_readme_is_honoured() {
+        let readme = include_str!("../../README.md");
+        let config = &readme[readme.find("## Configuration").unwrap()..];
+        let config = &config[..3 + config[3..].find("\n## ").unwrap()];
+        let table: String = config.lines().filter(|l| l.starts_with("| `")).collect::<Vec<_>>().join("\n");
+        let named = env_like_names(EMBEDDED_DEFAULTS).into_iter().chain(env_like_names(&table));
+        let known: Vec<&str> = HONOURED.iter().map(|(v, _, _)| *v).collect();
+        let mut count = 0;
+        for var in named {
+            count += 1;
+            assert!(known.contains(&var) || AWS_CHAIN.contains(&var), "{var} is documented but not checked here");
+        }
+        assert!(count >= 30, "found only {count} names");
+    }
+
     #[test]
     fn help_lists_every_variable() {
         let help = help_text();
-        for (var, _, _) in ENV_VARS {
-            assert!(help.contains(var));
+        for var in HONOURED.iter().map(|(v, _, _)| *v).chain(AWS_CHAIN.iter().copied()) {
+            assert!(help.lines().any(|l| l.split_whitespace().any(|w| w == var)), "--help does not list {var}");
         }
     }
 }

@@ -82,6 +82,38 @@ async fn the_background_job_reacts_to_a_crowded_stage() {
     assert!(scaled, "a stage crossing its threshold wakes the auto-scaler");
 }
 
+/// Which stages were auto-scaled, and when, is kept in the database: a restarted server
+/// removes the stage its predecessor created once the warm-up is over.
+#[tokio::test]
+async fn an_auto_scaled_stage_is_scaled_down_after_a_restart() {
+    let app = spawn_app_with(small_stages).await;
+    app.go_live().await;
+    let master = app.master_arn().await;
+    for u in ["a", "b", "c"] {
+        app.join(u).await.assert_ok();
+    }
+    assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::ScaleUp);
+    let stages = app.get("/api/stage/list").await.assert_ok()["stages"].as_array().unwrap().clone();
+    let auto_arn = stages.iter().find(|s| s["autoScaled"] == true).expect("an auto-scaled stage")["stageArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for u in ["a", "b", "c"] {
+        app.post("/api/viewer/leave", json!({ "userId": u, "stageArn": master })).await.assert_ok();
+    }
+    assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::Hold, "still warming up");
+
+    let app = app.restart(100).await;
+    let listed = app.get("/api/stage/list").await.assert_ok()["stages"].clone();
+    let auto = listed.as_array().unwrap().iter().find(|s| s["stageArn"] == auto_arn.as_str()).expect("still listed");
+    assert_eq!(auto["autoScaled"], true);
+    assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::Hold, "100 s is within the warm-up");
+    app.advance_secs(201); // 301 s since it was created
+    assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::ScaleDown(auto_arn.parse_arn()));
+    assert_eq!(app.get("/api/stage/list").await.assert_ok()["totalStages"], 1);
+    app.get(&format!("/api/stage/replication/status/{}", enc(&auto_arn))).await.assert_error(404, "NOT_FOUND");
+}
+
 trait ParseArn {
     fn parse_arn(&self) -> livestage::domain::StageArn;
 }

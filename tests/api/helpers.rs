@@ -76,7 +76,7 @@ pub fn small_stages(s: &mut Settings) {
     s.stage.max_viewers_per_stage = 5;
     s.stage.scale_up_threshold = 4;
     s.stage.scale_down_threshold = 1;
-    s.stage.scale_up_utilisation = 0.75; // 3 viewers on one stage
+    s.stage.scale_up_utilisation = 0.7; // 3 viewers on one stage pass it
     s.stage.max_stages = 3;
     s.stage.stage_warmup_secs = 300;
 }

@@ -694,3 +694,53 @@ async fn stage_calls_stay_within_their_quota_when_polling_asks_for_more() {
     // The quota is what holds the rate back: polling keeps it busy.
     assert!(stage_calls >= 3.0 * elapsed, "{stage_calls} stage calls in {elapsed:.2} s: polling stalled");
 }
+
+/// The contract's **Fix**: the stage list holds the stages this server manages, not every
+/// stage in the account.
+#[tokio::test]
+async fn the_stage_list_holds_only_the_stages_this_server_manages() {
+    let fake = FakeIvs::start().await;
+    let app = spawn_ivs(&fake, |s| s.ivs.poll_interval_ms = 60_000).await;
+    let master = app.master_arn().await;
+    let created = app.post("/api/stage", json!({ "name": "ours" })).await.data()["stage"]["arn"].as_str().unwrap().to_string();
+    for (id, tags) in [
+        ("foreignStage", json!({ "team": "marketing" })),
+        ("otherDeployment", json!({ "ManagedBy": "livestage", "LivestageDeployment": "someoneelse" })),
+    ] {
+        let arn = format!("arn:aws:ivs:{REGION}:123456789012:stage/{id}");
+        fake.state().stages.insert(arn.clone(), json!({ "arn": arn, "name": id, "activeSessionId": "", "tags": tags }));
+    }
+    assert_eq!(fake.state().stages.len(), 4, "the account holds four stages");
+    let list = app.get("/api/stage/list").await;
+    let l = list.assert_ok();
+    let mut arns: Vec<&str> = l["stages"].as_array().unwrap().iter().map(|s| s["stageArn"].as_str().unwrap()).collect();
+    arns.sort();
+    let mut ours = vec![master.as_str(), created.as_str()];
+    ours.sort();
+    assert_eq!(arns, ours);
+    assert_eq!(l["totalStages"], 2);
+}
+
+/// A token IVS refuses to issue (here: the stage was deleted in the account behind the
+/// server's back) is `500 TOKEN_GENERATION_FAILED`, and nobody is recorded as present.
+#[tokio::test]
+async fn a_token_ivs_cannot_issue_is_token_generation_failed() {
+    let fake = FakeIvs::start().await;
+    let app = spawn_ivs(&fake, |s| s.ivs.token_mode = TokenMode::Api).await;
+    let master = app.master_arn().await;
+    fake.connect_participant(&master, "host", true);
+    assert!(eventually(Duration::from_secs(5), || is_live(&app)).await);
+    let side = app.post("/api/stage", json!({ "name": "side" })).await.data()["stage"]["arn"].as_str().unwrap().to_string();
+    fake.state().stages.remove(&side);
+
+    fake.clear_calls();
+    let r = app.post("/api/token/viewer", json!({ "userId": "v", "stageArn": side })).await;
+    r.assert_error(500, "TOKEN_GENERATION_FAILED");
+    assert_eq!(fake.ops(), ["CreateParticipantToken"]);
+    let message = r.body["error"]["message"].as_str().unwrap().to_lowercase();
+    assert!(!message.contains("resourcenotfound") && !message.contains("createparticipanttoken"), "{message}");
+    assert_eq!(app.get("/api/stats").await.assert_ok()["totalViewers"], 0);
+    assert_eq!(app.get("/api/viewer/history/v").await.assert_ok()["totalRecords"], 0);
+    // the master stage still issues tokens
+    app.join("v").await.assert_ok();
+}

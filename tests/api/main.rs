@@ -8,6 +8,8 @@ mod helpers;
 mod auth;
 mod autoscale;
 mod cluster;
+mod cors;
+mod errors;
 mod first_run;
 mod health;
 #[cfg(feature = "ivs")]

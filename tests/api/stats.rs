@@ -56,8 +56,34 @@ async fn snapshots_are_recorded_and_pruned_after_retention() {
     let snaps = app.service.snapshots(1).await.unwrap();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].2, 1);
-    app.advance_secs(91 * 86_400);
-    app.service.take_snapshot().await.unwrap();
-    let snaps = app.service.snapshots(24 * 365).await.unwrap();
-    assert_eq!(snaps.len(), 1, "the 91-day-old snapshot is gone, the new one stays");
+}
+
+/// Snapshots are kept 90 days (the contract's retention): one taken exactly 90 days ago stays,
+/// one a millisecond older goes; 89 days stays, 91 days goes.
+#[tokio::test]
+async fn snapshots_are_kept_exactly_ninety_days() {
+    let app = spawn_app().await;
+    const DAY: i64 = 86_400_000;
+    let take = || async {
+        app.service.take_snapshot().await.unwrap();
+        app.service.snapshots(24 * 400).await.unwrap().last().unwrap().1.clone()
+    };
+    let kept = || async {
+        let mut at: Vec<String> = app.service.snapshots(24 * 400).await.unwrap().into_iter().map(|s| s.1).collect();
+        at.sort();
+        at
+    };
+    let day0 = take().await;
+    app.clock.advance_ms(DAY);
+    let day1 = take().await;
+    app.clock.advance_ms(DAY);
+    let day2 = take().await;
+    app.clock.advance_ms(89 * DAY);
+    // now: day0 is 91 days old, day1 exactly 90, day2 89
+    let day91 = take().await;
+    assert_eq!(kept().await, [day1.clone(), day2.clone(), day91.clone()], "91 days is past retention, 90 and 89 are not");
+    assert!(!kept().await.contains(&day0));
+    app.clock.advance_ms(1);
+    let later = take().await;
+    assert_eq!(kept().await, [day2, day91, later], "90 days and 1 ms is past retention");
 }

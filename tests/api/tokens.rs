@@ -1,4 +1,5 @@
 use crate::helpers::*;
+use livestage::server::clock::Clock;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
 
@@ -87,8 +88,27 @@ async fn token_lifetimes_follow_settings_in_seconds() {
     })
     .await;
     app.go_live().await;
-    assert_eq!(app.join("v").await.assert_ok()["expiresIn"], 120);
-    assert_eq!(app.post("/api/token/publisher", json!({ "userId": "h" })).await.assert_ok()["expiresIn"], 600);
+    let viewer = app.join("v").await.assert_ok().clone();
+    let publisher = app.post("/api/token/publisher", json!({ "userId": "h" })).await.assert_ok().clone();
+    for (d, lifetime) in [(viewer, 120), (publisher, 600)] {
+        assert_eq!(d["expiresIn"], lifetime);
+        // the token itself lives that long…
+        let claims = verify_token(&app, d["token"].as_str().unwrap());
+        let (iat, exp) = (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
+        assert_eq!(exp - iat, lifetime, "exp - iat");
+        assert_eq!(iat, app.clock.now_ms() / 1000, "issued now");
+        // …expiresAt is its expiry, and now + expiresIn reaches it (JWT times are whole seconds)
+        let expires_at = expires_at_ms(&d["expiresAt"]);
+        assert_eq!(expires_at, exp * 1000, "expiresAt {} is the JWT's exp", d["expiresAt"]);
+        let slack = app.clock.now_ms() + lifetime * 1000 - expires_at;
+        assert!((0..1000).contains(&slack), "now + expiresIn is {slack} ms past expiresAt {}", d["expiresAt"]);
+    }
+}
+
+/// Milliseconds since the epoch of an ISO-8601 UTC timestamp.
+fn expires_at_ms(v: &Value) -> i64 {
+    assert_iso(v);
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp_millis()
 }
 
 #[tokio::test]

@@ -136,3 +136,63 @@ async fn history_is_newest_first_and_limited() {
     app.get("/api/viewer/history/v?limit=abc").await.assert_error(400, "VALIDATION_ERROR");
     app.get("/api/viewer/history/nobody").await.assert_ok();
 }
+
+/// `days` defaults to 7, and only sessions of the last `days` days count.
+#[tokio::test]
+async fn stage_stats_cover_the_last_seven_days_by_default() {
+    let app = spawn_app().await;
+    app.go_live().await;
+    let master = app.master_arn().await;
+    let watch = |user: &'static str, secs: i64| {
+        let app = &app;
+        let master = master.clone();
+        async move {
+            app.join(user).await.assert_ok();
+            app.advance_secs(secs);
+            app.post("/api/viewer/leave", json!({ "userId": user, "stageArn": master })).await.assert_ok();
+        }
+    };
+    watch("old", 30).await; // 8 days before the query
+    app.advance_secs(86_400);
+    watch("week", 20).await; // 7 days before the query, less 50 s
+    app.advance_secs(7 * 86_400 - 60);
+    watch("new", 10).await;
+
+    let stats = |query: &'static str| {
+        let app = &app;
+        let path = format!("/api/viewer/stats/{}{query}", enc(&master));
+        async move { app.get(&path).await.assert_ok().clone() }
+    };
+    let d = stats("").await;
+    assert_eq!(d["days"], 7);
+    assert_eq!(d["stats"]["totalViews"], 2, "{d}");
+    assert_eq!(d["stats"]["uniqueViewers"], 2);
+    assert_eq!(d["stats"]["maxWatchDuration"], 20);
+    assert_eq!(d["stats"]["totalWatchTime"], 30);
+    let d = stats("?days=1").await;
+    assert_eq!(d["days"], 1);
+    assert_eq!((d["stats"]["totalViews"].clone(), d["stats"]["totalWatchTime"].clone()), (json!(1), json!(10)));
+    let d = stats("?days=9").await;
+    assert_eq!((d["stats"]["totalViews"].clone(), d["stats"]["totalWatchTime"].clone()), (json!(3), json!(60)));
+}
+
+/// `limit` defaults to 10: the ten newest of twelve sessions.
+#[tokio::test]
+async fn history_returns_ten_records_by_default() {
+    let app = spawn_app().await;
+    app.go_live().await;
+    let master = app.master_arn().await;
+    let mut joined = Vec::new();
+    for _ in 0..12 {
+        joined.push(app.join("v").await.assert_ok()["participantId"].as_str().unwrap().to_string());
+        app.advance_secs(5);
+        app.post("/api/viewer/leave", json!({ "userId": "v", "stageArn": master })).await.assert_ok();
+        app.advance_secs(5);
+    }
+    let d = app.get("/api/viewer/history/v").await.assert_ok().clone();
+    assert_eq!(d["totalRecords"], 10);
+    let got: Vec<&str> = d["history"].as_array().unwrap().iter().map(|h| h["participantId"].as_str().unwrap()).collect();
+    let newest: Vec<&str> = joined.iter().rev().take(10).map(String::as_str).collect();
+    assert_eq!(got, newest);
+    assert_eq!(app.get("/api/viewer/history/v?limit=12").await.assert_ok()["totalRecords"], 12);
+}
