@@ -55,7 +55,7 @@ fn resolve<'a>(templates: &[&'a str], path: &str) -> Option<&'a str> {
     };
     // literal segments as `true`: the lexicographically greatest key is the most specific
     let key = |t: &str| t.split('/').map(|s| !s.starts_with('{')).collect::<Vec<bool>>();
-    templates.iter().copied().filter(|t| fits(*t)).max_by_key(|t| key(*t))
+    templates.iter().copied().filter(|t| fits(t)).max_by_key(|t| key(t))
 }
 
 fn concrete(template: &str) -> String {
