@@ -11,8 +11,7 @@ mod ssr {
     pub use std::sync::Arc;
 
     pub fn service() -> Result<Arc<Service>, leptos::prelude::ServerFnError> {
-        leptos::prelude::use_context::<Arc<Service>>()
-            .ok_or_else(|| leptos::prelude::ServerFnError::new("service unavailable"))
+        leptos::prelude::use_context::<Arc<Service>>().ok_or_else(|| leptos::prelude::ServerFnError::new("service unavailable"))
     }
 
     pub fn fail(e: crate::server::error::AppError) -> leptos::prelude::ServerFnError {

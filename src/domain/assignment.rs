@@ -42,13 +42,8 @@ impl Default for Capacity {
 /// (the master stage wins ties), else the master stage while it has room, else the
 /// least-loaded other stage that still has room. `None` means every stage is at capacity.
 pub fn choose_stage<'a>(stages: &'a [StageLoad], cap: &Capacity) -> Option<&'a StageArn> {
-    let least_loaded = |limit: u32| {
-        stages
-            .iter()
-            .filter(|s| s.viewers < limit)
-            .min_by_key(|s| (s.viewers, !s.is_master))
-            .map(|s| &s.arn)
-    };
+    let least_loaded =
+        |limit: u32| stages.iter().filter(|s| s.viewers < limit).min_by_key(|s| (s.viewers, !s.is_master)).map(|s| &s.arn);
     let master_with_room = || stages.iter().find(|s| s.is_master && s.viewers < cap.max_viewers_per_stage).map(|s| &s.arn);
     least_loaded(cap.scale_up_threshold.min(cap.max_viewers_per_stage))
         .or_else(master_with_room)

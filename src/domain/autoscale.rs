@@ -39,22 +39,14 @@ pub fn decide(stages: &[StageLoad], cap: &Capacity) -> ScaleDecision {
     let crowded = stages.iter().all(|s| s.viewers >= cap.scale_up_threshold);
     let hot = passes(total, stages.len(), cap) || crowded;
     if hot {
-        return if (stages.len() as u64) < u64::from(cap.max_stages) {
-            ScaleDecision::ScaleUp
-        } else {
-            ScaleDecision::Hold
-        };
+        return if (stages.len() as u64) < u64::from(cap.max_stages) { ScaleDecision::ScaleUp } else { ScaleDecision::Hold };
     }
     let candidate = stages
         .iter()
-        .filter(|s| {
-            s.auto_scaled && !s.is_master && s.viewers <= cap.scale_down_threshold && s.age_secs > cap.warmup_secs
-        })
+        .filter(|s| s.auto_scaled && !s.is_master && s.viewers <= cap.scale_down_threshold && s.age_secs > cap.warmup_secs)
         .min_by_key(|s| (s.viewers, std::cmp::Reverse(s.age_secs)));
     match candidate {
-        Some(s) if !passes(total, stages.len() - 1, cap) => {
-            ScaleDecision::ScaleDown(s.arn.clone())
-        }
+        Some(s) if !passes(total, stages.len() - 1, cap) => ScaleDecision::ScaleDown(s.arn.clone()),
         _ => ScaleDecision::Hold,
     }
 }

@@ -170,6 +170,7 @@ fn non_empty(v: &str) -> Option<String> {
 }
 
 /// Every environment variable the app reads: name, meaning, and how it applies.
+#[rustfmt::skip] // one variable a line, as a table
 pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("LEPTOS_SITE_ADDR", "bind address (host:port)", |s, v| { s.server.site_addr = v.trim().to_string(); Ok(()) }),
     ("APP_DATA_DIR", "directory for the SQLite file, keys and generated secrets", |s, v| { s.server.data_dir = v.into(); Ok(()) }),
@@ -315,9 +316,10 @@ impl Settings {
 
     /// The SQLite file in the data dir unless `DATABASE_URL` names another database.
     pub fn database_url(&self) -> String {
-        self.server.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.server.data_dir.join("app.db").display())
-        })
+        self.server
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.server.data_dir.join("app.db").display()))
     }
 }
 
@@ -435,7 +437,9 @@ mod tests {
 
     fn env_like_names(text: &str) -> std::collections::BTreeSet<&str> {
         text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| w.len() > 3 && w.contains('_') && w.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .filter(|w| {
+                w.len() > 3 && w.contains('_') && w.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
             .collect()
     }
 

@@ -75,10 +75,8 @@ async fn the_background_job_reacts_to_a_crowded_stage() {
     for u in ["a", "b", "c", "d"] {
         app.join(u).await.assert_ok();
     }
-    let scaled = eventually(Duration::from_secs(3), || async {
-        app.get("/api/stage/list").await.data()["totalStages"] == 2
-    })
-    .await;
+    let scaled =
+        eventually(Duration::from_secs(3), || async { app.get("/api/stage/list").await.data()["totalStages"] == 2 }).await;
     assert!(scaled, "a stage crossing its threshold wakes the auto-scaler");
 }
 
@@ -94,10 +92,8 @@ async fn an_auto_scaled_stage_is_scaled_down_after_a_restart() {
     }
     assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::ScaleUp);
     let stages = app.get("/api/stage/list").await.assert_ok()["stages"].as_array().unwrap().clone();
-    let auto_arn = stages.iter().find(|s| s["autoScaled"] == true).expect("an auto-scaled stage")["stageArn"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let auto_arn =
+        stages.iter().find(|s| s["autoScaled"] == true).expect("an auto-scaled stage")["stageArn"].as_str().unwrap().to_string();
     for u in ["a", "b", "c"] {
         app.post("/api/viewer/leave", json!({ "userId": u, "stageArn": master })).await.assert_ok();
     }

@@ -233,11 +233,7 @@ async fn control_state(State(state): Shared) -> Response {
 fn error(status: u16, kind: &str, message: &str) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert("x-amzn-errortype", kind.parse().expect("header"));
-    (
-        StatusCode::from_u16(status).expect("status"),
-        headers,
-        Json(json!({ "message": message, "exceptionMessage": message })),
-    )
+    (StatusCode::from_u16(status).expect("status"), headers, Json(json!({ "message": message, "exceptionMessage": message })))
         .into_response()
 }
 

@@ -2,7 +2,7 @@
 //! parameters the server sends, self-signed tokens checked with an independent JWT library
 //! against the key registered with IVS, and behaviour when IVS throttles, fails or hangs.
 
-use crate::fake_ivs::{Fault, FakeIvs, EVENTS_URL, REGION, WHIP_URL};
+use crate::fake_ivs::{FakeIvs, Fault, EVENTS_URL, REGION, WHIP_URL};
 use crate::helpers::*;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use livestage::domain::autoscale::ScaleDecision;
@@ -272,12 +272,7 @@ async fn a_publisher_who_reconnects_is_replicated_again_under_the_new_participan
     // The broadcaster's connection drops and comes back: IVS gives it a new participant id.
     fake.disconnect_participant(&master, &first);
     let second = fake.connect_participant(&master, "host", true);
-    assert!(
-        eventually(Duration::from_secs(8), || async {
-            fake.state().replications.iter().any(|r| r.2 == second)
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(8), || async { fake.state().replications.iter().any(|r| r.2 == second) }).await);
     assert_eq!(fake.state().replications, [(master.clone(), auto.clone(), second.clone(), 60)]);
     assert_eq!(
         fake.calls_to("StopParticipantReplication"),
@@ -332,7 +327,8 @@ async fn reconciliation_deletes_only_this_deployments_lost_stages() {
         fake.state().stages.insert(arn.clone(), json!({ "arn": arn, "name": id, "activeSessionId": "", "tags": tags }));
         arn
     };
-    let lost = stage("lostAutoStage", json!({ "ManagedBy": "livestage", "LivestageDeployment": deployment, "AutoScaled": "true" }));
+    let lost =
+        stage("lostAutoStage", json!({ "ManagedBy": "livestage", "LivestageDeployment": deployment, "AutoScaled": "true" }));
     let other_deployment =
         stage("otherDeployment", json!({ "ManagedBy": "livestage", "LivestageDeployment": "someoneelse", "AutoScaled": "true" }));
     let foreign = stage("foreignStage", json!({ "team": "marketing" }));
@@ -456,9 +452,7 @@ async fn self_signed_tokens_keep_working_while_ivs_is_down() {
     fake.connect_participant(&master, "host", true);
     assert!(eventually(Duration::from_secs(5), || is_live(&app)).await);
     fake.set_fault(Some(Fault::Failing));
-    assert!(
-        eventually(Duration::from_secs(10), || async { app.get("/health").await.assert_ok()["status"] == "degraded" }).await
-    );
+    assert!(eventually(Duration::from_secs(10), || async { app.get("/health").await.assert_ok()["status"] == "degraded" }).await);
     // Viewers already watching keep joining and heartbeating: tokens are signed here.
     let v = app.join("viewer-1").await;
     verify_with_registered_key(&fake, v.assert_ok()["token"].as_str().unwrap());
@@ -472,10 +466,8 @@ async fn key_rotation_registers_a_new_key_and_keeps_the_old_one_until_deleted() 
     let fake = FakeIvs::start().await;
     let mut app = spawn_ivs(&fake, |_| {}).await;
     let old = fake.state().keys[0]["arn"].as_str().unwrap().to_string();
-    let old_token = app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_ok()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let old_token =
+        app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_ok()["token"].as_str().unwrap().to_string();
     app.stop().await;
 
     let (new, previous) = livestage::server::backend::ivs::rotate_key(&app.settings).await.unwrap();
@@ -487,10 +479,8 @@ async fn key_rotation_registers_a_new_key_and_keeps_the_old_one_until_deleted() 
         .any(|e| { e.unwrap().file_name().to_string_lossy().starts_with("ivs-signing-key.") }));
 
     let app = app.restart(0).await;
-    let token = app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_ok()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token =
+        app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_ok()["token"].as_str().unwrap().to_string();
     assert_eq!(decode_header(&token).unwrap().kid.as_deref(), Some(new.as_str()));
     verify_with_registered_key(&fake, &token);
     // Tokens signed before the rotation still verify while the old key is registered.
@@ -519,7 +509,8 @@ async fn instances_on_one_database_share_the_master_stage_and_the_publisher() {
     }
     assert!(
         eventually(Duration::from_secs(5), || async {
-            a.get("/api/stats").await.assert_ok()["totalViewers"] == 2 && b.get("/api/stats").await.assert_ok()["totalViewers"] == 2
+            a.get("/api/stats").await.assert_ok()["totalViewers"] == 2
+                && b.get("/api/stats").await.assert_ok()["totalViewers"] == 2
         })
         .await
     );
@@ -574,7 +565,11 @@ async fn the_key_commands_rotate_and_delete_keys_from_the_command_line() {
         // The fake answers on this runtime: wait for the process without blocking it.
         async move {
             let out = tokio::task::spawn_blocking(move || cmd.output().expect("binary runs")).await.unwrap();
-            (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
         }
     };
 
@@ -664,10 +659,8 @@ async fn a_key_file_that_does_not_match_the_recorded_arn_is_registered_again() {
     std::fs::remove_file(app.dir.path().join("ivs-signing-key.pem")).unwrap();
     let app = app.restart(0).await;
     assert_eq!(fake.state().keys.len(), 2, "the new key is registered");
-    let token = app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_ok()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token =
+        app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_ok()["token"].as_str().unwrap().to_string();
     let kid = decode_header(&token).unwrap().kid.unwrap();
     assert_ne!(kid, first);
     verify_with_registered_key(&fake, &token);

@@ -206,10 +206,7 @@ async fn go_live_with(app: &TestApp, user: &str, frames: &Arc<Vec<Vec<u8>>>, cod
     let (token, whip) = publisher_token(app, user).await;
     let s = connect_with(app, PeerRole::Publish, codec, &whip, &token).await;
     let feed = Feed::start(s.peer, frames.clone());
-    assert!(
-        eventually(Duration::from_secs(5), || async { is_live(app).await }).await,
-        "publisher live once media flows"
-    );
+    assert!(eventually(Duration::from_secs(5), || async { is_live(app).await }).await, "publisher live once media flows");
     (feed, s.location, token)
 }
 
@@ -445,7 +442,14 @@ async fn bad_offers_and_tokens_get_clear_errors() {
         ("no content type", Some(token.clone()), "", offer.clone(), 415, "UNSUPPORTED_MEDIA_TYPE"),
         ("empty offer", Some(token.clone()), sdp, String::new(), 400, "VALIDATION_ERROR"),
         ("not SDP", Some(token.clone()), sdp, "hello".into(), 400, "VALIDATION_ERROR"),
-        ("malformed SDP", Some(token.clone()), sdp, "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nbroken".into(), 400, "VALIDATION_ERROR"),
+        (
+            "malformed SDP",
+            Some(token.clone()),
+            sdp,
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nbroken".into(),
+            400,
+            "VALIDATION_ERROR",
+        ),
         ("oversized offer", Some(token.clone()), sdp, "a".repeat(100 * 1024), 413, "PAYLOAD_TOO_LARGE"),
     ];
     for (name, bearer, ct, body, status, code) in cases {

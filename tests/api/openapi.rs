@@ -116,7 +116,10 @@ async fn the_document_is_public_and_lists_every_route_the_server_serves() {
             match documented {
                 Some(op) => {
                     assert!(is_served, "{method} {path} is documented but not served: {status} {body}");
-                    assert!(op["responses"].get(status.to_string()).is_some(), "{method} {path} answered {status}, which is not documented");
+                    assert!(
+                        op["responses"].get(status.to_string()).is_some(),
+                        "{method} {path} answered {status}, which is not documented"
+                    );
                 }
                 None => assert!(!is_served, "{method} {path} is served ({status} {body}) but not documented"),
             }
@@ -131,6 +134,9 @@ fn a_path_parameter_takes_one_segment_and_literal_paths_win() {
     assert_eq!(resolve(&templates, &format!("/api/stage/{ARN}")), Some("/api/stage/{stageArn}"));
     assert_eq!(resolve(&templates, "/api/stage/master/info"), None);
     assert_eq!(resolve(&templates, "/api/stage/replication/stop"), None);
-    assert_eq!(resolve(&templates, &format!("/api/stage/replication/status/{ARN}")), Some("/api/stage/replication/status/{stageArn}"));
+    assert_eq!(
+        resolve(&templates, &format!("/api/stage/replication/status/{ARN}")),
+        Some("/api/stage/replication/status/{stageArn}")
+    );
     assert_eq!(resolve(&templates, "/api/stage/"), None);
 }

@@ -115,4 +115,3 @@ async fn concurrent_joins_never_exceed_capacity() {
     assert_eq!((ok, full), (10, 15));
     assert_eq!(app.get("/api/stats").await.assert_ok()["totalViewers"], 10);
 }
-

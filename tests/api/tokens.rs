@@ -1,6 +1,6 @@
 use crate::helpers::*;
-use livestage::server::clock::Clock;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use livestage::server::clock::Clock;
 use serde_json::{json, Value};
 
 /// Verifies an ES384 participant token with an independent JWT library and the public key.

@@ -44,9 +44,7 @@ async fn oversized_bodies_are_413() {
     let big = json!({ "userId": "a", "padding": "x".repeat(70 * 1024) });
     app.post("/api/token/publisher", big.clone()).await.assert_error(413, "PAYLOAD_TOO_LARGE");
     // also without a Content-Length (chunked)
-    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
-        (0..80).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])),
-    ));
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter((0..80).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024]))));
     let resp = app
         .client
         .post(format!("{}/api/token/publisher", app.base))

@@ -18,9 +18,10 @@ pub struct DeviceList {
 }
 
 fn media_devices() -> Result<MediaDevices, MediaFailure> {
-    web_sys::window()
-        .and_then(|w| w.navigator().media_devices().ok())
-        .ok_or_else(|| MediaFailure { code: "NO_DEVICES".into(), message: "This browser cannot capture media (HTTPS is required)".into() })
+    web_sys::window().and_then(|w| w.navigator().media_devices().ok()).ok_or_else(|| MediaFailure {
+        code: "NO_DEVICES".into(),
+        message: "This browser cannot capture media (HTTPS is required)".into(),
+    })
 }
 
 /// The cameras and microphones the page may use (labels appear once access was granted).
@@ -28,9 +29,7 @@ pub async fn list() -> Result<DeviceList, MediaFailure> {
     let promise = media_devices()?
         .enumerate_devices()
         .map_err(|e| MediaFailure { code: "NO_DEVICES".into(), message: format!("{e:?}") })?;
-    let all = JsFuture::from(promise)
-        .await
-        .map_err(|e| MediaFailure { code: "NO_DEVICES".into(), message: format!("{e:?}") })?;
+    let all = JsFuture::from(promise).await.map_err(|e| MediaFailure { code: "NO_DEVICES".into(), message: format!("{e:?}") })?;
     let mut list = DeviceList::default();
     for d in js_sys::Array::from(&all).iter() {
         let Ok(d) = d.dyn_into::<MediaDeviceInfo>() else { continue };

@@ -59,9 +59,7 @@ pub async fn load(url: &str) -> Result<(), MediaFailure> {
     if loaded() {
         return Ok(());
     }
-    let document = web_sys::window()
-        .and_then(|w| w.document())
-        .ok_or_else(|| failure("IVS_SDK_UNAVAILABLE", "no document"))?;
+    let document = web_sys::window().and_then(|w| w.document()).ok_or_else(|| failure("IVS_SDK_UNAVAILABLE", "no document"))?;
     let script: HtmlScriptElement = match document.get_element_by_id(SCRIPT_ID) {
         Some(el) => el.dyn_into().map_err(|e| failure("IVS_SDK_UNAVAILABLE", e))?,
         None => {
@@ -74,7 +72,8 @@ pub async fn load(url: &str) -> Result<(), MediaFailure> {
             el.set_src(url);
             el.set_async(true);
             el.set_cross_origin(Some("anonymous"));
-            let parent = document.head().map(|h| h.unchecked_into::<web_sys::Element>()).or_else(|| document.body().map(Into::into));
+            let parent =
+                document.head().map(|h| h.unchecked_into::<web_sys::Element>()).or_else(|| document.body().map(Into::into));
             let Some(parent) = parent else {
                 return Err(failure("IVS_SDK_UNAVAILABLE", "no <head>"));
             };
@@ -148,19 +147,17 @@ impl StageSession {
 
 /// A strategy object: `stageStreamsToPublish`, `shouldPublishParticipant` and
 /// `shouldSubscribeToParticipant`, answered from Rust.
-fn strategy(
-    published: Rc<RefCell<Array>>,
-    publish: bool,
-    subscribe: &'static str,
-) -> (Object, Vec<Callback>) {
+fn strategy(published: Rc<RefCell<Array>>, publish: bool, subscribe: &'static str) -> (Object, Vec<Callback>) {
     let obj = Object::new();
     // A fresh array each time, so the SDK sees a changed list as changed.
     let streams = Callback::new(move |_| published.borrow().slice(0, u32::MAX).into());
     let should_publish = Callback::new(move |_| JsValue::from_bool(publish));
     let should_subscribe = Callback::new(move |_| JsValue::from_str(subscribe));
-    for (name, f) in
-        [("stageStreamsToPublish", &streams), ("shouldPublishParticipant", &should_publish), ("shouldSubscribeToParticipant", &should_subscribe)]
-    {
+    for (name, f) in [
+        ("stageStreamsToPublish", &streams),
+        ("shouldPublishParticipant", &should_publish),
+        ("shouldSubscribeToParticipant", &should_subscribe),
+    ] {
         let _ = Reflect::set(&obj, &JsValue::from_str(name), f.as_ref());
     }
     (obj, vec![streams, should_publish, should_subscribe])

@@ -163,7 +163,13 @@ pub async fn play(
     let on_state = on_state_closure(&pc, on_state);
 
     match negotiate(&pc, endpoint, token).await {
-        Ok(resource) => Ok(Connection(Session::Peer(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: Some(on_track) }))),
+        Ok(resource) => Ok(Connection(Session::Peer(Peer {
+            pc,
+            resource,
+            token: token.into(),
+            _on_state: on_state,
+            _on_track: Some(on_track),
+        }))),
         Err(e) => {
             pc.close();
             Err(e)
@@ -189,7 +195,9 @@ pub async fn publish(
     }
     let on_state = on_state_closure(&pc, on_state);
     match negotiate(&pc, endpoint, token).await {
-        Ok(resource) => Ok(Connection(Session::Peer(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: None }))),
+        Ok(resource) => {
+            Ok(Connection(Session::Peer(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: None })))
+        }
         Err(e) => {
             pc.close();
             Err(e)

@@ -95,8 +95,8 @@ impl IvsBackend {
     /// use (or found again by name if an earlier run registered it but lost the ARN file).
     async fn registered_signer(&self, data_dir: &Path) -> Result<TokenSigner, BackendError> {
         let key_path = data_dir.join(KEY_FILE);
-        let signer = TokenSigner::load_or_create(&key_path)
-            .map_err(|e| BackendError::Failed(format!("{}: {e}", key_path.display())))?;
+        let signer =
+            TokenSigner::load_or_create(&key_path).map_err(|e| BackendError::Failed(format!("{}: {e}", key_path.display())))?;
         let arn_path = data_dir.join(KEY_ARN_FILE);
         let name = key_name(&signer);
         match read_arn_file(&arn_path) {
@@ -235,8 +235,8 @@ impl IvsBackend {
 
     fn set_publisher(&self, p: Option<LivePublisher>) {
         self.publisher.send_if_modified(|cur| {
-            let changed = cur.as_ref().map(|c| (&c.participant_id, &c.stage_arn))
-                != p.as_ref().map(|n| (&n.participant_id, &n.stage_arn));
+            let changed =
+                cur.as_ref().map(|c| (&c.participant_id, &c.stage_arn)) != p.as_ref().map(|n| (&n.participant_id, &n.stage_arn));
             if changed {
                 tracing::info!(live = p.is_some(), participant = ?p.as_ref().map(|p| &p.participant_id), "IVS publisher changed");
                 *cur = p.clone();

@@ -44,9 +44,7 @@ impl TokenSigner {
             return Ok(Self::from_secret(secret));
         }
         let secret = SecretKey::random(&mut rand::rngs::OsRng);
-        let pem = secret
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let pem = secret.to_pkcs8_pem(LineEnding::LF).map_err(|e| std::io::Error::other(e.to_string()))?;
         super::super::startup::write_private_file(path, pem.as_bytes())?;
         Ok(Self::from_secret(secret))
     }
@@ -116,9 +114,7 @@ impl TokenSigner {
         }
         let sig_bytes = B64.decode(s).map_err(|_| JwtError::Malformed)?;
         let signature = Signature::from_slice(&sig_bytes).map_err(|_| JwtError::Malformed)?;
-        self.verifying
-            .verify(format!("{h}.{p}").as_bytes(), &signature)
-            .map_err(|_| JwtError::BadSignature)?;
+        self.verifying.verify(format!("{h}.{p}").as_bytes(), &signature).map_err(|_| JwtError::BadSignature)?;
         let claims: Value =
             serde_json::from_slice(&B64.decode(p).map_err(|_| JwtError::Malformed)?).map_err(|_| JwtError::Malformed)?;
         match claims["exp"].as_i64() {

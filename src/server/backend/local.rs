@@ -73,11 +73,7 @@ pub fn absolute(base_url: &str, path: &str, websocket: bool) -> String {
         return path.to_string();
     }
     let base = base_url.trim_end_matches('/');
-    let base = if websocket {
-        base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1)
-    } else {
-        base.to_string()
-    };
+    let base = if websocket { base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1) } else { base.to_string() };
     format!("{base}{path}")
 }
 
@@ -92,8 +88,8 @@ impl StageBackend for LocalBackend {
     }
 
     async fn create_stage(&self, _name: &str, _tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError> {
-        let arn = StageArn::from_parts(&self.region, LOCAL_ACCOUNT, &random_id(12))
-            .map_err(|e| BackendError::Failed(e.to_string()))?;
+        let arn =
+            StageArn::from_parts(&self.region, LOCAL_ACCOUNT, &random_id(12)).map_err(|e| BackendError::Failed(e.to_string()))?;
         Ok(CreatedStage { arn: arn.to_string(), endpoints: Self::endpoints() })
     }
 

@@ -105,10 +105,8 @@ pub trait StageBackend: Send + Sync + 'static {
     async fn update_stage(&self, arn: &str, name: &str) -> Result<(), BackendError>;
     async fn delete_stage(&self, arn: &str) -> Result<(), BackendError>;
     async fn issue_token(&self, req: TokenRequest<'_>) -> Result<IssuedToken, BackendError>;
-    async fn start_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str)
-        -> Result<(), BackendError>;
-    async fn stop_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str)
-        -> Result<(), BackendError>;
+    async fn start_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str) -> Result<(), BackendError>;
+    async fn stop_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str) -> Result<(), BackendError>;
     /// The live publisher, as the media plane reports it; changes are pushed to receivers.
     fn publisher(&self) -> watch::Receiver<Option<LivePublisher>>;
     /// Endpoint paths a viewer uses to play (`whep`), if this backend serves media itself.
@@ -146,9 +144,8 @@ pub fn sign_participant_token(signer: &jwt::TokenSigner, req: &TokenRequest<'_>)
     let participant_id = local::random_id(12);
     let now_secs = req.now_ms.div_euclid(1000);
     let exp = now_secs + req.duration_secs;
-    let endpoint = |name: &str, ws: bool| {
-        req.stage_endpoints.get(name).map(|p| local::absolute(req.base_url, p, ws)).unwrap_or_default()
-    };
+    let endpoint =
+        |name: &str, ws: bool| req.stage_endpoints.get(name).map(|p| local::absolute(req.base_url, p, ws)).unwrap_or_default();
     let claims = serde_json::json!({
         "resource": arn.as_str(),
         "topic": arn.stage_id(),

@@ -20,14 +20,9 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
         let limit = state.service.settings().server.body_limit_bytes;
-        let too_large = || {
-            AppError::new(ErrorCode::PayloadTooLarge, format!("Request body exceeds the {limit}-byte limit"))
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let too_large = || AppError::new(ErrorCode::PayloadTooLarge, format!("Request body exceeds the {limit}-byte limit"));
+        let declared =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large());
         }
@@ -175,9 +170,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
             .filter(|p| !p.is_empty())
             .map(|pair| {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
-                };
+                let decode =
+                    |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
                 (decode(k), decode(v))
             })
             .collect();

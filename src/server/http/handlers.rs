@@ -2,10 +2,10 @@
 
 use super::extract::{BaseUrl, Fields, JsonBody, Query};
 use super::AppState;
+use crate::domain::UserId;
 use crate::server::error::{AppError, AppResult};
 use crate::server::service::{invalid_field, parse_stage_arn};
 use crate::server::time::iso_now;
-use crate::domain::UserId;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -48,7 +48,11 @@ pub async fn health(State(state): State<AppState>) -> AppResult<Data<Value>> {
 
 // ---- tokens ----
 
-pub async fn viewer_token(State(state): State<AppState>, BaseUrl(base): BaseUrl, JsonBody(body): JsonBody) -> AppResult<Data<impl Serialize>> {
+pub async fn viewer_token(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    JsonBody(body): JsonBody,
+) -> AppResult<Data<impl Serialize>> {
     let mut f = Fields::new(&body);
     let user = f.user_id("userId");
     let stage = f.optional_stage_arn("stageArn");
@@ -57,7 +61,11 @@ pub async fn viewer_token(State(state): State<AppState>, BaseUrl(base): BaseUrl,
     ok(state.service.issue_viewer_token(&user, stage.as_ref(), &base).await?)
 }
 
-pub async fn publisher_token(State(state): State<AppState>, BaseUrl(base): BaseUrl, JsonBody(body): JsonBody) -> AppResult<Data<impl Serialize>> {
+pub async fn publisher_token(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    JsonBody(body): JsonBody,
+) -> AppResult<Data<impl Serialize>> {
     let mut f = Fields::new(&body);
     let user = f.user_id("userId");
     f.finish()?;
@@ -120,10 +128,8 @@ pub async fn rejoin(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     let stage = f.stage_arn("stageArn");
     let participant = f.participant_id("participantId");
     f.finish()?;
-    let view = state
-        .service
-        .rejoin(&user.expect("validated"), &stage.expect("validated"), &participant.expect("validated"))
-        .await?;
+    let view =
+        state.service.rejoin(&user.expect("validated"), &stage.expect("validated"), &participant.expect("validated")).await?;
     Ok(envelope(StatusCode::OK, view, Some("rejoined")))
 }
 
@@ -181,7 +187,11 @@ pub async fn stage_master(State(state): State<AppState>, BaseUrl(base): BaseUrl)
     ok(state.service.master_info(&base).await?)
 }
 
-pub async fn stage_create(State(state): State<AppState>, BaseUrl(base): BaseUrl, JsonBody(body): JsonBody) -> AppResult<Response> {
+pub async fn stage_create(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    JsonBody(body): JsonBody,
+) -> AppResult<Response> {
     let mut f = Fields::new(&body);
     let name = f.string("name", true);
     let tags = f.tags("tags");
@@ -222,7 +232,9 @@ pub async fn stage_delete(State(state): State<AppState>, Path(arn): Path<String>
     Ok(envelope(StatusCode::OK, json!({ "stageArn": arn.as_str(), "deleted": true }), Some("stage deleted")))
 }
 
-fn replication_fields(body: &serde_json::Map<String, Value>) -> AppResult<(crate::domain::StageArn, crate::domain::StageArn, crate::domain::ParticipantId)> {
+fn replication_fields(
+    body: &serde_json::Map<String, Value>,
+) -> AppResult<(crate::domain::StageArn, crate::domain::StageArn, crate::domain::ParticipantId)> {
     let mut f = Fields::new(body);
     let source = f.stage_arn("sourceStageArn");
     let dest = f.stage_arn("destinationStageArn");

@@ -55,11 +55,21 @@ async fn offer(state: AppState, role: Role, base: String, path: &str, headers: H
     Ok(resp)
 }
 
-async fn whip_offer(State(state): State<AppState>, BaseUrl(base): BaseUrl, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+async fn whip_offer(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Response> {
     offer(state, Role::Publisher, base, WHIP_PATH, headers, body).await
 }
 
-async fn whep_offer(State(state): State<AppState>, BaseUrl(base): BaseUrl, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+async fn whep_offer(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Response> {
     offer(state, Role::Viewer, base, WHEP_PATH, headers, body).await
 }
 

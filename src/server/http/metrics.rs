@@ -2,8 +2,8 @@
 //! `/ready` (it can serve: the database answers and it is not shutting down).
 
 use super::AppState;
-use crate::server::error::AppError;
 use crate::api::ErrorCode;
+use crate::server::error::AppError;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -112,7 +112,11 @@ impl RequestMetrics {
                     s.buckets[i]
                 );
             }
-            let _ = writeln!(out, "livestage_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(
+                out,
+                "livestage_http_request_duration_seconds_bucket{{method=\"{m}\",route=\"{r}\",le=\"+Inf\"}} {}",
+                s.count
+            );
             let _ = writeln!(out, "livestage_http_request_duration_seconds_sum{{method=\"{m}\",route=\"{r}\"}} {}", s.sum);
             let _ = writeln!(out, "livestage_http_request_duration_seconds_count{{method=\"{m}\",route=\"{r}\"}} {}", s.count);
         }
@@ -150,7 +154,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     gauge(&mut out, "livestage_viewers_total", "Viewers present on every stage.", stats.total_viewers);
     gauge(&mut out, "livestage_stages", "Stages this deployment manages.", stats.active_stages);
     gauge(&mut out, "livestage_publisher_live", "1 while the publisher is live.", u8::from(stats.is_publisher_live));
-    gauge(&mut out, "livestage_ws_subscribers", "WebSocket clients connected to this instance.", service.hub().subscriber_count());
+    gauge(
+        &mut out,
+        "livestage_ws_subscribers",
+        "WebSocket clients connected to this instance.",
+        service.hub().subscriber_count(),
+    );
     gauge(&mut out, "livestage_leader", "1 on the instance that runs cluster-wide jobs.", u8::from(service.is_leader()));
     counter(&mut out, "livestage_autoscale_steps_total", "Auto-scaling steps this instance ran.", service.autoscale_steps());
     counter(&mut out, "livestage_heartbeats_total", "Heartbeats accepted by this instance.", service.heartbeats_total());
@@ -169,10 +178,30 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             m.publishers.load(Ordering::Relaxed),
             m.viewers.load(Ordering::Relaxed)
         );
-        counter(&mut out, "livestage_media_frames_received_total", "Frames received from publishers.", m.frames_received.load(Ordering::Relaxed));
-        counter(&mut out, "livestage_media_frames_forwarded_total", "Frames written to viewers.", m.frames_forwarded.load(Ordering::Relaxed));
-        counter(&mut out, "livestage_media_bytes_forwarded_total", "Media payload bytes written to viewers.", m.bytes_forwarded.load(Ordering::Relaxed));
-        counter(&mut out, "livestage_media_keyframe_requests_total", "Keyframe requests sent to publishers.", m.keyframe_requests.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "livestage_media_frames_received_total",
+            "Frames received from publishers.",
+            m.frames_received.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "livestage_media_frames_forwarded_total",
+            "Frames written to viewers.",
+            m.frames_forwarded.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "livestage_media_bytes_forwarded_total",
+            "Media payload bytes written to viewers.",
+            m.bytes_forwarded.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "livestage_media_keyframe_requests_total",
+            "Keyframe requests sent to publishers.",
+            m.keyframe_requests.load(Ordering::Relaxed),
+        );
     }
     gauge(&mut out, "livestage_process_resident_memory_megabytes", "Resident set size.", crate::server::service::rss_mb());
     state.requests.render(&mut out);

@@ -4,8 +4,8 @@ pub mod extract;
 pub mod handlers;
 pub mod media;
 pub mod metrics;
-pub mod openapi;
 pub mod middleware;
+pub mod openapi;
 pub mod session;
 pub mod ws;
 
@@ -79,10 +79,7 @@ async fn openapi_json() -> axum::Json<serde_json::Value> {
 pub fn contract_router(state: &AppState) -> Router<AppState> {
     Router::new()
         .nest("/api", api_router(state))
-        .route(
-            "/health",
-            get(handlers::health).layer(axum::middleware::from_fn(middleware::envelope_errors)),
-        )
+        .route("/health", get(handlers::health).layer(axum::middleware::from_fn(middleware::envelope_errors)))
         .route("/ws", get(ws::ws_handler))
         .merge(media::media_router().layer(axum::middleware::from_fn_with_state(state.requests.clone(), metrics::track)))
         .route("/metrics", get(metrics::metrics))

@@ -34,7 +34,13 @@ pub enum VideoCodec {
 pub enum PeerEvent {
     Connected,
     /// A complete frame arrived.
-    Frame { kind: MediaKind, data: Arc<[u8]>, keyframe: bool, rtp_time: u64, at: Instant },
+    Frame {
+        kind: MediaKind,
+        data: Arc<[u8]>,
+        keyframe: bool,
+        rtp_time: u64,
+        at: Instant,
+    },
     /// The remote asked for a keyframe.
     KeyframeRequested,
     Disconnected,
@@ -99,7 +105,14 @@ impl Peer {
         self.rtc.sdp_api().accept_answer(self.pending, answer).map_err(|e| e.to_string())?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let task = PeerTask { rtc: self.rtc, socket: self.socket, local: self.local, video: self.video, audio: self.audio, events: events_tx };
+        let task = PeerTask {
+            rtc: self.rtc,
+            socket: self.socket,
+            local: self.local,
+            video: self.video,
+            audio: self.audio,
+            events: events_tx,
+        };
         tokio::spawn(task.run(rx));
         Ok(PeerHandle { commands, events })
     }

@@ -112,11 +112,8 @@ impl Sfu {
 
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut shutdown: watch::Receiver<bool>) {
         let (dgram_tx, mut datagrams) = mpsc::channel::<Datagram>(8192);
-        let readers: Vec<_> = self
-            .sockets
-            .iter()
-            .map(|b| tokio::spawn(read_socket(b.socket.clone(), b.announced, dgram_tx.clone())))
-            .collect();
+        let readers: Vec<_> =
+            self.sockets.iter().map(|b| tokio::spawn(read_socket(b.socket.clone(), b.announced, dgram_tx.clone()))).collect();
         drop(dgram_tx);
         let mut last_tick = Instant::now();
 
@@ -273,8 +270,10 @@ impl Sfu {
         let Ok(contents) = d.data.as_slice().try_into() else {
             return;
         };
-        let input =
-            Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source: d.source, destination: d.destination, contents });
+        let input = Input::Receive(
+            Instant::now(),
+            Receive { proto: Protocol::Udp, source: d.source, destination: d.destination, contents },
+        );
         let known = self.by_source.get(&d.source).filter(|id| self.sessions.get(*id).is_some_and(|s| s.rtc.accepts(&input)));
         let id = match known {
             Some(id) => id.clone(),
@@ -498,8 +497,5 @@ async fn read_socket(socket: Arc<tokio::net::UdpSocket>, announced: SocketAddr, 
 }
 
 fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }

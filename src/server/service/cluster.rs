@@ -131,7 +131,8 @@ async fn lead(service: Arc<Service>, url: String, mut shutdown: watch::Receiver<
         let held = async {
             let mut conn = PgConnection::connect(&url).await?;
             loop {
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
+                let got: bool =
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
                 service.cluster.set_leader(got);
                 if got {
                     // Hold the lock while the session lives; check it every period.

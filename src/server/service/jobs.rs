@@ -9,12 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{interval, MissedTickBehavior};
 
-fn every<F, Fut>(
-    period: Duration,
-    mut shutdown: watch::Receiver<bool>,
-    name: &'static str,
-    mut job: F,
-) -> JoinHandle<()>
+fn every<F, Fut>(period: Duration, mut shutdown: watch::Receiver<bool>, name: &'static str, mut job: F) -> JoinHandle<()>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,

@@ -54,9 +54,9 @@ impl Service {
     }
 
     fn media_plane(&self) -> AppResult<&MediaPlane> {
-        self.media.get().ok_or_else(|| {
-            AppError::new(ErrorCode::NotFound, "This server's stage backend has no embedded media server")
-        })
+        self.media
+            .get()
+            .ok_or_else(|| AppError::new(ErrorCode::NotFound, "This server's stage backend has no embedded media server"))
     }
 
     /// `POST` of a WHIP (publisher) or WHEP (viewer) offer.

@@ -127,11 +127,7 @@ pub fn parse_stage_arn(field: &str, raw: &str) -> Result<StageArn, AppError> {
 }
 
 pub fn invalid_field(field: &str, e: &IdError) -> AppError {
-    AppError::with_details(
-        ErrorCode::ValidationError,
-        format!("{field} {e}"),
-        serde_json::json!({ "invalidFields": [field] }),
-    )
+    AppError::with_details(ErrorCode::ValidationError, format!("{field} {e}"), serde_json::json!({ "invalidFields": [field] }))
 }
 
 impl From<BackendError> for AppError {

@@ -43,9 +43,9 @@ pub fn valid_stage_name(name: &str) -> bool {
 /// Tags as IVS accepts them: at most 50, keys 1-128 and values up to 256 characters.
 pub fn valid_tags(tags: &BTreeMap<String, String>) -> bool {
     tags.len() <= 50
-        && tags.iter().all(|(k, v)| {
-            !k.is_empty() && k.chars().count() <= 128 && v.chars().count() <= 256 && !k.starts_with("aws:")
-        })
+        && tags
+            .iter()
+            .all(|(k, v)| !k.is_empty() && k.chars().count() <= 128 && v.chars().count() <= 256 && !k.starts_with("aws:"))
 }
 
 impl Service {
@@ -309,7 +309,12 @@ impl Service {
     }
 
     /// Records that `participant` is replicated from `source` into `dest`; returns when.
-    pub(crate) async fn record_replication(&self, source: &StageArn, dest: &StageArn, participant: &ParticipantId) -> AppResult<i64> {
+    pub(crate) async fn record_replication(
+        &self,
+        source: &StageArn,
+        dest: &StageArn,
+        participant: &ParticipantId,
+    ) -> AppResult<i64> {
         let now = self.now_ms();
         self.store
             .put_replication(&ReplicationRecord {

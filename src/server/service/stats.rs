@@ -1,4 +1,4 @@
-use super::views::{PublisherView, StatsStageItem, StatsView, StageListItem};
+use super::views::{PublisherView, StageListItem, StatsStageItem, StatsView};
 use super::Service;
 use crate::api::{LiveStats, StageCount};
 use crate::server::error::{AppError, AppResult};
@@ -116,10 +116,8 @@ impl Service {
 
     /// `/health`: `Err` (503) when the database does not answer.
     pub async fn health(&self) -> Result<Value, AppError> {
-        let db_ok = tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping())
-            .await
-            .map(|r| r.is_ok())
-            .unwrap_or(false);
+        let db_ok =
+            tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await.map(|r| r.is_ok()).unwrap_or(false);
         if !db_ok {
             return Err(AppError::new(crate::api::ErrorCode::ServiceUnavailable, "The database is unavailable"));
         }

@@ -69,8 +69,7 @@ impl Service {
             return Ok(0);
         };
         *self.publisher_gone_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let (Ok(source), Ok(pid)) = (StageArn::parse(p.stage_arn.clone()), ParticipantId::parse(p.participant_id.clone()))
-        else {
+        let (Ok(source), Ok(pid)) = (StageArn::parse(p.stage_arn.clone()), ParticipantId::parse(p.participant_id.clone())) else {
             return Ok(0);
         };
         // Not while the auto-scaler is between creating a stage and replicating into it.

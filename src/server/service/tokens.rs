@@ -100,10 +100,8 @@ impl Service {
         let duration = self.settings.tokens.viewer_token_duration;
         let issued = self.issue(&stage, user_id.as_str(), Capabilities::SUBSCRIBE, duration, "viewer", base_url).await?;
         let now = self.now_ms();
-        let joined = self
-            .store
-            .join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage))
-            .await?;
+        let joined =
+            self.store.join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage)).await?;
         let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
             self.autoscale_kick.notify_one();
             return Err(AppError::new(ErrorCode::StageFull, "The stage is full, try again shortly"));
@@ -181,8 +179,7 @@ impl Service {
         base_url: &str,
     ) -> AppResult<MediaServerTokenView> {
         self.check_internal_secret(secret)?;
-        let stage =
-            self.store.get_stage(stage_arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        let stage = self.store.get_stage(stage_arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
         let duration = self.settings.tokens.publisher_token_duration;
         let user = format!("media-server-{server_id}");
         let issued = self.issue(&stage, &user, Capabilities::BOTH, duration, "media-server", base_url).await?;

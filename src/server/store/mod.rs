@@ -115,7 +115,11 @@ impl Store {
 
     /// Withdraws a publisher this instance reported.
     pub async fn unshare_publisher(&self, participant_id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM publisher_live WHERE participant_id = $1").bind(participant_id).execute(&self.pool).await.map(|_| ())
+        sqlx::query("DELETE FROM publisher_live WHERE participant_id = $1")
+            .bind(participant_id)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     /// The publisher some instance reports live, unless its report expired.
@@ -224,9 +228,7 @@ impl Store {
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("stage_arn")?, r.try_get("taken_at")?, count(r, "viewer_count")?)))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get("stage_arn")?, r.try_get("taken_at")?, count(r, "viewer_count")?))).collect()
     }
 
     /// Viewer count of every stage that has viewers.

@@ -34,7 +34,11 @@ pub struct StageViewStats {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum JoinResult {
-    Joined { is_new: bool, current_viewers: u32, session_id: i64 },
+    Joined {
+        is_new: bool,
+        current_viewers: u32,
+        session_id: i64,
+    },
     /// The stage already holds `max` viewers and this user is not one of them.
     Full,
 }
@@ -104,23 +108,19 @@ impl Store {
             .fetch_optional(&mut *w.tx)
             .await?;
         // One count per join, under the stage's lock: the figure before this join.
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1")
-            .bind(stage_arn)
-            .fetch_one(&mut *w.tx)
-            .await?;
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1").bind(stage_arn).fetch_one(&mut *w.tx).await?;
         let present = count(&row, "n")?;
         let (is_new, session_id) = match existing {
             Some(row) => {
                 let session_id: i64 = row.try_get("session_id")?;
-                sqlx::query(
-                    "UPDATE presence SET participant_id = $1, last_heartbeat = $2 WHERE stage_arn = $3 AND user_id = $4",
-                )
-                .bind(participant_id)
-                .bind(now)
-                .bind(stage_arn)
-                .bind(user_id)
-                .execute(&mut *w.tx)
-                .await?;
+                sqlx::query("UPDATE presence SET participant_id = $1, last_heartbeat = $2 WHERE stage_arn = $3 AND user_id = $4")
+                    .bind(participant_id)
+                    .bind(now)
+                    .bind(stage_arn)
+                    .bind(user_id)
+                    .execute(&mut *w.tx)
+                    .await?;
                 sqlx::query("UPDATE watch_sessions SET participant_id = $1 WHERE id = $2")
                     .bind(participant_id)
                     .bind(session_id)

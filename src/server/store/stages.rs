@@ -88,9 +88,8 @@ impl Store {
     }
 
     pub async fn master_stage(&self) -> Result<Option<StageRecord>, sqlx::Error> {
-        let row = sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE is_master = 1"))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE is_master = 1")).fetch_optional(&self.pool).await?;
         row.as_ref().map(stage_from_row).transpose()
     }
 
@@ -115,15 +114,14 @@ impl Store {
         now: i64,
     ) -> Result<Option<StageRecord>, sqlx::Error> {
         let mut w = self.write_tx().await?;
-        let n = sqlx::query(
-            "UPDATE stages SET name = COALESCE($1, name), tags = COALESCE($2, tags), updated_at = $3 WHERE arn = $4",
-        )
-        .bind(name)
-        .bind(tags.map(to_json))
-        .bind(now)
-        .bind(arn)
-        .execute(&mut *w.tx)
-        .await?;
+        let n =
+            sqlx::query("UPDATE stages SET name = COALESCE($1, name), tags = COALESCE($2, tags), updated_at = $3 WHERE arn = $4")
+                .bind(name)
+                .bind(tags.map(to_json))
+                .bind(now)
+                .bind(arn)
+                .execute(&mut *w.tx)
+                .await?;
         w.tx.commit().await?;
         if n.rows_affected() == 0 {
             return Ok(None);
@@ -176,10 +174,8 @@ impl Store {
 
     pub async fn delete_replication(&self, destination_arn: &str) -> Result<bool, sqlx::Error> {
         let mut w = self.write_tx().await?;
-        let n = sqlx::query("DELETE FROM replications WHERE destination_arn = $1")
-            .bind(destination_arn)
-            .execute(&mut *w.tx)
-            .await?;
+        let n =
+            sqlx::query("DELETE FROM replications WHERE destination_arn = $1").bind(destination_arn).execute(&mut *w.tx).await?;
         w.tx.commit().await?;
         Ok(n.rows_affected() > 0)
     }
