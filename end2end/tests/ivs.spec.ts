@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { decodedFrames } from "./pages";
 
 const ROOT = resolve("..");
 const SDK_URL = "https://web-broadcast.live-video.net/1.41.0/amazon-ivs-web-broadcast.js";
@@ -94,8 +95,6 @@ const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[1], 
 const fakeState = async () => (await fetch(`${fakeUrl}/_fake/state`)).json();
 const fakePost = (path: string, body: object) =>
   fetch(`${fakeUrl}/_fake/${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-const decodedFrames = (page: Page) =>
-  page.evaluate(() => (document.querySelector('[data-testid="video"]') as HTMLVideoElement).getVideoPlaybackQuality().totalVideoFrames);
 
 test("on the IVS backend the pages publish and play through the IVS Web Broadcast SDK", async ({ browser }) => {
   test.setTimeout(120_000);

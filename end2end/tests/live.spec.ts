@@ -1,7 +1,8 @@
-import { test, expect, type Browser, type Page } from "@playwright/test";
+import { test, expect, type Page } from "@playwright/test";
 import { readFileSync, existsSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { join } from "node:path";
+import { newPage, decodedFrames } from "./pages";
 
 // The server's API key: generated on first start into the data dir (or set by the environment).
 function apiKey(): string {
@@ -9,20 +10,6 @@ function apiKey(): string {
   const dir = process.env.APP_DATA_DIR ?? join("..", "data");
   return readFileSync(join(dir, "api-key"), "utf8").trim();
 }
-
-async function newPage(browser: Browser, path: string): Promise<Page> {
-  const page = await (await browser.newContext()).newPage();
-  page.on("pageerror", (e) => console.log(`[page error] ${e}`));
-  await page.goto(path);
-  await expect(page.locator('[data-hydrated="true"]').first()).toBeVisible();
-  return page;
-}
-
-const decodedFrames = (page: Page) =>
-  page.evaluate(() => {
-    const v = document.querySelector('[data-testid="video"]') as HTMLVideoElement | null;
-    return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
-  });
 
 async function expectPlaying(page: Page) {
   await expect(page.locator("#player")).toHaveAttribute("data-state", "playing", { timeout: 20_000 });

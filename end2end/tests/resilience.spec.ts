@@ -2,13 +2,14 @@
 // media goes through a UDP relay the test controls (MEDIA_CANDIDATE_ADDR announces the relay), and
 // viewer tokens live 60 s, the shortest lifetime the server allows. Page time runs on Playwright's
 // clock, so minutes of heartbeats and token refreshes take a moment.
-import { test, expect, type Browser, type Page } from "@playwright/test";
+import { test, expect, type Page } from "@playwright/test";
 import { spawn, type ChildProcess } from "node:child_process";
 import { createSocket, type Socket, type RemoteInfo } from "node:dgram";
 import { mkdtempSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { newPage, decodedFrames } from "./pages";
 
 const ROOT = resolve("..");
 const API_KEY = "resilience-e2e-key-0123456789";
@@ -105,20 +106,6 @@ function startServer(env: NodeJS.ProcessEnv): Promise<[ChildProcess, string, num
   });
 }
 
-async function newPage(browser: Browser, path: string): Promise<Page> {
-  const page = await (await browser.newContext({ baseURL: base })).newPage();
-  page.on("pageerror", (e) => console.log(`[page error] ${e}`));
-  await page.goto(path);
-  await expect(page.locator('[data-hydrated="true"]').first()).toBeVisible();
-  return page;
-}
-
-const decodedFrames = (page: Page) =>
-  page.evaluate(() => {
-    const v = document.querySelector('[data-testid="video"]') as HTMLVideoElement | null;
-    return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
-  });
-
 async function expectFramesAdvance(page: Page) {
   await expect.poll(() => decodedFrames(page), { timeout: 10_000 }).toBeGreaterThan(0);
   const before = await decodedFrames(page);
@@ -152,7 +139,7 @@ test.beforeAll(async ({ browser }) => {
   relay.target = mediaPort;
 
   // The broadcaster goes live through the relay; its flows survive the cuts below.
-  studio = await newPage(browser, "/broadcast");
+  studio = await newPage(browser, "/broadcast", base);
   await studio.getByTestId("api-key").fill(API_KEY);
   await studio.getByTestId("sign-in").click();
   await expect(studio.getByTestId("publish-state")).toHaveAttribute("data-state", "preview", { timeout: 15_000 });
@@ -169,7 +156,7 @@ test.afterAll(() => {
 
 test("the player reconnects on its own after the network drops, and is counted once", async ({ browser }) => {
   test.setTimeout(120_000);
-  const viewer = await newPage(browser, "/");
+  const viewer = await newPage(browser, "/", base);
   await expect(viewer.locator("#player")).toHaveAttribute("data-state", "playing", { timeout: 20_000 });
   await expectFramesAdvance(viewer);
   await expect(viewer.getByTestId("viewer-count")).toHaveText("1 watching");
