@@ -63,7 +63,7 @@ pub async fn send_heartbeat(user_id: String, stage_arn: String) -> Result<bool, 
     let service = ssr::service()?;
     let user = UserId::parse(user_id).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: userId {e}")))?;
     let stage = StageArn::parse(stage_arn).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: stageArn {e}")))?;
-    match service.record_heartbeat(&user, &stage).await {
+    match service.presence().record_heartbeat(&user, &stage).await {
         Ok(()) => Ok(true),
         Err(e) if e.code() == super::ErrorCode::NotFound => Ok(false),
         Err(e) => Err(ssr::fail(e)),
@@ -78,7 +78,7 @@ pub async fn leave_stream(user_id: String, stage_arn: String) -> Result<(), Serv
     let service = ssr::service()?;
     let user = UserId::parse(user_id).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: userId {e}")))?;
     let stage = StageArn::parse(stage_arn).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: stageArn {e}")))?;
-    service.leave(&user, &stage).await.map(|_| ()).map_err(ssr::fail)
+    service.presence().leave(&user, &stage).await.map(|_| ()).map_err(ssr::fail)
 }
 
 #[cfg(feature = "ssr")]

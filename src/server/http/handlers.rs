@@ -96,7 +96,7 @@ pub async fn heartbeat(State(state): State<AppState>, JsonBody(body): JsonBody) 
     let stage = f.stage_arn("stageArn");
     f.finish()?;
     let (user, stage) = (user.expect("validated"), stage.expect("validated"));
-    state.service.record_heartbeat(&user, &stage).await?;
+    state.service.presence().record_heartbeat(&user, &stage).await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Beat<'a> {
@@ -114,7 +114,7 @@ pub async fn leave(State(state): State<AppState>, JsonBody(body): JsonBody) -> A
     let stage = f.stage_arn("stageArn");
     f.finish()?;
     let (user, stage) = (user.expect("validated"), stage.expect("validated"));
-    state.service.leave(&user, &stage).await?;
+    state.service.presence().leave(&user, &stage).await?;
     Ok(envelope(
         StatusCode::OK,
         json!({ "userId": user.as_str(), "stageArn": stage.as_str(), "viewerLeft": true }),
@@ -128,14 +128,17 @@ pub async fn rejoin(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     let stage = f.stage_arn("stageArn");
     let participant = f.participant_id("participantId");
     f.finish()?;
-    let view =
-        state.service.rejoin(&user.expect("validated"), &stage.expect("validated"), &participant.expect("validated")).await?;
+    let view = state
+        .service
+        .presence()
+        .rejoin(&user.expect("validated"), &stage.expect("validated"), &participant.expect("validated"))
+        .await?;
     Ok(envelope(StatusCode::OK, view, Some("rejoined")))
 }
 
 pub async fn viewer_list(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Data<Value>> {
     let arn = parse_stage_arn("stageArn", &arn)?;
-    ok(state.service.list_viewers(&arn).await?)
+    ok(state.service.presence().list_viewers(&arn).await?)
 }
 
 pub async fn viewer_duration(State(state): State<AppState>, Query(q): Query) -> AppResult<Data<Value>> {
@@ -144,19 +147,19 @@ pub async fn viewer_duration(State(state): State<AppState>, Query(q): Query) -> 
     let user = f.user_id("userId");
     let stage = f.stage_arn("stageArn");
     f.finish()?;
-    ok(state.service.watch_duration(&user.expect("validated"), &stage.expect("validated")).await?)
+    ok(state.service.presence().watch_duration(&user.expect("validated"), &stage.expect("validated")).await?)
 }
 
 pub async fn viewer_history(State(state): State<AppState>, Path(user): Path<String>, q: Query) -> AppResult<Data<Value>> {
     let user = UserId::parse(user).map_err(|e| invalid_field("userId", &e))?;
     let limit = q.int("limit", 10, 1..=1000)?;
-    ok(state.service.history(&user, limit).await?)
+    ok(state.service.presence().history(&user, limit).await?)
 }
 
 pub async fn viewer_stats(State(state): State<AppState>, Path(arn): Path<String>, q: Query) -> AppResult<Data<Value>> {
     let arn = parse_stage_arn("stageArn", &arn)?;
     let days = q.int("days", 7, 1..=3650)?;
-    ok(state.service.stage_view_stats(&arn, days).await?)
+    ok(state.service.presence().stage_view_stats(&arn, days).await?)
 }
 
 // ---- stats ----

@@ -162,7 +162,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     );
     gauge(&mut out, "livestage_leader", "1 on the instance that runs cluster-wide jobs.", u8::from(service.is_leader()));
     counter(&mut out, "livestage_autoscale_steps_total", "Auto-scaling steps this instance ran.", service.autoscale_steps());
-    counter(&mut out, "livestage_heartbeats_total", "Heartbeats accepted by this instance.", service.heartbeats_total());
+    counter(
+        &mut out,
+        "livestage_heartbeats_total",
+        "Heartbeats accepted by this instance.",
+        service.presence().heartbeats_total(),
+    );
     counter(
         &mut out,
         "livestage_db_write_transactions_total",

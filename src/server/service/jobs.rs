@@ -98,7 +98,7 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = s.autoscale_kick.notified() => {}
+                _ = s.autoscaler.kicked() => {}
                 _ = stop.changed() => break,
             }
             if !s.is_leader() {

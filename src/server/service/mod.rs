@@ -1,6 +1,7 @@
 //! All business logic. REST handlers, `/ws` and server functions call this, never the store or
 //! the backend directly.
 
+mod autoscaler;
 pub mod cluster;
 mod dashboard;
 mod hub;
@@ -13,9 +14,11 @@ mod sync;
 mod tokens;
 pub mod views;
 
+pub use autoscaler::Autoscaler;
 pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
 pub use media::{MediaPlane, MediaRequest};
+pub use presence::Presence;
 pub use stats::rss_mb;
 pub use sync::DEPLOYMENT_TAG;
 pub use tokens::secrets_match as tokens_secrets_match;
@@ -25,35 +28,21 @@ use crate::domain::{IdError, StageArn};
 use crate::server::backend::{BackendError, StageBackend};
 use crate::server::clock::Clock;
 use crate::server::config::Settings;
-use crate::server::error::AppError;
+use crate::server::error::{AppError, AppResult};
 use crate::server::store::Store;
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-use tokio::sync::Notify;
-
-type ViewerKey = (String, String); // (stage ARN, user id)
 
 pub struct Service {
     pub(crate) settings: Arc<Settings>,
     pub(crate) store: Store,
     pub(crate) backend: Arc<dyn StageBackend>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) hub: StatsHub,
-    /// Viewers this instance knows to be present, so a heartbeat needs no read.
-    known_present: Mutex<HashSet<ViewerKey>>,
-    /// Heartbeats waiting for the next batched write: viewer → newest beat (ms).
-    pending_beats: Mutex<HashMap<ViewerKey, i64>>,
-    /// Wakes the auto-scaler early (a stage crossed its threshold).
-    pub(crate) autoscale_kick: Notify,
-    /// Serialises auto-scaling steps taken by this instance.
-    autoscale_lock: tokio::sync::Mutex<()>,
+    pub(crate) hub: Arc<StatsHub>,
+    pub(crate) presence: Presence,
+    pub(crate) autoscaler: Autoscaler,
     started: Instant,
     pub(crate) cluster: cluster::Cluster,
-    /// Auto-scaling steps this instance has run.
-    autoscale_steps: std::sync::atomic::AtomicU64,
-    /// Heartbeats accepted since start.
-    heartbeats: std::sync::atomic::AtomicU64,
     /// The embedded media server, when the stage backend is local.
     media: OnceLock<MediaPlane>,
     /// This deployment's id (see `sync.rs`).
@@ -66,24 +55,22 @@ pub struct Service {
 
 impl Service {
     pub fn new(settings: Arc<Settings>, store: Store, backend: Arc<dyn StageBackend>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        let hub = Arc::new(StatsHub::new());
+        let presence = Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs);
         Arc::new(Self {
             settings,
             store,
             backend,
             clock,
-            hub: StatsHub::new(),
-            known_present: Mutex::default(),
-            pending_beats: Mutex::default(),
-            autoscale_kick: Notify::new(),
-            autoscale_lock: tokio::sync::Mutex::new(()),
+            hub,
+            presence,
+            autoscaler: Autoscaler::default(),
             started: Instant::now(),
             media: OnceLock::new(),
             deployment: OnceLock::new(),
             polls: std::sync::atomic::AtomicU64::new(0),
             publisher_gone_since: Mutex::new(None),
             cluster: cluster::Cluster::default(),
-            heartbeats: std::sync::atomic::AtomicU64::new(0),
-            autoscale_steps: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -108,11 +95,21 @@ impl Service {
     }
 
     pub fn autoscale_steps(&self) -> u64 {
-        self.autoscale_steps.load(std::sync::atomic::Ordering::Relaxed)
+        self.autoscaler.steps()
     }
 
-    pub fn heartbeats_total(&self) -> u64 {
-        self.heartbeats.load(std::sync::atomic::Ordering::Relaxed)
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    /// Flushes pending heartbeats, then drops viewers silent for longer than the timeout.
+    pub async fn sweep_presence(&self) -> AppResult<usize> {
+        self.presence.sweep().await
+    }
+
+    /// Writes every pending heartbeat in one transaction.
+    pub async fn flush_heartbeats(&self) -> AppResult<usize> {
+        self.presence.flush().await
     }
 
     /// Seconds since this instance started.

@@ -1,27 +1,74 @@
+//! Presence: who watches which stage, their heartbeats (batched into few writes), leaving,
+//! the sweep of silent viewers, and the watch history kept for them.
+
+use super::hub::StatsHub;
 use super::views::{format_duration, HistoryEntry, RejoinView, ViewerEntry};
-use super::Service;
 use crate::domain::{ParticipantId, StageArn, UserId};
+use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
-use crate::server::store::JoinResult;
+use crate::server::store::{JoinResult, Store};
 use crate::server::time::iso;
 use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-impl Service {
+type ViewerKey = (String, String); // (stage ARN, user id)
+
+/// Owns this instance's view of who is present and the heartbeats not yet written.
+pub struct Presence {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hub: Arc<StatsHub>,
+    /// A viewer silent for longer than this is dropped by the sweep.
+    timeout_ms: i64,
+    /// Viewers this instance knows to be present, so a heartbeat needs no read.
+    known: Mutex<HashSet<ViewerKey>>,
+    /// Heartbeats waiting for the next batched write: viewer → newest beat (ms).
+    pending: Mutex<HashMap<ViewerKey, i64>>,
+    /// Heartbeats accepted since start.
+    accepted: AtomicU64,
+}
+
+impl Presence {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, hub: Arc<StatsHub>, heartbeat_timeout_secs: i64) -> Self {
+        Self {
+            store,
+            clock,
+            hub,
+            timeout_ms: heartbeat_timeout_secs * 1000,
+            known: Mutex::default(),
+            pending: Mutex::default(),
+            accepted: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Heartbeats accepted by this instance since start.
+    pub fn heartbeats_total(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// A viewer just joined `stage` (its presence row is written).
     pub(crate) fn mark_present(&self, stage: &str, user: &str) {
-        self.known_present.lock().unwrap_or_else(|e| e.into_inner()).insert((stage.to_string(), user.to_string()));
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert((stage.to_string(), user.to_string()));
     }
 
-    pub(crate) fn forget_present(&self, stage: &str, user: &str) {
+    /// A viewer's presence row is gone (left, swept, its stage deleted).
+    pub(crate) fn forget(&self, stage: &str, user: &str) {
         let key = (stage.to_string(), user.to_string());
-        self.known_present.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-        self.pending_beats.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
     }
 
-    /// Records a heartbeat. The write is batched (see `flush_heartbeats`), so a beat costs no
+    /// Records a heartbeat. The write is batched (see [`Presence::flush`]), so a beat costs no
     /// database round-trip when this instance already knows the viewer.
     pub async fn record_heartbeat(&self, user: &UserId, stage: &StageArn) -> AppResult<()> {
         let key = (stage.to_string(), user.to_string());
-        let known = self.known_present.lock().unwrap_or_else(|e| e.into_inner()).contains(&key);
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).contains(&key);
         if !known {
             if self.store.presence(stage.as_str(), user.as_str()).await?.is_none() {
                 return Err(AppError::not_found("Viewer session not found"));
@@ -29,17 +76,17 @@ impl Service {
             self.mark_present(stage.as_str(), user.as_str());
         }
         let now = self.now_ms();
-        self.heartbeats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut pending = self.pending_beats.lock().unwrap_or_else(|e| e.into_inner());
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let slot = pending.entry(key).or_insert(now);
         *slot = (*slot).max(now);
         Ok(())
     }
 
     /// Writes every pending heartbeat in one transaction.
-    pub async fn flush_heartbeats(&self) -> AppResult<usize> {
+    pub async fn flush(&self) -> AppResult<usize> {
         let batch: Vec<(String, String, i64)> = {
-            let mut pending = self.pending_beats.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.drain().map(|((s, u), t)| (s, u, t)).collect()
         };
         if batch.is_empty() {
@@ -48,13 +95,13 @@ impl Service {
         match self.store.record_heartbeats(&batch).await {
             Ok(gone) => {
                 for (stage, user) in gone {
-                    self.forget_present(&stage, &user);
+                    self.forget(&stage, &user);
                 }
                 Ok(batch.len())
             }
             Err(e) => {
                 // Keep the beats for the next attempt rather than lose presence.
-                let mut pending = self.pending_beats.lock().unwrap_or_else(|e| e.into_inner());
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 for (s, u, t) in batch {
                     let slot = pending.entry((s, u)).or_insert(t);
                     *slot = (*slot).max(t);
@@ -66,7 +113,7 @@ impl Service {
 
     /// The viewer leaves: presence removed, watch session closed now. Idempotent.
     pub async fn leave(&self, user: &UserId, stage: &StageArn) -> AppResult<bool> {
-        self.forget_present(stage.as_str(), user.as_str());
+        self.forget(stage.as_str(), user.as_str());
         let was_present = self.store.leave(stage.as_str(), user.as_str(), self.now_ms()).await?;
         if was_present {
             self.hub.mark_dirty();
@@ -96,12 +143,12 @@ impl Service {
 
     /// Drops viewers silent for longer than the heartbeat timeout; their watch sessions close
     /// at their last heartbeat. Returns how many were dropped.
-    pub async fn sweep_presence(&self) -> AppResult<usize> {
-        self.flush_heartbeats().await?;
-        let cutoff = self.now_ms() - self.settings.presence.heartbeat_timeout_secs * 1000;
+    pub async fn sweep(&self) -> AppResult<usize> {
+        self.flush().await?;
+        let cutoff = self.now_ms() - self.timeout_ms;
         let removed = self.store.sweep(cutoff).await?;
         for p in &removed {
-            self.forget_present(&p.stage_arn, &p.user_id);
+            self.forget(&p.stage_arn, &p.user_id);
         }
         if !removed.is_empty() {
             tracing::info!(dropped = removed.len(), "presence sweep dropped silent viewers");
@@ -112,7 +159,7 @@ impl Service {
 
     pub async fn list_viewers(&self, stage: &StageArn) -> AppResult<Value> {
         let viewers = self.store.list_viewers(stage.as_str()).await?;
-        let pending = self.pending_beats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let entries: Vec<ViewerEntry> = viewers
             .iter()
             .map(|v| {

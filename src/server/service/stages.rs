@@ -280,7 +280,7 @@ impl Service {
         self.backend.delete_stage(arn.as_str()).await?;
         let evicted = self.store.clear_stage(arn.as_str(), self.now_ms()).await?;
         for p in &evicted {
-            self.forget_present(&p.stage_arn, &p.user_id);
+            self.presence.forget(&p.stage_arn, &p.user_id);
         }
         self.store.delete_stage(arn.as_str()).await?;
         self.hub.mark_dirty();
@@ -366,8 +366,8 @@ impl Service {
 
     /// One auto-scaling step: evaluates the rule and carries out its decision.
     pub async fn autoscale_once(&self) -> AppResult<ScaleDecision> {
-        let _guard = self.autoscale_lock.lock().await;
-        self.autoscale_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _guard = self.autoscaler.exclusive().await;
+        self.autoscaler.count_step();
         let loads = self.stage_loads().await?;
         let decision = decide(&loads, &self.settings.stage.capacity());
         match &decision {

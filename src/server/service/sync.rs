@@ -73,7 +73,7 @@ impl Service {
             return Ok(0);
         };
         // Not while the auto-scaler is between creating a stage and replicating into it.
-        let _guard = self.autoscale_lock.lock().await;
+        let _guard = self.autoscaler.exclusive().await;
         let mut started = 0;
         for stage in self.store.list_stages().await?.into_iter().filter(|s| s.auto_scaled) {
             let Ok(dest) = StageArn::parse(stage.arn.clone()) else { continue };
@@ -114,7 +114,7 @@ impl Service {
         if now - since <= i64::from(self.settings.ivs.reconnect_window_secs) * 1000 {
             return Ok(());
         }
-        let _guard = self.autoscale_lock.lock().await;
+        let _guard = self.autoscaler.exclusive().await;
         for stage in self.store.list_stages().await?.into_iter().filter(|s| s.auto_scaled) {
             if let Some(r) = self.store.get_replication(&stage.arn).await? {
                 if let Err(e) = self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await {
@@ -130,7 +130,7 @@ impl Service {
     /// holds but the database does not (left by a crash between the two writes) is deleted; a
     /// stage the backend no longer has is dropped from the database. Returns how many went.
     pub async fn reconcile_stages(&self) -> AppResult<usize> {
-        let _guard = self.autoscale_lock.lock().await;
+        let _guard = self.autoscaler.exclusive().await;
         // Read before listing: a stage created meanwhile is not taken for one IVS lost.
         let known_before = self.store.list_stages().await?;
         let Some(listed) = self.backend.list_stages().await? else {
@@ -157,7 +157,7 @@ impl Service {
             {
                 let evicted = self.store.clear_stage(&stage.arn, self.now_ms()).await?;
                 for p in &evicted {
-                    self.forget_present(&p.stage_arn, &p.user_id);
+                    self.presence.forget(&p.stage_arn, &p.user_id);
                 }
                 self.store.delete_stage(&stage.arn).await?;
                 tracing::warn!(stage = %stage.arn, evicted = evicted.len(), "stage is gone from the backend");

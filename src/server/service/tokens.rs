@@ -89,7 +89,7 @@ impl Service {
                     Some(stage) => stage,
                     None => {
                         let Some(arn) = choose_stage(&loads, &cap) else {
-                            self.autoscale_kick.notify_one();
+                            self.autoscaler.kick();
                             return Err(AppError::new(ErrorCode::StageFull, "All stages are full, try again shortly"));
                         };
                         self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?
@@ -103,13 +103,13 @@ impl Service {
         let joined =
             self.store.join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage)).await?;
         let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
-            self.autoscale_kick.notify_one();
+            self.autoscaler.kick();
             return Err(AppError::new(ErrorCode::StageFull, "The stage is full, try again shortly"));
         };
-        self.mark_present(&stage.arn, user_id.as_str());
+        self.presence.mark_present(&stage.arn, user_id.as_str());
         self.hub.mark_dirty();
         if current_viewers >= cap.scale_up_threshold {
-            self.autoscale_kick.notify_one();
+            self.autoscaler.kick();
         }
         tracing::info!(stage = %stage.arn, is_new, current_viewers, "viewer joined");
         Ok(ViewerTokenView {
