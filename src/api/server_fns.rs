@@ -106,7 +106,7 @@ mod session {
     }
 
     pub fn check_key(given: &str) -> Result<bool, ServerFnError> {
-        Ok(crate::server::service::tokens_secrets_match(given.trim(), &key()?.0))
+        Ok(crate::server::support::secrets_match(given.trim(), &key()?.0))
     }
 
     pub fn set_cookie(value: String) {

@@ -9,5 +9,6 @@ pub mod media;
 pub mod service;
 pub mod startup;
 pub mod store;
+pub mod support;
 pub mod telemetry;
 pub mod time;

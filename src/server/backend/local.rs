@@ -6,9 +6,8 @@ use super::jwt::TokenSigner;
 use super::{BackendError, CreatedStage, IssuedToken, LivePublisher, StageBackend, TokenRequest};
 use crate::domain::StageArn;
 use crate::server::config::BackendKind;
+pub use crate::server::support::random_id; // re-export for media
 use async_trait::async_trait;
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -16,10 +15,6 @@ use tokio::sync::watch;
 pub const LOCAL_ACCOUNT: &str = "000000000000";
 pub const WHIP_PATH: &str = "/whip";
 pub const WHEP_PATH: &str = "/whep";
-
-pub fn random_id(len: usize) -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
-}
 
 /// Where the media plane reports the live publisher. The embedded media server holds the
 /// sending half; everything else reads through [`StageBackend::publisher`].
@@ -65,16 +60,6 @@ impl LocalBackend {
             ("events".to_string(), "/ws".to_string()),
         ])
     }
-}
-
-/// Resolves an endpoint path against the server's public base URL.
-pub fn absolute(base_url: &str, path: &str, websocket: bool) -> String {
-    if path.contains("://") {
-        return path.to_string();
-    }
-    let base = base_url.trim_end_matches('/');
-    let base = if websocket { base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1) } else { base.to_string() };
-    format!("{base}{path}")
 }
 
 #[async_trait]

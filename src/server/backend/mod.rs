@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod local;
 
 use crate::server::config::BackendKind;
+use crate::server::support::{absolute, random_id};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -141,11 +142,11 @@ pub struct ListedStage {
 /// registered public key, with the stage, endpoints and capabilities as claims.
 pub fn sign_participant_token(signer: &jwt::TokenSigner, req: &TokenRequest<'_>) -> Result<IssuedToken, BackendError> {
     let arn = crate::domain::StageArn::parse(req.stage_arn).map_err(|e| BackendError::Rejected(e.to_string()))?;
-    let participant_id = local::random_id(12);
+    let participant_id = random_id(12);
     let now_secs = req.now_ms.div_euclid(1000);
     let exp = now_secs + req.duration_secs;
     let endpoint =
-        |name: &str, ws: bool| req.stage_endpoints.get(name).map(|p| local::absolute(req.base_url, p, ws)).unwrap_or_default();
+        |name: &str, ws: bool| req.stage_endpoints.get(name).map(|p| absolute(req.base_url, p, ws)).unwrap_or_default();
     let claims = serde_json::json!({
         "resource": arn.as_str(),
         "topic": arn.stage_id(),
