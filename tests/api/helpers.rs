@@ -1,8 +1,8 @@
 //! Spawns the real server on port 0 with a fresh database: a temp SQLite file, or a fresh
 //! PostgreSQL database when `TEST_DATABASE_URL` is a postgres:// URL (dropped afterwards).
 
+use livestage::domain::LivePublisher;
 use livestage::server::backend::local::PublisherSignal;
-use livestage::server::backend::LivePublisher;
 use livestage::server::clock::{Clock, ManualClock};
 use livestage::server::config::Settings;
 use livestage::server::service::Service;

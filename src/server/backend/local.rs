@@ -3,8 +3,8 @@
 //! (WHIP publish on `/whip`, WHEP play on `/whep`).
 
 use super::jwt::TokenSigner;
-use super::{BackendError, CreatedStage, IssuedToken, LivePublisher, StageBackend, TokenRequest};
-use crate::domain::StageArn;
+use super::{BackendError, CreatedStage, IssuedToken, StageBackend, TokenRequest};
+use crate::domain::{LivePublisher, StageArn, WHEP_PATH, WHIP_PATH};
 use crate::server::config::BackendKind;
 pub use crate::server::support::random_id; // re-export for media
 use async_trait::async_trait;
@@ -13,8 +13,6 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub const LOCAL_ACCOUNT: &str = "000000000000";
-pub const WHIP_PATH: &str = "/whip";
-pub const WHEP_PATH: &str = "/whep";
 
 /// Where the media plane reports the live publisher. The embedded media server holds the
 /// sending half; everything else reads through [`StageBackend::publisher`].

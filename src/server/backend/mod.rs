@@ -7,6 +7,7 @@ pub mod ivs;
 pub mod jwt;
 pub mod local;
 
+pub use crate::domain::LivePublisher; // re-export for media
 use crate::server::config::BackendKind;
 use crate::server::support::{absolute, random_id};
 use async_trait::async_trait;
@@ -81,15 +82,6 @@ pub struct IssuedToken {
     pub token: String,
     pub participant_id: String,
     pub expires_at_ms: i64,
-}
-
-/// The publisher currently sending media.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LivePublisher {
-    pub user_id: String,
-    pub participant_id: String,
-    pub stage_arn: String,
-    pub since_ms: i64,
 }
 
 #[async_trait]
