@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod media;
+pub mod publisher;
 pub mod service;
 pub mod startup;
 pub mod store;

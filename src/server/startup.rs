@@ -3,7 +3,7 @@
 
 use crate::app::{shell, App};
 use crate::server::backend::jwt::TokenSigner;
-use crate::server::backend::local::{LocalBackend, PublisherSignal};
+use crate::server::backend::local::LocalBackend;
 use crate::server::backend::StageBackend;
 use crate::server::clock::{Clock, SystemClock};
 use crate::server::config::{BackendKind, Settings};
@@ -11,6 +11,7 @@ use crate::server::http::middleware::RateLimiter;
 use crate::server::http::session::ApiKey;
 use crate::server::http::{contract_router, AppState};
 use crate::server::media::MediaServer;
+use crate::server::publisher::PublisherSignal;
 use crate::server::service::{spawn_background_jobs, MediaPlane, Service};
 use crate::server::store::{Store, StoreError};
 use crate::server::support::{random_id, write_private_file};

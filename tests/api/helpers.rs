@@ -2,9 +2,9 @@
 //! PostgreSQL database when `TEST_DATABASE_URL` is a postgres:// URL (dropped afterwards).
 
 use livestage::domain::LivePublisher;
-use livestage::server::backend::local::PublisherSignal;
 use livestage::server::clock::{Clock, ManualClock};
 use livestage::server::config::Settings;
+use livestage::server::publisher::PublisherSignal;
 use livestage::server::service::Service;
 use livestage::server::startup::Application;
 use reqwest::{Method, StatusCode};

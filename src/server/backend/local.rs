@@ -6,6 +6,7 @@ use super::jwt::TokenSigner;
 use super::{BackendError, CreatedStage, IssuedToken, StageBackend, TokenRequest};
 use crate::domain::{LivePublisher, StageArn, WHEP_PATH, WHIP_PATH};
 use crate::server::config::BackendKind;
+pub use crate::server::publisher::PublisherSignal; // re-export for media
 pub use crate::server::support::random_id; // re-export for media
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -13,23 +14,6 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub const LOCAL_ACCOUNT: &str = "000000000000";
-
-/// Where the media plane reports the live publisher. The embedded media server holds the
-/// sending half; everything else reads through [`StageBackend::publisher`].
-#[derive(Clone)]
-pub struct PublisherSignal(Arc<watch::Sender<Option<LivePublisher>>>);
-
-impl PublisherSignal {
-    pub fn set_live(&self, publisher: LivePublisher) {
-        self.0.send_replace(Some(publisher));
-    }
-    pub fn set_offline(&self) {
-        self.0.send_replace(None);
-    }
-    pub fn current(&self) -> Option<LivePublisher> {
-        self.0.borrow().clone()
-    }
-}
 
 pub struct LocalBackend {
     region: String,
@@ -39,8 +23,7 @@ pub struct LocalBackend {
 
 impl LocalBackend {
     pub fn new(region: String, signer: Arc<TokenSigner>) -> Self {
-        let (tx, _rx) = watch::channel(None);
-        Self { region, signer, publisher: PublisherSignal(Arc::new(tx)) }
+        Self { region, signer, publisher: PublisherSignal::new() }
     }
 
     pub fn signer(&self) -> Arc<TokenSigner> {
@@ -103,7 +86,7 @@ impl StageBackend for LocalBackend {
     }
 
     fn publisher(&self) -> watch::Receiver<Option<LivePublisher>> {
-        self.publisher.0.subscribe()
+        self.publisher.subscribe()
     }
 
     fn whep_path(&self) -> Option<&'static str> {
