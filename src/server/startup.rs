@@ -183,6 +183,8 @@ impl Application {
                 &state,
                 routes,
                 move || {
+                    // the hub's current figures, for the pages' first render
+                    provide_context(ctx_service.hub().current());
                     provide_context(ctx_service.clone());
                     provide_context(ctx_key.clone());
                 },
