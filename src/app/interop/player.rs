@@ -88,7 +88,8 @@ mod imp {
     use super::PlayerStatus;
     use crate::api::{JoinOutcome, ViewerTicket};
     use crate::app::interop::ivs;
-    use crate::app::interop::webrtc::{self, Connection, PeerState};
+    use crate::app::interop::session::{Connection, PeerState};
+    use crate::app::interop::webrtc;
     use crate::rpc::{join_stream, send_heartbeat, LeaveStream};
     use leptos::prelude::*;
     use leptos::server_fn::ServerFn;
