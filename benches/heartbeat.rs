@@ -11,7 +11,7 @@ mod smoke;
 
 use axum::routing::post;
 use axum::{Json, Router};
-use livestage::server::backend::LivePublisher;
+use livestage::domain::LivePublisher;
 use livestage::server::clock::SystemClock;
 use livestage::server::config::Settings;
 use livestage::server::startup::Application;

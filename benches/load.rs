@@ -92,7 +92,7 @@ struct Figures {
 
 async fn round(instances: usize, admin: &str, viewers: usize, beat: Duration, join_phase: Duration, secs: u64) -> Figures {
     // a scratch database per round
-    let name = format!("livestage_load_{}", livestage::server::backend::local::random_id(10).to_lowercase());
+    let name = format!("livestage_load_{}", livestage::server::support::random_id(10).to_lowercase());
     let mut admin_conn = sqlx::PgConnection::connect(admin).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin_conn).await.unwrap();
     let db = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod domain;
+pub mod rpc;
 
 #[cfg(feature = "ssr")]
 pub mod server;

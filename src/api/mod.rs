@@ -1,8 +1,7 @@
-//! Wire types shared by the server and the browser, the contract's error codes, and the
-//! server functions the app's own pages call (thin: parse → service → view).
+//! Wire types shared by the server and the browser, and the contract's error codes. A leaf:
+//! it names nothing of the server (the server functions are in `crate::rpc`).
 
 mod error;
-pub mod server_fns;
 mod types;
 
 pub use error::ErrorCode;

@@ -2,6 +2,10 @@
 
 pub mod assignment;
 pub mod autoscale;
+mod endpoint;
 mod ids;
+mod publisher;
 
+pub use endpoint::{WHEP_PATH, WHIP_PATH};
 pub use ids::{IdError, ParticipantId, StageArn, UserId};
+pub use publisher::LivePublisher;

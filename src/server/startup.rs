@@ -3,7 +3,7 @@
 
 use crate::app::{shell, App};
 use crate::server::backend::jwt::TokenSigner;
-use crate::server::backend::local::{LocalBackend, PublisherSignal};
+use crate::server::backend::local::LocalBackend;
 use crate::server::backend::StageBackend;
 use crate::server::clock::{Clock, SystemClock};
 use crate::server::config::{BackendKind, Settings};
@@ -11,14 +11,15 @@ use crate::server::http::middleware::RateLimiter;
 use crate::server::http::session::ApiKey;
 use crate::server::http::{contract_router, AppState};
 use crate::server::media::MediaServer;
+use crate::server::publisher::PublisherSignal;
 use crate::server::service::{spawn_background_jobs, MediaPlane, Service};
 use crate::server::store::{Store, StoreError};
+use crate::server::support::{random_id, write_private_file};
 use axum::Router;
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -39,18 +40,6 @@ pub enum StartupError {
     Other(String),
 }
 
-/// Writes a file readable only by its owner.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
-}
-
 /// The API key: configured, or read from the data dir, or generated there on first start (then
 /// with the file it was saved to).
 fn api_key(settings: &Settings) -> Result<(String, Option<std::path::PathBuf>), StartupError> {
@@ -64,7 +53,7 @@ fn api_key(settings: &Settings) -> Result<(String, Option<std::path::PathBuf>), 
             return Ok((key, None));
         }
     }
-    let key = format!("ls_{}", crate::server::backend::local::random_id(40));
+    let key = format!("ls_{}", random_id(40));
     write_private_file(&path, key.as_bytes()).map_err(|e| StartupError::DataDir(path.display().to_string(), e))?;
     Ok((key, Some(path)))
 }
@@ -194,6 +183,8 @@ impl Application {
                 &state,
                 routes,
                 move || {
+                    // the hub's current figures, for the pages' first render
+                    provide_context(ctx_service.hub().current());
                     provide_context(ctx_service.clone());
                     provide_context(ctx_key.clone());
                 },

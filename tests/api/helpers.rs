@@ -1,10 +1,10 @@
 //! Spawns the real server on port 0 with a fresh database: a temp SQLite file, or a fresh
 //! PostgreSQL database when `TEST_DATABASE_URL` is a postgres:// URL (dropped afterwards).
 
-use livestage::server::backend::local::PublisherSignal;
-use livestage::server::backend::LivePublisher;
+use livestage::domain::LivePublisher;
 use livestage::server::clock::{Clock, ManualClock};
 use livestage::server::config::Settings;
+use livestage::server::publisher::PublisherSignal;
 use livestage::server::service::Service;
 use livestage::server::startup::Application;
 use reqwest::{Method, StatusCode};
@@ -27,7 +27,7 @@ impl TestDb {
         match std::env::var("TEST_DATABASE_URL").ok().filter(|u| u.starts_with("postgres")) {
             Some(admin) => {
                 use sqlx::Connection;
-                let name = format!("livestage_test_{}", livestage::server::backend::local::random_id(12).to_lowercase());
+                let name = format!("livestage_test_{}", livestage::server::support::random_id(12).to_lowercase());
                 let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to TEST_DATABASE_URL");
                 sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
                 conn.close().await.ok();

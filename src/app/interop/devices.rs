@@ -1,6 +1,6 @@
 //! Cameras and microphones: listing them and opening a capture stream.
 
-use super::webrtc::MediaFailure;
+use super::session::MediaFailure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{MediaDeviceInfo, MediaDeviceKind, MediaDevices, MediaStream, MediaStreamConstraints, MediaStreamTrack};

@@ -8,9 +8,11 @@
 //! A [`StageSession`] owns its `Stage` and every closure handed to it (the strategy and the
 //! event handlers), so they live exactly as long as the session does.
 
-use super::webrtc::{failure, Connection, MediaFailure, PeerState};
+use super::session::{failure, Connection, MediaFailure, PeerState, Session};
 use js_sys::{Array, Object, Promise, Reflect};
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -120,26 +122,28 @@ pub struct StageSession {
     _handlers: Vec<Handler2>,
 }
 
-impl StageSession {
-    pub fn state(&self) -> PeerState {
+impl Session for StageSession {
+    fn state(&self) -> PeerState {
         self.state.get()
     }
 
     /// Publishes `track` in place of the one of the same kind.
-    pub fn replace_track(&self, track: &MediaStreamTrack) {
-        let Ok(replacement) = LocalStageStream::new(track) else { return };
-        {
-            let published = self.published.borrow();
-            for (i, s) in published.iter().enumerate() {
-                if track_of(&s).is_some_and(|t| t.kind() == track.kind()) {
-                    published.set(i as u32, replacement.clone());
+    fn replace_track<'a>(&'a self, track: &'a MediaStreamTrack) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+        Box::pin(async move {
+            let Ok(replacement) = LocalStageStream::new(track) else { return };
+            {
+                let published = self.published.borrow();
+                for (i, s) in published.iter().enumerate() {
+                    if track_of(&s).is_some_and(|t| t.kind() == track.kind()) {
+                        published.set(i as u32, replacement.clone());
+                    }
                 }
             }
-        }
-        self.stage.refresh_strategy();
+            self.stage.refresh_strategy();
+        })
     }
 
-    pub fn close(self) {
+    fn close(self: Box<Self>) {
         self.state.set(PeerState::Closed);
         self.stage.leave();
     }
@@ -261,7 +265,7 @@ pub async fn play(
     handlers.extend([on_added, on_removed]);
 
     join(&stage).await?;
-    Ok(Connection::stage(StageSession { stage, state, published, _strategy: strategy_closures, _handlers: handlers }))
+    Ok(Connection::new(StageSession { stage, state, published, _strategy: strategy_closures, _handlers: handlers }))
 }
 
 /// Joins the stage with a PUBLISH `token` and publishes `stream`'s camera and microphone.
@@ -298,5 +302,5 @@ pub async fn publish(
     handlers.push(on_publish);
 
     join(&stage).await?;
-    Ok(Connection::stage(StageSession { stage, state, published, _strategy: strategy_closures, _handlers: handlers }))
+    Ok(Connection::new(StageSession { stage, state, published, _strategy: strategy_closures, _handlers: handlers }))
 }

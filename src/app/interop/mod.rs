@@ -158,6 +158,8 @@ pub mod devices;
 #[cfg(feature = "hydrate")]
 pub mod ivs;
 pub mod player;
+#[cfg(feature = "hydrate")]
+pub mod session;
 pub mod studio;
 #[cfg(feature = "hydrate")]
 pub mod webrtc;

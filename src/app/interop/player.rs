@@ -86,10 +86,11 @@ pub fn toggle_mute(video_id: &str) -> bool {
 #[cfg(feature = "hydrate")]
 mod imp {
     use super::PlayerStatus;
-    use crate::api::server_fns::{join_stream, send_heartbeat, LeaveStream};
     use crate::api::{JoinOutcome, ViewerTicket};
     use crate::app::interop::ivs;
-    use crate::app::interop::webrtc::{self, Connection, PeerState};
+    use crate::app::interop::session::{Connection, PeerState};
+    use crate::app::interop::webrtc;
+    use crate::rpc::{join_stream, send_heartbeat, LeaveStream};
     use leptos::prelude::*;
     use leptos::server_fn::ServerFn;
     use leptos::task::spawn_local;

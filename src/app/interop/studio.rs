@@ -74,7 +74,8 @@ mod imp {
     use super::{Devices, PublishState};
     use crate::app::interop::devices;
     use crate::app::interop::ivs;
-    use crate::app::interop::webrtc::{self, Connection, PeerState};
+    use crate::app::interop::session::{Connection, PeerState};
+    use crate::app::interop::webrtc;
     use leptos::prelude::*;
     use leptos::task::spawn_local;
     use std::cell::RefCell;

@@ -1,9 +1,12 @@
 //! WHIP publish and WHEP play with the browser's `RTCPeerConnection`, as typed Rust.
 //!
-//! A [`Connection`] owns its peer connection and the JS closures it registered, so they live
+//! The [`Connection`] of a WHIP/WHEP session owns its peer connection and the JS closures it registered, so they live
 //! exactly as long as it does; [`Connection::close`] ends the session on the server too.
 
+use super::session::{failure, Connection, MediaFailure, PeerState, Session};
 use js_sys::{Array, Reflect};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -14,70 +17,6 @@ use web_sys::{
     RtcSessionDescriptionInit, RtcTrackEvent,
 };
 
-/// Connection states the pages show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerState {
-    Connecting,
-    Connected,
-    Disconnected,
-    Failed,
-    Closed,
-}
-
-/// A failed WHIP/WHEP exchange: the contract's error code (or `NETWORK`) and its message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaFailure {
-    pub code: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for MediaFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-pub(super) fn failure(code: &str, e: impl std::fmt::Debug) -> MediaFailure {
-    MediaFailure { code: code.into(), message: format!("{e:?}") }
-}
-
-/// A live media session: a WHIP/WHEP peer connection with this server, or an IVS stage.
-pub struct Connection(Session);
-
-enum Session {
-    Peer(Peer),
-    Stage(super::ivs::StageSession),
-}
-
-impl Connection {
-    pub(super) fn stage(session: super::ivs::StageSession) -> Self {
-        Self(Session::Stage(session))
-    }
-
-    pub fn state(&self) -> PeerState {
-        match &self.0 {
-            Session::Peer(p) => p.state(),
-            Session::Stage(s) => s.state(),
-        }
-    }
-
-    /// Swaps the outgoing track of the same kind (a new camera or microphone) in place.
-    pub async fn replace_track(&self, track: &MediaStreamTrack) {
-        match &self.0 {
-            Session::Peer(p) => p.replace_track(track).await,
-            Session::Stage(s) => s.replace_track(track),
-        }
-    }
-
-    /// Ends the session, on the server too.
-    pub fn close(self) {
-        match self.0 {
-            Session::Peer(p) => p.close(),
-            Session::Stage(s) => s.close(),
-        }
-    }
-}
-
 struct Peer {
     pc: RtcPeerConnection,
     resource: Option<String>,
@@ -86,23 +25,25 @@ struct Peer {
     _on_track: Option<Closure<dyn FnMut(RtcTrackEvent)>>,
 }
 
-impl Peer {
+impl Session for Peer {
     fn state(&self) -> PeerState {
         map_state(self.pc.connection_state())
     }
 
     /// Without renegotiating.
-    async fn replace_track(&self, track: &MediaStreamTrack) {
-        for sender in self.pc.get_senders().iter() {
-            let Ok(sender) = sender.dyn_into::<RtcRtpSender>() else { continue };
-            if sender.track().is_some_and(|t| t.kind() == track.kind()) {
-                let _ = JsFuture::from(sender.replace_track(Some(track))).await;
+    fn replace_track<'a>(&'a self, track: &'a MediaStreamTrack) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+        Box::pin(async move {
+            for sender in self.pc.get_senders().iter() {
+                let Ok(sender) = sender.dyn_into::<RtcRtpSender>() else { continue };
+                if sender.track().is_some_and(|t| t.kind() == track.kind()) {
+                    let _ = JsFuture::from(sender.replace_track(Some(track))).await;
+                }
             }
-        }
+        })
     }
 
     /// Closes the peer connection and `DELETE`s the session resource (it survives page unload).
-    fn close(self) {
+    fn close(self: Box<Self>) {
         self.pc.set_onconnectionstatechange(None);
         self.pc.set_ontrack(None);
         self.pc.close();
@@ -163,13 +104,9 @@ pub async fn play(
     let on_state = on_state_closure(&pc, on_state);
 
     match negotiate(&pc, endpoint, token).await {
-        Ok(resource) => Ok(Connection(Session::Peer(Peer {
-            pc,
-            resource,
-            token: token.into(),
-            _on_state: on_state,
-            _on_track: Some(on_track),
-        }))),
+        Ok(resource) => {
+            Ok(Connection::new(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: Some(on_track) }))
+        }
         Err(e) => {
             pc.close();
             Err(e)
@@ -195,9 +132,7 @@ pub async fn publish(
     }
     let on_state = on_state_closure(&pc, on_state);
     match negotiate(&pc, endpoint, token).await {
-        Ok(resource) => {
-            Ok(Connection(Session::Peer(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: None })))
-        }
+        Ok(resource) => Ok(Connection::new(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: None })),
         Err(e) => {
             pc.close();
             Err(e)

@@ -1,6 +1,6 @@
 use super::{use_live_stats, LiveBadge};
-use crate::api::server_fns::{broadcaster_signed_in, publisher_ticket, BroadcasterSignIn, BroadcasterSignOut};
 use crate::app::interop::{self, studio, studio::Devices, studio::PublishState};
+use crate::rpc::{broadcaster_signed_in, publisher_ticket, BroadcasterSignIn, BroadcasterSignOut};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 

@@ -1,7 +1,7 @@
 use super::{use_live_stats, LiveBadge};
-use crate::api::server_fns::dashboard_data;
 use crate::api::SeriesPoint;
 use crate::app::interop;
+use crate::rpc::dashboard_data;
 use leptos::prelude::*;
 
 const CHART_W: i64 = 640;

@@ -30,11 +30,12 @@ pub(crate) fn use_live_stats(on_update: impl Fn(&LiveStats) + 'static) -> (Signa
     (stats, hydrated)
 }
 
-/// The figures the stats hub holds right now (server only; the browser reads them from the page).
+/// The figures the stats hub held as this request arrived (server only; the browser reads them
+/// from the page).
 fn current_stats() -> Option<LiveStats> {
     #[cfg(feature = "ssr")]
     {
-        use_context::<std::sync::Arc<crate::server::service::Service>>().map(|s| (*s.hub().current()).clone())
+        use_context::<std::sync::Arc<LiveStats>>().map(|s| (*s).clone())
     }
     #[cfg(not(feature = "ssr"))]
     {

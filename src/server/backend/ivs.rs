@@ -15,7 +15,8 @@
 
 use super::guard::{Breaker, BreakerState, Pacer};
 use super::jwt::TokenSigner;
-use super::{BackendError, CreatedStage, IssuedToken, ListedStage, LivePublisher, StageBackend, TokenRequest};
+use super::{BackendError, CreatedStage, IssuedToken, ListedStage, StageBackend, TokenRequest};
+use crate::domain::LivePublisher;
 use crate::server::config::{BackendKind, Settings, TokenMode};
 use async_trait::async_trait;
 use aws_sdk_ivsrealtime::config::http::HttpResponse;

@@ -1,5 +1,6 @@
 //! ES384 JSON Web Tokens, signed with a P-384 key kept in the data dir.
 
+use crate::server::support::write_private_file;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use p384::ecdsa::signature::{Signer, Verifier};
@@ -45,7 +46,7 @@ impl TokenSigner {
         }
         let secret = SecretKey::random(&mut rand::rngs::OsRng);
         let pem = secret.to_pkcs8_pem(LineEnding::LF).map_err(|e| std::io::Error::other(e.to_string()))?;
-        super::super::startup::write_private_file(path, pem.as_bytes())?;
+        write_private_file(path, pem.as_bytes())?;
         Ok(Self::from_secret(secret))
     }
 
@@ -69,7 +70,7 @@ impl TokenSigner {
     /// Writes the private key as a PKCS#8 PEM readable only by its owner (the file must not exist).
     pub fn write_pem(&self, path: &Path) -> std::io::Result<()> {
         let pem = self.signing.to_pkcs8_pem(LineEnding::LF).map_err(|e| std::io::Error::other(e.to_string()))?;
-        super::super::startup::write_private_file(path, pem.as_bytes())
+        write_private_file(path, pem.as_bytes())
     }
 
     /// First 8 bytes of the SHA-256 of the public key (DER), in hex.

@@ -3,40 +3,17 @@
 //! (WHIP publish on `/whip`, WHEP play on `/whep`).
 
 use super::jwt::TokenSigner;
-use super::{BackendError, CreatedStage, IssuedToken, LivePublisher, StageBackend, TokenRequest};
-use crate::domain::StageArn;
+use super::{BackendError, CreatedStage, IssuedToken, StageBackend, TokenRequest};
+use crate::domain::{LivePublisher, StageArn, WHEP_PATH, WHIP_PATH};
 use crate::server::config::BackendKind;
+pub use crate::server::publisher::PublisherSignal; // re-export for media
+pub use crate::server::support::random_id; // re-export for media
 use async_trait::async_trait;
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 
 pub const LOCAL_ACCOUNT: &str = "000000000000";
-pub const WHIP_PATH: &str = "/whip";
-pub const WHEP_PATH: &str = "/whep";
-
-pub fn random_id(len: usize) -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
-}
-
-/// Where the media plane reports the live publisher. The embedded media server holds the
-/// sending half; everything else reads through [`StageBackend::publisher`].
-#[derive(Clone)]
-pub struct PublisherSignal(Arc<watch::Sender<Option<LivePublisher>>>);
-
-impl PublisherSignal {
-    pub fn set_live(&self, publisher: LivePublisher) {
-        self.0.send_replace(Some(publisher));
-    }
-    pub fn set_offline(&self) {
-        self.0.send_replace(None);
-    }
-    pub fn current(&self) -> Option<LivePublisher> {
-        self.0.borrow().clone()
-    }
-}
 
 pub struct LocalBackend {
     region: String,
@@ -46,8 +23,7 @@ pub struct LocalBackend {
 
 impl LocalBackend {
     pub fn new(region: String, signer: Arc<TokenSigner>) -> Self {
-        let (tx, _rx) = watch::channel(None);
-        Self { region, signer, publisher: PublisherSignal(Arc::new(tx)) }
+        Self { region, signer, publisher: PublisherSignal::new() }
     }
 
     pub fn signer(&self) -> Arc<TokenSigner> {
@@ -65,16 +41,6 @@ impl LocalBackend {
             ("events".to_string(), "/ws".to_string()),
         ])
     }
-}
-
-/// Resolves an endpoint path against the server's public base URL.
-pub fn absolute(base_url: &str, path: &str, websocket: bool) -> String {
-    if path.contains("://") {
-        return path.to_string();
-    }
-    let base = base_url.trim_end_matches('/');
-    let base = if websocket { base.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1) } else { base.to_string() };
-    format!("{base}{path}")
 }
 
 #[async_trait]
@@ -120,7 +86,7 @@ impl StageBackend for LocalBackend {
     }
 
     fn publisher(&self) -> watch::Receiver<Option<LivePublisher>> {
-        self.publisher.0.subscribe()
+        self.publisher.subscribe()
     }
 
     fn whep_path(&self) -> Option<&'static str> {

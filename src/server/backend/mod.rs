@@ -7,7 +7,9 @@ pub mod ivs;
 pub mod jwt;
 pub mod local;
 
+pub use crate::domain::LivePublisher; // re-export for media
 use crate::server::config::BackendKind;
+use crate::server::support::{absolute, random_id};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -82,15 +84,6 @@ pub struct IssuedToken {
     pub expires_at_ms: i64,
 }
 
-/// The publisher currently sending media.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LivePublisher {
-    pub user_id: String,
-    pub participant_id: String,
-    pub stage_arn: String,
-    pub since_ms: i64,
-}
-
 #[async_trait]
 pub trait StageBackend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
@@ -141,11 +134,11 @@ pub struct ListedStage {
 /// registered public key, with the stage, endpoints and capabilities as claims.
 pub fn sign_participant_token(signer: &jwt::TokenSigner, req: &TokenRequest<'_>) -> Result<IssuedToken, BackendError> {
     let arn = crate::domain::StageArn::parse(req.stage_arn).map_err(|e| BackendError::Rejected(e.to_string()))?;
-    let participant_id = local::random_id(12);
+    let participant_id = random_id(12);
     let now_secs = req.now_ms.div_euclid(1000);
     let exp = now_secs + req.duration_secs;
     let endpoint =
-        |name: &str, ws: bool| req.stage_endpoints.get(name).map(|p| local::absolute(req.base_url, p, ws)).unwrap_or_default();
+        |name: &str, ws: bool| req.stage_endpoints.get(name).map(|p| absolute(req.base_url, p, ws)).unwrap_or_default();
     let claims = serde_json::json!({
         "resource": arn.as_str(),
         "topic": arn.stage_id(),

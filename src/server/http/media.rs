@@ -7,7 +7,7 @@
 
 use super::extract::BaseUrl;
 use super::{middleware, AppState};
-use crate::server::backend::local::{WHEP_PATH, WHIP_PATH};
+use crate::domain::{WHEP_PATH, WHIP_PATH};
 use crate::server::error::AppResult;
 use crate::server::media::Role;
 use crate::server::service::MediaRequest;

@@ -208,7 +208,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             m.keyframe_requests.load(Ordering::Relaxed),
         );
     }
-    gauge(&mut out, "livestage_process_resident_memory_megabytes", "Resident set size.", crate::server::service::rss_mb());
+    gauge(&mut out, "livestage_process_resident_memory_megabytes", "Resident set size.", crate::server::support::rss_mb());
     state.requests.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

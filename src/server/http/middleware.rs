@@ -3,7 +3,7 @@
 use super::AppState;
 use crate::api::ErrorCode;
 use crate::server::error::{error_response, AppError};
-use crate::server::service::tokens_secrets_match;
+use crate::server::support::secrets_match;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -32,7 +32,7 @@ pub async fn require_api_key(State(state): State<AppState>, req: Request, next: 
     }
     let given = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
     match given {
-        Some(key) if tokens_secrets_match(key, &state.api_key) => next.run(req).await,
+        Some(key) if secrets_match(key, &state.api_key) => next.run(req).await,
         Some(_) => AppError::new(ErrorCode::Unauthorized, "Invalid API key").into_response(),
         None => AppError::new(ErrorCode::Unauthorized, "Missing API key (x-api-key header)").into_response(),
     }

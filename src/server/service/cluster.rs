@@ -11,7 +11,7 @@
 //! On SQLite there is one instance: it is always the leader and needs no notifications.
 
 use super::Service;
-use crate::server::backend::LivePublisher;
+use crate::domain::LivePublisher;
 use crate::server::store::DbKind;
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::Connection;

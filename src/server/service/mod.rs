@@ -19,9 +19,7 @@ pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
 pub use media::{MediaPlane, MediaRequest};
 pub use presence::Presence;
-pub use stats::rss_mb;
 pub use sync::DEPLOYMENT_TAG;
-pub use tokens::secrets_match as tokens_secrets_match;
 
 use crate::api::ErrorCode;
 use crate::domain::{IdError, StageArn};

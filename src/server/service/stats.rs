@@ -2,6 +2,7 @@ use super::views::{PublisherView, StageListItem, StatsStageItem, StatsView};
 use super::Service;
 use crate::api::{LiveStats, StageCount};
 use crate::server::error::{AppError, AppResult};
+use crate::server::support::rss_mb;
 use crate::server::time::{iso, iso_now};
 use serde_json::{json, Value};
 
@@ -139,13 +140,4 @@ impl Service {
             "memory": { "rssMb": rss_mb() },
         }))
     }
-}
-
-/// Resident set size of this process in MiB (Linux), 0 where unknown.
-pub fn rss_mb() -> f64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .unwrap_or(0.0);
-    (pages * 4096.0 / 1_048_576.0 * 10.0).round() / 10.0
 }

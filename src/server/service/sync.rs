@@ -5,6 +5,7 @@ use super::Service;
 use crate::domain::{ParticipantId, StageArn};
 use crate::server::backend::MANAGED_BY_TAG;
 use crate::server::error::AppResult;
+use crate::server::support::random_id;
 use std::sync::atomic::Ordering;
 
 /// Tag naming the deployment (all instances on one database) that created a stage.
@@ -19,7 +20,7 @@ impl Service {
         if let Some(id) = self.deployment.get() {
             return Ok(id.clone());
         }
-        let candidate = crate::server::backend::local::random_id(16);
+        let candidate = random_id(16);
         let id = self.store.setting_or_insert(DEPLOYMENT_SETTING, &candidate).await?;
         Ok(self.deployment.get_or_init(|| id).clone())
     }

@@ -3,26 +3,17 @@ use super::Service;
 use crate::api::ErrorCode;
 use crate::domain::assignment::choose_stage;
 use crate::domain::{StageArn, UserId};
-use crate::server::backend::local::absolute;
 use crate::server::backend::{Capabilities, IssuedToken, TokenRequest};
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::{JoinResult, StageRecord};
+use crate::server::support::{absolute, secrets_match};
 use crate::server::time::iso;
 use serde_json::json;
 use std::collections::BTreeMap;
-use subtle::ConstantTimeEq;
 
 /// Whole seconds from `now_ms` until `at_ms`, rounded up (tokens expire on whole seconds).
 fn seconds_until(at_ms: i64, now_ms: i64) -> i64 {
     ((at_ms - now_ms).max(0) + 999) / 1000
-}
-
-/// Compares two secrets in time independent of where they differ (and of their lengths).
-pub fn secrets_match(given: &str, expected: &str) -> bool {
-    use sha2::{Digest, Sha256};
-    let a = Sha256::digest(given.as_bytes());
-    let b = Sha256::digest(expected.as_bytes());
-    a.ct_eq(&b).into()
 }
 
 impl Service {
@@ -200,16 +191,5 @@ impl Service {
             (None, _) => Err(AppError::new(ErrorCode::Forbidden, "Internal endpoints are disabled on this server")),
             _ => Err(AppError::new(ErrorCode::Forbidden, "Invalid internal secret")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn secrets_compare_by_value() {
-        assert!(super::secrets_match("abc", "abc"));
-        assert!(!super::secrets_match("abc", "abd"));
-        assert!(!super::secrets_match("", "abc"));
-        assert!(!super::secrets_match("abcd", "abc"));
     }
 }

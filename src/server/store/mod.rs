@@ -5,6 +5,7 @@
 //! serves both; the schema differs only in how ids are generated (see `migrations/`).
 //! Rows are private to this module: callers get the domain-facing records below.
 
+use crate::domain::LivePublisher;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use std::collections::HashMap;
@@ -96,7 +97,7 @@ impl Store {
     }
 
     /// Reports the live publisher for the whole deployment until `expires_ms`.
-    pub async fn share_publisher(&self, p: &crate::server::backend::LivePublisher, expires_ms: i64) -> Result<(), sqlx::Error> {
+    pub async fn share_publisher(&self, p: &LivePublisher, expires_ms: i64) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO publisher_live (singleton, user_id, participant_id, stage_arn, since_ms, expires_ms) \
              VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (singleton) DO UPDATE SET user_id = excluded.user_id, \
@@ -123,13 +124,13 @@ impl Store {
     }
 
     /// The publisher some instance reports live, unless its report expired.
-    pub async fn shared_publisher(&self, now_ms: i64) -> Result<Option<crate::server::backend::LivePublisher>, sqlx::Error> {
+    pub async fn shared_publisher(&self, now_ms: i64) -> Result<Option<LivePublisher>, sqlx::Error> {
         let row = sqlx::query("SELECT user_id, participant_id, stage_arn, since_ms FROM publisher_live WHERE expires_ms > $1")
             .bind(now_ms)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
-            Ok(crate::server::backend::LivePublisher {
+            Ok(LivePublisher {
                 user_id: r.try_get("user_id")?,
                 participant_id: r.try_get("participant_id")?,
                 stage_arn: r.try_get("stage_arn")?,

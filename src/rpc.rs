@@ -1,7 +1,8 @@
 //! Server functions: the app's own pages call these (never the API key). They are thin
-//! adapters over the same service layer as the REST handlers.
+//! adapters over the same service layer as the REST handlers. The browser build has only their
+//! client stubs; the bodies (and everything they name of `crate::server`) are server-only.
 
-use super::{JoinOutcome, LiveStats};
+use crate::api::{JoinOutcome, LiveStats};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
@@ -31,7 +32,7 @@ pub async fn get_live_stats() -> Result<LiveStats, ServerFnError> {
 /// Joins the broadcast as `user_id`: a viewer token and a stage, or why not.
 #[server(input = Json)]
 pub async fn join_stream(user_id: String) -> Result<JoinOutcome, ServerFnError> {
-    use super::{ErrorCode, ViewerTicket};
+    use crate::api::{ErrorCode, ViewerTicket};
     use crate::domain::UserId;
     let service = ssr::service()?;
     let user = UserId::parse(user_id).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: userId {e}")))?;
@@ -65,7 +66,7 @@ pub async fn send_heartbeat(user_id: String, stage_arn: String) -> Result<bool, 
     let stage = StageArn::parse(stage_arn).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: stageArn {e}")))?;
     match service.presence().record_heartbeat(&user, &stage).await {
         Ok(()) => Ok(true),
-        Err(e) if e.code() == super::ErrorCode::NotFound => Ok(false),
+        Err(e) if e.code() == crate::api::ErrorCode::NotFound => Ok(false),
         Err(e) => Err(ssr::fail(e)),
     }
 }
@@ -106,7 +107,7 @@ mod session {
     }
 
     pub fn check_key(given: &str) -> Result<bool, ServerFnError> {
-        Ok(crate::server::service::tokens_secrets_match(given.trim(), &key()?.0))
+        Ok(crate::server::support::secrets_match(given.trim(), &key()?.0))
     }
 
     pub fn set_cookie(value: String) {
@@ -152,7 +153,7 @@ pub async fn broadcaster_sign_out() -> Result<(), ServerFnError> {
 
 /// A publisher token for the signed-in broadcaster.
 #[server(input = Json)]
-pub async fn publisher_ticket() -> Result<super::PublisherTicket, ServerFnError> {
+pub async fn publisher_ticket() -> Result<crate::api::PublisherTicket, ServerFnError> {
     use crate::domain::UserId;
     let service = ssr::service()?;
     if !session::signed_in(service.now_ms().div_euclid(1000)).await? {
@@ -162,7 +163,7 @@ pub async fn publisher_ticket() -> Result<super::PublisherTicket, ServerFnError>
     let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
     let user = UserId::parse("broadcaster".to_string()).map_err(|e| ServerFnError::new(e.to_string()))?;
     let t = service.issue_publisher_token(&user, &base).await.map_err(ssr::fail)?;
-    Ok(super::PublisherTicket {
+    Ok(crate::api::PublisherTicket {
         token: t.token,
         participant_id: t.participant_id,
         stage_arn: t.stage_arn,
@@ -175,6 +176,6 @@ pub async fn publisher_ticket() -> Result<super::PublisherTicket, ServerFnError>
 
 /// Live totals, the stage table and the last 24 hours of snapshots.
 #[server(input = Json)]
-pub async fn dashboard_data() -> Result<super::DashboardData, ServerFnError> {
+pub async fn dashboard_data() -> Result<crate::api::DashboardData, ServerFnError> {
     ssr::service()?.dashboard().await.map_err(ssr::fail)
 }

@@ -1,0 +1,10 @@
+//! The live publisher, as the media plane reports it and every instance shares it.
+
+/// The publisher currently sending media.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LivePublisher {
+    pub user_id: String,
+    pub participant_id: String,
+    pub stage_arn: String,
+    pub since_ms: i64,
+}
