@@ -136,12 +136,12 @@ pub async fn rejoin(State(state): State<AppState>, JsonBody(body): JsonBody) -> 
     Ok(envelope(StatusCode::OK, view, Some("rejoined")))
 }
 
-pub async fn viewer_list(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Data<Value>> {
+pub async fn viewer_list(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Data<impl Serialize>> {
     let arn = parse_stage_arn("stageArn", &arn)?;
     ok(state.service.presence().list_viewers(&arn).await?)
 }
 
-pub async fn viewer_duration(State(state): State<AppState>, Query(q): Query) -> AppResult<Data<Value>> {
+pub async fn viewer_duration(State(state): State<AppState>, Query(q): Query) -> AppResult<Data<impl Serialize>> {
     let body: serde_json::Map<String, Value> = q.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     let mut f = Fields::new(&body);
     let user = f.user_id("userId");
@@ -150,13 +150,17 @@ pub async fn viewer_duration(State(state): State<AppState>, Query(q): Query) -> 
     ok(state.service.presence().watch_duration(&user.expect("validated"), &stage.expect("validated")).await?)
 }
 
-pub async fn viewer_history(State(state): State<AppState>, Path(user): Path<String>, q: Query) -> AppResult<Data<Value>> {
+pub async fn viewer_history(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+    q: Query,
+) -> AppResult<Data<impl Serialize>> {
     let user = UserId::parse(user).map_err(|e| invalid_field("userId", &e))?;
     let limit = q.int("limit", 10, 1..=1000)?;
     ok(state.service.presence().history(&user, limit).await?)
 }
 
-pub async fn viewer_stats(State(state): State<AppState>, Path(arn): Path<String>, q: Query) -> AppResult<Data<Value>> {
+pub async fn viewer_stats(State(state): State<AppState>, Path(arn): Path<String>, q: Query) -> AppResult<Data<impl Serialize>> {
     let arn = parse_stage_arn("stageArn", &arn)?;
     let days = q.int("days", 7, 1..=3650)?;
     ok(state.service.presence().stage_view_stats(&arn, days).await?)
@@ -168,25 +172,25 @@ pub async fn stats(State(state): State<AppState>) -> AppResult<Data<impl Seriali
     ok(state.service.stats().await?)
 }
 
-pub async fn stats_viewers(State(state): State<AppState>) -> AppResult<Data<Value>> {
+pub async fn stats_viewers(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
     ok(state.service.stats_viewers().await?)
 }
 
-pub async fn stats_stages(State(state): State<AppState>, Query(q): Query) -> AppResult<Data<Value>> {
+pub async fn stats_stages(State(state): State<AppState>, Query(q): Query) -> AppResult<Data<impl Serialize>> {
     ok(state.service.stats_stages(q.get("arn").map(String::as_str)).await?)
 }
 
-pub async fn stats_publisher(State(state): State<AppState>) -> AppResult<Data<Value>> {
+pub async fn stats_publisher(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
     ok(state.service.publisher_stats())
 }
 
 // ---- stages ----
 
-pub async fn stage_list(State(state): State<AppState>) -> AppResult<Data<Value>> {
+pub async fn stage_list(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
     ok(state.service.list_stages().await?)
 }
 
-pub async fn stage_master(State(state): State<AppState>, BaseUrl(base): BaseUrl) -> AppResult<Data<Value>> {
+pub async fn stage_master(State(state): State<AppState>, BaseUrl(base): BaseUrl) -> AppResult<Data<impl Serialize>> {
     ok(state.service.master_info(&base).await?)
 }
 
@@ -203,7 +207,11 @@ pub async fn stage_create(
     Ok(envelope(StatusCode::CREATED, json!({ "stage": stage }), Some("stage created")))
 }
 
-pub async fn stage_get(State(state): State<AppState>, BaseUrl(base): BaseUrl, Path(arn): Path<String>) -> AppResult<Data<Value>> {
+pub async fn stage_get(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Path(arn): Path<String>,
+) -> AppResult<Data<impl Serialize>> {
     let arn = parse_stage_arn("stageArn", &arn)?;
     ok(state.service.get_stage(&arn, &base).await?)
 }
@@ -213,7 +221,7 @@ pub async fn stage_update(
     BaseUrl(base): BaseUrl,
     Path(arn): Path<String>,
     JsonBody(body): JsonBody,
-) -> AppResult<Data<Value>> {
+) -> AppResult<Data<impl Serialize>> {
     let arn = parse_stage_arn("stageArn", &arn)?;
     let mut f = Fields::new(&body);
     let name = f.string("name", false);
@@ -246,17 +254,17 @@ fn replication_fields(
     Ok((source.expect("validated"), dest.expect("validated"), participant.expect("validated")))
 }
 
-pub async fn replication_start(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Data<Value>> {
+pub async fn replication_start(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Data<impl Serialize>> {
     let (s, d, p) = replication_fields(&body)?;
     ok(state.service.start_replication(&s, &d, &p).await?)
 }
 
-pub async fn replication_stop(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Data<Value>> {
+pub async fn replication_stop(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Data<impl Serialize>> {
     let (s, d, p) = replication_fields(&body)?;
     ok(state.service.stop_replication(&s, &d, &p).await?)
 }
 
-pub async fn replication_status(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Data<Value>> {
+pub async fn replication_status(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Data<impl Serialize>> {
     let arn = parse_stage_arn("stageArn", &arn)?;
     ok(state.service.replication_status(&arn).await?)
 }

@@ -2,13 +2,15 @@
 //! the sweep of silent viewers, and the watch history kept for them.
 
 use super::hub::StatsHub;
-use super::views::{format_duration, HistoryEntry, RejoinView, ViewerEntry};
+use super::views::{
+    format_duration, HistoryEntry, HistoryView, RejoinView, StageViewStatsView, ViewFigures, ViewerEntry, ViewerListView,
+    WatchDurationView,
+};
 use crate::domain::{ParticipantId, StageArn, UserId};
 use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::{JoinResult, Store};
 use crate::server::time::iso;
-use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,7 +159,7 @@ impl Presence {
         Ok(removed.len())
     }
 
-    pub async fn list_viewers(&self, stage: &StageArn) -> AppResult<Value> {
+    pub async fn list_viewers(&self, stage: &StageArn) -> AppResult<ViewerListView> {
         let viewers = self.store.list_viewers(stage.as_str()).await?;
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let entries: Vec<ViewerEntry> = viewers
@@ -172,29 +174,29 @@ impl Presence {
                 }
             })
             .collect();
-        Ok(json!({
-            "stageArn": stage.as_str(),
-            "totalViewers": entries.len(),
-            "activeViewers": entries.len(),
-            "viewers": entries,
-        }))
+        Ok(ViewerListView {
+            stage_arn: stage.to_string(),
+            total_viewers: entries.len(),
+            active_viewers: entries.len(),
+            viewers: entries,
+        })
     }
 
     /// Seconds watched in the viewer's current session on a stage (or its last one).
-    pub async fn watch_duration(&self, user: &UserId, stage: &StageArn) -> AppResult<Value> {
+    pub async fn watch_duration(&self, user: &UserId, stage: &StageArn) -> AppResult<WatchDurationView> {
         let secs = match self.store.latest_session(user.as_str(), stage.as_str()).await? {
             Some(s) => s.watch_duration_seconds.unwrap_or_else(|| ((self.now_ms() - s.joined_at) / 1000).max(0)),
             None => 0,
         };
-        Ok(json!({
-            "userId": user.as_str(),
-            "stageArn": stage.as_str(),
-            "watchDurationSeconds": secs,
-            "watchDurationFormatted": format_duration(secs),
-        }))
+        Ok(WatchDurationView {
+            user_id: user.to_string(),
+            stage_arn: stage.to_string(),
+            watch_duration_seconds: secs,
+            watch_duration_formatted: format_duration(secs),
+        })
     }
 
-    pub async fn history(&self, user: &UserId, limit: u32) -> AppResult<Value> {
+    pub async fn history(&self, user: &UserId, limit: u32) -> AppResult<HistoryView> {
         let rows = self.store.history(user.as_str(), limit).await?;
         let history: Vec<HistoryEntry> = rows
             .into_iter()
@@ -208,22 +210,22 @@ impl Presence {
                 watch_duration_seconds: r.watch_duration_seconds,
             })
             .collect();
-        Ok(json!({ "userId": user.as_str(), "totalRecords": history.len(), "history": history }))
+        Ok(HistoryView { user_id: user.to_string(), total_records: history.len(), history })
     }
 
-    pub async fn stage_view_stats(&self, stage: &StageArn, days: u32) -> AppResult<Value> {
+    pub async fn stage_view_stats(&self, stage: &StageArn, days: u32) -> AppResult<StageViewStatsView> {
         let since = self.now_ms() - i64::from(days) * 86_400_000;
         let s = self.store.stage_view_stats(stage.as_str(), since).await?;
-        Ok(json!({
-            "stageArn": stage.as_str(),
-            "days": days,
-            "stats": {
-                "totalViews": s.total_views,
-                "uniqueViewers": s.unique_viewers,
-                "avgWatchDuration": s.avg_watch_duration,
-                "maxWatchDuration": s.max_watch_duration,
-                "totalWatchTime": s.total_watch_time,
+        Ok(StageViewStatsView {
+            stage_arn: stage.to_string(),
+            days,
+            stats: ViewFigures {
+                total_views: s.total_views,
+                unique_viewers: s.unique_viewers,
+                avg_watch_duration: s.avg_watch_duration,
+                max_watch_duration: s.max_watch_duration,
+                total_watch_time: s.total_watch_time,
             },
-        }))
+        })
     }
 }

@@ -1,4 +1,7 @@
-use super::views::{StageListItem, StageView};
+use super::views::{
+    ReplicationInfo, ReplicationStartedView, ReplicationStatusView, ReplicationStoppedView, StageDetailView, StageListItem,
+    StageListView, StageView,
+};
 use super::Service;
 use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
@@ -8,7 +11,7 @@ use crate::server::error::{AppError, AppResult};
 use crate::server::store::{ReplicationRecord, StageRecord};
 use crate::server::support::absolute;
 use crate::server::time::iso;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 const MASTER_SETTING: &str = "master_stage_arn";
@@ -128,7 +131,7 @@ impl Service {
             .collect())
     }
 
-    pub async fn list_stages(&self) -> AppResult<Value> {
+    pub async fn list_stages(&self) -> AppResult<StageListView> {
         let stages = self.store.list_stages().await?;
         let counts = self.store.stage_counts().await?;
         let items: Vec<StageListItem> = stages
@@ -143,13 +146,17 @@ impl Service {
                 tags: s.tags.clone(),
             })
             .collect();
-        Ok(json!({ "stages": items, "totalStages": items.len(), "nextToken": null }))
+        Ok(StageListView { total_stages: items.len(), stages: items, next_token: Some(None) })
     }
 
-    pub async fn master_info(&self, base_url: &str) -> AppResult<Value> {
+    pub async fn master_info(&self, base_url: &str) -> AppResult<StageDetailView> {
         let master = self.master().await?;
         let viewer_count = self.store.stage_count(&master.arn).await?;
-        Ok(json!({ "stage": self.stage_view(&master, base_url), "viewerCount": viewer_count, "isMasterStage": true }))
+        Ok(StageDetailView {
+            stage: self.stage_view(&master, base_url),
+            viewer_count: Some(viewer_count),
+            is_master_stage: Some(true),
+        })
     }
 
     /// Creates a stage (by hand, or by the auto-scaler with `parent`).
@@ -203,10 +210,10 @@ impl Service {
         Ok(self.stage_view(&record, base_url))
     }
 
-    pub async fn get_stage(&self, arn: &StageArn, base_url: &str) -> AppResult<Value> {
+    pub async fn get_stage(&self, arn: &StageArn, base_url: &str) -> AppResult<StageDetailView> {
         let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
         let viewer_count = self.store.stage_count(arn.as_str()).await?;
-        Ok(json!({ "stage": self.stage_view(&stage, base_url), "viewerCount": viewer_count }))
+        Ok(StageDetailView { stage: self.stage_view(&stage, base_url), viewer_count: Some(viewer_count), is_master_stage: None })
     }
 
     pub async fn update_stage(
@@ -215,7 +222,7 @@ impl Service {
         name: Option<&str>,
         tags: Option<BTreeMap<String, String>>,
         base_url: &str,
-    ) -> AppResult<Value> {
+    ) -> AppResult<StageDetailView> {
         if let Some(name) = name {
             if !valid_stage_name(name) {
                 return Err(AppError::with_details(
@@ -251,7 +258,7 @@ impl Service {
             .update_stage(arn.as_str(), name, tags.as_ref(), self.now_ms())
             .await?
             .ok_or_else(|| AppError::not_found("Stage not found"))?;
-        Ok(json!({ "stage": self.stage_view(&updated, base_url) }))
+        Ok(StageDetailView { stage: self.stage_view(&updated, base_url), viewer_count: None, is_master_stage: None })
     }
 
     /// Deletes a stage. The master stage is refused (403); a stage with viewers is refused
@@ -288,7 +295,12 @@ impl Service {
         Ok(())
     }
 
-    pub async fn start_replication(&self, source: &StageArn, dest: &StageArn, participant: &ParticipantId) -> AppResult<Value> {
+    pub async fn start_replication(
+        &self,
+        source: &StageArn,
+        dest: &StageArn,
+        participant: &ParticipantId,
+    ) -> AppResult<ReplicationStartedView> {
         for arn in [source, dest] {
             if self.store.get_stage(arn.as_str()).await?.is_none() {
                 return Err(AppError::not_found(format!("Stage not found: {arn}")));
@@ -299,13 +311,13 @@ impl Service {
         }
         self.backend.start_replication(source.as_str(), dest.as_str(), participant.as_str()).await?;
         let now = self.record_replication(source, dest, participant).await?;
-        Ok(json!({
-            "message": "Participant replication started",
-            "sourceStageArn": source.as_str(),
-            "destinationStageArn": dest.as_str(),
-            "participantId": participant.as_str(),
-            "startedAt": iso(now),
-        }))
+        Ok(ReplicationStartedView {
+            message: "Participant replication started",
+            source_stage_arn: source.to_string(),
+            destination_stage_arn: dest.to_string(),
+            participant_id: participant.to_string(),
+            started_at: iso(now),
+        })
     }
 
     /// Records that `participant` is replicated from `source` into `dest`; returns when.
@@ -327,7 +339,12 @@ impl Service {
         Ok(now)
     }
 
-    pub async fn stop_replication(&self, source: &StageArn, dest: &StageArn, participant: &ParticipantId) -> AppResult<Value> {
+    pub async fn stop_replication(
+        &self,
+        source: &StageArn,
+        dest: &StageArn,
+        participant: &ParticipantId,
+    ) -> AppResult<ReplicationStoppedView> {
         let Some(rep) = self.store.get_replication(dest.as_str()).await? else {
             return Err(AppError::not_found("No replication into that stage"));
         };
@@ -336,32 +353,26 @@ impl Service {
         }
         self.backend.stop_replication(source.as_str(), dest.as_str(), participant.as_str()).await?;
         self.store.delete_replication(dest.as_str()).await?;
-        Ok(json!({
-            "message": "Participant replication stopped",
-            "sourceStageArn": source.as_str(),
-            "destinationStageArn": dest.as_str(),
-            "participantId": participant.as_str(),
-            "stoppedAt": iso(self.now_ms()),
-        }))
+        Ok(ReplicationStoppedView {
+            message: "Participant replication stopped",
+            source_stage_arn: source.to_string(),
+            destination_stage_arn: dest.to_string(),
+            participant_id: participant.to_string(),
+            stopped_at: iso(self.now_ms()),
+        })
     }
 
-    pub async fn replication_status(&self, stage: &StageArn) -> AppResult<Value> {
+    pub async fn replication_status(&self, stage: &StageArn) -> AppResult<ReplicationStatusView> {
         if self.store.get_stage(stage.as_str()).await?.is_none() {
             return Err(AppError::not_found("Stage not found"));
         }
-        Ok(match self.store.get_replication(stage.as_str()).await? {
-            Some(r) => json!({
-                "stageArn": stage.as_str(),
-                "hasReplication": true,
-                "replicationInfo": {
-                    "sourceStageArn": r.source_arn,
-                    "destStageArn": r.destination_arn,
-                    "participantId": r.participant_id,
-                    "startedAt": iso(r.started_at),
-                },
-            }),
-            None => json!({ "stageArn": stage.as_str(), "hasReplication": false }),
-        })
+        let info = self.store.get_replication(stage.as_str()).await?.map(|r| ReplicationInfo {
+            source_stage_arn: r.source_arn,
+            dest_stage_arn: r.destination_arn,
+            participant_id: r.participant_id,
+            started_at: iso(r.started_at),
+        });
+        Ok(ReplicationStatusView { stage_arn: stage.to_string(), has_replication: info.is_some(), replication_info: info })
     }
 
     /// One auto-scaling step: evaluates the rule and carries out its decision.

@@ -1,4 +1,7 @@
-use super::views::{PublisherView, StageListItem, StatsStageItem, StatsView};
+use super::views::{
+    PublisherStatsView, PublisherView, StageInfo, StageListItem, StageListView, StageStatsView, StagesStatsView, StatsStageItem,
+    StatsView, TotalViewersView,
+};
 use super::Service;
 use crate::api::{LiveStats, StageCount};
 use crate::server::error::{AppError, AppResult};
@@ -55,27 +58,27 @@ impl Service {
         })
     }
 
-    pub async fn stats_viewers(&self) -> AppResult<Value> {
+    pub async fn stats_viewers(&self) -> AppResult<TotalViewersView> {
         let total: u32 = self.store.stage_counts().await?.values().sum();
-        Ok(json!({ "totalViewers": total, "calculatedFrom": "real-time sum" }))
+        Ok(TotalViewersView { total_viewers: total, calculated_from: "real-time sum" })
     }
 
-    pub async fn stats_stages(&self, arn: Option<&str>) -> AppResult<Value> {
+    pub async fn stats_stages(&self, arn: Option<&str>) -> AppResult<StagesStatsView> {
         match arn {
             Some(raw) => {
                 let arn = super::parse_stage_arn("arn", raw)?;
                 let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
                 let viewer_count = self.store.stage_count(arn.as_str()).await?;
-                Ok(json!({
-                    "stageArn": arn.as_str(),
-                    "viewerCount": viewer_count,
-                    "stageInfo": {
-                        "name": stage.name,
-                        "isMaster": stage.is_master,
-                        "autoScaled": stage.auto_scaled,
-                        "parentStageArn": stage.parent_arn,
-                        "createdAt": iso(stage.created_at),
-                        "tags": stage.tags,
+                Ok(StagesStatsView::One(StageStatsView {
+                    stage_arn: arn.to_string(),
+                    viewer_count,
+                    stage_info: StageInfo {
+                        name: stage.name,
+                        is_master: stage.is_master,
+                        auto_scaled: stage.auto_scaled,
+                        parent_stage_arn: stage.parent_arn,
+                        created_at: iso(stage.created_at),
+                        tags: stage.tags,
                     },
                 }))
             }
@@ -94,25 +97,19 @@ impl Service {
                         tags: s.tags.clone(),
                     })
                     .collect();
-                Ok(json!({ "totalStages": items.len(), "stages": items }))
+                Ok(StagesStatsView::All(StageListView { total_stages: items.len(), stages: items, next_token: None }))
             }
         }
     }
 
-    pub fn publisher_stats(&self) -> Value {
-        let publisher = self.publisher();
-        match publisher {
-            Some(p) => json!({
-                "isPublisherLive": true,
-                "publisher": PublisherView {
-                    user_id: p.user_id,
-                    participant_id: p.participant_id,
-                    stage_arn: p.stage_arn,
-                    since: iso(p.since_ms),
-                },
-            }),
-            None => json!({ "isPublisherLive": false }),
-        }
+    pub fn publisher_stats(&self) -> PublisherStatsView {
+        let publisher = self.publisher().map(|p| PublisherView {
+            user_id: p.user_id,
+            participant_id: p.participant_id,
+            stage_arn: p.stage_arn,
+            since: iso(p.since_ms),
+        });
+        PublisherStatsView { is_publisher_live: publisher.is_some(), publisher }
     }
 
     /// `/health`: `Err` (503) when the database does not answer.

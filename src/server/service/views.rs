@@ -147,6 +147,150 @@ pub struct RejoinView {
     pub is_new_viewer: bool,
 }
 
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerListView {
+    pub stage_arn: String,
+    pub total_viewers: usize,
+    pub active_viewers: usize,
+    pub viewers: Vec<ViewerEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchDurationView {
+    pub user_id: String,
+    pub stage_arn: String,
+    pub watch_duration_seconds: i64,
+    pub watch_duration_formatted: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryView {
+    pub user_id: String,
+    pub total_records: usize,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageViewStatsView {
+    pub stage_arn: String,
+    pub days: u32,
+    pub stats: ViewFigures,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewFigures {
+    pub total_views: i64,
+    pub unique_viewers: i64,
+    pub avg_watch_duration: i64,
+    pub max_watch_duration: i64,
+    pub total_watch_time: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TotalViewersView {
+    pub total_viewers: u32,
+    pub calculated_from: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageListView {
+    pub total_stages: usize,
+    pub stages: Vec<StageListItem>,
+    /// Only on `GET /api/stages` (always null: one page holds every stage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageStatsView {
+    pub stage_arn: String,
+    pub viewer_count: u32,
+    pub stage_info: StageInfo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageInfo {
+    pub name: String,
+    pub is_master: bool,
+    pub auto_scaled: bool,
+    pub parent_stage_arn: Option<String>,
+    pub created_at: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `GET /api/stats/stages`: one stage with `arn`, else every stage.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum StagesStatsView {
+    One(StageStatsView),
+    All(StageListView),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublisherStatsView {
+    pub is_publisher_live: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<PublisherView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageDetailView {
+    pub stage: StageView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viewer_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_master_stage: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationStartedView {
+    pub message: &'static str,
+    pub source_stage_arn: String,
+    pub destination_stage_arn: String,
+    pub participant_id: String,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationStoppedView {
+    pub message: &'static str,
+    pub source_stage_arn: String,
+    pub destination_stage_arn: String,
+    pub participant_id: String,
+    pub stopped_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationStatusView {
+    pub stage_arn: String,
+    pub has_replication: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_info: Option<ReplicationInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationInfo {
+    pub source_stage_arn: String,
+    pub dest_stage_arn: String,
+    pub participant_id: String,
+    pub started_at: String,
+}
+
 /// "<m>m <s>s"
 pub fn format_duration(secs: i64) -> String {
     let secs = secs.max(0);
