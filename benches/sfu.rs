@@ -225,9 +225,9 @@ async fn run() {
             v.task.abort();
         }
         tokio::time::sleep(Duration::from_millis(1500)).await; // every viewer past its first keyframe
-        let bytes_before = service.media().unwrap().server.stats().bytes_forwarded.load(Ordering::Relaxed);
+        let bytes_before = service.media().plane().unwrap().server.stats().bytes_forwarded.load(Ordering::Relaxed);
         let r = measure(&viewers, &log, secs).await;
-        let bytes = service.media().unwrap().server.stats().bytes_forwarded.load(Ordering::Relaxed) - bytes_before;
+        let bytes = service.media().plane().unwrap().server.stats().bytes_forwarded.load(Ordering::Relaxed) - bytes_before;
         let base_p50 = *baseline.get_or_insert(r.p50_ms);
         println!(
             "{:>8} {:>12.3} {:>10.2} {:>10.2} {:>14.2} {:>12.1}",

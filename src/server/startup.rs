@@ -138,7 +138,7 @@ impl Application {
         let settings = Arc::new(settings);
         let service = Service::new(settings.clone(), store, backend, clock);
         let local = local.map(|(signal, plane)| {
-            service.attach_media(plane);
+            service.media().attach(plane);
             signal
         });
         service.ensure_master_stage().await.map_err(|e| StartupError::Backend(e.to_string()))?;

@@ -285,7 +285,7 @@ async fn a_viewer_receives_the_publishers_video_and_audio_intact() {
         assert_eq!(&f[..], &OPUS_SILENCE[..]);
         assert_eq!(f[0] >> 3, 31, "Opus TOC: CELT fullband 20 ms");
     }
-    let stats = app.service.media().unwrap().server.stats();
+    let stats = app.service.media().plane().unwrap().server.stats();
     assert_eq!(stats.viewers.load(Ordering::Relaxed), 1);
     assert_eq!(stats.publishers.load(Ordering::Relaxed), 1);
 }
@@ -368,7 +368,7 @@ async fn liveness_follows_the_publishers_media() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(eventually(Duration::from_secs(2), || async { !is_live(&app).await }).await, "offline after DELETE");
     app.join("after").await.assert_error(404, "NOT_FOUND");
-    let stats = app.service.media().unwrap().server.stats();
+    let stats = app.service.media().plane().unwrap().server.stats();
     assert_eq!(stats.publishers.load(Ordering::Relaxed), 0, "no session left behind");
     // the ended token cannot start again
     let (_, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
@@ -390,7 +390,7 @@ async fn a_second_publisher_is_refused_but_the_same_user_may_reconnect() {
     let (again, _) = publisher_token(&app, "host").await;
     let second = connect(&app, PeerRole::Publish, &whip, &again).await;
     assert_ne!(first.location, second.location);
-    let stats = app.service.media().unwrap().server.stats();
+    let stats = app.service.media().plane().unwrap().server.stats();
     assert_eq!(stats.publishers.load(Ordering::Relaxed), 1, "the reconnect replaced the old session");
     // the replaced session is gone
     let resp = app.client.delete(&first.location).bearer_auth(&first.token).send().await.unwrap();
@@ -404,7 +404,7 @@ async fn viewers_end_their_session_and_leave_nothing_behind() {
     let (_feed, _, _) = go_live(&app, "broadcaster", &frames).await;
     let (token, whep) = viewer_token(&app, "v").await;
     let viewer = connect(&app, PeerRole::Play, &whep, &token).await;
-    let stats = &app.service.media().unwrap().server.stats();
+    let stats = &app.service.media().plane().unwrap().server.stats();
     assert_eq!(stats.viewers.load(Ordering::Relaxed), 1);
 
     // someone else's token cannot end it
@@ -490,7 +490,7 @@ async fn bad_offers_and_tokens_get_clear_errors() {
     assert_eq!(error_of(resp).await, (StatusCode::NOT_FOUND, "NOT_FOUND".into()));
     let resp = app.client.patch(format!("{whip}/nope")).bearer_auth(&token).body("a=candidate").send().await.unwrap();
     assert_eq!(error_of(resp).await, (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED".into()));
-    assert_eq!(app.service.media().unwrap().server.stats().publishers.load(Ordering::Relaxed), 0, "nothing leaked");
+    assert_eq!(app.service.media().plane().unwrap().server.stats().publishers.load(Ordering::Relaxed), 0, "nothing leaked");
 }
 
 /// Three viewers crowd the master stage of five; the auto-scaler adds a stage. Returns the
@@ -564,7 +564,7 @@ async fn media_tokens_must_be_for_a_stage_of_this_server() {
 
     // A viewer token (the next viewer is placed on the new stage), signed again with this
     // server's own key but for a stage the server does not have.
-    let signer = &app.service.media().unwrap().signer;
+    let signer = &app.service.media().plane().unwrap().signer;
     let (viewer, _) = viewer_token(&app, "v").await;
     let mut claims = TokenSigner::decode_claims_unverified(&viewer).unwrap();
     assert_eq!(claims["resource"], auto.as_str());
@@ -668,7 +668,7 @@ async fn lost_packets_are_recovered_by_nack_and_retransmission() {
     let app = spawn_app().await;
     let frames = frames();
     let (feed, _, _) = go_live(&app, "broadcaster", &frames).await;
-    let sfu = app.service.media().unwrap().server.addresses()[0];
+    let sfu = app.service.media().plane().unwrap().server.addresses()[0];
 
     let (token, whep) = viewer_token(&app, "lossy").await;
     let (peer, offer) = Peer::offer(PeerRole::Play).await.unwrap();
@@ -725,6 +725,6 @@ async fn lost_packets_are_recovered_by_nack_and_retransmission() {
     }
     assert!(video.len() >= 60, "got {} video frames", video.len());
     assert_as_sent(&video, &feed, &frames, identical);
-    let stats = app.service.media().unwrap().server.stats();
+    let stats = app.service.media().plane().unwrap().server.stats();
     assert!(stats.frames_forwarded.load(Ordering::Relaxed) >= 60);
 }

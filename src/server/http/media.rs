@@ -43,7 +43,7 @@ async fn offer(state: AppState, role: Role, base: String, path: &str, headers: H
         content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
         body: &body,
     };
-    let accepted = state.service.media_offer(role, req).await?;
+    let accepted = state.service.media().offer(role, req).await?;
     let location = format!("{base}{path}/{}", accepted.session_id);
     let mut resp = (StatusCode::CREATED, accepted.answer).into_response();
     let h = resp.headers_mut();
@@ -74,11 +74,11 @@ async fn whep_offer(
 }
 
 async fn whip_end(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> AppResult<StatusCode> {
-    state.service.media_end(Role::Publisher, &id, bearer(&headers)).await?;
+    state.service.media().end(Role::Publisher, &id, bearer(&headers)).await?;
     Ok(StatusCode::OK)
 }
 
 async fn whep_end(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> AppResult<StatusCode> {
-    state.service.media_end(Role::Viewer, &id, bearer(&headers)).await?;
+    state.service.media().end(Role::Viewer, &id, bearer(&headers)).await?;
     Ok(StatusCode::OK)
 }

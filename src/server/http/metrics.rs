@@ -174,7 +174,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "Write transactions this instance began (heartbeats are batched into few).",
         service.store().write_transactions(),
     );
-    if let Some(media) = service.media() {
+    if let Some(media) = service.media().plane() {
         let m = media.server.stats();
         let _ = writeln!(
             out,

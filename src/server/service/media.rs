@@ -1,12 +1,13 @@
 //! WHIP publish and WHEP play on the embedded media server: token checks, then the SFU.
 
-use super::Service;
 use crate::api::ErrorCode;
 use crate::server::backend::jwt::{JwtError, TokenSigner};
+use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
 use crate::server::media::{Accepted, MediaError, MediaServer, Participant, Role};
+use crate::server::store::Store;
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The local backend's media plane: the SFU and the key its tokens are checked against.
 pub struct MediaPlane {
@@ -44,23 +45,35 @@ impl From<MediaError> for AppError {
     }
 }
 
-impl Service {
-    pub fn attach_media(&self, plane: MediaPlane) {
-        let _ = self.media.set(plane);
+/// Admits WHIP and WHEP sessions to the embedded media server (when the backend has one).
+pub struct MediaGateway {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    plane: OnceLock<MediaPlane>,
+}
+
+impl MediaGateway {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock, plane: OnceLock::new() }
     }
 
-    pub fn media(&self) -> Option<&MediaPlane> {
-        self.media.get()
+    /// Connects the media server once it runs (the local backend only).
+    pub fn attach(&self, plane: MediaPlane) {
+        let _ = self.plane.set(plane);
+    }
+
+    pub fn plane(&self) -> Option<&MediaPlane> {
+        self.plane.get()
     }
 
     fn media_plane(&self) -> AppResult<&MediaPlane> {
-        self.media
+        self.plane
             .get()
             .ok_or_else(|| AppError::new(ErrorCode::NotFound, "This server's stage backend has no embedded media server"))
     }
 
     /// `POST` of a WHIP (publisher) or WHEP (viewer) offer.
-    pub async fn media_offer(&self, role: Role, req: MediaRequest<'_>) -> AppResult<Accepted> {
+    pub async fn offer(&self, role: Role, req: MediaRequest<'_>) -> AppResult<Accepted> {
         let plane = self.media_plane()?;
         let claims = self.check_token(plane, req.bearer, false)?;
         let capability = if role == Role::Publisher { "allow_publish" } else { "allow_subscribe" };
@@ -93,7 +106,7 @@ impl Service {
     }
 
     /// `DELETE` of a WHIP/WHEP session resource by the token that opened it (expired or not).
-    pub async fn media_end(&self, role: Role, session_id: &str, bearer: Option<&str>) -> AppResult<()> {
+    pub async fn end(&self, role: Role, session_id: &str, bearer: Option<&str>) -> AppResult<()> {
         let plane = self.media_plane()?;
         let claims = self.check_token(plane, bearer, true)?;
         let participant = participant(&claims)?;
@@ -104,7 +117,7 @@ impl Service {
         let token = bearer.ok_or_else(|| {
             AppError::new(ErrorCode::Unauthorized, "Send the participant token as Authorization: Bearer <token>")
         })?;
-        let now = if allow_expired { i64::MIN } else { self.now_ms().div_euclid(1000) };
+        let now = if allow_expired { i64::MIN } else { self.clock.now_ms().div_euclid(1000) };
         plane.signer.verify(token, now).map_err(|e| {
             let message = match e {
                 JwtError::Expired => "The token has expired; request a new one",

@@ -17,7 +17,7 @@ pub mod views;
 pub use autoscaler::Autoscaler;
 pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
-pub use media::{MediaPlane, MediaRequest};
+pub use media::{MediaGateway, MediaPlane, MediaRequest};
 pub use presence::Presence;
 pub use sync::DEPLOYMENT_TAG;
 
@@ -41,8 +41,7 @@ pub struct Service {
     pub(crate) autoscaler: Autoscaler,
     started: Instant,
     pub(crate) cluster: cluster::Cluster,
-    /// The embedded media server, when the stage backend is local.
-    media: OnceLock<MediaPlane>,
+    pub(crate) media: MediaGateway,
     /// This deployment's id (see `sync.rs`).
     deployment: OnceLock<String>,
     /// Backend polls this instance has run.
@@ -54,6 +53,7 @@ pub struct Service {
 impl Service {
     pub fn new(settings: Arc<Settings>, store: Store, backend: Arc<dyn StageBackend>, clock: Arc<dyn Clock>) -> Arc<Self> {
         let hub = Arc::new(StatsHub::new());
+        let media = MediaGateway::new(store.clone(), clock.clone());
         let presence = Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs);
         Arc::new(Self {
             settings,
@@ -64,7 +64,7 @@ impl Service {
             presence,
             autoscaler: Autoscaler::default(),
             started: Instant::now(),
-            media: OnceLock::new(),
+            media,
             deployment: OnceLock::new(),
             polls: std::sync::atomic::AtomicU64::new(0),
             publisher_gone_since: Mutex::new(None),
@@ -94,6 +94,11 @@ impl Service {
 
     pub fn autoscale_steps(&self) -> u64 {
         self.autoscaler.steps()
+    }
+
+    /// WHIP/WHEP admission to the embedded media server.
+    pub fn media(&self) -> &MediaGateway {
+        &self.media
     }
 
     pub fn presence(&self) -> &Presence {
