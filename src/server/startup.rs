@@ -141,7 +141,7 @@ impl Application {
             service.media().attach(plane);
             signal
         });
-        service.ensure_master_stage().await.map_err(|e| StartupError::Backend(e.to_string()))?;
+        service.stages().ensure_master().await.map_err(|e| StartupError::Backend(e.to_string()))?;
         // Viewers that went silent while the server was down: close their sessions at their
         // last heartbeat, exactly as the sweep would have.
         let recovered = service.sweep_presence().await.map_err(|e| StartupError::Other(e.to_string()))?;

@@ -83,7 +83,7 @@ async fn startup_registers_the_signing_key_and_creates_a_tagged_master_stage() {
     assert_eq!(create["name"], "master");
     assert_eq!(create["tags"]["ManagedBy"], "livestage");
     assert_eq!(create["tags"]["Role"], "master");
-    let deployment = app.service.deployment_id().await.unwrap();
+    let deployment = app.service.stages().deployment_id().await.unwrap();
     assert_eq!(create["tags"]["LivestageDeployment"], deployment.as_str());
 
     let master = app.master_arn().await;
@@ -321,7 +321,7 @@ async fn reconciliation_deletes_only_this_deployments_lost_stages() {
     let fake = FakeIvs::start().await;
     // Reconciliation runs on the first poll; this test runs it by hand.
     let app = spawn_ivs(&fake, |s| s.ivs.poll_interval_ms = 60_000).await;
-    let deployment = app.service.deployment_id().await.unwrap();
+    let deployment = app.service.stages().deployment_id().await.unwrap();
     let stage = |id: &str, tags: Value| {
         let arn = format!("arn:aws:ivs:{REGION}:123456789012:stage/{id}");
         fake.state().stages.insert(arn.clone(), json!({ "arn": arn, "name": id, "activeSessionId": "", "tags": tags }));

@@ -187,11 +187,11 @@ pub async fn stats_publisher(State(state): State<AppState>) -> AppResult<Data<im
 // ---- stages ----
 
 pub async fn stage_list(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.list_stages().await?)
+    ok(state.service.stages().list().await?)
 }
 
 pub async fn stage_master(State(state): State<AppState>, BaseUrl(base): BaseUrl) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.master_info(&base).await?)
+    ok(state.service.stages().master_info(&base).await?)
 }
 
 pub async fn stage_create(
@@ -203,7 +203,7 @@ pub async fn stage_create(
     let name = f.string("name", true);
     let tags = f.tags("tags");
     f.finish()?;
-    let stage = state.service.create_stage(&name.expect("validated"), tags.unwrap_or_default(), None, &base).await?;
+    let stage = state.service.stages().create(&name.expect("validated"), tags.unwrap_or_default(), None, &base).await?;
     Ok(envelope(StatusCode::CREATED, json!({ "stage": stage }), Some("stage created")))
 }
 
@@ -213,7 +213,7 @@ pub async fn stage_get(
     Path(arn): Path<String>,
 ) -> AppResult<Data<impl Serialize>> {
     let arn = parse_stage_arn("stageArn", &arn)?;
-    ok(state.service.get_stage(&arn, &base).await?)
+    ok(state.service.stages().get(&arn, &base).await?)
 }
 
 pub async fn stage_update(
@@ -234,12 +234,12 @@ pub async fn stage_update(
             json!({ "missingFields": ["name"] }),
         ));
     }
-    ok(state.service.update_stage(&arn, name.as_deref(), tags, &base).await?)
+    ok(state.service.stages().update(&arn, name.as_deref(), tags, &base).await?)
 }
 
 pub async fn stage_delete(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Response> {
     let arn = parse_stage_arn("stageArn", &arn)?;
-    state.service.delete_stage(&arn, false).await?;
+    state.service.stages().delete(&arn, false).await?;
     Ok(envelope(StatusCode::OK, json!({ "stageArn": arn.as_str(), "deleted": true }), Some("stage deleted")))
 }
 
@@ -256,17 +256,17 @@ fn replication_fields(
 
 pub async fn replication_start(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Data<impl Serialize>> {
     let (s, d, p) = replication_fields(&body)?;
-    ok(state.service.start_replication(&s, &d, &p).await?)
+    ok(state.service.stages().start_replication(&s, &d, &p).await?)
 }
 
 pub async fn replication_stop(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Data<impl Serialize>> {
     let (s, d, p) = replication_fields(&body)?;
-    ok(state.service.stop_replication(&s, &d, &p).await?)
+    ok(state.service.stages().stop_replication(&s, &d, &p).await?)
 }
 
 pub async fn replication_status(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Data<impl Serialize>> {
     let arn = parse_stage_arn("stageArn", &arn)?;
-    ok(state.service.replication_status(&arn).await?)
+    ok(state.service.stages().replication_status(&arn).await?)
 }
 
 // ---- fallbacks ----

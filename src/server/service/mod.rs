@@ -19,6 +19,7 @@ pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
 pub use media::{MediaGateway, MediaPlane, MediaRequest};
 pub use presence::Presence;
+pub use stages::Stages;
 pub use sync::DEPLOYMENT_TAG;
 
 use crate::api::ErrorCode;
@@ -28,7 +29,7 @@ use crate::server::clock::Clock;
 use crate::server::config::Settings;
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::Store;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 pub struct Service {
@@ -37,13 +38,12 @@ pub struct Service {
     pub(crate) backend: Arc<dyn StageBackend>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hub: Arc<StatsHub>,
-    pub(crate) presence: Presence,
+    pub(crate) presence: Arc<Presence>,
+    pub(crate) stages: Stages,
     pub(crate) autoscaler: Autoscaler,
     started: Instant,
     pub(crate) cluster: cluster::Cluster,
     pub(crate) media: MediaGateway,
-    /// This deployment's id (see `sync.rs`).
-    deployment: OnceLock<String>,
     /// Backend polls this instance has run.
     polls: std::sync::atomic::AtomicU64,
     /// Since when the polled publisher has been away (see `sync.rs`).
@@ -54,7 +54,9 @@ impl Service {
     pub fn new(settings: Arc<Settings>, store: Store, backend: Arc<dyn StageBackend>, clock: Arc<dyn Clock>) -> Arc<Self> {
         let hub = Arc::new(StatsHub::new());
         let media = MediaGateway::new(store.clone(), clock.clone());
-        let presence = Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs);
+        let presence =
+            Arc::new(Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs));
+        let stages = Stages::new(store.clone(), backend.clone(), clock.clone(), hub.clone(), presence.clone(), &settings);
         Arc::new(Self {
             settings,
             store,
@@ -62,10 +64,10 @@ impl Service {
             clock,
             hub,
             presence,
+            stages,
             autoscaler: Autoscaler::default(),
             started: Instant::now(),
             media,
-            deployment: OnceLock::new(),
             polls: std::sync::atomic::AtomicU64::new(0),
             publisher_gone_since: Mutex::new(None),
             cluster: cluster::Cluster::default(),
@@ -99,6 +101,11 @@ impl Service {
     /// WHIP/WHEP admission to the embedded media server.
     pub fn media(&self) -> &MediaGateway {
         &self.media
+    }
+
+    /// The stages: master, CRUD, replication records, snapshots.
+    pub fn stages(&self) -> &Stages {
+        &self.stages
     }
 
     pub fn presence(&self) -> &Presence {

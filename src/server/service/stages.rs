@@ -1,3 +1,6 @@
+use super::hub::StatsHub;
+use super::presence::Presence;
+use super::sync::DEPLOYMENT_TAG;
 use super::views::{
     ReplicationInfo, ReplicationStartedView, ReplicationStatusView, ReplicationStoppedView, StageDetailView, StageListItem,
     StageListView, StageView,
@@ -7,14 +10,19 @@ use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
 use crate::domain::autoscale::{decide, ScaleDecision};
 use crate::domain::{ParticipantId, StageArn};
+use crate::server::backend::StageBackend;
+use crate::server::clock::Clock;
+use crate::server::config::{Settings, StageSettings};
 use crate::server::error::{AppError, AppResult};
-use crate::server::store::{ReplicationRecord, StageRecord};
-use crate::server::support::absolute;
+use crate::server::store::{ReplicationRecord, StageRecord, Store};
+use crate::server::support::{absolute, random_id};
 use crate::server::time::iso;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 const MASTER_SETTING: &str = "master_stage_arn";
+const DEPLOYMENT_SETTING: &str = "deployment_id";
 pub use crate::server::backend::MANAGED_BY_TAG;
 
 /// The record of the master stage `stage`.
@@ -51,19 +59,82 @@ pub fn valid_tags(tags: &BTreeMap<String, String>) -> bool {
             .all(|(k, v)| !k.is_empty() && k.chars().count() <= 128 && v.chars().count() <= 256 && !k.starts_with("aws:"))
 }
 
-impl Service {
+/// Owns the stages: the master stage, CRUD, replication records, ownership tags and the
+/// viewer-count snapshots.
+pub struct Stages {
+    store: Store,
+    backend: Arc<dyn StageBackend>,
+    clock: Arc<dyn Clock>,
+    hub: Arc<StatsHub>,
+    presence: Arc<Presence>,
+    settings: StageSettings,
+    snapshot_retention_days: i64,
+    /// This deployment's id (see [`Stages::deployment_id`]).
+    deployment: OnceLock<String>,
+}
+
+impl Stages {
+    pub fn new(
+        store: Store,
+        backend: Arc<dyn StageBackend>,
+        clock: Arc<dyn Clock>,
+        hub: Arc<StatsHub>,
+        presence: Arc<Presence>,
+        settings: &Settings,
+    ) -> Self {
+        Self {
+            store,
+            backend,
+            clock,
+            hub,
+            presence,
+            settings: settings.stage.clone(),
+            snapshot_retention_days: settings.presence.snapshot_retention_days,
+            deployment: OnceLock::new(),
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// This deployment's id, created once and shared through the database.
+    pub async fn deployment_id(&self) -> AppResult<String> {
+        if let Some(id) = self.deployment.get() {
+            return Ok(id.clone());
+        }
+        let candidate = random_id(16);
+        let id = self.store.setting_or_insert(DEPLOYMENT_SETTING, &candidate).await?;
+        Ok(self.deployment.get_or_init(|| id).clone())
+    }
+
+    /// The tags every stage this server creates carries.
+    pub(crate) async fn ownership_tags(&self) -> AppResult<[(String, String); 2]> {
+        Ok([
+            (MANAGED_BY_TAG.0.to_string(), MANAGED_BY_TAG.1.to_string()),
+            (DEPLOYMENT_TAG.to_string(), self.deployment_id().await?),
+        ])
+    }
+
+    pub(crate) async fn master(&self) -> AppResult<StageRecord> {
+        self.store
+            .master_stage()
+            .await?
+            .ok_or_else(|| AppError::new(ErrorCode::ServiceUnavailable, "No master stage is configured"))
+    }
+
     fn endpoints_for(&self, stage: &StageRecord, base_url: &str) -> BTreeMap<String, String> {
         stage.endpoints.iter().map(|(k, v)| (k.clone(), absolute(base_url, v, k == "events"))).collect()
     }
 
-    fn stage_view(&self, stage: &StageRecord, base_url: &str) -> StageView {
+    fn view(&self, stage: &StageRecord, base_url: &str) -> StageView {
         StageView::new(stage, self.endpoints_for(stage, base_url))
     }
 
     /// Makes sure a master stage exists: the configured one, the remembered one, or a new one.
-    pub async fn ensure_master_stage(&self) -> AppResult<StageRecord> {
+    pub async fn ensure_master(&self) -> AppResult<StageRecord> {
         let now = self.now_ms();
-        if let Some(arn) = self.settings.stage.master_stage_arn.clone() {
+        if let Some(arn) = self.settings.master_stage_arn.clone() {
             if let Some(existing) = self.store.get_stage(&arn).await? {
                 if existing.is_master {
                     return Ok(existing);
@@ -112,7 +183,7 @@ impl Service {
         Ok(record)
     }
 
-    pub(crate) async fn stage_loads(&self) -> AppResult<Vec<StageLoad>> {
+    pub(crate) async fn loads(&self) -> AppResult<Vec<StageLoad>> {
         let now = self.now_ms();
         let stages = self.store.list_stages().await?;
         let counts = self.store.stage_counts().await?;
@@ -131,7 +202,7 @@ impl Service {
             .collect())
     }
 
-    pub async fn list_stages(&self) -> AppResult<StageListView> {
+    pub async fn list(&self) -> AppResult<StageListView> {
         let stages = self.store.list_stages().await?;
         let counts = self.store.stage_counts().await?;
         let items: Vec<StageListItem> = stages
@@ -152,15 +223,11 @@ impl Service {
     pub async fn master_info(&self, base_url: &str) -> AppResult<StageDetailView> {
         let master = self.master().await?;
         let viewer_count = self.store.stage_count(&master.arn).await?;
-        Ok(StageDetailView {
-            stage: self.stage_view(&master, base_url),
-            viewer_count: Some(viewer_count),
-            is_master_stage: Some(true),
-        })
+        Ok(StageDetailView { stage: self.view(&master, base_url), viewer_count: Some(viewer_count), is_master_stage: Some(true) })
     }
 
     /// Creates a stage (by hand, or by the auto-scaler with `parent`).
-    pub async fn create_stage(
+    pub async fn create(
         &self,
         name: &str,
         tags: BTreeMap<String, String>,
@@ -181,7 +248,7 @@ impl Service {
                 json!({ "invalidFields": ["tags"] }),
             ));
         }
-        let max = self.settings.stage.max_stages;
+        let max = self.settings.max_stages;
         if self.store.count_stages().await? >= max {
             return Err(AppError::new(ErrorCode::StageLimitReached, format!("Stage limit reached ({max})")));
         }
@@ -207,16 +274,16 @@ impl Service {
         self.store.insert_stage(&record).await?;
         self.hub.mark_dirty();
         tracing::info!(stage = %record.arn, auto = record.auto_scaled, "stage created");
-        Ok(self.stage_view(&record, base_url))
+        Ok(self.view(&record, base_url))
     }
 
-    pub async fn get_stage(&self, arn: &StageArn, base_url: &str) -> AppResult<StageDetailView> {
+    pub async fn get(&self, arn: &StageArn, base_url: &str) -> AppResult<StageDetailView> {
         let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
         let viewer_count = self.store.stage_count(arn.as_str()).await?;
-        Ok(StageDetailView { stage: self.stage_view(&stage, base_url), viewer_count: Some(viewer_count), is_master_stage: None })
+        Ok(StageDetailView { stage: self.view(&stage, base_url), viewer_count: Some(viewer_count), is_master_stage: None })
     }
 
-    pub async fn update_stage(
+    pub async fn update(
         &self,
         arn: &StageArn,
         name: Option<&str>,
@@ -242,7 +309,7 @@ impl Service {
                 ));
             }
             // Tags this server relies on stay.
-            for key in [MANAGED_BY_TAG.0, super::DEPLOYMENT_TAG, "AutoScaled", "Role"] {
+            for key in [MANAGED_BY_TAG.0, DEPLOYMENT_TAG, "AutoScaled", "Role"] {
                 if let Some(v) = existing.tags.get(key) {
                     t.insert(key.to_string(), v.clone());
                 }
@@ -258,12 +325,12 @@ impl Service {
             .update_stage(arn.as_str(), name, tags.as_ref(), self.now_ms())
             .await?
             .ok_or_else(|| AppError::not_found("Stage not found"))?;
-        Ok(StageDetailView { stage: self.stage_view(&updated, base_url), viewer_count: None, is_master_stage: None })
+        Ok(StageDetailView { stage: self.view(&updated, base_url), viewer_count: None, is_master_stage: None })
     }
 
     /// Deletes a stage. The master stage is refused (403); a stage with viewers is refused
     /// (400) unless the auto-scaler removes it (`evict`), which closes their sessions.
-    pub async fn delete_stage(&self, arn: &StageArn, evict: bool) -> AppResult<()> {
+    pub async fn delete(&self, arn: &StageArn, evict: bool) -> AppResult<()> {
         let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
         if stage.is_master {
             return Err(AppError::new(ErrorCode::Forbidden, "The master stage cannot be deleted"));
@@ -375,44 +442,13 @@ impl Service {
         Ok(ReplicationStatusView { stage_arn: stage.to_string(), has_replication: info.is_some(), replication_info: info })
     }
 
-    /// One auto-scaling step: evaluates the rule and carries out its decision.
-    pub async fn autoscale_once(&self) -> AppResult<ScaleDecision> {
-        let _guard = self.autoscaler.exclusive().await;
-        self.autoscaler.count_step();
-        let loads = self.stage_loads().await?;
-        let decision = decide(&loads, &self.settings.stage.capacity());
-        match &decision {
-            ScaleDecision::ScaleUp => {
-                let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
-                let name = format!("auto-stage-{}", self.now_ms());
-                let stage = self.create_stage(&name, BTreeMap::new(), parent.as_deref(), "").await?;
-                let publisher = self.publisher();
-                if let Some(p) = publisher {
-                    let (src, dst, pid) = (
-                        StageArn::parse(p.stage_arn.clone()),
-                        StageArn::parse(stage.arn.clone()),
-                        ParticipantId::parse(p.participant_id.clone()),
-                    );
-                    if let (Ok(src), Ok(dst), Ok(pid)) = (src, dst, pid) {
-                        if let Err(e) = self.start_replication(&src, &dst, &pid).await {
-                            tracing::warn!(error = %e, stage = %dst, "replication into the new stage failed");
-                        }
-                    }
-                }
-            }
-            ScaleDecision::ScaleDown(arn) => self.delete_stage(arn, true).await?,
-            ScaleDecision::Hold => {}
-        }
-        Ok(decision)
-    }
-
     /// Records every stage's viewer count and prunes snapshots past retention.
     pub async fn take_snapshot(&self) -> AppResult<usize> {
         let now = self.now_ms();
-        let loads = self.stage_loads().await?;
+        let loads = self.loads().await?;
         let counts: Vec<(String, u32)> = loads.iter().map(|l| (l.arn.to_string(), l.viewers)).collect();
         self.store.insert_snapshots(now, &counts).await?;
-        let retention_ms = self.settings.presence.snapshot_retention_days * 86_400_000;
+        let retention_ms = self.snapshot_retention_days * 86_400_000;
         self.store.prune_snapshots(now - retention_ms).await?;
         Ok(counts.len())
     }
@@ -421,5 +457,38 @@ impl Service {
     pub async fn snapshots(&self, hours: u32) -> AppResult<Vec<(String, String, u32)>> {
         let since = self.now_ms() - i64::from(hours) * 3_600_000;
         Ok(self.store.snapshots_since(since).await?.into_iter().map(|(a, t, n)| (a, iso(t), n)).collect())
+    }
+}
+
+impl Service {
+    /// One auto-scaling step: evaluates the rule and carries out its decision.
+    pub async fn autoscale_once(&self) -> AppResult<ScaleDecision> {
+        let _guard = self.autoscaler.exclusive().await;
+        self.autoscaler.count_step();
+        let loads = self.stages.loads().await?;
+        let decision = decide(&loads, &self.settings.stage.capacity());
+        match &decision {
+            ScaleDecision::ScaleUp => {
+                let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
+                let name = format!("auto-stage-{}", self.now_ms());
+                let stage = self.stages.create(&name, BTreeMap::new(), parent.as_deref(), "").await?;
+                let publisher = self.publisher();
+                if let Some(p) = publisher {
+                    let (src, dst, pid) = (
+                        StageArn::parse(p.stage_arn.clone()),
+                        StageArn::parse(stage.arn.clone()),
+                        ParticipantId::parse(p.participant_id.clone()),
+                    );
+                    if let (Ok(src), Ok(dst), Ok(pid)) = (src, dst, pid) {
+                        if let Err(e) = self.stages.start_replication(&src, &dst, &pid).await {
+                            tracing::warn!(error = %e, stage = %dst, "replication into the new stage failed");
+                        }
+                    }
+                }
+            }
+            ScaleDecision::ScaleDown(arn) => self.stages.delete(arn, true).await?,
+            ScaleDecision::Hold => {}
+        }
+        Ok(decision)
     }
 }

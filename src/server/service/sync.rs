@@ -5,34 +5,14 @@ use super::Service;
 use crate::domain::{ParticipantId, StageArn};
 use crate::server::backend::MANAGED_BY_TAG;
 use crate::server::error::AppResult;
-use crate::server::support::random_id;
 use std::sync::atomic::Ordering;
 
 /// Tag naming the deployment (all instances on one database) that created a stage.
 pub const DEPLOYMENT_TAG: &str = "LivestageDeployment";
-const DEPLOYMENT_SETTING: &str = "deployment_id";
 /// Backend polls between two stage reconciliations.
 const RECONCILE_EVERY: u64 = 900;
 
 impl Service {
-    /// This deployment's id, created once and shared through the database.
-    pub async fn deployment_id(&self) -> AppResult<String> {
-        if let Some(id) = self.deployment.get() {
-            return Ok(id.clone());
-        }
-        let candidate = random_id(16);
-        let id = self.store.setting_or_insert(DEPLOYMENT_SETTING, &candidate).await?;
-        Ok(self.deployment.get_or_init(|| id).clone())
-    }
-
-    /// The tags every stage this server creates carries.
-    pub(crate) async fn ownership_tags(&self) -> AppResult<[(String, String); 2]> {
-        Ok([
-            (MANAGED_BY_TAG.0.to_string(), MANAGED_BY_TAG.1.to_string()),
-            (DEPLOYMENT_TAG.to_string(), self.deployment_id().await?),
-        ])
-    }
-
     /// One poll of the backend (leader only): the publisher's state, its replicas, and now and
     /// then the list of stages.
     pub async fn poll_backend(&self) {
@@ -97,11 +77,11 @@ impl Service {
             self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await?;
             self.store.delete_replication(dest.as_str()).await?;
         }
-        match self.start_replication(source, dest, pid).await {
+        match self.stages.start_replication(source, dest, pid).await {
             Ok(_) => Ok(true),
             Err(e) if e.code() == crate::api::ErrorCode::Conflict => {
                 // Already replicating (a retried call that had gone through): record it.
-                self.record_replication(source, dest, pid).await?;
+                self.stages.record_replication(source, dest, pid).await?;
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -137,7 +117,7 @@ impl Service {
         let Some(listed) = self.backend.list_stages().await? else {
             return Ok(0);
         };
-        let deployment = self.deployment_id().await?;
+        let deployment = self.stages.deployment_id().await?;
         // Read after listing: a stage IVS lists that is not here yet is not taken for a leftover.
         let known = self.store.list_stages().await?;
         let mut removed = 0;

@@ -48,13 +48,6 @@ impl Service {
         })
     }
 
-    pub(crate) async fn master(&self) -> AppResult<StageRecord> {
-        self.store
-            .master_stage()
-            .await?
-            .ok_or_else(|| AppError::new(ErrorCode::ServiceUnavailable, "No master stage is configured"))
-    }
-
     /// Issues a SUBSCRIBE token, places the viewer on a stage and opens its watch session.
     #[tracing::instrument(skip(self, base_url), fields(user = %user_id))]
     pub async fn issue_viewer_token(
@@ -70,7 +63,7 @@ impl Service {
         let stage = match stage_arn {
             Some(arn) => self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?,
             None => {
-                let loads = self.stage_loads().await?;
+                let loads = self.stages.loads().await?;
                 // A viewer already counted somewhere (a reload, a retry) keeps its stage.
                 let existing = match self.store.stage_of_user(user_id.as_str()).await? {
                     Some(arn) => self.store.get_stage(&arn).await?,
@@ -125,7 +118,7 @@ impl Service {
     /// Issues a PUBLISH token on the master stage.
     #[tracing::instrument(skip(self, base_url), fields(user = %user_id))]
     pub async fn issue_publisher_token(&self, user_id: &UserId, base_url: &str) -> AppResult<PublisherTokenView> {
-        let stage = self.master().await?;
+        let stage = self.stages.master().await?;
         let duration = self.settings.tokens.publisher_token_duration;
         let issued = self.issue(&stage, user_id.as_str(), Capabilities::PUBLISH, duration, "publisher", base_url).await?;
         let now = self.now_ms();
