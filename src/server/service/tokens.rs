@@ -1,4 +1,6 @@
-use super::views::{MediaServerTokenView, PublisherTokenView, ViewerTokenView};
+use super::views::{
+    MediaServerTokenView, ObsInstructions, ObsSettings, PublishInstructions, PublisherTokenView, ViewerTokenView, WebInstructions,
+};
 use super::Service;
 use crate::api::ErrorCode;
 use crate::domain::assignment::choose_stage;
@@ -8,7 +10,6 @@ use crate::server::error::{AppError, AppResult};
 use crate::server::store::{JoinResult, StageRecord};
 use crate::server::support::{absolute, secrets_match};
 use crate::server::time::iso;
-use serde_json::json;
 use std::collections::BTreeMap;
 
 /// Whole seconds from `now_ms` until `at_ms`, rounded up (tokens expire on whole seconds).
@@ -124,24 +125,24 @@ impl Service {
         let now = self.now_ms();
         let whip = stage.endpoints.get("whip").map(|p| absolute(base_url, p, false)).unwrap_or_default();
         Ok(PublisherTokenView {
-            instructions: json!({
-                "obs": {
-                    "service": "WHIP",
-                    "server": whip,
-                    "bearerToken": issued.token,
-                    "settings": {
-                        "resolution": "1280x720",
-                        "bitrate": "2500 kbps",
-                        "keyframeInterval": "1s",
-                        "cpuPreset": "ultrafast",
-                        "tune": "zerolatency",
+            instructions: PublishInstructions {
+                obs: ObsInstructions {
+                    service: "WHIP",
+                    server: whip.clone(),
+                    bearer_token: issued.token.clone(),
+                    settings: ObsSettings::RECOMMENDED,
+                },
+                web: match self.web_sdk_url() {
+                    None => WebInstructions {
+                        sdk: "WHIP (RTCPeerConnection)",
+                        method: "POST SDP offer to whipEndpoint",
+                        sdk_url: None,
                     },
+                    Some(url) => {
+                        WebInstructions { sdk: "amazon-ivs-web-broadcast", method: "Stage.join(token)", sdk_url: Some(url) }
+                    }
                 },
-                "web": match self.web_sdk_url() {
-                    None => json!({ "sdk": "WHIP (RTCPeerConnection)", "method": "POST SDP offer to whipEndpoint" }),
-                    Some(url) => json!({ "sdk": "amazon-ivs-web-broadcast", "method": "Stage.join(token)", "sdkUrl": url }),
-                },
-            }),
+            },
             token: issued.token,
             participant_id: issued.participant_id,
             user_id: user_id.to_string(),

@@ -3,7 +3,6 @@
 use crate::server::store::StageRecord;
 use crate::server::time::iso;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +32,53 @@ pub struct PublisherTokenView {
     pub expires_at: String,
     pub expires_in: i64,
     pub whip_endpoint: String,
-    pub instructions: Value,
+    pub instructions: PublishInstructions,
+}
+
+/// How to go live with the token: from OBS (or any WHIP encoder) and from the browser.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishInstructions {
+    pub obs: ObsInstructions,
+    pub web: WebInstructions,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObsInstructions {
+    pub service: &'static str,
+    pub server: String,
+    pub bearer_token: String,
+    pub settings: ObsSettings,
+}
+
+/// Encoder settings recommended for sub-second latency.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObsSettings {
+    pub resolution: &'static str,
+    pub bitrate: &'static str,
+    pub keyframe_interval: &'static str,
+    pub cpu_preset: &'static str,
+    pub tune: &'static str,
+}
+
+impl ObsSettings {
+    pub const RECOMMENDED: Self = Self {
+        resolution: "1280x720",
+        bitrate: "2500 kbps",
+        keyframe_interval: "1s",
+        cpu_preset: "ultrafast",
+        tune: "zerolatency",
+    };
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebInstructions {
+    pub sdk: &'static str,
+    pub method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdk_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
