@@ -14,6 +14,8 @@ mod driver;
 mod engine;
 pub mod peer;
 mod route;
+#[cfg(test)]
+mod tests;
 
 pub use engine::MediaStats;
 
