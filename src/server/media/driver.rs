@@ -1,6 +1,6 @@
 //! The tokio side of the SFU: it binds the UDP sockets, and one task owns the [`Engine`], the
 //! timer and the command channel. It stamps each datagram, timeout and command with the time,
-//! feeds it to the engine, sends the datagrams the engine yields and reports publisher
+//! feeds it to the engine, sends the datagrams the engine hands back and reports publisher
 //! liveness on the [`PublisherSignal`].
 
 use super::engine::{Engine, Event, Input, NewSession, Now, Output};
@@ -49,31 +49,30 @@ pub(crate) async fn run(
 
     loop {
         let deadline = engine.poll_timeout();
+        let out = &mut |o| output(o, &sockets, &signal);
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
             cmd = commands.recv() => match cmd {
                 Some(Command::Open { session, reply }) => {
-                    let _ = reply.send(engine.handle(now(), Input::Open(session)));
+                    let _ = reply.send(engine.handle(now(), Input::Open(session), out));
                 }
                 Some(Command::Close { role, id, participant_id, reply }) => {
-                    let _ = reply.send(engine.handle(now(), Input::Close { role, id, participant_id }));
+                    let _ = reply.send(engine.handle(now(), Input::Close { role, id, participant_id }, out));
                 }
                 None => break,
             },
             Some(d) = datagrams.recv() => {
                 let input = Input::Receive { source: d.source, destination: d.destination, contents: &d.data };
-                let _ = engine.handle(now(), input);
+                let _ = engine.handle(now(), input, out);
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
-                let _ = engine.handle(now(), Input::Timeout);
+                let _ = engine.handle(now(), Input::Timeout, out);
             }
         }
-        flush(&mut engine, &sockets, &signal);
     }
 
-    let _ = engine.handle(now(), Input::Shutdown);
-    flush(&mut engine, &sockets, &signal);
+    let _ = engine.handle(now(), Input::Shutdown, &mut |o| output(o, &sockets, &signal));
     for r in readers {
         r.abort();
     }
@@ -86,29 +85,27 @@ fn now() -> Now {
 }
 
 /// Sends what the engine transmits and acts on its events.
-fn flush(engine: &mut Engine, sockets: &[Bound], signal: &PublisherSignal) {
-    while let Some(output) = engine.poll_output() {
-        match output {
-            Output::Transmit(t) => send(sockets, &t),
-            Output::Event(Event::Opened { session, role, user_id }) => {
-                tracing::info!(%session, ?role, user = %user_id, "media session opened")
-            }
-            Output::Event(Event::Closed { session, role, user_id }) => {
-                tracing::info!(%session, ?role, user = %user_id, "media session closed")
-            }
-            // The signal carries the server's one stage group.
-            Output::Event(Event::Liveness { group, publisher }) if group == RouteKey::default() => match publisher {
-                Some(p) => {
-                    tracing::info!(user = %p.user_id, "publisher live");
-                    signal.set_live(p);
-                }
-                None => {
-                    tracing::info!("publisher offline");
-                    signal.set_offline();
-                }
-            },
-            Output::Event(Event::Liveness { .. }) => {}
+fn output(output: Output, sockets: &[Bound], signal: &PublisherSignal) {
+    match output {
+        Output::Transmit(t) => send(sockets, &t),
+        Output::Event(Event::Opened { session, role, user_id }) => {
+            tracing::info!(%session, ?role, user = %user_id, "media session opened")
         }
+        Output::Event(Event::Closed { session, role, user_id }) => {
+            tracing::info!(%session, ?role, user = %user_id, "media session closed")
+        }
+        // The signal carries the server's one stage group.
+        Output::Event(Event::Liveness { group, publisher }) if group == RouteKey::default() => match publisher {
+            Some(p) => {
+                tracing::info!(user = %p.user_id, "publisher live");
+                signal.set_live(p);
+            }
+            None => {
+                tracing::info!("publisher offline");
+                signal.set_offline();
+            }
+        },
+        Output::Event(Event::Liveness { .. }) => {}
     }
 }
 

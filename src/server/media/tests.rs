@@ -236,8 +236,9 @@ impl Sim {
     }
 
     fn handle(&mut self, input: Input<'_>) -> Result<(), MediaError> {
-        let reply = self.engine.handle(self.clock(), input);
-        while let Some(output) = self.engine.poll_output() {
+        let mut outputs = Vec::new();
+        let reply = self.engine.handle(self.clock(), input, &mut |o| outputs.push(o));
+        for output in outputs {
             match output {
                 Output::Transmit(t) => {
                     let to = self.peers.iter().position(|p| p.addr == t.destination);
