@@ -1,25 +1,34 @@
-//! The embedded media server: a WebRTC SFU on str0m (sans-IO) that takes one publisher over WHIP
-//! and forwards its audio and video, without transcoding, to every WHEP viewer of every stage.
+//! The embedded media server: a WebRTC SFU on str0m that takes a publisher over WHIP and
+//! forwards its audio and video, without transcoding, to the WHEP viewers of its stage group
+//! (every stage of this server is one group today).
 //!
 //! All WebRTC traffic shares one UDP port. ICE-lite: the server only answers connectivity
 //! checks, so it needs no STUN/TURN of its own; it announces one host candidate per bound address
 //! (or `MEDIA_CANDIDATE_ADDR` behind NAT).
+//!
+//! [`MediaServer`] is the handle the rest of the server holds: it answers offers and sends
+//! commands to the driver task (`driver`), which feeds the sans-IO `engine` with datagrams,
+//! timeouts and commands; `route` is the engine's routing table.
 
+mod driver;
+mod engine;
 pub mod peer;
-mod sfu;
+mod route;
+#[cfg(test)]
+mod tests;
 
-pub use sfu::MediaStats;
+pub use engine::MediaStats;
 
 use crate::server::backend::local::{random_id, PublisherSignal};
 use crate::server::config::MediaSettings;
-use sfu::{Command, NewSession, Sfu};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use driver::Command;
+use engine::NewSession;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::{Candidate, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most concurrent media sessions one server holds.
@@ -77,12 +86,6 @@ pub struct MediaServer {
     cert: DtlsCert,
 }
 
-/// A bound UDP socket and the address peers reach it at.
-pub(crate) struct Bound {
-    pub socket: Arc<UdpSocket>,
-    pub announced: SocketAddr,
-}
-
 impl MediaServer {
     /// Binds the media port and starts the SFU. Publisher liveness is reported on `signal`.
     pub async fn start(
@@ -90,7 +93,7 @@ impl MediaServer {
         signal: PublisherSignal,
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
-        let bound = bind(settings).await?;
+        let bound = driver::bind(settings).await?;
         let candidates = bound
             .iter()
             .map(|b| Candidate::host(b.announced, "udp"))
@@ -107,8 +110,7 @@ impl MediaServer {
             .ok_or_else(|| std::io::Error::other("could not generate a DTLS certificate"))?;
         let stats = Arc::new(MediaStats::default());
         let (tx, rx) = mpsc::channel(1024);
-        let sfu = Sfu::new(bound, signal, stats.clone());
-        tokio::spawn(sfu.run(rx, shutdown));
+        tokio::spawn(driver::run(bound, signal, stats.clone(), rx, shutdown));
         Ok(Self { tx, stats, candidates: Arc::new(candidates), crypto, cert })
     }
 
@@ -121,33 +123,9 @@ impl MediaServer {
         &self.stats
     }
 
-    fn rtc_config(&self) -> RtcConfig {
-        Rtc::builder()
-            .set_ice_lite(true)
-            .set_crypto_provider(self.crypto.clone())
-            .set_dtls_cert(self.cert.clone())
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_h264(true)
-    }
-
     /// Accepts a WHIP (publisher) or WHEP (viewer) offer and starts the session.
     pub async fn open(&self, role: Role, participant: Participant, offer: &str) -> Result<Accepted, MediaError> {
-        let media_lines = offer.lines().filter(|l| l.starts_with("m=audio") || l.starts_with("m=video")).count();
-        if media_lines == 0 {
-            return Err(MediaError::BadOffer("it has no audio or video m-line".into()));
-        }
-        let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| MediaError::BadOffer(e.to_string()))?;
-        let mut rtc = self.rtc_config().build(Instant::now());
-        for c in self.candidates.iter() {
-            rtc.add_local_candidate(c.clone());
-        }
-        let answer = rtc.sdp_api().accept_offer(parsed).map_err(|e| MediaError::BadOffer(e.to_string()))?;
-        let answer = answer.to_sdp_string();
-        if !answer.lines().any(|l| (l.starts_with("m=audio") || l.starts_with("m=video")) && !l.contains(" 0 ")) {
-            return Err(MediaError::BadOffer("none of its codecs is supported (H.264, VP8, Opus)".into()));
-        }
+        let (rtc, answer) = answer(rtc_config(&self.crypto, &self.cert), &self.candidates, offer, Instant::now())?;
         let session_id = random_id(24);
         let (reply, rx) = oneshot::channel();
         let session = NewSession { id: session_id.clone(), role, participant, rtc };
@@ -165,68 +143,34 @@ impl MediaServer {
     }
 }
 
-async fn bind(settings: &MediaSettings) -> std::io::Result<Vec<Bound>> {
-    let port = settings.udp_port;
-    if let Some(candidate) = settings.candidate_addr.as_deref() {
-        // Behind NAT: listen everywhere, announce the configured address. A port in it is the
-        // one the NAT forwards to this server's port; without one, the two are the same.
-        let announced = parse_candidate(candidate)?;
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).await.map_err(|e| bind_error(port, e))?;
-        let bound_port = socket.local_addr()?.port();
-        let announced = SocketAddr::new(announced.ip(), if announced.port() == 0 { bound_port } else { announced.port() });
-        return Ok(vec![Bound { socket: Arc::new(socket), announced }]);
-    }
-    let first = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).await.map_err(|e| bind_error(port, e))?;
-    let port = first.local_addr()?.port();
-    let mut bound = vec![Bound { announced: first.local_addr()?, socket: Arc::new(first) }];
-    if let Some(ip) = primary_address() {
-        match UdpSocket::bind((ip, port)).await {
-            Ok(s) => bound.push(Bound { announced: s.local_addr()?, socket: Arc::new(s) }),
-            Err(e) => {
-                tracing::warn!(%ip, port, error = %e, "media server not reachable on this address")
-            }
-        }
-    }
-    Ok(bound)
+/// How the server's side of every session is configured.
+fn rtc_config(crypto: &Arc<CryptoProvider>, cert: &DtlsCert) -> RtcConfig {
+    Rtc::builder()
+        .set_ice_lite(true)
+        .set_crypto_provider(crypto.clone())
+        .set_dtls_cert(cert.clone())
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true)
 }
 
-/// `MEDIA_CANDIDATE_ADDR`: an IP address, or `IP:port` when the forwarded port differs
-/// (port 0 in the result: the bound port).
-fn parse_candidate(candidate: &str) -> std::io::Result<SocketAddr> {
-    if let Ok(ip) = candidate.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 0));
+/// The server's side of a new session: an `Rtc` built at `now` that answered `offer`, and the
+/// SDP answer.
+fn answer(config: RtcConfig, candidates: &[Candidate], offer: &str, now: Instant) -> Result<(Rtc, String), MediaError> {
+    let media_lines = offer.lines().filter(|l| l.starts_with("m=audio") || l.starts_with("m=video")).count();
+    if media_lines == 0 {
+        return Err(MediaError::BadOffer("it has no audio or video m-line".into()));
     }
-    match candidate.parse::<SocketAddr>() {
-        Ok(addr) if addr.port() != 0 => Ok(addr),
-        _ => Err(std::io::Error::other(format!("MEDIA_CANDIDATE_ADDR {candidate:?} is not an IP address or IP:port"))),
+    let parsed = SdpOffer::from_sdp_string(offer).map_err(|e| MediaError::BadOffer(e.to_string()))?;
+    let mut rtc = config.build(now);
+    for c in candidates {
+        rtc.add_local_candidate(c.clone());
     }
-}
-
-fn bind_error(port: u16, e: std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("media UDP port {port} (MEDIA_UDP_PORT): {e}"))
-}
-
-/// The host's address on its default route, if it has one. No packet is sent.
-fn primary_address() -> Option<IpAddr> {
-    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
-    probe.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
-    let ip = probe.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_candidate;
-
-    #[test]
-    fn candidate_is_an_ip_or_an_ip_and_port() {
-        assert_eq!(parse_candidate("203.0.113.7").unwrap().to_string(), "203.0.113.7:0");
-        assert_eq!(parse_candidate("203.0.113.7:40000").unwrap().to_string(), "203.0.113.7:40000");
-        assert_eq!(parse_candidate("[2001:db8::1]:40000").unwrap().to_string(), "[2001:db8::1]:40000");
-        assert_eq!(parse_candidate("2001:db8::1").unwrap().to_string(), "[2001:db8::1]:0");
-        for bad in ["live.example.com", "203.0.113.7:0", "203.0.113.7:70000", ""] {
-            let e = parse_candidate(bad).unwrap_err().to_string();
-            assert!(e.contains("MEDIA_CANDIDATE_ADDR"), "{bad}: {e}");
-        }
+    let answer = rtc.sdp_api().accept_offer(parsed).map_err(|e| MediaError::BadOffer(e.to_string()))?;
+    let answer = answer.to_sdp_string();
+    if !answer.lines().any(|l| (l.starts_with("m=audio") || l.starts_with("m=video")) && !l.contains(" 0 ")) {
+        return Err(MediaError::BadOffer("none of its codecs is supported (H.264, VP8, Opus)".into()));
     }
+    Ok((rtc, answer))
 }

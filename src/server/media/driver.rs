@@ -1,0 +1,204 @@
+//! The tokio side of the SFU: it binds the UDP sockets, and one task owns the [`Engine`], the
+//! timer and the command channel. It stamps each datagram, timeout and command with the time,
+//! feeds it to the engine, sends the datagrams the engine hands back and reports publisher
+//! liveness on the [`PublisherSignal`].
+
+use super::engine::{Engine, Event, Input, NewSession, Now, Output};
+use super::route::{RouteKey, StageGroups};
+use super::{MediaError, MediaStats, Role};
+use crate::server::backend::local::PublisherSignal;
+use crate::server::config::MediaSettings;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+use str0m::net::Transmit;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub(crate) enum Command {
+    Open { session: Box<NewSession>, reply: oneshot::Sender<Result<(), MediaError>> },
+    Close { role: Role, id: String, participant_id: String, reply: oneshot::Sender<Result<(), MediaError>> },
+}
+
+/// A bound UDP socket and the address peers reach it at.
+pub(crate) struct Bound {
+    pub socket: Arc<UdpSocket>,
+    pub announced: SocketAddr,
+}
+
+struct Datagram {
+    destination: SocketAddr,
+    source: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// Runs the engine until `shutdown` or until every command sender is gone, then ends every
+/// session.
+pub(crate) async fn run(
+    sockets: Vec<Bound>,
+    signal: PublisherSignal,
+    stats: Arc<MediaStats>,
+    mut commands: mpsc::Receiver<Command>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (dgram_tx, mut datagrams) = mpsc::channel::<Datagram>(8192);
+    let readers: Vec<_> =
+        sockets.iter().map(|b| tokio::spawn(read_socket(b.socket.clone(), b.announced, dgram_tx.clone()))).collect();
+    drop(dgram_tx);
+    let mut engine = Engine::new(Instant::now(), StageGroups::default(), stats);
+
+    loop {
+        let deadline = engine.poll_timeout();
+        let out = &mut |o| output(o, &sockets, &signal);
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            cmd = commands.recv() => match cmd {
+                Some(Command::Open { session, reply }) => {
+                    let _ = reply.send(engine.handle(now(), Input::Open(session), out));
+                }
+                Some(Command::Close { role, id, participant_id, reply }) => {
+                    let _ = reply.send(engine.handle(now(), Input::Close { role, id, participant_id }, out));
+                }
+                None => break,
+            },
+            Some(d) = datagrams.recv() => {
+                let input = Input::Receive { source: d.source, destination: d.destination, contents: &d.data };
+                let _ = engine.handle(now(), input, out);
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let _ = engine.handle(now(), Input::Timeout, out);
+            }
+        }
+    }
+
+    let _ = engine.handle(now(), Input::Shutdown, &mut |o| output(o, &sockets, &signal));
+    for r in readers {
+        r.abort();
+    }
+}
+
+fn now() -> Now {
+    let unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+    Now { at: Instant::now(), unix_ms }
+}
+
+/// Sends what the engine transmits and acts on its events.
+fn output(output: Output, sockets: &[Bound], signal: &PublisherSignal) {
+    match output {
+        Output::Transmit(t) => send(sockets, &t),
+        Output::Event(Event::Opened { session, role, user_id }) => {
+            tracing::info!(%session, ?role, user = %user_id, "media session opened")
+        }
+        Output::Event(Event::Closed { session, role, user_id }) => {
+            tracing::info!(%session, ?role, user = %user_id, "media session closed")
+        }
+        // The signal carries the server's one stage group.
+        Output::Event(Event::Liveness { group, publisher }) if group == RouteKey::default() => match publisher {
+            Some(p) => {
+                tracing::info!(user = %p.user_id, "publisher live");
+                signal.set_live(p);
+            }
+            None => {
+                tracing::info!("publisher offline");
+                signal.set_offline();
+            }
+        },
+        Output::Event(Event::Liveness { .. }) => {}
+    }
+}
+
+fn send(sockets: &[Bound], t: &Transmit) {
+    let socket = sockets.iter().find(|b| b.announced == t.source).or_else(|| sockets.first());
+    if let Some(b) = socket {
+        // UDP: a full send buffer drops the packet, as the network would; NACK/RTX recover it.
+        let _ = b.socket.try_send_to(&t.contents, t.destination);
+    }
+}
+
+async fn read_socket(socket: Arc<UdpSocket>, announced: SocketAddr, tx: mpsc::Sender<Datagram>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, source)) => {
+                let d = Datagram { destination: announced, source, data: buf[..n].to_vec() };
+                match tx.try_send(d) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            // ICMP errors from peers that went away surface here; keep reading, but never spin.
+            Err(e) => {
+                tracing::trace!(error = %e, "media socket read");
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
+
+pub(crate) async fn bind(settings: &MediaSettings) -> std::io::Result<Vec<Bound>> {
+    let port = settings.udp_port;
+    if let Some(candidate) = settings.candidate_addr.as_deref() {
+        // Behind NAT: listen everywhere, announce the configured address. A port in it is the
+        // one the NAT forwards to this server's port; without one, the two are the same.
+        let announced = parse_candidate(candidate)?;
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).await.map_err(|e| bind_error(port, e))?;
+        let bound_port = socket.local_addr()?.port();
+        let announced = SocketAddr::new(announced.ip(), if announced.port() == 0 { bound_port } else { announced.port() });
+        return Ok(vec![Bound { socket: Arc::new(socket), announced }]);
+    }
+    let first = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).await.map_err(|e| bind_error(port, e))?;
+    let port = first.local_addr()?.port();
+    let mut bound = vec![Bound { announced: first.local_addr()?, socket: Arc::new(first) }];
+    if let Some(ip) = primary_address() {
+        match UdpSocket::bind((ip, port)).await {
+            Ok(s) => bound.push(Bound { announced: s.local_addr()?, socket: Arc::new(s) }),
+            Err(e) => {
+                tracing::warn!(%ip, port, error = %e, "media server not reachable on this address")
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// `MEDIA_CANDIDATE_ADDR`: an IP address, or `IP:port` when the forwarded port differs
+/// (port 0 in the result: the bound port).
+fn parse_candidate(candidate: &str) -> std::io::Result<SocketAddr> {
+    if let Ok(ip) = candidate.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0));
+    }
+    match candidate.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(addr),
+        _ => Err(std::io::Error::other(format!("MEDIA_CANDIDATE_ADDR {candidate:?} is not an IP address or IP:port"))),
+    }
+}
+
+fn bind_error(port: u16, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("media UDP port {port} (MEDIA_UDP_PORT): {e}"))
+}
+
+/// The host's address on its default route, if it has one. No packet is sent.
+fn primary_address() -> Option<IpAddr> {
+    let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    probe.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_candidate;
+
+    #[test]
+    fn candidate_is_an_ip_or_an_ip_and_port() {
+        assert_eq!(parse_candidate("203.0.113.7").unwrap().to_string(), "203.0.113.7:0");
+        assert_eq!(parse_candidate("203.0.113.7:40000").unwrap().to_string(), "203.0.113.7:40000");
+        assert_eq!(parse_candidate("[2001:db8::1]:40000").unwrap().to_string(), "[2001:db8::1]:40000");
+        assert_eq!(parse_candidate("2001:db8::1").unwrap().to_string(), "[2001:db8::1]:0");
+        for bad in ["live.example.com", "203.0.113.7:0", "203.0.113.7:70000", ""] {
+            let e = parse_candidate(bad).unwrap_err().to_string();
+            assert!(e.contains("MEDIA_CANDIDATE_ADDR"), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! The engine under simulated time, the way str0m tests itself (`tests/common.rs`): real str0m
+//! peers, publishers and viewers, are wired to the [`Engine`] through an in-memory network, and
+//! the test moves the clock by hand. No sockets, no sleeps, no tokio.
+
+use super::engine::{Engine, Event, Input, NewSession, Now, Output};
+use super::route::{RouteKey, StageGroups};
+use super::{answer, rtc_config, MediaError, MediaStats, Participant, Role};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event as RtcEvent, Input as RtcInput, Output as RtcOutput, Rtc};
+
+const SERVER: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 3478));
+/// One way, each direction.
+const LATENCY: Duration = Duration::from_millis(5);
+/// 30 fps.
+const FRAME: Duration = Duration::from_micros(33_333);
+/// The wall clock when the simulation starts.
+const UNIX_START_MS: i64 = 1_800_000_000_000;
+/// Tokens are valid this long after the simulation starts.
+const TOKEN_LIFETIME_S: i64 = 60;
+/// Frames an encoder takes to answer a keyframe request.
+const KEYFRAME_DELAY: u64 = 3;
+const STAGE: &str = "arn:aws:ivs:local:000000000000:stage/main";
+
+/// A datagram in flight.
+struct Packet {
+    at: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    contents: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+struct Frame {
+    kind: MediaKind,
+    keyframe: bool,
+    rtp_time: u64,
+    data: Vec<u8>,
+}
+
+/// A browser or OBS: a str0m peer with one video (VP8) and one audio (Opus) m-line.
+struct TestPeer {
+    addr: SocketAddr,
+    rtc: Rtc,
+    timeout: Instant,
+    video: Mid,
+    audio: Mid,
+    participant: Participant,
+    role: Role,
+    /// The session the engine opened for it.
+    session: String,
+    /// The payload type of VP8 on this peer's session, from the answer.
+    vp8_pt: u8,
+    connected: bool,
+    /// Publisher: frames written. Viewer: frames received.
+    frames: Vec<Frame>,
+    keyframe_requests: usize,
+    keyframe_requests_seen: usize,
+    /// Publisher: the frame that will be a keyframe, as asked.
+    keyframe_due: Option<u64>,
+}
+
+/// What the network does to a datagram from the server to a peer: `true` loses it.
+type Loss = Box<dyn FnMut(usize, &[u8]) -> bool>;
+
+struct Sim {
+    start: Instant,
+    now: Instant,
+    engine: Engine,
+    stats: Arc<MediaStats>,
+    crypto: Arc<CryptoProvider>,
+    cert: DtlsCert,
+    peers: Vec<TestPeer>,
+    /// In flight, in arrival order (every datagram takes [`LATENCY`]).
+    wire: VecDeque<Packet>,
+    loss: Loss,
+    /// What the engine reported, and when.
+    events: Vec<(Instant, Event)>,
+    sessions: usize,
+}
+
+fn participant(user: &str, token: &str, stage: &str) -> Participant {
+    Participant {
+        user_id: user.into(),
+        participant_id: token.into(),
+        stage_arn: stage.into(),
+        expires_at: UNIX_START_MS / 1000 + TOKEN_LIFETIME_S,
+    }
+}
+
+/// A synthetic VP8 frame, ~3 RTP packets: what it carries names its publisher and number. The
+/// SFU forwards bytes and never decodes; only the keyframe bit and start code are real.
+fn vp8_frame(publisher: usize, n: u64, keyframe: bool) -> Vec<u8> {
+    let mut f = vec![0u8; 2500];
+    let mut x = (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ publisher as u64;
+    for b in f.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    if keyframe {
+        f[..10].copy_from_slice(&[0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00]);
+    // 320x180
+    } else {
+        f[0] |= 1;
+    }
+    f[10..18].copy_from_slice(&n.to_be_bytes());
+    f[18] = publisher as u8;
+    f
+}
+
+fn payload_type(answer: &str, codec: &str) -> u8 {
+    answer
+        .lines()
+        .find_map(|l| {
+            let (pt, rest) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            rest.starts_with(&format!("{codec}/90000")).then(|| pt.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("the answer has no {codec} payload type:\n{answer}"))
+}
+
+/// RFC 7983: 128-191 is RTP or RTCP; RTCP types 192-223 leave no room for a dynamic payload
+/// type once the marker bit is masked off. SRTP leaves the header clear.
+fn rtp_header(datagram: &[u8], pt: u8) -> Option<(u32, u16)> {
+    let is = datagram.len() > 12 && (128..192).contains(&datagram[0]) && datagram[1] & 0x7f == pt;
+    is.then(|| {
+        let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+        let ssrc = u32::from_be_bytes(datagram[8..12].try_into().unwrap());
+        (ssrc, seq)
+    })
+}
+
+impl Sim {
+    fn new(groups: StageGroups) -> Self {
+        let start = Instant::now();
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = crypto.dtls_provider.generate_certificate().expect("a DTLS certificate");
+        let stats = Arc::new(MediaStats::default());
+        Sim {
+            start,
+            now: start,
+            engine: Engine::new(start, groups, stats.clone()),
+            stats,
+            crypto,
+            cert,
+            peers: Vec::new(),
+            wire: VecDeque::new(),
+            loss: Box::new(|_, _| false),
+            events: Vec::new(),
+            sessions: 0,
+        }
+    }
+
+    fn clock(&self) -> Now {
+        Now { at: self.now, unix_ms: UNIX_START_MS + (self.now - self.start).as_millis() as i64 }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Offers, as a browser or OBS would over WHIP/WHEP, and opens the session the answer is for.
+    fn join(&mut self, role: Role, participant: Participant) -> Result<usize, MediaError> {
+        let index = self.peers.len();
+        let addr = SocketAddr::from((Ipv4Addr::new(10, 0, 1, index as u8 + 1), 5000));
+        let mut rtc = Rtc::builder()
+            .set_crypto_provider(self.crypto.clone())
+            .clear_codecs()
+            .enable_vp8(true)
+            .enable_opus(true, false)
+            .build(self.now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let dir = if role == Role::Publisher { Direction::SendOnly } else { Direction::RecvOnly };
+        let mut api = rtc.sdp_api();
+        let video = api.add_media(MediaKind::Video, dir, Some("live".into()), Some("video".into()), None);
+        let audio = api.add_media(MediaKind::Audio, dir, Some("live".into()), Some("audio".into()), None);
+        let (offer, pending): (_, SdpPendingOffer) = api.apply().unwrap();
+
+        let config = rtc_config(&self.crypto, &self.cert);
+        let candidates = [Candidate::host(SERVER, "udp").unwrap()];
+        let (server_rtc, answer_sdp) = answer(config, &candidates, &offer.to_sdp_string(), self.now)?;
+        self.sessions += 1;
+        let session = format!("session-{}", self.sessions);
+        let new = NewSession { id: session.clone(), role, participant: participant.clone(), rtc: server_rtc };
+        self.handle(Input::Open(Box::new(new)))?;
+
+        rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer_sdp).unwrap()).unwrap();
+        self.peers.push(TestPeer {
+            addr,
+            rtc,
+            timeout: self.now,
+            video,
+            audio,
+            participant,
+            role,
+            session,
+            vp8_pt: payload_type(&answer_sdp, "VP8"),
+            connected: false,
+            frames: Vec::new(),
+            keyframe_requests: 0,
+            keyframe_requests_seen: 0,
+            keyframe_due: None,
+        });
+        Ok(index)
+    }
+
+    /// Joins and runs until the peer is connected.
+    fn connect(&mut self, role: Role, participant: Participant) -> usize {
+        let peer = self.join(role, participant).expect("session opened");
+        let deadline = self.now + Duration::from_secs(5);
+        while !self.peers[peer].connected {
+            assert!(self.now < deadline, "peer {peer} did not connect");
+            self.run_for(Duration::from_millis(10));
+        }
+        peer
+    }
+
+    /// The peer ends its session (WHIP/WHEP `DELETE`) and stops.
+    fn close(&mut self, peer: usize) -> Result<(), MediaError> {
+        let p = &mut self.peers[peer];
+        p.rtc.disconnect();
+        let input = Input::Close { role: p.role, id: p.session.clone(), participant_id: p.participant.participant_id.clone() };
+        self.handle(input)
+    }
+
+    fn handle(&mut self, input: Input<'_>) -> Result<(), MediaError> {
+        let mut outputs = Vec::new();
+        let reply = self.engine.handle(self.clock(), input, &mut |o| outputs.push(o));
+        for output in outputs {
+            match output {
+                Output::Transmit(t) => {
+                    let to = self.peers.iter().position(|p| p.addr == t.destination);
+                    if to.is_some_and(|peer| (self.loss)(peer, &t.contents)) {
+                        continue;
+                    }
+                    let (source, destination, contents) = (t.source, t.destination, t.contents.to_vec());
+                    self.wire.push_back(Packet { at: self.now + LATENCY, source, destination, contents });
+                }
+                Output::Event(e) => self.events.push((self.now, e)),
+            }
+        }
+        reply
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    /// Delivers datagrams and fires timeouts in time order until `until`.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            self.settle();
+            let mut next = self.engine.poll_timeout();
+            for p in self.peers.iter().filter(|p| p.rtc.is_alive()) {
+                next = next.min(p.timeout);
+            }
+            if let Some(packet) = self.wire.front() {
+                next = next.min(packet.at);
+            }
+            // An `Rtc` may ask to be woken now again; time still moves on.
+            let next = if next <= self.now { self.now + Duration::from_millis(1) } else { next };
+            if next > until {
+                self.now = until.max(self.now);
+                return;
+            }
+            self.now = next;
+        }
+    }
+
+    /// Does everything due at `now`.
+    fn settle(&mut self) {
+        while self.wire.front().is_some_and(|p| p.at <= self.now) {
+            let packet = self.wire.pop_front().unwrap();
+            if packet.destination == SERVER {
+                let input = Input::Receive { source: packet.source, destination: packet.destination, contents: &packet.contents };
+                let _ = self.handle(input);
+            } else if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == packet.destination) {
+                let receive = Receive {
+                    proto: Protocol::Udp,
+                    source: packet.source,
+                    destination: packet.destination,
+                    contents: packet.contents.as_slice().try_into().unwrap(),
+                };
+                if peer.rtc.handle_input(RtcInput::Receive(self.now, receive)).is_ok() {
+                    drain_peer(peer, self.now, &mut self.wire);
+                }
+            }
+        }
+        if self.engine.poll_timeout() <= self.now {
+            let _ = self.handle(Input::Timeout);
+        }
+        for peer in &mut self.peers {
+            if peer.timeout <= self.now && peer.rtc.is_alive() && peer.rtc.handle_input(RtcInput::Timeout(self.now)).is_ok() {
+                drain_peer(peer, self.now, &mut self.wire);
+            }
+        }
+    }
+
+    /// Each publisher writes `frames` at 30 fps, a video frame and an Opus packet each, the
+    /// first one now; returns a frame interval after the last. A publisher sends a keyframe
+    /// first, and [`KEYFRAME_DELAY`] frames after it was asked for one; otherwise never.
+    fn stream(&mut self, publishers: &[usize], frames: Range<u64>) {
+        for n in frames {
+            for &p in publishers {
+                let peer = &mut self.peers[p];
+                if peer.keyframe_requests > peer.keyframe_requests_seen && peer.keyframe_due.is_none() {
+                    peer.keyframe_due = Some(n + KEYFRAME_DELAY);
+                }
+                peer.keyframe_requests_seen = peer.keyframe_requests;
+                let keyframe = peer.frames.is_empty() || peer.keyframe_due.is_some_and(|due| due <= n);
+                if keyframe {
+                    peer.keyframe_due = None;
+                }
+                let data = vp8_frame(p, n, keyframe);
+                let rtp_time = n * 3000;
+                write(peer, self.now, MediaKind::Video, rtp_time, data.clone());
+                write(peer, self.now, MediaKind::Audio, n * 1600, vec![0xf8, 0xff, 0xfe]);
+                peer.frames.push(Frame { kind: MediaKind::Video, keyframe, rtp_time, data });
+                drain_peer(peer, self.now, &mut self.wire);
+            }
+            self.run_for(FRAME);
+        }
+    }
+
+    fn video(&self, peer: usize) -> Vec<&Frame> {
+        self.peers[peer].frames.iter().filter(|f| f.kind == MediaKind::Video).collect()
+    }
+
+    fn liveness(&self) -> Vec<(Duration, Option<String>)> {
+        self.events
+            .iter()
+            .filter_map(|(at, e)| match e {
+                Event::Liveness { group, publisher } if *group == RouteKey::default() => {
+                    Some((*at - self.start, publisher.as_ref().map(|p| p.user_id.clone())))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closed(&self, peer: usize) -> bool {
+        let session = &self.peers[peer].session;
+        self.events.iter().any(|(_, e)| matches!(e, Event::Closed { session: s, .. } if **s == **session))
+    }
+}
+
+fn write(peer: &mut TestPeer, now: Instant, kind: MediaKind, rtp_time: u64, data: Vec<u8>) {
+    let (mid, codec, freq) = match kind {
+        MediaKind::Video => (peer.video, Codec::Vp8, Frequency::NINETY_KHZ),
+        MediaKind::Audio => (peer.audio, Codec::Opus, Frequency::FORTY_EIGHT_KHZ),
+    };
+    let writer = peer.rtc.writer(mid).expect("a writer");
+    let pt = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt()).expect("a payload type");
+    writer.write(pt, now, MediaTime::new(rtp_time, freq), data).expect("written");
+}
+
+fn drain_peer(peer: &mut TestPeer, now: Instant, wire: &mut VecDeque<Packet>) {
+    loop {
+        match peer.rtc.poll_output() {
+            Ok(RtcOutput::Timeout(t)) => {
+                peer.timeout = t;
+                return;
+            }
+            Ok(RtcOutput::Transmit(t)) => wire.push_back(Packet {
+                at: now + LATENCY,
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents.to_vec(),
+            }),
+            Ok(RtcOutput::Event(e)) => match e {
+                RtcEvent::Connected => peer.connected = true,
+                RtcEvent::MediaData(d) => peer.frames.push(Frame {
+                    kind: if d.mid == peer.video { MediaKind::Video } else { MediaKind::Audio },
+                    keyframe: d.is_keyframe(),
+                    rtp_time: d.time.numer(),
+                    data: d.data.to_vec(),
+                }),
+                RtcEvent::KeyframeRequest(_) => peer.keyframe_requests += 1,
+                _ => {}
+            },
+            Err(e) => panic!("peer failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_publisher_is_live_while_its_media_flows_and_offline_after_silence() {
+    let mut sim = Sim::new(StageGroups::default());
+    let publisher = sim.connect(Role::Publisher, participant("broadcaster", "token-1", STAGE));
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.liveness().is_empty(), "connected but sending nothing is not live: {:?}", sim.liveness());
+
+    let first = sim.elapsed();
+    sim.stream(&[publisher], 0..30);
+    let live = sim.liveness();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].1.as_deref(), Some("broadcaster"));
+    assert!(live[0].0 > first && live[0].0 <= first + LATENCY * 2, "live at {:?}, media from {first:?}", live[0].0);
+    let since = sim.events.iter().find_map(|(_, e)| match e {
+        Event::Liveness { publisher: Some(p), .. } => Some(p.since_ms),
+        _ => None,
+    });
+    assert_eq!(since, Some(UNIX_START_MS + live[0].0.as_millis() as i64), "stamped on the wall clock passed in");
+
+    // The last frame left a frame interval ago and arrived after LATENCY; the session stays,
+    // silent.
+    let last = sim.now - FRAME;
+    sim.run_until(last + LATENCY + Duration::from_millis(2900));
+    assert_eq!(sim.liveness().len(), 1, "still live 2.9 s into the silence: {:?}", sim.liveness());
+    sim.run_until(last + LATENCY + Duration::from_millis(3300));
+    let live = sim.liveness();
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert_eq!(live[1].1, None, "offline after 3 s of silence");
+    assert!(live[1].0 >= last - sim.start + Duration::from_secs(3), "offline at {:?}, last media {last:?}", live[1].0);
+    assert!(!sim.closed(publisher), "the silent publisher's session stays");
+
+    // Media again: live again. The session closing: offline at once.
+    sim.stream(&[publisher], 30..40);
+    assert_eq!(sim.liveness().len(), 3);
+    sim.close(publisher).unwrap();
+    let live = sim.liveness();
+    assert_eq!(live.len(), 4, "{live:?}");
+    assert_eq!(live[3], (sim.elapsed(), None));
+}
+
+#[test]
+fn a_late_joiner_gets_nothing_until_the_keyframe_the_engine_asks_for() {
+    let mut sim = Sim::new(StageGroups::default());
+    let publisher = sim.connect(Role::Publisher, participant("broadcaster", "p", STAGE));
+    let early = sim.connect(Role::Viewer, participant("early", "v1", STAGE));
+    // The publisher's only keyframe is its first frame; it sends no other unless asked.
+    sim.stream(&[publisher], 0..30);
+    assert_eq!(sim.video(early).len(), 30);
+    assert!(sim.video(early)[0].keyframe);
+    let requests_before = sim.peers[publisher].keyframe_requests;
+
+    // Two viewers join mid-stream, at the same moment.
+    let late = sim.join(Role::Viewer, participant("late", "v2", STAGE)).unwrap();
+    let later = sim.join(Role::Viewer, participant("later", "v3", STAGE)).unwrap();
+    let joined = sim.peers[publisher].frames.len();
+    // What reaches them on the wire: the RTP time of each video packet.
+    let wire = Rc::new(RefCell::new(HashMap::<usize, Vec<u32>>::new()));
+    let log = wire.clone();
+    let pts: HashMap<usize, u8> = [late, later].map(|v| (v, sim.peers[v].vp8_pt)).into();
+    sim.loss = Box::new(move |peer, datagram| {
+        if pts.get(&peer).is_some_and(|&pt| rtp_header(datagram, pt).is_some()) {
+            log.borrow_mut().entry(peer).or_default().push(u32::from_be_bytes(datagram[4..8].try_into().unwrap()));
+        }
+        false
+    });
+    sim.stream(&[publisher], 30..60);
+    assert!(sim.peers[late].connected && sim.peers[later].connected);
+
+    let sent = &sim.peers[publisher].frames;
+    let keyframes: Vec<usize> = (joined..sent.len()).filter(|&i| sent[i].keyframe).collect();
+    assert_eq!(keyframes.len(), 1, "the publisher sent one keyframe after the joins: {keyframes:?}");
+    assert_eq!(
+        sim.peers[publisher].keyframe_requests - requests_before,
+        1,
+        "both joiners' requests coalesced into one PLI (one per 250 ms)"
+    );
+    for viewer in [late, later] {
+        let first_sent = wire.borrow().get(&viewer).and_then(|times| times.first().copied());
+        assert_eq!(first_sent, Some(sent[keyframes[0]].rtp_time as u32), "nothing went to viewer {viewer} before the keyframe");
+        let video = sim.video(viewer);
+        assert!(!video.is_empty(), "viewer {viewer} got no video");
+        assert!(video[0].keyframe, "the first frame a late joiner gets is a keyframe");
+        assert_eq!(video[0].data, sent[keyframes[0]].data, "…the one sent on the engine's request");
+        let expected: Vec<u64> = sent[keyframes[0]..].iter().map(|f| f.rtp_time).collect();
+        assert_eq!(video.iter().map(|f| f.rtp_time).collect::<Vec<_>>(), expected, "and every frame after it");
+    }
+    assert_eq!(sim.video(early).len(), 60, "the early viewer missed nothing");
+    assert!(sim.stats.keyframe_requests.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn video_lost_on_the_way_to_a_viewer_is_recovered_by_nack() {
+    let mut sim = Sim::new(StageGroups::default());
+    let publisher = sim.connect(Role::Publisher, participant("broadcaster", "p", STAGE));
+    let viewer = sim.connect(Role::Viewer, participant("lossy", "v", STAGE));
+    let pt = sim.peers[viewer].vp8_pt;
+
+    // The first transmissions of these video packets (by arrival order at the network) are
+    // lost: one in the keyframe, single ones, and a burst of three.
+    let lose: HashSet<usize> = [1, 10, 47, 80, 81, 82, 150].into();
+    let dropped = Rc::new(RefCell::new(Vec::<(u32, u16)>::new()));
+    let log = dropped.clone();
+    let mut seen = HashSet::new();
+    sim.loss = Box::new(move |peer, datagram| {
+        let Some(packet) = rtp_header(datagram, pt).filter(|_| peer == viewer) else { return false };
+        if !seen.insert(packet) {
+            return false; // a retransmission on the same SSRC passes
+        }
+        let drop = lose.contains(&(seen.len() - 1));
+        if drop {
+            log.borrow_mut().push(packet);
+        }
+        drop
+    });
+    sim.stream(&[publisher], 0..60);
+    sim.run_for(Duration::from_secs(1));
+
+    assert_eq!(dropped.borrow().len(), 7, "the network lost {:?}", dropped.borrow());
+    let sent: Vec<(u64, &[u8])> = sim.video(publisher).iter().map(|f| (f.rtp_time, f.data.as_slice())).collect();
+    let got: Vec<(u64, &[u8])> = sim.video(viewer).iter().map(|f| (f.rtp_time, f.data.as_slice())).collect();
+    let missing: Vec<u64> = sent.iter().filter(|f| !got.contains(f)).map(|f| f.0).collect();
+    assert!(missing.is_empty(), "frames never repaired (RTP time): {missing:?}");
+    assert_eq!(got, sent, "the viewer has exactly the full sequence");
+}
+
+#[test]
+fn viewers_receive_their_own_groups_publisher_and_no_other() {
+    let stage = |id: &str| format!("arn:aws:ivs:local:000000000000:stage/{id}");
+    let (a, b) = (RouteKey("a".into()), RouteKey("b".into()));
+    let by_stage = HashMap::from([(stage("a1"), a.clone()), (stage("a2"), a), (stage("b1"), b)]);
+    let mut sim = Sim::new(StageGroups { by_stage });
+    let alice = sim.connect(Role::Publisher, participant("alice", "pa", &stage("a1")));
+    let on_a1 = sim.connect(Role::Viewer, participant("v1", "v1", &stage("a1")));
+    let on_a2 = sim.connect(Role::Viewer, participant("v2", "v2", &stage("a2")));
+    let on_b1 = sim.connect(Role::Viewer, participant("v3", "v3", &stage("b1")));
+
+    sim.stream(&[alice], 0..30);
+    let from =
+        |sim: &Sim, viewer: usize, publisher: usize| sim.video(viewer).iter().filter(|f| f.data[18] == publisher as u8).count();
+    assert_eq!(from(&sim, on_a1, alice), 30, "a viewer on the publisher's stage");
+    assert_eq!(from(&sim, on_a2, alice), 30, "a viewer on another stage of the group");
+    assert_eq!(sim.video(on_b1).len(), 0, "a viewer of another group gets nothing");
+
+    // Group b gets its own publisher, while alice is live: each group sees only its own.
+    let bob = sim.connect(Role::Publisher, participant("bob", "pb", &stage("b1")));
+    sim.stream(&[alice, bob], 30..60);
+    assert_eq!(from(&sim, on_b1, bob), 30);
+    assert_eq!(from(&sim, on_b1, alice), 0);
+    assert_eq!((from(&sim, on_a1, alice), from(&sim, on_a1, bob)), (60, 0));
+    assert_eq!((from(&sim, on_a2, alice), from(&sim, on_a2, bob)), (60, 0));
+
+    // A viewer that ends its session is no longer forwarded to.
+    sim.close(on_a1).unwrap();
+    let forwarded = sim.stats.frames_forwarded.load(Ordering::Relaxed);
+    sim.stream(&[alice], 60..90);
+    assert_eq!(from(&sim, on_a1, alice), 60, "nothing after the close");
+    assert_eq!(from(&sim, on_a2, alice), 90);
+    let per_viewer = 30 * 2; // video and audio
+    assert_eq!(sim.stats.frames_forwarded.load(Ordering::Relaxed) - forwarded, per_viewer, "one viewer left in group a");
+}
+
+#[test]
+fn sessions_follow_their_tokens() {
+    let mut sim = Sim::new(StageGroups::default());
+    let viewer = sim.connect(Role::Viewer, participant("viewer", "v", STAGE));
+
+    // The same token again is a reconnect: it replaces the session.
+    let again = sim.join(Role::Viewer, participant("viewer", "v", STAGE)).unwrap();
+    assert!(sim.closed(viewer));
+    assert_eq!(sim.stats.viewers.load(Ordering::Relaxed), 1);
+
+    // Only the token that opened a session ends it, and only with its role.
+    sim.peers[viewer].rtc.disconnect();
+    let (id, token) = (sim.peers[again].session.clone(), sim.peers[again].participant.participant_id.clone());
+    let wrong_owner = Input::Close { role: Role::Viewer, id: id.clone(), participant_id: "other".into() };
+    assert_eq!(sim.handle(wrong_owner), Err(MediaError::NotOwner));
+    let wrong_role = Input::Close { role: Role::Publisher, id, participant_id: token };
+    assert_eq!(sim.handle(wrong_role), Err(MediaError::NotFound));
+    sim.close(again).unwrap();
+    assert_eq!(sim.close(again), Err(MediaError::NotFound));
+
+    // An ended token is refused until it expires.
+    assert_eq!(sim.join(Role::Viewer, participant("viewer", "v", STAGE)).err(), Some(MediaError::TokenEnded));
+    let expiry = sim.start + Duration::from_secs(TOKEN_LIFETIME_S as u64);
+    sim.run_until(expiry - Duration::from_secs(1));
+    assert_eq!(sim.join(Role::Viewer, participant("viewer", "v", STAGE)).err(), Some(MediaError::TokenEnded));
+    sim.run_until(expiry + Duration::from_secs(2));
+    assert!(sim.join(Role::Viewer, participant("viewer", "v", STAGE)).is_ok(), "accepted once expired");
+
+    // One publisher per group: another user is refused while it is connected; the same user
+    // with a new token replaces it.
+    let first = sim.connect(Role::Publisher, participant("broadcaster", "p1", STAGE));
+    assert_eq!(sim.join(Role::Publisher, participant("intruder", "p2", STAGE)).err(), Some(MediaError::PublisherBusy));
+    sim.connect(Role::Publisher, participant("broadcaster", "p3", STAGE));
+    assert!(sim.closed(first));
+    assert_eq!(sim.stats.publishers.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_session_that_never_connects_is_dropped_after_the_connect_timeout() {
+    let mut sim = Sim::new(StageGroups::default());
+    let opened = sim.now;
+    let peer = sim.join(Role::Viewer, participant("viewer", "v", STAGE)).unwrap();
+    // The peer never gets the answer: nothing reaches the server.
+    sim.peers[peer].rtc.disconnect();
+    sim.wire.clear();
+    sim.run_until(opened + Duration::from_millis(14_900));
+    assert!(!sim.closed(peer), "still waiting at 14.9 s");
+    sim.run_until(opened + Duration::from_millis(15_500));
+    assert!(sim.closed(peer), "dropped after 15 s");
+    assert_eq!(sim.stats.viewers.load(Ordering::Relaxed), 0);
+}
