@@ -120,6 +120,7 @@ async fn run() {
     let db_label = settings.database_url().split(':').next().unwrap_or("?").to_string();
 
     let app = Application::build_with_clock(settings, Arc::new(SystemClock)).await.expect("app builds");
+    app.service().readiness().wait_for(|ready| *ready).await.expect("the stage backend is set up");
     let base = format!("http://127.0.0.1:{}", app.port());
     let signal = app.publisher_signal().unwrap();
     let service = app.service();

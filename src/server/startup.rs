@@ -111,7 +111,16 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
+    /// Binds the listener first, then opens the store and builds the backend without calling
+    /// it: setting the backend up (IVS: the signing key and the master stage) runs in the
+    /// background and is retried until it succeeds, so the port answers `/health` (degraded)
+    /// even while the stage backend is slow or failing.
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(&settings.server.site_addr)
+            .await
+            .map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
+        let addr = listener.local_addr().map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
+
         let data_dir = settings.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| StartupError::DataDir(data_dir.display().to_string(), e))?;
         let (api_key, generated_key) = api_key(&settings)?;
@@ -132,12 +141,7 @@ impl Application {
                 (Arc::new(backend), Some((signal, MediaPlane { server, signer })))
             }
             #[cfg(feature = "ivs")]
-            BackendKind::Ivs => {
-                let backend = crate::server::backend::ivs::IvsBackend::connect(&settings, &data_dir)
-                    .await
-                    .map_err(|e| StartupError::Backend(e.to_string()))?;
-                (Arc::new(backend), None)
-            }
+            BackendKind::Ivs => (Arc::new(crate::server::backend::ivs::IvsBackend::new(&settings, &data_dir).await), None),
             #[cfg(not(feature = "ivs"))]
             BackendKind::Ivs => {
                 return Err(StartupError::Backend(
@@ -152,7 +156,6 @@ impl Application {
             service.attach_media(plane);
             signal
         });
-        service.ensure_master_stage().await.map_err(|e| StartupError::Backend(e.to_string()))?;
         // Viewers that went silent while the server was down: close their sessions at their
         // last heartbeat, exactly as the sweep would have.
         let recovered = service.sweep_presence().await.map_err(|e| StartupError::Other(e.to_string()))?;
@@ -161,11 +164,6 @@ impl Application {
             tracing::info!(recovered, orphans, "closed watch sessions left open by a previous run");
         }
         service.refresh_live_stats().await.map_err(|e| StartupError::Other(e.to_string()))?;
-
-        let listener = TcpListener::bind(&settings.server.site_addr)
-            .await
-            .map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
-        let addr = listener.local_addr().map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
 
         let state = AppState {
             service: service.clone(),
@@ -179,7 +177,8 @@ impl Application {
             shutdown: shutdown_rx.clone(),
         };
         let router = Self::router(state.clone());
-        let jobs = spawn_background_jobs(service, shutdown_rx);
+        let mut jobs = vec![spawn_backend_setup(service.clone(), shutdown_rx.clone())];
+        jobs.extend(spawn_background_jobs(service, shutdown_rx));
         Ok(Self { listener, router, state, local, shutdown_tx, jobs, generated_key })
     }
 
@@ -266,6 +265,31 @@ impl Application {
         state.service.store().close().await;
         result
     }
+}
+
+/// The longest wait between two attempts to set the stage backend up.
+const SETUP_RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// Sets the stage backend up ([`Service::set_up_backend`]), retrying with exponential backoff
+/// until it succeeds or the server stops.
+fn spawn_backend_setup(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            tokio::select! {
+                result = service.set_up_backend() => match result {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = ?e, retry_in_ms = delay.as_millis() as u64, "stage backend not set up; retrying"),
+                },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            delay = (delay * 2).min(SETUP_RETRY_MAX);
+        }
+    })
 }
 
 async fn os_signal() {

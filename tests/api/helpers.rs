@@ -107,6 +107,17 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, clock, dir, db).await
 }
 
+/// Like [`spawn_app_with`], but returns as soon as the server answers, without waiting for its
+/// stage backend to be set up.
+pub async fn spawn_app_unready_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let db = Arc::new(TestDb::new().await);
+    let mut settings = test_settings(dir.path(), &db);
+    configure(&mut settings);
+    let clock = ManualClock::new(chrono_now_ms());
+    start_unready(settings, clock, dir, db).await
+}
+
 /// Two instances on one PostgreSQL database (separate data dirs, one clock); `None` on SQLite,
 /// where one instance is the whole deployment.
 pub async fn spawn_pair() -> Option<(TestApp, TestApp)> {
@@ -219,6 +230,14 @@ impl ServerProcess {
                 panic!("the server binary never reported its address; its log:\n{}", logs.lock().unwrap().join("\n"));
             }
         };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready(&base) {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the server binary at {base} never became ready; its log:\n{}", logs.lock().unwrap().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Self { child, base, dir, logs }
     }
 
@@ -255,6 +274,18 @@ impl ServerProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Whether `GET /ready` on the server at `base` (`http://host:port`) answers 200.
+fn ready(base: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(base.trim_start_matches("http://")) else { return false };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn.write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
 
 impl Drop for ServerProcess {
@@ -346,7 +377,16 @@ fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+/// Starts an instance and waits (bounded) until its stage backend is set up.
 async fn start(settings: Settings, clock: Arc<ManualClock>, dir: Arc<tempfile::TempDir>, db: Arc<TestDb>) -> TestApp {
+    let app = start_unready(settings, clock, dir, db).await;
+    let mut ready = app.service.readiness();
+    let set_up = tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r)).await;
+    assert!(matches!(set_up, Ok(Ok(_))), "the stage backend of {} was not set up within 30 s", app.base);
+    app
+}
+
+async fn start_unready(settings: Settings, clock: Arc<ManualClock>, dir: Arc<tempfile::TempDir>, db: Arc<TestDb>) -> TestApp {
     let app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>).await.expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let service = app.service();

@@ -28,7 +28,7 @@ use aws_sdk_ivsrealtime::Client;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -42,7 +42,10 @@ pub struct IvsBackend {
     client: Client,
     region: String,
     token_mode: TokenMode,
-    signer: Option<Arc<TokenSigner>>,
+    /// The self-signed token signer, once its key is registered with IVS ([`StageBackend::prepare`]).
+    signer: OnceLock<Arc<TokenSigner>>,
+    /// Where the signing key and its ARN are kept.
+    data_dir: PathBuf,
     reconnect_window_secs: i32,
     poll_interval: Duration,
     publisher: watch::Sender<Option<LivePublisher>>,
@@ -80,15 +83,13 @@ pub async fn client(settings: &Settings) -> Client {
 }
 
 impl IvsBackend {
-    /// Connects, and in self-signed mode makes sure the signing key is registered with IVS.
-    pub async fn connect(settings: &Settings, data_dir: &Path) -> Result<Self, BackendError> {
+    /// A backend on the configured IVS account; it calls IVS only once used: in self-signed
+    /// mode [`StageBackend::prepare`] registers the signing key.
+    pub async fn new(settings: &Settings, data_dir: &Path) -> Self {
         let mut backend = Self::unregistered(settings).await;
         backend.token_mode = settings.ivs.token_mode;
-        if settings.ivs.token_mode == TokenMode::SelfSigned {
-            let signer = backend.registered_signer(data_dir).await?;
-            backend.signer = Some(Arc::new(signer));
-        }
-        Ok(backend)
+        backend.data_dir = data_dir.to_path_buf();
+        backend
     }
 
     /// The data dir's signing key with its IVS public-key ARN as `kid`: registered on first
@@ -363,10 +364,21 @@ impl StageBackend for IvsBackend {
         }
     }
 
+    async fn prepare(&self) -> Result<(), BackendError> {
+        if self.token_mode == TokenMode::SelfSigned && self.signer.get().is_none() {
+            let signer = self.registered_signer(&self.data_dir).await?;
+            let _ = self.signer.set(Arc::new(signer));
+        }
+        Ok(())
+    }
+
     async fn issue_token(&self, req: TokenRequest<'_>) -> Result<IssuedToken, BackendError> {
-        match (&self.signer, self.token_mode) {
-            (Some(signer), TokenMode::SelfSigned) => super::sign_participant_token(signer, &req),
-            _ => self.api_token(&req).await,
+        match self.token_mode {
+            TokenMode::SelfSigned => match self.signer.get() {
+                Some(signer) => super::sign_participant_token(signer, &req),
+                None => Err(BackendError::Unavailable("the token signing key is not registered with IVS yet".into())),
+            },
+            TokenMode::Api => self.api_token(&req).await,
         }
     }
 
@@ -547,7 +559,8 @@ impl IvsBackend {
             client: client(settings).await,
             region: settings.stage.region.clone(),
             token_mode: TokenMode::Api,
-            signer: None,
+            signer: OnceLock::new(),
+            data_dir: settings.server.data_dir.clone(),
             reconnect_window_secs: ivs.reconnect_window_secs,
             poll_interval: Duration::from_millis(ivs.poll_interval_ms),
             publisher: tx,

@@ -99,6 +99,12 @@ pub trait StageBackend: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+    /// Readies the backend for use before any stage is touched (IVS: registers the token
+    /// signing key). Start-up retries it in the background until it succeeds, while the server
+    /// already answers.
+    async fn prepare(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
     async fn create_stage(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError>;
     /// Adopts an existing stage by ARN (a configured master stage); returns its endpoints.
     async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError>;

@@ -25,7 +25,7 @@ use crate::domain::{IdError, StageArn};
 use crate::server::backend::{BackendError, StageBackend};
 use crate::server::clock::Clock;
 use crate::server::config::Settings;
-use crate::server::error::AppError;
+use crate::server::error::{AppError, AppResult};
 use crate::server::store::Store;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -62,6 +62,8 @@ pub struct Service {
     polls: std::sync::atomic::AtomicU64,
     /// Since when the polled publisher has been away (see `sync.rs`).
     publisher_gone_since: Mutex<Option<i64>>,
+    /// Turns true once the stage backend is set up and the master stage exists.
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl Service {
@@ -84,6 +86,7 @@ impl Service {
             cluster: cluster::Cluster::default(),
             heartbeats: std::sync::atomic::AtomicU64::new(0),
             autoscale_steps: std::sync::atomic::AtomicU64::new(0),
+            ready: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -113,6 +116,29 @@ impl Service {
 
     pub fn heartbeats_total(&self) -> u64 {
         self.heartbeats.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the stage backend up and makes sure the master stage exists; until this succeeds
+    /// the server answers but is not ready (`/health` reports "degraded", `/ready` is 503).
+    pub async fn set_up_backend(&self) -> AppResult<()> {
+        self.backend.prepare().await?;
+        let master = self.ensure_master_stage().await?;
+        // The live totals count the master stage before anyone is told the server is ready.
+        self.refresh_live_stats().await?;
+        if !self.ready.send_replace(true) {
+            tracing::info!(stage = %master.arn, "stage backend ready");
+        }
+        Ok(())
+    }
+
+    /// Whether [`Service::set_up_backend`] has succeeded.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Follows [`Service::is_ready`].
+    pub fn readiness(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 
     /// Seconds since this instance started.
