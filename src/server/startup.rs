@@ -24,6 +24,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -176,19 +180,21 @@ impl Application {
             )),
             shutdown: shutdown_rx.clone(),
         };
-        let router = Self::router(state.clone());
+        let router = Self::router(state.clone(), Router::new());
         let mut jobs = vec![spawn_backend_setup(service.clone(), shutdown_rx.clone())];
         jobs.extend(spawn_background_jobs(service, shutdown_rx));
         Ok(Self { listener, router, state, local, shutdown_tx, jobs, generated_key })
     }
 
-    fn router(state: AppState) -> Router {
+    /// The app's routes and `extra`, behind the middleware every request goes through.
+    fn router(state: AppState, extra: Router<AppState>) -> Router {
         let routes = generate_route_list(App);
         let ctx_service = state.service.clone();
         let ctx_key = ApiKey(state.api_key.clone());
         let options = state.leptos_options.clone();
         let mut router = Router::new()
             .merge(contract_router(&state))
+            .merge(extra)
             .leptos_routes_with_context(
                 &state,
                 routes,
@@ -210,7 +216,26 @@ impl Application {
                     .allow_headers(AllowHeaders::mirror_request()),
             );
         }
-        router.with_state(state)
+        // Outermost first: an `x-request-id` (the client's, or a new UUID) is set on the request
+        // and echoed on the response; each request runs in a span carrying it, its method and
+        // path, so whatever a handler logs names the request (failures are logged where they
+        // happen, not again for their status); a handler that panics becomes the
+        // envelope's 500 `INTERNAL_ERROR` (the panic message stays in the log) and the server
+        // goes on serving.
+        router.with_state(state).layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+    }
+
+    /// Serves `routes` as well, behind the same middleware and with the same state as the
+    /// app's own routes (for embedders, and for tests that need a route of their own).
+    pub fn merge_routes(mut self, routes: Router<AppState>) -> Self {
+        self.router = Self::router(self.state.clone(), routes);
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -265,6 +290,18 @@ impl Application {
         state.service.store().close().await;
         result
     }
+}
+
+/// The span a request runs in.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+}
+
+/// A handler panicked: the envelope's opaque 500.
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a request handler panicked");
+    crate::server::error::error_response(crate::api::ErrorCode::InternalError, "Internal server error", None)
 }
 
 /// The longest wait between two attempts to set the stage backend up.

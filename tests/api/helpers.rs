@@ -5,6 +5,7 @@ use livestage::server::backend::local::PublisherSignal;
 use livestage::server::backend::LivePublisher;
 use livestage::server::clock::{Clock, ManualClock};
 use livestage::server::config::Settings;
+use livestage::server::http::AppState;
 use livestage::server::service::Service;
 use livestage::server::startup::Application;
 use reqwest::{Method, StatusCode};
@@ -116,6 +117,17 @@ pub async fn spawn_app_unready_with(configure: impl FnOnce(&mut Settings)) -> Te
     configure(&mut settings);
     let clock = ManualClock::new(chrono_now_ms());
     start_unready(settings, clock, dir, db).await
+}
+
+/// Like [`spawn_app`], with `routes` served as well, behind the app's own middleware.
+pub async fn spawn_app_with_routes(routes: axum::Router<AppState>) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let db = Arc::new(TestDb::new().await);
+    let settings = test_settings(dir.path(), &db);
+    let clock = ManualClock::new(chrono_now_ms());
+    let app = start_with(settings, clock, dir, db, Some(routes)).await;
+    wait_until_set_up(&app).await;
+    app
 }
 
 /// Two instances on one PostgreSQL database (separate data dirs, one clock); `None` on SQLite,
@@ -380,14 +392,31 @@ fn chrono_now_ms() -> i64 {
 /// Starts an instance and waits (bounded) until its stage backend is set up.
 async fn start(settings: Settings, clock: Arc<ManualClock>, dir: Arc<tempfile::TempDir>, db: Arc<TestDb>) -> TestApp {
     let app = start_unready(settings, clock, dir, db).await;
-    let mut ready = app.service.readiness();
-    let set_up = tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r)).await;
-    assert!(matches!(set_up, Ok(Ok(_))), "the stage backend of {} was not set up within 30 s", app.base);
+    wait_until_set_up(&app).await;
     app
 }
 
+async fn wait_until_set_up(app: &TestApp) {
+    let mut ready = app.service.readiness();
+    let set_up = tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r)).await;
+    assert!(matches!(set_up, Ok(Ok(_))), "the stage backend of {} was not set up within 30 s", app.base);
+}
+
 async fn start_unready(settings: Settings, clock: Arc<ManualClock>, dir: Arc<tempfile::TempDir>, db: Arc<TestDb>) -> TestApp {
-    let app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>).await.expect("app builds");
+    start_with(settings, clock, dir, db, None).await
+}
+
+async fn start_with(
+    settings: Settings,
+    clock: Arc<ManualClock>,
+    dir: Arc<tempfile::TempDir>,
+    db: Arc<TestDb>,
+    routes: Option<axum::Router<AppState>>,
+) -> TestApp {
+    let mut app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>).await.expect("app builds");
+    if let Some(routes) = routes {
+        app = app.merge_routes(routes);
+    }
     let base = format!("http://127.0.0.1:{}", app.port());
     let service = app.service();
     let publisher = app.publisher_signal();
