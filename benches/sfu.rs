@@ -183,7 +183,7 @@ async fn run() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults();
-    settings.server.site_addr = "127.0.0.1:0".into();
+    settings.server.site_addr = "127.0.0.1:0".parse().unwrap();
     settings.server.data_dir = dir.path().to_path_buf();
     settings.server.api_secret_key = Some("bench-key".into());
     settings.stage.autoscale = false;

@@ -59,7 +59,7 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// with the file it was saved to).
 fn api_key(settings: &Settings) -> Result<(String, Option<std::path::PathBuf>), StartupError> {
     if let Some(key) = &settings.server.api_secret_key {
-        return Ok((key.clone(), None));
+        return Ok((key.expose().to_string(), None));
     }
     let path = settings.server.data_dir.join("api-key");
     if let Ok(key) = std::fs::read_to_string(&path) {
@@ -120,10 +120,9 @@ impl Application {
     /// background and is retried until it succeeds, so the port answers `/health` (degraded)
     /// even while the stage backend is slow or failing.
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
-        let listener = TcpListener::bind(&settings.server.site_addr)
-            .await
-            .map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
-        let addr = listener.local_addr().map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
+        let site_addr = settings.server.site_addr;
+        let listener = TcpListener::bind(site_addr).await.map_err(|e| StartupError::Bind(site_addr.to_string(), e))?;
+        let addr = listener.local_addr().map_err(|e| StartupError::Bind(site_addr.to_string(), e))?;
 
         let data_dir = settings.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| StartupError::DataDir(data_dir.display().to_string(), e))?;

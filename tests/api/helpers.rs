@@ -84,10 +84,10 @@ pub fn small_stages(s: &mut Settings) {
 
 pub fn test_settings(dir: &std::path::Path, db: &TestDb) -> Settings {
     let mut s = Settings::defaults();
-    s.server.site_addr = "127.0.0.1:0".into();
+    s.server.site_addr = "127.0.0.1:0".parse().unwrap();
     s.server.data_dir = dir.to_path_buf();
     s.server.api_secret_key = Some(API_KEY.into());
-    s.server.database_url = (!db.url.is_empty()).then(|| db.url.clone());
+    s.server.database_url = (!db.url.is_empty()).then(|| db.url.parse().expect("a test database URL"));
     s.stage.autoscale = false;
     s.rate_limit.max_requests = 100_000;
     s.presence.heartbeat_flush_ms = 50;

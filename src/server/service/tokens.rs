@@ -196,7 +196,7 @@ impl Service {
 
     pub fn check_internal_secret(&self, given: Option<&str>) -> AppResult<()> {
         match (&self.settings.server.internal_secret, given) {
-            (Some(expected), Some(given)) if secrets_match(given, expected) => Ok(()),
+            (Some(expected), Some(given)) if secrets_match(given, expected.expose()) => Ok(()),
             (None, _) => Err(AppError::new(ErrorCode::Forbidden, "Internal endpoints are disabled on this server")),
             _ => Err(AppError::new(ErrorCode::Forbidden, "Invalid internal secret")),
         }
