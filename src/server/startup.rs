@@ -144,7 +144,10 @@ impl Application {
                 (Arc::new(backend), Some((signal, MediaPlane { server, signer })))
             }
             #[cfg(feature = "ivs")]
-            BackendKind::Ivs => (Arc::new(crate::server::backend::ivs::IvsBackend::new(&settings, &data_dir).await), None),
+            BackendKind::Ivs => {
+                let backend = crate::server::backend::ivs::IvsBackend::new(&settings.stage.region, &settings.ivs, &data_dir);
+                (Arc::new(backend.await), None)
+            }
             #[cfg(not(feature = "ivs"))]
             BackendKind::Ivs => {
                 return Err(StartupError::Backend(

@@ -15,8 +15,11 @@
 
 use super::guard::{Breaker, BreakerState, Pacer};
 use super::jwt::TokenSigner;
-use super::{BackendError, CreatedStage, IssuedToken, ListedStage, LivePublisher, StageBackend, TokenRequest};
-use crate::server::config::{BackendKind, Settings, TokenMode};
+use super::{
+    BackendCapabilities, BackendError, CreatedStage, IssuedToken, ListedStage, LivePublisher, Playback, Replication,
+    StageBackend, TokenRequest,
+};
+use crate::server::config::{BackendKind, IvsSettings, Settings, TokenMode};
 use async_trait::async_trait;
 use aws_sdk_ivsrealtime::config::http::HttpResponse;
 use aws_sdk_ivsrealtime::config::retry::RetryConfig;
@@ -57,9 +60,8 @@ pub struct IvsBackend {
     breaker: Breaker,
 }
 
-/// Builds an IVS client from the standard AWS chain and the `[ivs]` settings.
-pub async fn client(settings: &Settings) -> Client {
-    let ivs = &settings.ivs;
+/// Builds an IVS client for `region` from the standard AWS chain and the `[ivs]` settings.
+pub async fn client(region: &str, ivs: &IvsSettings) -> Client {
     let retry = RetryConfig::standard()
         .with_max_attempts(ivs.max_attempts)
         .with_initial_backoff(Duration::from_millis(ivs.retry_base_ms))
@@ -70,7 +72,7 @@ pub async fn client(settings: &Settings) -> Client {
         .operation_timeout(Duration::from_millis(ivs.timeout_ms))
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(settings.stage.region.clone()))
+        .region(Region::new(region.to_string()))
         .retry_config(retry)
         .timeout_config(timeouts);
     if let Some((id, secret)) = &ivs.static_credentials {
@@ -83,12 +85,11 @@ pub async fn client(settings: &Settings) -> Client {
 }
 
 impl IvsBackend {
-    /// A backend on the configured IVS account; it calls IVS only once used: in self-signed
-    /// mode [`StageBackend::prepare`] registers the signing key.
-    pub async fn new(settings: &Settings, data_dir: &Path) -> Self {
-        let mut backend = Self::unregistered(settings).await;
-        backend.token_mode = settings.ivs.token_mode;
-        backend.data_dir = data_dir.to_path_buf();
+    /// A backend on the IVS stages of `region`, keeping its signing key in `data_dir`; it calls
+    /// IVS only once used: in self-signed mode [`StageBackend::prepare`] registers the key.
+    pub async fn new(region: &str, ivs: &IvsSettings, data_dir: &Path) -> Self {
+        let mut backend = Self::unregistered(region, ivs, data_dir).await;
+        backend.token_mode = ivs.token_mode;
         backend
     }
 
@@ -332,6 +333,15 @@ impl StageBackend for IvsBackend {
         Some(self.region.clone())
     }
 
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            playback: Playback::IvsSdk,
+            replication: Replication::Native,
+            lists_stages: true,
+            poll_interval: Some(self.poll_interval),
+        }
+    }
+
     fn healthy(&self) -> bool {
         self.breaker.state(Instant::now()) != BreakerState::Open
     }
@@ -418,10 +428,6 @@ impl StageBackend for IvsBackend {
         self.publisher.subscribe()
     }
 
-    fn poll_interval(&self) -> Option<Duration> {
-        Some(self.poll_interval)
-    }
-
     async fn poll_publisher(&self, master_arn: &str) -> Result<(), BackendError> {
         let Some(session) = self.active_session(master_arn).await? else {
             self.set_publisher(None);
@@ -486,7 +492,7 @@ impl StageBackend for IvsBackend {
         self.set_publisher(None);
     }
 
-    async fn list_stages(&self) -> Result<Option<Vec<ListedStage>>, BackendError> {
+    async fn list_stages(&self) -> Result<Vec<ListedStage>, BackendError> {
         let mut stages = Vec::new();
         let mut next: Option<String> = None;
         for _ in 0..100 {
@@ -504,7 +510,7 @@ impl StageBackend for IvsBackend {
                 break;
             }
         }
-        Ok(Some(stages))
+        Ok(stages)
     }
 }
 
@@ -521,7 +527,7 @@ pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>),
     let tmp = dir.join(format!("{KEY_FILE}.new"));
     let _ = std::fs::remove_file(&tmp);
     fresh.write_pem(&tmp).map_err(|e| io(&tmp, e))?;
-    let backend = IvsBackend::unregistered(settings).await;
+    let backend = IvsBackend::unregistered(&settings.stage.region, &settings.ivs, dir).await;
     let arn = match backend.import_key(&fresh).await {
         Ok(arn) => arn,
         Err(e) => {
@@ -546,21 +552,20 @@ pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>),
 
 /// `livestage delete-key <arn>`.
 pub async fn delete_key(settings: &Settings, arn: &str) -> Result<(), BackendError> {
-    IvsBackend::unregistered(settings).await.delete_key(arn).await
+    IvsBackend::unregistered(&settings.stage.region, &settings.ivs, &settings.server.data_dir).await.delete_key(arn).await
 }
 
 impl IvsBackend {
     /// A client without a registered signing key (tokens from CreateParticipantToken).
-    async fn unregistered(settings: &Settings) -> Self {
-        let ivs = &settings.ivs;
+    async fn unregistered(region: &str, ivs: &IvsSettings, data_dir: &Path) -> Self {
         let (tx, _rx) = watch::channel(None);
         let max_wait = Duration::from_millis(ivs.timeout_ms);
         Self {
-            client: client(settings).await,
-            region: settings.stage.region.clone(),
+            client: client(region, ivs).await,
+            region: region.to_string(),
             token_mode: TokenMode::Api,
             signer: OnceLock::new(),
-            data_dir: settings.server.data_dir.clone(),
+            data_dir: data_dir.to_path_buf(),
             reconnect_window_secs: ivs.reconnect_window_secs,
             poll_interval: Duration::from_millis(ivs.poll_interval_ms),
             publisher: tx,

@@ -3,7 +3,10 @@
 //! (WHIP publish on `/whip`, WHEP play on `/whep`).
 
 use super::jwt::TokenSigner;
-use super::{BackendError, CreatedStage, IssuedToken, LivePublisher, StageBackend, TokenRequest};
+use super::{
+    BackendCapabilities, BackendError, CreatedStage, IssuedToken, LivePublisher, Playback, Replication, StageBackend,
+    TokenRequest,
+};
 use crate::domain::StageArn;
 use crate::server::config::BackendKind;
 use async_trait::async_trait;
@@ -87,6 +90,15 @@ impl StageBackend for LocalBackend {
         Some(self.region.clone())
     }
 
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            playback: Playback::Whep { path: WHEP_PATH },
+            replication: Replication::Routed,
+            lists_stages: false,
+            poll_interval: None,
+        }
+    }
+
     async fn create_stage(&self, _name: &str, _tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError> {
         let arn =
             StageArn::from_parts(&self.region, LOCAL_ACCOUNT, &random_id(12)).map_err(|e| BackendError::Failed(e.to_string()))?;
@@ -111,7 +123,7 @@ impl StageBackend for LocalBackend {
     }
 
     async fn start_replication(&self, _s: &str, _d: &str, _p: &str) -> Result<(), BackendError> {
-        // The embedded media server forwards the publisher to every stage it manages.
+        // Replication::Routed: the embedded media server forwards the publisher to every stage.
         Ok(())
     }
 
@@ -121,9 +133,5 @@ impl StageBackend for LocalBackend {
 
     fn publisher(&self) -> watch::Receiver<Option<LivePublisher>> {
         self.publisher.0.subscribe()
-    }
-
-    fn whep_path(&self) -> Option<&'static str> {
-        Some(WHEP_PATH)
     }
 }

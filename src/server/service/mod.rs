@@ -167,6 +167,7 @@ impl From<BackendError> for AppError {
             BackendError::Rejected(m) => AppError::validation(m),
             BackendError::Conflict(m) => AppError::new(ErrorCode::Conflict, m),
             BackendError::Failed(m) => AppError::Internal(m.into()),
+            e @ BackendError::Unsupported(_) => AppError::internal(e),
         }
     }
 }

@@ -132,10 +132,11 @@ impl Service {
     pub async fn reconcile_stages(&self) -> AppResult<usize> {
         let _guard = self.autoscale_lock.lock().await;
         // Read before listing: a stage created meanwhile is not taken for one IVS lost.
-        let known_before = self.store.list_stages().await?;
-        let Some(listed) = self.backend.list_stages().await? else {
+        if !self.backend.capabilities().lists_stages {
             return Ok(0);
-        };
+        }
+        let known_before = self.store.list_stages().await?;
+        let listed = self.backend.list_stages().await?;
         let deployment = self.deployment_id().await?;
         // Read after listing: a stage IVS lists that is not here yet is not taken for a leftover.
         let known = self.store.list_stages().await?;

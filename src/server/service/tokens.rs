@@ -4,7 +4,7 @@ use crate::api::ErrorCode;
 use crate::domain::assignment::choose_stage;
 use crate::domain::{StageArn, UserId};
 use crate::server::backend::local::absolute;
-use crate::server::backend::{Capabilities, IssuedToken, TokenRequest};
+use crate::server::backend::{Capabilities, IssuedToken, Playback, TokenRequest};
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::{JoinResult, StageRecord};
 use crate::server::time::iso;
@@ -122,13 +122,16 @@ impl Service {
             expires_in: seconds_until(issued.expires_at_ms, now),
             current_viewers,
             is_new_viewer: is_new,
-            whep_endpoint: self.backend.whep_path().map(|p| absolute(base_url, p, false)),
+            whep_endpoint: match self.backend.capabilities().playback {
+                Playback::Whep { path } => Some(absolute(base_url, path, false)),
+                Playback::IvsSdk => None,
+            },
         })
     }
 
-    /// The IVS Web Broadcast SDK the pages use, on backends without WHEP playback (IVS).
+    /// The IVS Web Broadcast SDK the pages use, on backends played with it (IVS).
     pub fn web_sdk_url(&self) -> Option<String> {
-        self.backend.whep_path().is_none().then(|| self.settings.ivs.web_sdk_url.clone())
+        (self.backend.capabilities().playback == Playback::IvsSdk).then(|| self.settings.ivs.web_sdk_url.clone())
     }
 
     /// Issues a PUBLISH token on the master stage.
