@@ -786,3 +786,21 @@ async fn assert_degraded(app: &TestApp) {
     assert_eq!(ready.status(), 503);
     app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_error(503, "SERVICE_UNAVAILABLE");
 }
+
+#[tokio::test]
+async fn a_malformed_master_stage_arn_is_refused_here_and_never_sent_to_ivs() {
+    let fake = FakeIvs::start().await;
+    let base = ivs(&fake);
+    let app = spawn_app_unready_with(|s| {
+        base(s);
+        s.stage.master_stage_arn = Some("stage/not-an-arn".into());
+    })
+    .await;
+    assert!(eventually(Duration::from_secs(5), || async { !fake.state().keys.is_empty() }).await, "the key is registered");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(fake.calls_to("GetStage").is_empty(), "{:?}", fake.calls_to("GetStage"));
+    assert!(fake.calls_to("CreateStage").is_empty());
+    let d = app.get("/health").await.assert_ok().clone();
+    assert_eq!(d["status"], "degraded", "{d}");
+    assert_eq!(d["services"]["backend"]["stageConfigured"], false, "{d}");
+}

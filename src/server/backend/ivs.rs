@@ -19,6 +19,7 @@ use super::{
     BackendCapabilities, BackendError, CreatedStage, IssuedToken, ListedStage, LivePublisher, Playback, Replication,
     StageBackend, TokenRequest,
 };
+use crate::domain::{ParticipantId, StageArn};
 use crate::server::config::{BackendKind, IvsSettings, Settings, TokenMode};
 use async_trait::async_trait;
 use aws_sdk_ivsrealtime::config::http::HttpResponse;
@@ -253,6 +254,11 @@ impl IvsBackend {
     }
 }
 
+/// A stage ARN as IVS returned it from `op`.
+fn returned_arn(op: &str, arn: &str) -> Result<StageArn, BackendError> {
+    StageArn::parse(arn).map_err(|e| BackendError::Failed(format!("{op} returned the stage ARN {arn:?}: {e}")))
+}
+
 /// The token of the next page of a listing, if there is one.
 fn next_page(token: Option<&str>) -> Option<String> {
     token.filter(|t| !t.is_empty()).map(str::to_string)
@@ -353,22 +359,22 @@ impl StageBackend for IvsBackend {
             })
             .await?;
         let stage = out.stage().ok_or_else(|| BackendError::Failed("CreateStage returned no stage".into()))?;
-        Ok(CreatedStage { arn: stage.arn().to_string(), endpoints: endpoints(stage.endpoints()) })
+        Ok(CreatedStage { arn: returned_arn("CreateStage", stage.arn())?, endpoints: endpoints(stage.endpoints()) })
     }
 
-    async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError> {
-        let out = self.call(&self.stage_calls, "GetStage", || self.client.get_stage().arn(arn).send()).await?;
+    async fn adopt_stage(&self, arn: &StageArn) -> Result<CreatedStage, BackendError> {
+        let out = self.call(&self.stage_calls, "GetStage", || self.client.get_stage().arn(arn.as_str()).send()).await?;
         let stage = out.stage().ok_or(BackendError::NotFound)?;
-        Ok(CreatedStage { arn: stage.arn().to_string(), endpoints: endpoints(stage.endpoints()) })
+        Ok(CreatedStage { arn: returned_arn("GetStage", stage.arn())?, endpoints: endpoints(stage.endpoints()) })
     }
 
-    async fn update_stage(&self, arn: &str, name: &str) -> Result<(), BackendError> {
-        self.call(&self.stage_calls, "UpdateStage", || self.client.update_stage().arn(arn).name(name).send()).await?;
+    async fn update_stage(&self, arn: &StageArn, name: &str) -> Result<(), BackendError> {
+        self.call(&self.stage_calls, "UpdateStage", || self.client.update_stage().arn(arn.as_str()).name(name).send()).await?;
         Ok(())
     }
 
-    async fn delete_stage(&self, arn: &str) -> Result<(), BackendError> {
-        match self.call(&self.stage_calls, "DeleteStage", || self.client.delete_stage().arn(arn).send()).await {
+    async fn delete_stage(&self, arn: &StageArn) -> Result<(), BackendError> {
+        match self.call(&self.stage_calls, "DeleteStage", || self.client.delete_stage().arn(arn.as_str()).send()).await {
             Ok(_) | Err(BackendError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
@@ -392,13 +398,18 @@ impl StageBackend for IvsBackend {
         }
     }
 
-    async fn start_replication(&self, source: &str, destination: &str, participant: &str) -> Result<(), BackendError> {
+    async fn start_replication(
+        &self,
+        source: &StageArn,
+        destination: &StageArn,
+        participant: &ParticipantId,
+    ) -> Result<(), BackendError> {
         self.call(&self.stage_calls, "StartParticipantReplication", || {
             self.client
                 .start_participant_replication()
-                .source_stage_arn(source)
-                .destination_stage_arn(destination)
-                .participant_id(participant)
+                .source_stage_arn(source.as_str())
+                .destination_stage_arn(destination.as_str())
+                .participant_id(participant.as_str())
                 .reconnect_window_seconds(self.reconnect_window_secs)
                 .send()
         })
@@ -406,14 +417,19 @@ impl StageBackend for IvsBackend {
         Ok(())
     }
 
-    async fn stop_replication(&self, source: &str, destination: &str, participant: &str) -> Result<(), BackendError> {
+    async fn stop_replication(
+        &self,
+        source: &StageArn,
+        destination: &StageArn,
+        participant: &ParticipantId,
+    ) -> Result<(), BackendError> {
         let result = self
             .call(&self.stage_calls, "StopParticipantReplication", || {
                 self.client
                     .stop_participant_replication()
-                    .source_stage_arn(source)
-                    .destination_stage_arn(destination)
-                    .participant_id(participant)
+                    .source_stage_arn(source.as_str())
+                    .destination_stage_arn(destination.as_str())
+                    .participant_id(participant.as_str())
                     .send()
             })
             .await;
@@ -428,7 +444,8 @@ impl StageBackend for IvsBackend {
         self.publisher.subscribe()
     }
 
-    async fn poll_publisher(&self, master_arn: &str) -> Result<(), BackendError> {
+    async fn poll_publisher(&self, master: &StageArn) -> Result<(), BackendError> {
+        let master_arn = master.as_str();
         let Some(session) = self.active_session(master_arn).await? else {
             self.set_publisher(None);
             return Ok(());
@@ -501,9 +518,12 @@ impl StageBackend for IvsBackend {
                     self.client.list_stages().max_results(100).set_next_token(next.clone()).send()
                 })
                 .await?;
-            stages.extend(out.stages().iter().map(|s| ListedStage {
-                arn: s.arn().to_string(),
-                tags: s.tags().map(|t| t.clone().into_iter().collect()).unwrap_or_default(),
+            // A stage whose ARN does not parse is none this server made.
+            stages.extend(out.stages().iter().filter_map(|s| {
+                Some(ListedStage {
+                    arn: StageArn::parse(s.arn()).ok()?,
+                    tags: s.tags().map(|t| t.clone().into_iter().collect()).unwrap_or_default(),
+                })
             }));
             next = next_page(out.next_token());
             if next.is_none() {

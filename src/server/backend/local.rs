@@ -7,7 +7,7 @@ use super::{
     BackendCapabilities, BackendError, CreatedStage, IssuedToken, LivePublisher, Playback, Replication, StageBackend,
     TokenRequest,
 };
-use crate::domain::StageArn;
+use crate::domain::{ParticipantId, StageArn};
 use crate::server::config::BackendKind;
 use async_trait::async_trait;
 use rand::distributions::Alphanumeric;
@@ -102,19 +102,18 @@ impl StageBackend for LocalBackend {
     async fn create_stage(&self, _name: &str, _tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError> {
         let arn =
             StageArn::from_parts(&self.region, LOCAL_ACCOUNT, &random_id(12)).map_err(|e| BackendError::Failed(e.to_string()))?;
-        Ok(CreatedStage { arn: arn.to_string(), endpoints: Self::endpoints() })
+        Ok(CreatedStage { arn, endpoints: Self::endpoints() })
     }
 
-    async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError> {
-        StageArn::parse(arn).map_err(|e| BackendError::Rejected(format!("MASTER_STAGE_ARN {e}")))?;
-        Ok(CreatedStage { arn: arn.to_string(), endpoints: Self::endpoints() })
+    async fn adopt_stage(&self, arn: &StageArn) -> Result<CreatedStage, BackendError> {
+        Ok(CreatedStage { arn: arn.clone(), endpoints: Self::endpoints() })
     }
 
-    async fn update_stage(&self, _arn: &str, _name: &str) -> Result<(), BackendError> {
+    async fn update_stage(&self, _arn: &StageArn, _name: &str) -> Result<(), BackendError> {
         Ok(())
     }
 
-    async fn delete_stage(&self, _arn: &str) -> Result<(), BackendError> {
+    async fn delete_stage(&self, _arn: &StageArn) -> Result<(), BackendError> {
         Ok(())
     }
 
@@ -122,12 +121,12 @@ impl StageBackend for LocalBackend {
         super::sign_participant_token(&self.signer, &req)
     }
 
-    async fn start_replication(&self, _s: &str, _d: &str, _p: &str) -> Result<(), BackendError> {
+    async fn start_replication(&self, _s: &StageArn, _d: &StageArn, _p: &ParticipantId) -> Result<(), BackendError> {
         // Replication::Routed: the embedded media server forwards the publisher to every stage.
         Ok(())
     }
 
-    async fn stop_replication(&self, _s: &str, _d: &str, _p: &str) -> Result<(), BackendError> {
+    async fn stop_replication(&self, _s: &StageArn, _d: &StageArn, _p: &ParticipantId) -> Result<(), BackendError> {
         Ok(())
     }
 

@@ -7,6 +7,7 @@ pub mod ivs;
 pub mod jwt;
 pub mod local;
 
+use crate::domain::{ParticipantId, StageArn};
 use crate::server::config::BackendKind;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -93,7 +94,7 @@ impl Capabilities {
 /// A stage as created by the backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreatedStage {
-    pub arn: String,
+    pub arn: StageArn,
     pub endpoints: BTreeMap<String, String>,
 }
 
@@ -142,17 +143,27 @@ pub trait StageBackend: Send + Sync + 'static {
     }
     async fn create_stage(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError>;
     /// Adopts an existing stage by ARN (a configured master stage); returns its endpoints.
-    async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError>;
-    async fn update_stage(&self, arn: &str, name: &str) -> Result<(), BackendError>;
-    async fn delete_stage(&self, arn: &str) -> Result<(), BackendError>;
+    async fn adopt_stage(&self, arn: &StageArn) -> Result<CreatedStage, BackendError>;
+    async fn update_stage(&self, arn: &StageArn, name: &str) -> Result<(), BackendError>;
+    async fn delete_stage(&self, arn: &StageArn) -> Result<(), BackendError>;
     async fn issue_token(&self, req: TokenRequest<'_>) -> Result<IssuedToken, BackendError>;
-    async fn start_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str) -> Result<(), BackendError>;
-    async fn stop_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str) -> Result<(), BackendError>;
+    async fn start_replication(
+        &self,
+        source: &StageArn,
+        destination: &StageArn,
+        participant: &ParticipantId,
+    ) -> Result<(), BackendError>;
+    async fn stop_replication(
+        &self,
+        source: &StageArn,
+        destination: &StageArn,
+        participant: &ParticipantId,
+    ) -> Result<(), BackendError>;
     /// The live publisher, as the media plane reports it; changes are pushed to receivers.
     fn publisher(&self) -> watch::Receiver<Option<LivePublisher>>;
     /// Asks who publishes on the master stage and updates [`StageBackend::publisher`]
     /// (backends with a [`BackendCapabilities::poll_interval`]).
-    async fn poll_publisher(&self, _master_arn: &str) -> Result<(), BackendError> {
+    async fn poll_publisher(&self, _master: &StageArn) -> Result<(), BackendError> {
         Ok(())
     }
     /// Forgets the polled publisher (another instance polls now).
@@ -167,7 +178,7 @@ pub trait StageBackend: Send + Sync + 'static {
 /// A stage as the backend lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedStage {
-    pub arn: String,
+    pub arn: StageArn,
     pub tags: BTreeMap<String, String>,
 }
 

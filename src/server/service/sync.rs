@@ -4,7 +4,8 @@
 use super::Service;
 use crate::domain::{ParticipantId, StageArn};
 use crate::server::backend::MANAGED_BY_TAG;
-use crate::server::error::AppResult;
+use crate::server::error::{AppError, AppResult};
+use crate::server::store::ReplicationRecord;
 use std::sync::atomic::Ordering;
 
 /// Tag naming the deployment (all instances on one database) that created a stage.
@@ -44,7 +45,11 @@ impl Service {
             Ok(None) => return,
             Err(e) => return tracing::warn!(error = %e, "backend poll: no master stage"),
         };
-        if let Err(e) = self.backend.poll_publisher(&master.arn).await {
+        let master = match super::stored_arn(&master.arn) {
+            Ok(arn) => arn,
+            Err(e) => return tracing::warn!(error = ?e, "backend poll: the master stage's ARN does not parse"),
+        };
+        if let Err(e) = self.backend.poll_publisher(&master).await {
             tracing::warn!(error = %e, "publisher liveness check failed");
         }
         if let Err(e) = self.sync_replications().await {
@@ -93,7 +98,7 @@ impl Service {
             if r.participant_id == pid.as_str() && r.source_arn == source.as_str() {
                 return Ok(false);
             }
-            self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await?;
+            self.stop_recorded_replication(&r).await?;
             self.store.delete_replication(dest.as_str()).await?;
         }
         match self.start_replication(source, dest, pid).await {
@@ -117,13 +122,20 @@ impl Service {
         let _guard = self.autoscale_lock.lock().await;
         for stage in self.store.list_stages().await?.into_iter().filter(|s| s.auto_scaled) {
             if let Some(r) = self.store.get_replication(&stage.arn).await? {
-                if let Err(e) = self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await {
+                if let Err(e) = self.stop_recorded_replication(&r).await {
                     tracing::debug!(error = %e, stage = %stage.arn, "replication already ended");
                 }
                 self.store.delete_replication(&stage.arn).await?;
             }
         }
         Ok(())
+    }
+
+    /// Stops the replication `r` records.
+    pub(crate) async fn stop_recorded_replication(&self, r: &ReplicationRecord) -> AppResult<()> {
+        let participant = ParticipantId::parse(r.participant_id.as_str()).map_err(AppError::internal)?;
+        let (source, destination) = (super::stored_arn(&r.source_arn)?, super::stored_arn(&r.destination_arn)?);
+        Ok(self.backend.stop_replication(&source, &destination, &participant).await?)
     }
 
     /// Compares this deployment's stages with the backend's: an auto-created stage the backend
@@ -145,7 +157,7 @@ impl Service {
             let ours = stage.tags.get(MANAGED_BY_TAG.0).map(String::as_str) == Some(MANAGED_BY_TAG.1)
                 && stage.tags.get(DEPLOYMENT_TAG) == Some(&deployment)
                 && stage.tags.get("AutoScaled").map(String::as_str) == Some("true");
-            if ours && !known.iter().any(|k| k.arn == stage.arn) {
+            if ours && !known.iter().any(|k| k.arn == stage.arn.as_str()) {
                 self.backend.delete_stage(&stage.arn).await?;
                 tracing::info!(stage = %stage.arn, "deleted a stage this deployment had lost track of");
                 removed += 1;
@@ -153,8 +165,9 @@ impl Service {
         }
         for stage in known_before.iter().filter(|k| !k.is_master) {
             // Missing from the list, and IVS confirms it is gone.
-            if !listed.iter().any(|l| l.arn == stage.arn)
-                && matches!(self.backend.adopt_stage(&stage.arn).await, Err(crate::server::backend::BackendError::NotFound))
+            let Ok(arn) = super::stored_arn(&stage.arn) else { continue };
+            if !listed.iter().any(|l| l.arn == arn)
+                && matches!(self.backend.adopt_stage(&arn).await, Err(crate::server::backend::BackendError::NotFound))
             {
                 let evicted = self.store.clear_stage(&stage.arn, self.now_ms()).await?;
                 for p in &evicted {
