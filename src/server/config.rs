@@ -2,6 +2,7 @@
 //! by `APP_CONFIG`) in the working directory, then environment variables, which win.
 
 use crate::domain::assignment::Capacity;
+use crate::domain::StageArn;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -260,7 +261,7 @@ impl FromStr for BackendKind {
 pub struct StageSettings {
     pub backend: BackendKind,
     pub region: String,
-    pub master_stage_arn: Option<String>,
+    pub master_stage_arn: Option<StageArn>,
     pub max_viewers_per_stage: u32,
     pub scale_up_threshold: u32,
     pub scale_up_utilisation: f64,
@@ -415,7 +416,12 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("LOG_FORMAT", "text or json", |s, v| { s.server.log_format = parse(v)?; Ok(()) }),
     ("STAGE_BACKEND", "local or ivs", |s, v| { s.stage.backend = parse(v)?; Ok(()) }),
     ("AWS_REGION", "AWS region of the IVS stages", |s, v| { s.stage.region = v.trim().to_string(); Ok(()) }),
-    ("MASTER_STAGE_ARN", "the publisher's stage (default: created on first start and remembered)", |s, v| { s.stage.master_stage_arn = non_empty(v); Ok(()) }),
+    ("MASTER_STAGE_ARN", "the publisher's stage (default: created on first start and remembered)", |s, v| {
+        s.stage.master_stage_arn = non_empty(v)
+            .map(|v| StageArn::parse(v).map_err(|e| format!("{e}: expected arn:aws:ivs:<region>:<account>:stage/<id>")))
+            .transpose()?;
+        Ok(())
+    }),
     ("MAX_VIEWERS_PER_STAGE", "viewers one stage holds", |s, v| { s.stage.max_viewers_per_stage = parse(v)?; Ok(()) }),
     ("SCALE_UP_THRESHOLD", "viewers per stage above which new viewers go elsewhere", |s, v| { s.stage.scale_up_threshold = parse(v)?; Ok(()) }),
     ("SCALE_UP_UTILISATION", "fraction of total threshold capacity that triggers a new stage", |s, v| { s.stage.scale_up_utilisation = parse(v)?; Ok(()) }),
@@ -651,6 +657,7 @@ mod tests {
             ("LOG_FORMAT", "xml", "expected text or json"),
             ("STAGE_BACKEND", "aws", "expected local or ivs"),
             ("IVS_TOKEN_MODE", "jwt", "expected self-signed or api"),
+            ("MASTER_STAGE_ARN", "stage/AbC", "expected arn:aws:ivs:<region>:<account>:stage/<id>"),
         ] {
             let err = Settings::from_sources(None, only(var, value)).unwrap_err().to_string();
             assert!(err.starts_with(&format!("{var}=")), "{var}={value}: {err}");
@@ -690,7 +697,7 @@ mod tests {
         ("STAGE_BACKEND", "ivs", |s| s.stage.backend == BackendKind::Ivs),
         ("AWS_REGION", "eu-west-1", |s| s.stage.region == "eu-west-1"),
         ("MASTER_STAGE_ARN", "arn:aws:ivs:eu-west-1:123456789012:stage/Abc", |s| {
-            s.stage.master_stage_arn.as_deref() == Some("arn:aws:ivs:eu-west-1:123456789012:stage/Abc")
+            s.stage.master_stage_arn.as_ref().map(StageArn::as_str) == Some("arn:aws:ivs:eu-west-1:123456789012:stage/Abc")
         }),
         ("MAX_VIEWERS_PER_STAGE", "60", |s| s.stage.max_viewers_per_stage == 60),
         ("SCALE_UP_THRESHOLD", "40", |s| s.stage.scale_up_threshold == 40),

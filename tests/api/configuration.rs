@@ -25,6 +25,7 @@ fn a_value_that_does_not_parse_names_the_variable_and_what_was_expected() {
         ("LEPTOS_SITE_ADDR", "localhost:3000", "expected an IP address and port"),
         ("CORS_ORIGINS", "https://studio.example/", "not an origin"),
         ("LOG_FORMAT", "yaml", "expected text or json"),
+        ("MASTER_STAGE_ARN", "stage/AbC", "expected arn:aws:ivs:"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_livestage"))

@@ -61,13 +61,12 @@ impl Service {
     pub async fn ensure_master_stage(&self) -> AppResult<StageRecord> {
         let now = self.now_ms();
         if let Some(arn) = self.settings.stage.master_stage_arn.clone() {
-            if let Some(existing) = self.store.get_stage(&arn).await? {
+            if let Some(existing) = self.store.get_stage(arn.as_str()).await? {
                 if existing.is_master {
                     return Ok(existing);
                 }
             }
-            let parsed = StageArn::parse(arn.as_str()).map_err(|e| AppError::validation(format!("MASTER_STAGE_ARN {e}")))?;
-            let record = master_record(self.backend.adopt_stage(&parsed).await?, master_role(), now);
+            let record = master_record(self.backend.adopt_stage(&arn).await?, master_role(), now);
             self.store.insert_stage(&record).await?;
             self.store.put_setting(MASTER_SETTING, &record.arn).await?;
             return Ok(record);
