@@ -107,10 +107,10 @@ async fn run() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults();
-    settings.server.site_addr = "127.0.0.1:0".into();
+    settings.server.site_addr = "127.0.0.1:0".parse().unwrap();
     settings.server.data_dir = dir.path().to_path_buf();
     settings.server.api_secret_key = Some("bench-key".into());
-    settings.server.database_url = std::env::var("BENCH_DATABASE_URL").ok();
+    settings.server.database_url = std::env::var("BENCH_DATABASE_URL").ok().map(|u| u.parse().expect("BENCH_DATABASE_URL"));
     settings.stage.autoscale = false;
     settings.media.udp_port = 0;
     // the joins below come from one address; the limiter is not what is measured
@@ -120,6 +120,7 @@ async fn run() {
     let db_label = settings.database_url().split(':').next().unwrap_or("?").to_string();
 
     let app = Application::build_with_clock(settings, Arc::new(SystemClock)).await.expect("app builds");
+    app.service().readiness().wait_for(|ready| *ready).await.expect("the stage backend is set up");
     let base = format!("http://127.0.0.1:{}", app.port());
     let signal = app.publisher_signal().unwrap();
     let service = app.service();

@@ -183,7 +183,7 @@ async fn run() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults();
-    settings.server.site_addr = "127.0.0.1:0".into();
+    settings.server.site_addr = "127.0.0.1:0".parse().unwrap();
     settings.server.data_dir = dir.path().to_path_buf();
     settings.server.api_secret_key = Some("bench-key".into());
     settings.stage.autoscale = false;
@@ -192,6 +192,7 @@ async fn run() {
     settings.rate_limit.max_requests = 1_000_000;
     settings.media.udp_port = 0;
     let app = Application::build_with_clock(settings, Arc::new(SystemClock)).await.expect("app builds");
+    app.service().readiness().wait_for(|ready| *ready).await.expect("the stage backend is set up");
     let base = format!("http://127.0.0.1:{}", app.port());
     let service = app.service();
     tokio::spawn(app.run_until_stopped());

@@ -15,7 +15,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.server.log_format);
+    telemetry::init(settings.server.log_format);
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(command) = args.first() {
         return keys::run(command, &args[1..], &settings).await;
@@ -28,10 +28,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let addr = app.service().settings().server.site_addr.clone();
-    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
-    tracing::info!(port = app.port(), "listening on http://{host}:{}", app.port());
-    let url = app.service().settings().server.public_url.clone().unwrap_or_else(|| format!("http://{host}:{}", app.port()));
+    let bound = std::net::SocketAddr::new(app.service().settings().server.site_addr.ip(), app.port());
+    tracing::info!(port = app.port(), "listening on http://{bound}");
+    let url = app.service().settings().server.public_url.as_deref().map_or_else(|| format!("http://{bound}"), str::to_string);
     if let Some(note) = app.first_start_note(&url) {
         eprintln!("{note}");
     }

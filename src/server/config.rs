@@ -2,8 +2,12 @@
 //! by `APP_CONFIG`) in the working directory, then environment variables, which win.
 
 use crate::domain::assignment::Capacity;
+use crate::domain::StageArn;
 use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 const EMBEDDED_DEFAULTS: &str = include_str!("../../Leptos.toml");
 
@@ -22,15 +26,207 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
-    pub site_addr: String,
+    pub site_addr: SocketAddr,
     pub data_dir: PathBuf,
-    pub database_url: Option<String>,
-    pub api_secret_key: Option<String>,
-    pub internal_secret: Option<String>,
-    pub public_url: Option<String>,
-    pub cors_origins: Vec<String>,
+    pub database_url: Option<DatabaseUrl>,
+    pub api_secret_key: Option<Secret>,
+    pub internal_secret: Option<Secret>,
+    pub public_url: Option<PublicUrl>,
+    pub cors_origins: Vec<Origin>,
     pub body_limit_bytes: usize,
-    pub log_format: String,
+    pub log_format: LogFormat,
+}
+
+/// A secret setting. Its value is never printed: `Debug` shows `[redacted]`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself, for comparing or sending it (never for logging).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(v: &str) -> Self {
+        Self(v.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(v: String) -> Self {
+        Self(v)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// `LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        match v.trim() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err("expected text or json".into()),
+        }
+    }
+}
+
+/// `DATABASE_URL`: a SQLite file, created when it does not exist yet, or a PostgreSQL database.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The SQLite file at `path`, created when missing.
+    pub fn sqlite_file(path: &std::path::Path) -> Self {
+        Self(format!("sqlite://{}?mode=rwc", path.display()))
+    }
+
+    /// The URL to connect with.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        const EXPECTED: &str = "expected sqlite://<path of the database file> or postgres://<user>@<host>/<database>";
+        let v = v.trim();
+        if let Some(rest) = v.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            if path.is_empty() || path.starts_with('?') {
+                return Err(format!("no database file named: {EXPECTED}"));
+            }
+            // Without a mode SQLite refuses a file that does not exist yet: create it.
+            let has_mode = path.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("mode=")));
+            if has_mode || path == ":memory:" {
+                return Ok(Self(v.to_string()));
+            }
+            let sep = if path.contains('?') { '&' } else { '?' };
+            return Ok(Self(format!("{v}{sep}mode=rwc")));
+        }
+        for scheme in ["postgres://", "postgresql://"] {
+            if let Some(rest) = v.strip_prefix(scheme) {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return Err(format!("no database host named: {EXPECTED}"));
+                }
+                return Ok(Self(v.to_string()));
+            }
+        }
+        Err(EXPECTED.into())
+    }
+}
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+    }
+}
+
+/// Shows the URL with any password replaced.
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
+            Some((scheme, (userinfo, host))) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                let hidden = if userinfo.contains(':') { ":[redacted]" } else { "" };
+                write!(f, "\"{scheme}://{user}{hidden}@{host}\"")
+            }
+            None => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+/// `PUBLIC_URL`: an `http://` or `https://` base URL with a host.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PublicUrl(String);
+
+impl FromStr for PublicUrl {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        let v = v.trim();
+        let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
+        match rest {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace) => {
+                Ok(Self(v.to_string()))
+            }
+            _ => Err("expected an http:// or https:// URL with a host, like https://live.example.com".into()),
+        }
+    }
+}
+
+impl TryFrom<String> for PublicUrl {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+    }
+}
+
+impl std::ops::Deref for PublicUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One of `CORS_ORIGINS`: `scheme://host[:port]`, as browsers send it in `Origin`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Origin(String);
+
+impl FromStr for Origin {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        let v = v.trim();
+        let valid = v.split_once("://").is_some_and(|(scheme, host)| {
+            matches!(scheme, "http" | "https")
+                && !host.is_empty()
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        });
+        if valid {
+            Ok(Self(v.to_string()))
+        } else {
+            Err(format!("{v:?} is not an origin: expected scheme://host[:port] without a path, like https://studio.example"))
+        }
+    }
+}
+
+impl TryFrom<String> for Origin {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+    }
+}
+
+impl std::ops::Deref for Origin {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for Origin {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -49,12 +245,23 @@ impl BackendKind {
     }
 }
 
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        match v.trim() {
+            "local" => Ok(Self::Local),
+            "ivs" => Ok(Self::Ivs),
+            _ => Err("expected local or ivs".into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageSettings {
     pub backend: BackendKind,
     pub region: String,
-    pub master_stage_arn: Option<String>,
+    pub master_stage_arn: Option<StageArn>,
     pub max_viewers_per_stage: u32,
     pub scale_up_threshold: u32,
     pub scale_up_utilisation: f64,
@@ -119,6 +326,17 @@ pub enum TokenMode {
     Api,
 }
 
+impl FromStr for TokenMode {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        match v.trim() {
+            "self-signed" => Ok(Self::SelfSigned),
+            "api" => Ok(Self::Api),
+            _ => Err("expected self-signed or api".into()),
+        }
+    }
+}
+
 /// The Amazon IVS backend (`STAGE_BACKEND=ivs`). AWS credentials and the region's endpoint
 /// come from the standard AWS chain (environment, profile, web identity, container, instance).
 #[derive(Debug, Clone, Deserialize)]
@@ -169,26 +387,41 @@ fn non_empty(v: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
+/// An optional setting: unset when empty, else parsed.
+fn optional<T: FromStr>(v: &str) -> Result<Option<T>, String>
+where
+    T::Err: fmt::Display,
+{
+    non_empty(v).map(|v| v.parse::<T>().map_err(|e| e.to_string())).transpose()
+}
+
+/// `host:port` with an IP address.
+fn socket_addr(v: &str) -> Result<SocketAddr, String> {
+    v.trim().parse().map_err(|_| "expected an IP address and port, like 127.0.0.1:3000 or [::]:3000".to_string())
+}
+
 /// Every environment variable the app reads: name, meaning, and how it applies.
 #[rustfmt::skip] // one variable a line, as a table
 pub const ENV_VARS: &[(&str, &str, Setter)] = &[
-    ("LEPTOS_SITE_ADDR", "bind address (host:port)", |s, v| { s.server.site_addr = v.trim().to_string(); Ok(()) }),
+    ("LEPTOS_SITE_ADDR", "bind address (host:port)", |s, v| { s.server.site_addr = socket_addr(v)?; Ok(()) }),
     ("APP_DATA_DIR", "directory for the SQLite file, keys and generated secrets", |s, v| { s.server.data_dir = v.into(); Ok(()) }),
-    ("DATABASE_URL", "sqlite://… or postgres://… (default: sqlite://<data dir>/app.db)", |s, v| { s.server.database_url = non_empty(v); Ok(()) }),
-    ("API_SECRET_KEY", "x-api-key value (default: generated on first start, kept in the data dir)", |s, v| { s.server.api_secret_key = non_empty(v); Ok(()) }),
-    ("INTERNAL_SECRET", "x-internal-secret for /api/token/mediaserver (unset: refused)", |s, v| { s.server.internal_secret = non_empty(v); Ok(()) }),
-    ("PUBLIC_URL", "public base URL of this server for WHIP/WHEP endpoints (default: request host)", |s, v| { s.server.public_url = non_empty(v); Ok(()) }),
+    ("DATABASE_URL", "sqlite://… or postgres://… (default: sqlite://<data dir>/app.db)", |s, v| { s.server.database_url = optional(v)?; Ok(()) }),
+    ("API_SECRET_KEY", "x-api-key value (default: generated on first start, kept in the data dir)", |s, v| { s.server.api_secret_key = non_empty(v).map(Secret); Ok(()) }),
+    ("INTERNAL_SECRET", "x-internal-secret for /api/token/mediaserver (unset: refused)", |s, v| { s.server.internal_secret = non_empty(v).map(Secret); Ok(()) }),
+    ("PUBLIC_URL", "public base URL of this server for WHIP/WHEP endpoints (default: request host)", |s, v| { s.server.public_url = optional(v)?; Ok(()) }),
     ("CORS_ORIGINS", "comma-separated origins allowed to call the REST API (default: same origin)", |s, v| {
-        s.server.cors_origins = v.split(',').filter_map(non_empty).collect(); Ok(())
+        s.server.cors_origins = v.split(',').filter_map(non_empty).map(|o| o.parse()).collect::<Result<_, _>>()?; Ok(())
     }),
     ("BODY_LIMIT_BYTES", "largest accepted request body", |s, v| { s.server.body_limit_bytes = parse(v)?; Ok(()) }),
-    ("LOG_FORMAT", "text or json", |s, v| { s.server.log_format = v.trim().to_string(); Ok(()) }),
-    ("STAGE_BACKEND", "local or ivs", |s, v| {
-        s.stage.backend = match v.trim() { "local" => BackendKind::Local, "ivs" => BackendKind::Ivs, _ => return Err("expected local or ivs".into()) };
+    ("LOG_FORMAT", "text or json", |s, v| { s.server.log_format = parse(v)?; Ok(()) }),
+    ("STAGE_BACKEND", "local or ivs", |s, v| { s.stage.backend = parse(v)?; Ok(()) }),
+    ("AWS_REGION", "AWS region of the IVS stages", |s, v| { s.stage.region = v.trim().to_string(); Ok(()) }),
+    ("MASTER_STAGE_ARN", "the publisher's stage (default: created on first start and remembered)", |s, v| {
+        s.stage.master_stage_arn = non_empty(v)
+            .map(|v| StageArn::parse(v).map_err(|e| format!("{e}: expected arn:aws:ivs:<region>:<account>:stage/<id>")))
+            .transpose()?;
         Ok(())
     }),
-    ("AWS_REGION", "AWS region of the IVS stages", |s, v| { s.stage.region = v.trim().to_string(); Ok(()) }),
-    ("MASTER_STAGE_ARN", "the publisher's stage (default: created on first start and remembered)", |s, v| { s.stage.master_stage_arn = non_empty(v); Ok(()) }),
     ("MAX_VIEWERS_PER_STAGE", "viewers one stage holds", |s, v| { s.stage.max_viewers_per_stage = parse(v)?; Ok(()) }),
     ("SCALE_UP_THRESHOLD", "viewers per stage above which new viewers go elsewhere", |s, v| { s.stage.scale_up_threshold = parse(v)?; Ok(()) }),
     ("SCALE_UP_UTILISATION", "fraction of total threshold capacity that triggers a new stage", |s, v| { s.stage.scale_up_utilisation = parse(v)?; Ok(()) }),
@@ -208,10 +441,7 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("RATE_LIMIT_MAX_REQUESTS", "requests per client IP per window on /api/*", |s, v| { s.rate_limit.max_requests = parse(v)?; Ok(()) }),
     ("MEDIA_UDP_PORT", "UDP port of the embedded media server", |s, v| { s.media.udp_port = parse(v)?; Ok(()) }),
     ("MEDIA_CANDIDATE_ADDR", "address announced to WebRTC peers (behind NAT): IP or IP:port", |s, v| { s.media.candidate_addr = non_empty(v); Ok(()) }),
-    ("IVS_TOKEN_MODE", "self-signed (ES384 key imported into IVS) or api (CreateParticipantToken)", |s, v| {
-        s.ivs.token_mode = match v.trim() { "self-signed" => TokenMode::SelfSigned, "api" => TokenMode::Api, _ => return Err("expected self-signed or api".into()) };
-        Ok(())
-    }),
+    ("IVS_TOKEN_MODE", "self-signed (ES384 key imported into IVS) or api (CreateParticipantToken)", |s, v| { s.ivs.token_mode = parse(v)?; Ok(()) }),
     ("IVS_ENDPOINT_URL", "IVS API endpoint (default: AWS's, or AWS_ENDPOINT_URL_IVS_REALTIME)", |s, v| { s.ivs.endpoint_url = non_empty(v); Ok(()) }),
     ("IVS_POLL_INTERVAL_MS", "milliseconds between publisher liveness checks (ListParticipants)", |s, v| { s.ivs.poll_interval_ms = parse(v)?; Ok(()) }),
     ("IVS_RECONNECT_WINDOW_SECS", "seconds a replicated publisher may reconnect without ending replication (0-60)", |s, v| { s.ivs.reconnect_window_secs = parse(v)?; Ok(()) }),
@@ -316,10 +546,10 @@ impl Settings {
 
     /// The SQLite file in the data dir unless `DATABASE_URL` names another database.
     pub fn database_url(&self) -> String {
-        self.server
-            .database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.server.data_dir.join("app.db").display()))
+        match &self.server.database_url {
+            Some(url) => url.as_str().to_string(),
+            None => DatabaseUrl::sqlite_file(&self.server.data_dir.join("app.db")).as_str().to_string(),
+        }
     }
 }
 
@@ -348,7 +578,7 @@ mod tests {
     #[test]
     fn embedded_defaults_match_the_contract() {
         let s = Settings::defaults();
-        assert_eq!(s.server.site_addr, "127.0.0.1:3000");
+        assert_eq!(s.server.site_addr.to_string(), "127.0.0.1:3000");
         assert_eq!(s.stage.backend, BackendKind::Local);
         assert_eq!((s.stage.max_viewers_per_stage, s.stage.scale_up_threshold, s.stage.max_stages), (50, 45, 20));
         assert_eq!((s.tokens.viewer_token_duration, s.tokens.publisher_token_duration), (3600, 14400));
@@ -382,19 +612,92 @@ mod tests {
         assert!(matches!(err, ConfigError::Invalid(_)));
     }
 
+    /// An environment of one variable.
+    fn only(var: &'static str, value: &'static str) -> impl Fn(&str) -> Option<String> {
+        move |k| (k == var).then(|| value.to_string())
+    }
+
+    #[test]
+    fn the_readme_default_database_url_creates_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/app.db", dir.path().display());
+        let s = Settings::from_sources(None, |k| (k == "DATABASE_URL").then(|| url.clone())).unwrap();
+        assert_eq!(s.database_url(), format!("{url}?mode=rwc"));
+        let s = Settings::from_sources(None, only("DATABASE_URL", "sqlite://data/app.db?cache=shared")).unwrap();
+        assert_eq!(s.database_url(), "sqlite://data/app.db?cache=shared&mode=rwc");
+        // A mode that is given is kept.
+        let s = Settings::from_sources(None, only("DATABASE_URL", "sqlite://data/app.db?mode=ro")).unwrap();
+        assert_eq!(s.database_url(), "sqlite://data/app.db?mode=ro");
+        let s = Settings::from_sources(None, only("DATABASE_URL", "postgresql://live@db.example/live")).unwrap();
+        assert_eq!(s.database_url(), "postgresql://live@db.example/live");
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_database_url_opens_a_file_that_does_not_exist_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app.db");
+        let url = format!("sqlite://{}", file.display());
+        let s = Settings::from_sources(None, |k| (k == "DATABASE_URL").then(|| url.clone())).unwrap();
+        let store = crate::server::store::Store::connect(&s.database_url()).await.expect("the store opens");
+        store.close().await;
+        assert!(file.exists(), "the database file is created");
+    }
+
+    #[test]
+    fn typed_values_that_do_not_parse_say_which_variable_and_what_was_expected() {
+        for (var, value, expected) in [
+            ("DATABASE_URL", "mysql://db/live", "expected sqlite://"),
+            ("DATABASE_URL", "sqlite://", "no database file"),
+            ("DATABASE_URL", "postgres:///live", "no database host"),
+            ("LEPTOS_SITE_ADDR", "localhost", "expected an IP address and port"),
+            ("LEPTOS_SITE_ADDR", "127.0.0.1", "expected an IP address and port"),
+            ("PUBLIC_URL", "live.example.com", "expected an http:// or https:// URL"),
+            ("CORS_ORIGINS", "https://a.example,studio.example", "\"studio.example\" is not an origin"),
+            ("CORS_ORIGINS", "https://a.example/app", "without a path"),
+            ("LOG_FORMAT", "xml", "expected text or json"),
+            ("STAGE_BACKEND", "aws", "expected local or ivs"),
+            ("IVS_TOKEN_MODE", "jwt", "expected self-signed or api"),
+            ("MASTER_STAGE_ARN", "stage/AbC", "expected arn:aws:ivs:<region>:<account>:stage/<id>"),
+        ] {
+            let err = Settings::from_sources(None, only(var, value)).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{var}=")), "{var}={value}: {err}");
+            assert!(err.contains(expected), "{var}={value}: {err}");
+        }
+        let err = Settings::from_sources(Some("[server]\nlog_format = \"xml\"\n"), |_| None).unwrap_err().to_string();
+        assert!(err.contains("log_format"), "{err}");
+        let err = Settings::from_sources(Some("[server]\ncors_origins = [\"nope\"]\n"), |_| None).unwrap_err().to_string();
+        assert!(err.contains("not an origin"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::from_sources(None, |k| match k {
+            "API_SECRET_KEY" => Some("key-hunter2".into()),
+            "INTERNAL_SECRET" => Some("internal-hunter2".into()),
+            "DATABASE_URL" => Some("postgres://live:db-hunter2@db.example/live".into()),
+            _ => None,
+        })
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        assert!(shown.contains("postgres://live:[redacted]@db.example/live"), "{shown}");
+        assert_eq!(s.server.api_secret_key.as_ref().map(Secret::expose), Some("key-hunter2"));
+    }
+
     type Check = fn(&Settings) -> bool;
 
     /// The variables of the contract's "Configuration names", then the others the README and
     /// `Leptos.toml` name: a value different from the default, and how the setting shows it.
     const HONOURED: &[(&str, &str, Check)] = &[
-        ("LEPTOS_SITE_ADDR", "0.0.0.0:8080", |s| s.server.site_addr == "0.0.0.0:8080"),
-        ("API_SECRET_KEY", "k-123", |s| s.server.api_secret_key.as_deref() == Some("k-123")),
+        ("LEPTOS_SITE_ADDR", "0.0.0.0:8080", |s| s.server.site_addr.to_string() == "0.0.0.0:8080"),
+        ("API_SECRET_KEY", "k-123", |s| s.server.api_secret_key.as_ref().map(Secret::expose) == Some("k-123")),
         ("DATABASE_URL", "postgres://db.example/live", |s| s.database_url() == "postgres://db.example/live"),
         ("APP_DATA_DIR", "/srv/live", |s| s.server.data_dir == std::path::Path::new("/srv/live")),
         ("STAGE_BACKEND", "ivs", |s| s.stage.backend == BackendKind::Ivs),
         ("AWS_REGION", "eu-west-1", |s| s.stage.region == "eu-west-1"),
         ("MASTER_STAGE_ARN", "arn:aws:ivs:eu-west-1:123456789012:stage/Abc", |s| {
-            s.stage.master_stage_arn.as_deref() == Some("arn:aws:ivs:eu-west-1:123456789012:stage/Abc")
+            s.stage.master_stage_arn.as_ref().map(StageArn::as_str) == Some("arn:aws:ivs:eu-west-1:123456789012:stage/Abc")
         }),
         ("MAX_VIEWERS_PER_STAGE", "60", |s| s.stage.max_viewers_per_stage == 60),
         ("SCALE_UP_THRESHOLD", "40", |s| s.stage.scale_up_threshold == 40),
@@ -408,11 +711,11 @@ mod tests {
         ("RATE_LIMIT_WINDOW_MS", "30000", |s| s.rate_limit.window_ms == 30_000),
         ("RATE_LIMIT_MAX_REQUESTS", "50", |s| s.rate_limit.max_requests == 50),
         ("CORS_ORIGINS", "https://a.example", |s| s.server.cors_origins == ["https://a.example"]),
-        ("INTERNAL_SECRET", "s3cret", |s| s.server.internal_secret.as_deref() == Some("s3cret")),
+        ("INTERNAL_SECRET", "s3cret", |s| s.server.internal_secret.as_ref().map(Secret::expose) == Some("s3cret")),
         // README and Leptos.toml
         ("PUBLIC_URL", "https://live.example.com", |s| s.server.public_url.as_deref() == Some("https://live.example.com")),
         ("BODY_LIMIT_BYTES", "1024", |s| s.server.body_limit_bytes == 1024),
-        ("LOG_FORMAT", "json", |s| s.server.log_format == "json"),
+        ("LOG_FORMAT", "json", |s| s.server.log_format == LogFormat::Json),
         ("SCALE_UP_UTILISATION", "0.5", |s| s.stage.scale_up_utilisation == 0.5),
         ("AUTOSCALE", "false", |s| !s.stage.autoscale),
         ("SWEEP_INTERVAL_SECS", "20", |s| s.presence.sweep_interval_secs == 20),

@@ -25,6 +25,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -44,7 +48,7 @@ pub enum StartupError {
 /// with the file it was saved to).
 fn api_key(settings: &Settings) -> Result<(String, Option<std::path::PathBuf>), StartupError> {
     if let Some(key) = &settings.server.api_secret_key {
-        return Ok((key.clone(), None));
+        return Ok((key.expose().to_string(), None));
     }
     let path = settings.server.data_dir.join("api-key");
     if let Ok(key) = std::fs::read_to_string(&path) {
@@ -100,7 +104,15 @@ impl Application {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
+    /// Binds the listener first, then opens the store and builds the backend without calling
+    /// it: setting the backend up (IVS: the signing key and the master stage) runs in the
+    /// background and is retried until it succeeds, so the port answers `/health` (degraded)
+    /// even while the stage backend is slow or failing.
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let site_addr = settings.server.site_addr;
+        let listener = TcpListener::bind(site_addr).await.map_err(|e| StartupError::Bind(site_addr.to_string(), e))?;
+        let addr = listener.local_addr().map_err(|e| StartupError::Bind(site_addr.to_string(), e))?;
+
         let data_dir = settings.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| StartupError::DataDir(data_dir.display().to_string(), e))?;
         let (api_key, generated_key) = api_key(&settings)?;
@@ -122,10 +134,8 @@ impl Application {
             }
             #[cfg(feature = "ivs")]
             BackendKind::Ivs => {
-                let backend = crate::server::backend::ivs::IvsBackend::connect(&settings, &data_dir)
-                    .await
-                    .map_err(|e| StartupError::Backend(e.to_string()))?;
-                (Arc::new(backend), None)
+                let backend = crate::server::backend::ivs::IvsBackend::new(&settings.stage.region, &settings.ivs, &data_dir);
+                (Arc::new(backend.await), None)
             }
             #[cfg(not(feature = "ivs"))]
             BackendKind::Ivs => {
@@ -141,7 +151,6 @@ impl Application {
             service.media().attach(plane);
             signal
         });
-        service.stages().ensure_master().await.map_err(|e| StartupError::Backend(e.to_string()))?;
         // Viewers that went silent while the server was down: close their sessions at their
         // last heartbeat, exactly as the sweep would have.
         let recovered = service.sweep_presence().await.map_err(|e| StartupError::Other(e.to_string()))?;
@@ -150,11 +159,6 @@ impl Application {
             tracing::info!(recovered, orphans, "closed watch sessions left open by a previous run");
         }
         service.refresh_live_stats().await.map_err(|e| StartupError::Other(e.to_string()))?;
-
-        let listener = TcpListener::bind(&settings.server.site_addr)
-            .await
-            .map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
-        let addr = listener.local_addr().map_err(|e| StartupError::Bind(settings.server.site_addr.clone(), e))?;
 
         let state = AppState {
             service: service.clone(),
@@ -167,18 +171,21 @@ impl Application {
             )),
             shutdown: shutdown_rx.clone(),
         };
-        let router = Self::router(state.clone());
-        let jobs = spawn_background_jobs(service, shutdown_rx);
+        let router = Self::router(state.clone(), Router::new());
+        let mut jobs = vec![spawn_backend_setup(service.clone(), shutdown_rx.clone())];
+        jobs.extend(spawn_background_jobs(service, shutdown_rx));
         Ok(Self { listener, router, state, local, shutdown_tx, jobs, generated_key })
     }
 
-    fn router(state: AppState) -> Router {
+    /// The app's routes and `extra`, behind the middleware every request goes through.
+    fn router(state: AppState, extra: Router<AppState>) -> Router {
         let routes = generate_route_list(App);
         let ctx_service = state.service.clone();
         let ctx_key = ApiKey(state.api_key.clone());
         let options = state.leptos_options.clone();
         let mut router = Router::new()
             .merge(contract_router(&state))
+            .merge(extra)
             .leptos_routes_with_context(
                 &state,
                 routes,
@@ -202,7 +209,26 @@ impl Application {
                     .allow_headers(AllowHeaders::mirror_request()),
             );
         }
-        router.with_state(state)
+        // Outermost first: an `x-request-id` (the client's, or a new UUID) is set on the request
+        // and echoed on the response; each request runs in a span carrying it, its method and
+        // path, so whatever a handler logs names the request (failures are logged where they
+        // happen, not again for their status); a handler that panics becomes the
+        // envelope's 500 `INTERNAL_ERROR` (the panic message stays in the log) and the server
+        // goes on serving.
+        router.with_state(state).layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+    }
+
+    /// Serves `routes` as well, behind the same middleware and with the same state as the
+    /// app's own routes (for embedders, and for tests that need a route of their own).
+    pub fn merge_routes(mut self, routes: Router<AppState>) -> Self {
+        self.router = Self::router(self.state.clone(), routes);
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -257,6 +283,43 @@ impl Application {
         state.service.store().close().await;
         result
     }
+}
+
+/// The span a request runs in.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+}
+
+/// A handler panicked: the envelope's opaque 500.
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a request handler panicked");
+    crate::server::error::error_response(crate::api::ErrorCode::InternalError, "Internal server error", None)
+}
+
+/// The longest wait between two attempts to set the stage backend up.
+const SETUP_RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// Sets the stage backend up ([`Service::set_up_backend`]), retrying with exponential backoff
+/// until it succeeds or the server stops.
+fn spawn_backend_setup(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            tokio::select! {
+                result = service.set_up_backend() => match result {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = ?e, retry_in_ms = delay.as_millis() as u64, "stage backend not set up; retrying"),
+                },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            delay = (delay * 2).min(SETUP_RETRY_MAX);
+        }
+    })
 }
 
 async fn os_signal() {

@@ -34,7 +34,10 @@ async fn allowed_origin(app: &TestApp, origin: &str) -> (Option<String>, Option<
 
 #[tokio::test]
 async fn only_the_configured_origins_are_allowed() {
-    let app = spawn_app_with(|s| s.server.cors_origins = vec![ALLOWED.into(), "https://other-studio.example".into()]).await;
+    let app = spawn_app_with(|s| {
+        s.server.cors_origins = vec![ALLOWED.parse().unwrap(), "https://other-studio.example".parse().unwrap()]
+    })
+    .await;
     let (get, preflight) = allowed_origin(&app, ALLOWED).await;
     assert_eq!(get.as_deref(), Some(ALLOWED));
     assert_eq!(preflight.as_deref(), Some(ALLOWED));

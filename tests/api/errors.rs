@@ -85,3 +85,42 @@ async fn every_database_backed_endpoint_is_503_when_the_database_is_gone() {
     }
     assert!(wrong.is_empty(), "not 503 SERVICE_UNAVAILABLE:\n{}", wrong.join("\n"));
 }
+
+#[tokio::test]
+async fn every_response_carries_the_request_id_given_or_a_new_one() {
+    let app = spawn_app().await;
+    for path in ["/health", "/api/stats", "/api/no-such-route"] {
+        let given = app.client.get(format!("{}{path}", app.base)).header("x-request-id", "req-7f3a").send().await.unwrap();
+        assert_eq!(given.headers().get("x-request-id").map(|v| v.to_str().unwrap()), Some("req-7f3a"), "{path}");
+        let made = app.client.get(format!("{}{path}", app.base)).header("x-api-key", API_KEY).send().await.unwrap();
+        let id = made.headers().get("x-request-id").unwrap_or_else(|| panic!("{path}: no x-request-id")).to_str().unwrap();
+        assert_eq!(id.len(), 36, "{path}: a UUID: {id:?}");
+    }
+    let a = app.client.get(format!("{}/health", app.base)).send().await.unwrap();
+    let b = app.client.get(format!("{}/health", app.base)).send().await.unwrap();
+    assert_ne!(a.headers()["x-request-id"], b.headers()["x-request-id"], "one id per request");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_the_envelope_500_without_its_text_and_the_server_serves_on() {
+    async fn boom() -> &'static str {
+        panic!("secret panic text: /srv/db password=hunter2")
+    }
+    let app = spawn_app_with_routes(axum::Router::new().route("/boom", axum::routing::get(boom))).await;
+    for _ in 0..3 {
+        let resp = app.client.get(format!("{}/boom", app.base)).header("x-request-id", "req-boom").send().await.unwrap();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(resp.headers()["x-request-id"], "req-boom");
+        let text = resp.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+        assert_eq!(body["success"], false, "{text}");
+        assert_eq!(body["error"]["code"], "INTERNAL_ERROR", "{text}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{text}");
+        assert_iso(&body["timestamp"]);
+        for leak in ["secret", "hunter2", "panic", "/srv"] {
+            assert!(!text.contains(leak), "the reply shows {leak:?}: {text}");
+        }
+        // The server goes on serving.
+        assert_eq!(app.get("/health").await.assert_ok()["status"], "healthy");
+    }
+}

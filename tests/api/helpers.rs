@@ -4,6 +4,7 @@
 use livestage::domain::LivePublisher;
 use livestage::server::clock::{Clock, ManualClock};
 use livestage::server::config::Settings;
+use livestage::server::http::AppState;
 use livestage::server::publisher::PublisherSignal;
 use livestage::server::service::Service;
 use livestage::server::startup::Application;
@@ -83,10 +84,10 @@ pub fn small_stages(s: &mut Settings) {
 
 pub fn test_settings(dir: &std::path::Path, db: &TestDb) -> Settings {
     let mut s = Settings::defaults();
-    s.server.site_addr = "127.0.0.1:0".into();
+    s.server.site_addr = "127.0.0.1:0".parse().unwrap();
     s.server.data_dir = dir.to_path_buf();
     s.server.api_secret_key = Some(API_KEY.into());
-    s.server.database_url = (!db.url.is_empty()).then(|| db.url.clone());
+    s.server.database_url = (!db.url.is_empty()).then(|| db.url.parse().expect("a test database URL"));
     s.stage.autoscale = false;
     s.rate_limit.max_requests = 100_000;
     s.presence.heartbeat_flush_ms = 50;
@@ -105,6 +106,28 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     configure(&mut settings);
     let clock = ManualClock::new(chrono_now_ms());
     start(settings, clock, dir, db).await
+}
+
+/// Like [`spawn_app_with`], but returns as soon as the server answers, without waiting for its
+/// stage backend to be set up.
+pub async fn spawn_app_unready_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let db = Arc::new(TestDb::new().await);
+    let mut settings = test_settings(dir.path(), &db);
+    configure(&mut settings);
+    let clock = ManualClock::new(chrono_now_ms());
+    start_unready(settings, clock, dir, db).await
+}
+
+/// Like [`spawn_app`], with `routes` served as well, behind the app's own middleware.
+pub async fn spawn_app_with_routes(routes: axum::Router<AppState>) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let db = Arc::new(TestDb::new().await);
+    let settings = test_settings(dir.path(), &db);
+    let clock = ManualClock::new(chrono_now_ms());
+    let app = start_with(settings, clock, dir, db, Some(routes)).await;
+    wait_until_set_up(&app).await;
+    app
 }
 
 /// Two instances on one PostgreSQL database (separate data dirs, one clock); `None` on SQLite,
@@ -219,6 +242,14 @@ impl ServerProcess {
                 panic!("the server binary never reported its address; its log:\n{}", logs.lock().unwrap().join("\n"));
             }
         };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready(&base) {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the server binary at {base} never became ready; its log:\n{}", logs.lock().unwrap().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         Self { child, base, dir, logs }
     }
 
@@ -255,6 +286,18 @@ impl ServerProcess {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Whether `GET /ready` on the server at `base` (`http://host:port`) answers 200.
+fn ready(base: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(base.trim_start_matches("http://")) else { return false };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn.write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }
 
 impl Drop for ServerProcess {
@@ -346,8 +389,34 @@ fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
+/// Starts an instance and waits (bounded) until its stage backend is set up.
 async fn start(settings: Settings, clock: Arc<ManualClock>, dir: Arc<tempfile::TempDir>, db: Arc<TestDb>) -> TestApp {
-    let app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>).await.expect("app builds");
+    let app = start_unready(settings, clock, dir, db).await;
+    wait_until_set_up(&app).await;
+    app
+}
+
+async fn wait_until_set_up(app: &TestApp) {
+    let mut ready = app.service.readiness();
+    let set_up = tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r)).await;
+    assert!(matches!(set_up, Ok(Ok(_))), "the stage backend of {} was not set up within 30 s", app.base);
+}
+
+async fn start_unready(settings: Settings, clock: Arc<ManualClock>, dir: Arc<tempfile::TempDir>, db: Arc<TestDb>) -> TestApp {
+    start_with(settings, clock, dir, db, None).await
+}
+
+async fn start_with(
+    settings: Settings,
+    clock: Arc<ManualClock>,
+    dir: Arc<tempfile::TempDir>,
+    db: Arc<TestDb>,
+    routes: Option<axum::Router<AppState>>,
+) -> TestApp {
+    let mut app = Application::build_with_clock(settings.clone(), clock.clone() as Arc<dyn Clock>).await.expect("app builds");
+    if let Some(routes) = routes {
+        app = app.merge_routes(routes);
+    }
     let base = format!("http://127.0.0.1:{}", app.port());
     let service = app.service();
     let publisher = app.publisher_signal();

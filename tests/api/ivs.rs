@@ -6,6 +6,7 @@ use crate::fake_ivs::{FakeIvs, Fault, EVENTS_URL, REGION, WHIP_URL};
 use crate::helpers::*;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use livestage::domain::autoscale::ScaleDecision;
+use livestage::domain::StageArn;
 use livestage::server::config::{BackendKind, Settings, TokenMode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -111,7 +112,7 @@ async fn a_configured_master_stage_is_adopted_not_created() {
         probe.master_arn().await
     };
     fake.clear_calls();
-    let app = spawn_ivs(&fake, |s| s.stage.master_stage_arn = Some(existing.clone())).await;
+    let app = spawn_ivs(&fake, |s| s.stage.master_stage_arn = Some(StageArn::parse(existing.clone()).unwrap())).await;
     assert_eq!(app.master_arn().await, existing);
     assert!(fake.calls_to("CreateStage").is_empty());
     assert_eq!(fake.calls_to("GetStage")[0]["arn"], existing.as_str());
@@ -736,4 +737,53 @@ async fn a_token_ivs_cannot_issue_is_token_generation_failed() {
     assert_eq!(app.get("/api/viewer/history/v").await.assert_ok()["totalRecords"], 0);
     // the master stage still issues tokens
     app.join("v").await.assert_ok();
+}
+
+#[tokio::test]
+async fn the_port_answers_degraded_while_ivs_hangs_or_fails_at_start_then_turns_healthy() {
+    let fake = FakeIvs::start().await;
+    fake.set_fault(Some(Fault::Hanging));
+    let base = ivs(&fake);
+    let app = spawn_app_unready_with(|s| base(s)).await;
+    // IVS never answers: the port answers all the same.
+    assert_degraded(&app).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_degraded(&app).await;
+    // IVS fails: still degraded, set-up keeps being retried.
+    fake.set_fault(Some(Fault::Failing));
+    let failing_from = fake.calls().len();
+    assert_degraded(&app).await;
+    assert!(eventually(Duration::from_secs(10), || async { fake.calls().len() > failing_from }).await, "set-up is retried");
+    assert_degraded(&app).await;
+    assert!(fake.calls_to("CreateStage").is_empty(), "no stage is created before the signing key is registered");
+
+    // IVS answers: the key is registered, the master stage created, and the server is healthy.
+    fake.set_fault(None);
+    assert!(
+        eventually(Duration::from_secs(20), || async { app.get("/health").await.assert_ok()["status"] == "healthy" }).await,
+        "healthy once IVS answers"
+    );
+    let d = app.get("/health").await.assert_ok().clone();
+    assert_eq!(d["services"]["backend"]["stageConfigured"], true, "{d}");
+    let ready = app.client.get(format!("{}/ready", app.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(fake.calls_to("CreateStage").len(), 1);
+    assert_eq!(fake.state().keys.len(), 1, "the signing key is registered once");
+    let token = app.post("/api/token/publisher", json!({ "userId": "host" })).await;
+    verify_with_registered_key(&fake, token.assert_ok()["token"].as_str().unwrap());
+}
+
+/// `/health` answers at once and says degraded, `/ready` is 503, and what needs the master
+/// stage is refused in the envelope.
+async fn assert_degraded(app: &TestApp) {
+    let started = Instant::now();
+    let health = app.get("/health").await;
+    assert!(started.elapsed() < Duration::from_secs(1), "/health took {:?}", started.elapsed());
+    let d = health.assert_ok();
+    assert_eq!(d["status"], "degraded", "{d}");
+    assert_eq!(d["services"]["backend"]["kind"], "ivs");
+    assert_eq!(d["services"]["backend"]["stageConfigured"], false, "{d}");
+    let ready = app.client.get(format!("{}/ready", app.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_error(503, "SERVICE_UNAVAILABLE");
 }

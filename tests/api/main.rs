@@ -8,6 +8,7 @@ mod helpers;
 mod auth;
 mod autoscale;
 mod cluster;
+mod configuration;
 mod cors;
 mod errors;
 mod first_run;

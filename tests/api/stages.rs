@@ -64,7 +64,7 @@ async fn the_master_stage_is_remembered_across_restarts() {
 #[tokio::test]
 async fn a_configured_master_stage_arn_is_used() {
     let arn = "arn:aws:ivs:eu-west-1:123456789012:stage/Configured01";
-    let app = spawn_app_with(|s| s.stage.master_stage_arn = Some(arn.into())).await;
+    let app = spawn_app_with(|s| s.stage.master_stage_arn = Some(livestage::domain::StageArn::parse(arn).unwrap())).await;
     assert_eq!(app.master_arn().await, arn);
 }
 

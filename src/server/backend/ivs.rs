@@ -15,9 +15,11 @@
 
 use super::guard::{Breaker, BreakerState, Pacer};
 use super::jwt::TokenSigner;
-use super::{BackendError, CreatedStage, IssuedToken, ListedStage, StageBackend, TokenRequest};
-use crate::domain::LivePublisher;
-use crate::server::config::{BackendKind, Settings, TokenMode};
+use super::{
+    BackendCapabilities, BackendError, CreatedStage, IssuedToken, ListedStage, Playback, Replication, StageBackend, TokenRequest,
+};
+use crate::domain::{LivePublisher, ParticipantId, StageArn};
+use crate::server::config::{BackendKind, IvsSettings, Settings, TokenMode};
 use async_trait::async_trait;
 use aws_sdk_ivsrealtime::config::http::HttpResponse;
 use aws_sdk_ivsrealtime::config::retry::RetryConfig;
@@ -29,7 +31,7 @@ use aws_sdk_ivsrealtime::Client;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -43,7 +45,10 @@ pub struct IvsBackend {
     client: Client,
     region: String,
     token_mode: TokenMode,
-    signer: Option<Arc<TokenSigner>>,
+    /// The self-signed token signer, once its key is registered with IVS ([`StageBackend::prepare`]).
+    signer: OnceLock<Arc<TokenSigner>>,
+    /// Where the signing key and its ARN are kept.
+    data_dir: PathBuf,
     reconnect_window_secs: i32,
     poll_interval: Duration,
     publisher: watch::Sender<Option<LivePublisher>>,
@@ -55,9 +60,8 @@ pub struct IvsBackend {
     breaker: Breaker,
 }
 
-/// Builds an IVS client from the standard AWS chain and the `[ivs]` settings.
-pub async fn client(settings: &Settings) -> Client {
-    let ivs = &settings.ivs;
+/// Builds an IVS client for `region` from the standard AWS chain and the `[ivs]` settings.
+pub async fn client(region: &str, ivs: &IvsSettings) -> Client {
     let retry = RetryConfig::standard()
         .with_max_attempts(ivs.max_attempts)
         .with_initial_backoff(Duration::from_millis(ivs.retry_base_ms))
@@ -68,7 +72,7 @@ pub async fn client(settings: &Settings) -> Client {
         .operation_timeout(Duration::from_millis(ivs.timeout_ms))
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(settings.stage.region.clone()))
+        .region(Region::new(region.to_string()))
         .retry_config(retry)
         .timeout_config(timeouts);
     if let Some((id, secret)) = &ivs.static_credentials {
@@ -81,15 +85,12 @@ pub async fn client(settings: &Settings) -> Client {
 }
 
 impl IvsBackend {
-    /// Connects, and in self-signed mode makes sure the signing key is registered with IVS.
-    pub async fn connect(settings: &Settings, data_dir: &Path) -> Result<Self, BackendError> {
-        let mut backend = Self::unregistered(settings).await;
-        backend.token_mode = settings.ivs.token_mode;
-        if settings.ivs.token_mode == TokenMode::SelfSigned {
-            let signer = backend.registered_signer(data_dir).await?;
-            backend.signer = Some(Arc::new(signer));
-        }
-        Ok(backend)
+    /// A backend on the IVS stages of `region`, keeping its signing key in `data_dir`; it calls
+    /// IVS only once used: in self-signed mode [`StageBackend::prepare`] registers the key.
+    pub async fn new(region: &str, ivs: &IvsSettings, data_dir: &Path) -> Self {
+        let mut backend = Self::unregistered(region, ivs, data_dir).await;
+        backend.token_mode = ivs.token_mode;
+        backend
     }
 
     /// The data dir's signing key with its IVS public-key ARN as `kid`: registered on first
@@ -252,6 +253,11 @@ impl IvsBackend {
     }
 }
 
+/// A stage ARN as IVS returned it from `op`.
+fn returned_arn(op: &str, arn: &str) -> Result<StageArn, BackendError> {
+    StageArn::parse(arn).map_err(|e| BackendError::Failed(format!("{op} returned the stage ARN {arn:?}: {e}")))
+}
+
 /// The token of the next page of a listing, if there is one.
 fn next_page(token: Option<&str>) -> Option<String> {
     token.filter(|t| !t.is_empty()).map(str::to_string)
@@ -332,6 +338,15 @@ impl StageBackend for IvsBackend {
         Some(self.region.clone())
     }
 
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            playback: Playback::IvsSdk,
+            replication: Replication::Native,
+            lists_stages: true,
+            poll_interval: Some(self.poll_interval),
+        }
+    }
+
     fn healthy(&self) -> bool {
         self.breaker.state(Instant::now()) != BreakerState::Open
     }
@@ -343,41 +358,57 @@ impl StageBackend for IvsBackend {
             })
             .await?;
         let stage = out.stage().ok_or_else(|| BackendError::Failed("CreateStage returned no stage".into()))?;
-        Ok(CreatedStage { arn: stage.arn().to_string(), endpoints: endpoints(stage.endpoints()) })
+        Ok(CreatedStage { arn: returned_arn("CreateStage", stage.arn())?, endpoints: endpoints(stage.endpoints()) })
     }
 
-    async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError> {
-        let out = self.call(&self.stage_calls, "GetStage", || self.client.get_stage().arn(arn).send()).await?;
+    async fn adopt_stage(&self, arn: &StageArn) -> Result<CreatedStage, BackendError> {
+        let out = self.call(&self.stage_calls, "GetStage", || self.client.get_stage().arn(arn.as_str()).send()).await?;
         let stage = out.stage().ok_or(BackendError::NotFound)?;
-        Ok(CreatedStage { arn: stage.arn().to_string(), endpoints: endpoints(stage.endpoints()) })
+        Ok(CreatedStage { arn: returned_arn("GetStage", stage.arn())?, endpoints: endpoints(stage.endpoints()) })
     }
 
-    async fn update_stage(&self, arn: &str, name: &str) -> Result<(), BackendError> {
-        self.call(&self.stage_calls, "UpdateStage", || self.client.update_stage().arn(arn).name(name).send()).await?;
+    async fn update_stage(&self, arn: &StageArn, name: &str) -> Result<(), BackendError> {
+        self.call(&self.stage_calls, "UpdateStage", || self.client.update_stage().arn(arn.as_str()).name(name).send()).await?;
         Ok(())
     }
 
-    async fn delete_stage(&self, arn: &str) -> Result<(), BackendError> {
-        match self.call(&self.stage_calls, "DeleteStage", || self.client.delete_stage().arn(arn).send()).await {
+    async fn delete_stage(&self, arn: &StageArn) -> Result<(), BackendError> {
+        match self.call(&self.stage_calls, "DeleteStage", || self.client.delete_stage().arn(arn.as_str()).send()).await {
             Ok(_) | Err(BackendError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
+    async fn prepare(&self) -> Result<(), BackendError> {
+        if self.token_mode == TokenMode::SelfSigned && self.signer.get().is_none() {
+            let signer = self.registered_signer(&self.data_dir).await?;
+            let _ = self.signer.set(Arc::new(signer));
+        }
+        Ok(())
+    }
+
     async fn issue_token(&self, req: TokenRequest<'_>) -> Result<IssuedToken, BackendError> {
-        match (&self.signer, self.token_mode) {
-            (Some(signer), TokenMode::SelfSigned) => super::sign_participant_token(signer, &req),
-            _ => self.api_token(&req).await,
+        match self.token_mode {
+            TokenMode::SelfSigned => match self.signer.get() {
+                Some(signer) => super::sign_participant_token(signer, &req),
+                None => Err(BackendError::Unavailable("the token signing key is not registered with IVS yet".into())),
+            },
+            TokenMode::Api => self.api_token(&req).await,
         }
     }
 
-    async fn start_replication(&self, source: &str, destination: &str, participant: &str) -> Result<(), BackendError> {
+    async fn start_replication(
+        &self,
+        source: &StageArn,
+        destination: &StageArn,
+        participant: &ParticipantId,
+    ) -> Result<(), BackendError> {
         self.call(&self.stage_calls, "StartParticipantReplication", || {
             self.client
                 .start_participant_replication()
-                .source_stage_arn(source)
-                .destination_stage_arn(destination)
-                .participant_id(participant)
+                .source_stage_arn(source.as_str())
+                .destination_stage_arn(destination.as_str())
+                .participant_id(participant.as_str())
                 .reconnect_window_seconds(self.reconnect_window_secs)
                 .send()
         })
@@ -385,14 +416,19 @@ impl StageBackend for IvsBackend {
         Ok(())
     }
 
-    async fn stop_replication(&self, source: &str, destination: &str, participant: &str) -> Result<(), BackendError> {
+    async fn stop_replication(
+        &self,
+        source: &StageArn,
+        destination: &StageArn,
+        participant: &ParticipantId,
+    ) -> Result<(), BackendError> {
         let result = self
             .call(&self.stage_calls, "StopParticipantReplication", || {
                 self.client
                     .stop_participant_replication()
-                    .source_stage_arn(source)
-                    .destination_stage_arn(destination)
-                    .participant_id(participant)
+                    .source_stage_arn(source.as_str())
+                    .destination_stage_arn(destination.as_str())
+                    .participant_id(participant.as_str())
                     .send()
             })
             .await;
@@ -407,11 +443,8 @@ impl StageBackend for IvsBackend {
         self.publisher.subscribe()
     }
 
-    fn poll_interval(&self) -> Option<Duration> {
-        Some(self.poll_interval)
-    }
-
-    async fn poll_publisher(&self, master_arn: &str) -> Result<(), BackendError> {
+    async fn poll_publisher(&self, master: &StageArn) -> Result<(), BackendError> {
+        let master_arn = master.as_str();
         let Some(session) = self.active_session(master_arn).await? else {
             self.set_publisher(None);
             return Ok(());
@@ -475,7 +508,7 @@ impl StageBackend for IvsBackend {
         self.set_publisher(None);
     }
 
-    async fn list_stages(&self) -> Result<Option<Vec<ListedStage>>, BackendError> {
+    async fn list_stages(&self) -> Result<Vec<ListedStage>, BackendError> {
         let mut stages = Vec::new();
         let mut next: Option<String> = None;
         for _ in 0..100 {
@@ -484,16 +517,19 @@ impl StageBackend for IvsBackend {
                     self.client.list_stages().max_results(100).set_next_token(next.clone()).send()
                 })
                 .await?;
-            stages.extend(out.stages().iter().map(|s| ListedStage {
-                arn: s.arn().to_string(),
-                tags: s.tags().map(|t| t.clone().into_iter().collect()).unwrap_or_default(),
+            // A stage whose ARN does not parse is none this server made.
+            stages.extend(out.stages().iter().filter_map(|s| {
+                Some(ListedStage {
+                    arn: StageArn::parse(s.arn()).ok()?,
+                    tags: s.tags().map(|t| t.clone().into_iter().collect()).unwrap_or_default(),
+                })
             }));
             next = next_page(out.next_token());
             if next.is_none() {
                 break;
             }
         }
-        Ok(Some(stages))
+        Ok(stages)
     }
 }
 
@@ -510,7 +546,7 @@ pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>),
     let tmp = dir.join(format!("{KEY_FILE}.new"));
     let _ = std::fs::remove_file(&tmp);
     fresh.write_pem(&tmp).map_err(|e| io(&tmp, e))?;
-    let backend = IvsBackend::unregistered(settings).await;
+    let backend = IvsBackend::unregistered(&settings.stage.region, &settings.ivs, dir).await;
     let arn = match backend.import_key(&fresh).await {
         Ok(arn) => arn,
         Err(e) => {
@@ -535,20 +571,20 @@ pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>),
 
 /// `livestage delete-key <arn>`.
 pub async fn delete_key(settings: &Settings, arn: &str) -> Result<(), BackendError> {
-    IvsBackend::unregistered(settings).await.delete_key(arn).await
+    IvsBackend::unregistered(&settings.stage.region, &settings.ivs, &settings.server.data_dir).await.delete_key(arn).await
 }
 
 impl IvsBackend {
     /// A client without a registered signing key (tokens from CreateParticipantToken).
-    async fn unregistered(settings: &Settings) -> Self {
-        let ivs = &settings.ivs;
+    async fn unregistered(region: &str, ivs: &IvsSettings, data_dir: &Path) -> Self {
         let (tx, _rx) = watch::channel(None);
         let max_wait = Duration::from_millis(ivs.timeout_ms);
         Self {
-            client: client(settings).await,
-            region: settings.stage.region.clone(),
+            client: client(region, ivs).await,
+            region: region.to_string(),
             token_mode: TokenMode::Api,
-            signer: None,
+            signer: OnceLock::new(),
+            data_dir: data_dir.to_path_buf(),
             reconnect_window_secs: ivs.reconnect_window_secs,
             poll_interval: Duration::from_millis(ivs.poll_interval_ms),
             publisher: tx,

@@ -3,8 +3,8 @@
 //! (WHIP publish on `/whip`, WHEP play on `/whep`).
 
 use super::jwt::TokenSigner;
-use super::{BackendError, CreatedStage, IssuedToken, StageBackend, TokenRequest};
-use crate::domain::{LivePublisher, StageArn, WHEP_PATH, WHIP_PATH};
+use super::{BackendCapabilities, BackendError, CreatedStage, IssuedToken, Playback, Replication, StageBackend, TokenRequest};
+use crate::domain::{LivePublisher, ParticipantId, StageArn, WHEP_PATH, WHIP_PATH};
 use crate::server::config::BackendKind;
 pub use crate::server::publisher::PublisherSignal; // re-export for media
 pub use crate::server::support::random_id; // re-export for media
@@ -53,22 +53,30 @@ impl StageBackend for LocalBackend {
         Some(self.region.clone())
     }
 
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            playback: Playback::Whep { path: WHEP_PATH },
+            replication: Replication::Routed,
+            lists_stages: false,
+            poll_interval: None,
+        }
+    }
+
     async fn create_stage(&self, _name: &str, _tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError> {
         let arn =
             StageArn::from_parts(&self.region, LOCAL_ACCOUNT, &random_id(12)).map_err(|e| BackendError::Failed(e.to_string()))?;
-        Ok(CreatedStage { arn: arn.to_string(), endpoints: Self::endpoints() })
+        Ok(CreatedStage { arn, endpoints: Self::endpoints() })
     }
 
-    async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError> {
-        StageArn::parse(arn).map_err(|e| BackendError::Rejected(format!("MASTER_STAGE_ARN {e}")))?;
-        Ok(CreatedStage { arn: arn.to_string(), endpoints: Self::endpoints() })
+    async fn adopt_stage(&self, arn: &StageArn) -> Result<CreatedStage, BackendError> {
+        Ok(CreatedStage { arn: arn.clone(), endpoints: Self::endpoints() })
     }
 
-    async fn update_stage(&self, _arn: &str, _name: &str) -> Result<(), BackendError> {
+    async fn update_stage(&self, _arn: &StageArn, _name: &str) -> Result<(), BackendError> {
         Ok(())
     }
 
-    async fn delete_stage(&self, _arn: &str) -> Result<(), BackendError> {
+    async fn delete_stage(&self, _arn: &StageArn) -> Result<(), BackendError> {
         Ok(())
     }
 
@@ -76,20 +84,16 @@ impl StageBackend for LocalBackend {
         super::sign_participant_token(&self.signer, &req)
     }
 
-    async fn start_replication(&self, _s: &str, _d: &str, _p: &str) -> Result<(), BackendError> {
-        // The embedded media server forwards the publisher to every stage it manages.
+    async fn start_replication(&self, _s: &StageArn, _d: &StageArn, _p: &ParticipantId) -> Result<(), BackendError> {
+        // Replication::Routed: the embedded media server forwards the publisher to every stage.
         Ok(())
     }
 
-    async fn stop_replication(&self, _s: &str, _d: &str, _p: &str) -> Result<(), BackendError> {
+    async fn stop_replication(&self, _s: &StageArn, _d: &StageArn, _p: &ParticipantId) -> Result<(), BackendError> {
         Ok(())
     }
 
     fn publisher(&self) -> watch::Receiver<Option<LivePublisher>> {
         self.publisher.subscribe()
-    }
-
-    fn whep_path(&self) -> Option<&'static str> {
-        Some(WHEP_PATH)
     }
 }

@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod local;
 
 pub use crate::domain::LivePublisher; // re-export for media
+use crate::domain::{ParticipantId, StageArn};
 use crate::server::config::BackendKind;
 use crate::server::support::{absolute, random_id};
 use async_trait::async_trait;
@@ -31,6 +32,40 @@ pub enum BackendError {
     Conflict(String),
     #[error("backend failure: {0}")]
     Failed(String),
+    /// The backend does not do this (see [`StageBackend::capabilities`]).
+    #[error("the stage backend does not support {0}")]
+    Unsupported(&'static str),
+}
+
+/// How viewers play a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Playback {
+    /// WHEP from this server, at `path`.
+    Whep { path: &'static str },
+    /// The IVS Web Broadcast SDK, with the stage's own endpoints.
+    IvsSdk,
+}
+
+/// How the publisher reaches the stages the auto-scaler adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// The backend replicates the participant into each stage (IVS participant replication).
+    Native,
+    /// This server's media plane routes the publisher to every stage itself; replication
+    /// calls only keep the records.
+    Routed,
+}
+
+/// What a backend does, asked once instead of guessed from which methods answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendCapabilities {
+    pub playback: Playback,
+    pub replication: Replication,
+    /// Whether [`StageBackend::list_stages`] lists the backend's own stages (to reconcile with).
+    pub lists_stages: bool,
+    /// How often [`StageBackend::poll_publisher`] has to run, for backends that learn about
+    /// the publisher by asking; `None` when the media plane reports it.
+    pub poll_interval: Option<Duration>,
 }
 
 /// What a participant may do on a stage.
@@ -61,7 +96,7 @@ impl Capabilities {
 /// A stage as created by the backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreatedStage {
-    pub arn: String,
+    pub arn: StageArn,
     pub endpoints: BTreeMap<String, String>,
 }
 
@@ -88,45 +123,55 @@ pub struct IssuedToken {
 pub trait StageBackend: Send + Sync + 'static {
     fn kind(&self) -> BackendKind;
     fn region(&self) -> Option<String>;
+    fn capabilities(&self) -> BackendCapabilities;
     /// Whether the backend answers; a failing backend makes `/health` report "degraded".
     fn healthy(&self) -> bool {
         true
     }
+    /// Readies the backend for use before any stage is touched (IVS: registers the token
+    /// signing key). Start-up retries it in the background until it succeeds, while the server
+    /// already answers.
+    async fn prepare(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
     async fn create_stage(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<CreatedStage, BackendError>;
     /// Adopts an existing stage by ARN (a configured master stage); returns its endpoints.
-    async fn adopt_stage(&self, arn: &str) -> Result<CreatedStage, BackendError>;
-    async fn update_stage(&self, arn: &str, name: &str) -> Result<(), BackendError>;
-    async fn delete_stage(&self, arn: &str) -> Result<(), BackendError>;
+    async fn adopt_stage(&self, arn: &StageArn) -> Result<CreatedStage, BackendError>;
+    async fn update_stage(&self, arn: &StageArn, name: &str) -> Result<(), BackendError>;
+    async fn delete_stage(&self, arn: &StageArn) -> Result<(), BackendError>;
     async fn issue_token(&self, req: TokenRequest<'_>) -> Result<IssuedToken, BackendError>;
-    async fn start_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str) -> Result<(), BackendError>;
-    async fn stop_replication(&self, source_arn: &str, destination_arn: &str, participant_id: &str) -> Result<(), BackendError>;
+    async fn start_replication(
+        &self,
+        source: &StageArn,
+        destination: &StageArn,
+        participant: &ParticipantId,
+    ) -> Result<(), BackendError>;
+    async fn stop_replication(
+        &self,
+        source: &StageArn,
+        destination: &StageArn,
+        participant: &ParticipantId,
+    ) -> Result<(), BackendError>;
     /// The live publisher, as the media plane reports it; changes are pushed to receivers.
     fn publisher(&self) -> watch::Receiver<Option<LivePublisher>>;
-    /// Endpoint paths a viewer uses to play (`whep`), if this backend serves media itself.
-    fn whep_path(&self) -> Option<&'static str> {
-        None
-    }
-    /// How often [`StageBackend::poll_publisher`] should run, for backends that learn about
-    /// the publisher by asking rather than being told.
-    fn poll_interval(&self) -> Option<Duration> {
-        None
-    }
-    /// Asks who publishes on the master stage and updates [`StageBackend::publisher`].
-    async fn poll_publisher(&self, _master_arn: &str) -> Result<(), BackendError> {
+    /// Asks who publishes on the master stage and updates [`StageBackend::publisher`]
+    /// (backends with a [`BackendCapabilities::poll_interval`]).
+    async fn poll_publisher(&self, _master: &StageArn) -> Result<(), BackendError> {
         Ok(())
     }
     /// Forgets the polled publisher (another instance polls now).
     fn clear_publisher(&self) {}
-    /// The stages the backend holds, with their tags; `None` if it keeps no list of its own.
-    async fn list_stages(&self) -> Result<Option<Vec<ListedStage>>, BackendError> {
-        Ok(None)
+    /// The stages the backend holds, with their tags (backends that
+    /// [`BackendCapabilities::lists_stages`]).
+    async fn list_stages(&self) -> Result<Vec<ListedStage>, BackendError> {
+        Err(BackendError::Unsupported("listing stages"))
     }
 }
 
 /// A stage as the backend lists it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedStage {
-    pub arn: String,
+    pub arn: StageArn,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -156,4 +201,48 @@ pub fn sign_participant_token(signer: &jwt::TokenSigner, req: &TokenRequest<'_>)
         "exp": exp,
     });
     Ok(IssuedToken { token: signer.sign(&claims), participant_id, expires_at_ms: exp * 1000 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_backend_plays_over_whep_and_routes_the_publisher_itself() {
+        let backend = local::LocalBackend::new("eu-west-1".into(), std::sync::Arc::new(jwt::TokenSigner::generate()));
+        assert_eq!(
+            backend.capabilities(),
+            BackendCapabilities {
+                playback: Playback::Whep { path: crate::domain::WHEP_PATH },
+                replication: Replication::Routed,
+                lists_stages: false,
+                poll_interval: None,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_lists_no_stages_says_so_instead_of_answering_none() {
+        let backend = local::LocalBackend::new("eu-west-1".into(), std::sync::Arc::new(jwt::TokenSigner::generate()));
+        assert!(matches!(backend.list_stages().await, Err(BackendError::Unsupported(_))));
+    }
+
+    #[cfg(feature = "ivs")]
+    #[tokio::test]
+    async fn the_ivs_backend_plays_with_the_sdk_replicates_natively_lists_stages_and_polls() {
+        let mut ivs = crate::server::config::Settings::defaults().ivs;
+        ivs.poll_interval_ms = 700;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = ivs::IvsBackend::new("eu-west-1", &ivs, dir.path()).await;
+        assert_eq!(
+            backend.capabilities(),
+            BackendCapabilities {
+                playback: Playback::IvsSdk,
+                replication: Replication::Native,
+                lists_stages: true,
+                poll_interval: Some(Duration::from_millis(700)),
+            }
+        );
+        assert_eq!(backend.region().as_deref(), Some("eu-west-1"));
+    }
 }

@@ -1,5 +1,6 @@
 //! Operations endpoints: `/metrics` (Prometheus text format), `/live` (the process answers) and
-//! `/ready` (it can serve: the database answers and it is not shutting down).
+//! `/ready` (it can serve: the stage backend is set up, the database answers and it is not
+//! shutting down).
 
 use super::AppState;
 use crate::api::ErrorCode;
@@ -220,6 +221,9 @@ pub async fn live() -> StatusCode {
 pub async fn ready(State(state): State<AppState>) -> Result<StatusCode, AppError> {
     if *state.shutdown.borrow() {
         return Err(AppError::new(ErrorCode::ServiceUnavailable, "Shutting down"));
+    }
+    if !state.service.is_ready() {
+        return Err(AppError::new(ErrorCode::ServiceUnavailable, "The stage backend is not set up yet"));
     }
     let db = tokio::time::timeout(Duration::from_secs(2), state.service.store().ping()).await;
     match db {

@@ -77,7 +77,7 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
 
     // Backends that are asked about the publisher (IVS): the leader polls, and keeps the
     // publisher replicated into auto-created stages.
-    if let Some(period) = service.backend.poll_interval() {
+    if let Some(period) = service.backend.capabilities().poll_interval {
         let s = service.clone();
         jobs.push(every(period, shutdown.clone(), "backend poll", move || {
             let s = s.clone();

@@ -48,6 +48,8 @@ pub struct Service {
     polls: std::sync::atomic::AtomicU64,
     /// Since when the polled publisher has been away (see `sync.rs`).
     publisher_gone_since: Mutex<Option<i64>>,
+    /// Turns true once the stage backend is set up and the master stage exists.
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl Service {
@@ -71,6 +73,7 @@ impl Service {
             polls: std::sync::atomic::AtomicU64::new(0),
             publisher_gone_since: Mutex::new(None),
             cluster: cluster::Cluster::default(),
+            ready: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -122,6 +125,29 @@ impl Service {
         self.presence.flush().await
     }
 
+    /// Sets the stage backend up and makes sure the master stage exists; until this succeeds
+    /// the server answers but is not ready (`/health` reports "degraded", `/ready` is 503).
+    pub async fn set_up_backend(&self) -> AppResult<()> {
+        self.backend.prepare().await?;
+        let master = self.stages.ensure_master().await?;
+        // The live totals count the master stage before anyone is told the server is ready.
+        self.refresh_live_stats().await?;
+        if !self.ready.send_replace(true) {
+            tracing::info!(stage = %master.arn, "stage backend ready");
+        }
+        Ok(())
+    }
+
+    /// Whether [`Service::set_up_backend`] has succeeded.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Follows [`Service::is_ready`].
+    pub fn readiness(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
     /// Seconds since this instance started.
     pub fn uptime_secs(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
@@ -131,6 +157,11 @@ impl Service {
 /// Parses a stage ARN given in a path or query, as a 400 when malformed.
 pub fn parse_stage_arn(field: &str, raw: &str) -> Result<StageArn, AppError> {
     StageArn::parse(raw).map_err(|e| invalid_field(field, &e))
+}
+
+/// A stage ARN this server stored itself: one that does not parse is an internal error.
+pub(crate) fn stored_arn(raw: &str) -> Result<StageArn, AppError> {
+    StageArn::parse(raw).map_err(AppError::internal)
 }
 
 pub fn invalid_field(field: &str, e: &IdError) -> AppError {
@@ -148,6 +179,7 @@ impl From<BackendError> for AppError {
             BackendError::Rejected(m) => AppError::validation(m),
             BackendError::Conflict(m) => AppError::new(ErrorCode::Conflict, m),
             BackendError::Failed(m) => AppError::Internal(m.into()),
+            e @ BackendError::Unsupported(_) => AppError::internal(e),
         }
     }
 }

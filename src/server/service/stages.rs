@@ -28,7 +28,7 @@ pub use crate::server::backend::MANAGED_BY_TAG;
 /// The record of the master stage `stage`.
 fn master_record(stage: crate::server::backend::CreatedStage, tags: BTreeMap<String, String>, now: i64) -> StageRecord {
     StageRecord {
-        arn: stage.arn,
+        arn: stage.arn.into(),
         name: "master".into(),
         is_master: true,
         auto_scaled: false,
@@ -135,7 +135,7 @@ impl Stages {
     pub async fn ensure_master(&self) -> AppResult<StageRecord> {
         let now = self.now_ms();
         if let Some(arn) = self.settings.master_stage_arn.clone() {
-            if let Some(existing) = self.store.get_stage(&arn).await? {
+            if let Some(existing) = self.store.get_stage(arn.as_str()).await? {
                 if existing.is_master {
                     return Ok(existing);
                 }
@@ -156,8 +156,8 @@ impl Stages {
         let created = self.backend.create_stage("master", &tags).await?;
         // Instances starting together on one database each create one: the first to record
         // its stage wins, the others delete theirs and use the winner's.
-        let winner = self.store.setting_or_insert(MASTER_SETTING, &created.arn).await?;
-        if winner != created.arn {
+        let winner = self.store.setting_or_insert(MASTER_SETTING, created.arn.as_str()).await?;
+        if winner != created.arn.as_str() {
             if let Err(e) = self.backend.delete_stage(&created.arn).await {
                 tracing::warn!(error = %e, stage = %created.arn, "could not delete a surplus master stage");
             }
@@ -178,7 +178,8 @@ impl Stages {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let record = master_record(self.backend.adopt_stage(arn).await?, master_role(), self.now_ms());
+        let arn = super::stored_arn(arn)?;
+        let record = master_record(self.backend.adopt_stage(&arn).await?, master_role(), self.now_ms());
         self.store.insert_stage(&record).await?;
         Ok(record)
     }
@@ -260,7 +261,7 @@ impl Stages {
         let created = self.backend.create_stage(name, &tags).await?;
         let now = self.now_ms();
         let record = StageRecord {
-            arn: created.arn,
+            arn: created.arn.into(),
             name: name.to_string(),
             is_master: false,
             auto_scaled: parent.is_some(),
@@ -318,7 +319,7 @@ impl Stages {
         });
         let tags = tags.transpose()?;
         if let Some(name) = name {
-            self.backend.update_stage(arn.as_str(), name).await?;
+            self.backend.update_stage(arn, name).await?;
         }
         let updated = self
             .store
@@ -346,12 +347,12 @@ impl Stages {
         if let Some(rep) = self.store.get_replication(arn.as_str()).await? {
             // A replication that cannot be stopped does not keep the stage: deleting the stage
             // ends its replica too.
-            if let Err(e) = self.backend.stop_replication(&rep.source_arn, &rep.destination_arn, &rep.participant_id).await {
+            if let Err(e) = self.stop_recorded_replication(&rep).await {
                 tracing::warn!(error = %e, stage = %arn, "could not stop replication before deleting the stage");
             }
             self.store.delete_replication(arn.as_str()).await?;
         }
-        self.backend.delete_stage(arn.as_str()).await?;
+        self.backend.delete_stage(arn).await?;
         let evicted = self.store.clear_stage(arn.as_str(), self.now_ms()).await?;
         for p in &evicted {
             self.presence.forget(&p.stage_arn, &p.user_id);
@@ -376,7 +377,7 @@ impl Stages {
         if source == dest {
             return Err(AppError::validation("sourceStageArn and destinationStageArn must differ"));
         }
-        self.backend.start_replication(source.as_str(), dest.as_str(), participant.as_str()).await?;
+        self.backend.start_replication(source, dest, participant).await?;
         let now = self.record_replication(source, dest, participant).await?;
         Ok(ReplicationStartedView {
             message: "Participant replication started",
@@ -385,6 +386,13 @@ impl Stages {
             participant_id: participant.to_string(),
             started_at: iso(now),
         })
+    }
+
+    /// Stops the replication `r` records.
+    pub(crate) async fn stop_recorded_replication(&self, r: &ReplicationRecord) -> AppResult<()> {
+        let participant = ParticipantId::parse(r.participant_id.as_str()).map_err(AppError::internal)?;
+        let (source, destination) = (super::stored_arn(&r.source_arn)?, super::stored_arn(&r.destination_arn)?);
+        Ok(self.backend.stop_replication(&source, &destination, &participant).await?)
     }
 
     /// Records that `participant` is replicated from `source` into `dest`; returns when.
@@ -418,7 +426,7 @@ impl Stages {
         if rep.source_arn != source.as_str() || rep.participant_id != participant.as_str() {
             return Err(AppError::not_found("No such replication"));
         }
-        self.backend.stop_replication(source.as_str(), dest.as_str(), participant.as_str()).await?;
+        self.backend.stop_replication(source, dest, participant).await?;
         self.store.delete_replication(dest.as_str()).await?;
         Ok(ReplicationStoppedView {
             message: "Participant replication stopped",

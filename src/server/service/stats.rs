@@ -119,7 +119,8 @@ impl Service {
         if !db_ok {
             return Err(AppError::new(crate::api::ErrorCode::ServiceUnavailable, "The database is unavailable"));
         }
-        let backend_ok = self.backend.healthy();
+        // Not set up yet (IVS slow or failing at start) counts as degraded too.
+        let backend_ok = self.backend.healthy() && self.is_ready();
         let master = self.store.master_stage().await.ok().flatten();
         Ok(json!({
             "status": if backend_ok { "healthy" } else { "degraded" },

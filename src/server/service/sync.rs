@@ -25,7 +25,11 @@ impl Service {
             Ok(None) => return,
             Err(e) => return tracing::warn!(error = %e, "backend poll: no master stage"),
         };
-        if let Err(e) = self.backend.poll_publisher(&master.arn).await {
+        let master = match super::stored_arn(&master.arn) {
+            Ok(arn) => arn,
+            Err(e) => return tracing::warn!(error = ?e, "backend poll: the master stage's ARN does not parse"),
+        };
+        if let Err(e) = self.backend.poll_publisher(&master).await {
             tracing::warn!(error = %e, "publisher liveness check failed");
         }
         if let Err(e) = self.sync_replications().await {
@@ -74,7 +78,7 @@ impl Service {
             if r.participant_id == pid.as_str() && r.source_arn == source.as_str() {
                 return Ok(false);
             }
-            self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await?;
+            self.stages.stop_recorded_replication(&r).await?;
             self.store.delete_replication(dest.as_str()).await?;
         }
         match self.stages.start_replication(source, dest, pid).await {
@@ -98,7 +102,7 @@ impl Service {
         let _guard = self.autoscaler.exclusive().await;
         for stage in self.store.list_stages().await?.into_iter().filter(|s| s.auto_scaled) {
             if let Some(r) = self.store.get_replication(&stage.arn).await? {
-                if let Err(e) = self.backend.stop_replication(&r.source_arn, &r.destination_arn, &r.participant_id).await {
+                if let Err(e) = self.stages.stop_recorded_replication(&r).await {
                     tracing::debug!(error = %e, stage = %stage.arn, "replication already ended");
                 }
                 self.store.delete_replication(&stage.arn).await?;
@@ -113,10 +117,11 @@ impl Service {
     pub async fn reconcile_stages(&self) -> AppResult<usize> {
         let _guard = self.autoscaler.exclusive().await;
         // Read before listing: a stage created meanwhile is not taken for one IVS lost.
-        let known_before = self.store.list_stages().await?;
-        let Some(listed) = self.backend.list_stages().await? else {
+        if !self.backend.capabilities().lists_stages {
             return Ok(0);
-        };
+        }
+        let known_before = self.store.list_stages().await?;
+        let listed = self.backend.list_stages().await?;
         let deployment = self.stages.deployment_id().await?;
         // Read after listing: a stage IVS lists that is not here yet is not taken for a leftover.
         let known = self.store.list_stages().await?;
@@ -125,7 +130,7 @@ impl Service {
             let ours = stage.tags.get(MANAGED_BY_TAG.0).map(String::as_str) == Some(MANAGED_BY_TAG.1)
                 && stage.tags.get(DEPLOYMENT_TAG) == Some(&deployment)
                 && stage.tags.get("AutoScaled").map(String::as_str) == Some("true");
-            if ours && !known.iter().any(|k| k.arn == stage.arn) {
+            if ours && !known.iter().any(|k| k.arn == stage.arn.as_str()) {
                 self.backend.delete_stage(&stage.arn).await?;
                 tracing::info!(stage = %stage.arn, "deleted a stage this deployment had lost track of");
                 removed += 1;
@@ -133,8 +138,9 @@ impl Service {
         }
         for stage in known_before.iter().filter(|k| !k.is_master) {
             // Missing from the list, and IVS confirms it is gone.
-            if !listed.iter().any(|l| l.arn == stage.arn)
-                && matches!(self.backend.adopt_stage(&stage.arn).await, Err(crate::server::backend::BackendError::NotFound))
+            let Ok(arn) = super::stored_arn(&stage.arn) else { continue };
+            if !listed.iter().any(|l| l.arn == arn)
+                && matches!(self.backend.adopt_stage(&arn).await, Err(crate::server::backend::BackendError::NotFound))
             {
                 let evicted = self.store.clear_stage(&stage.arn, self.now_ms()).await?;
                 for p in &evicted {

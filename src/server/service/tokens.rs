@@ -5,7 +5,7 @@ use super::Service;
 use crate::api::ErrorCode;
 use crate::domain::assignment::choose_stage;
 use crate::domain::{StageArn, UserId};
-use crate::server::backend::{Capabilities, IssuedToken, TokenRequest};
+use crate::server::backend::{Capabilities, IssuedToken, Playback, TokenRequest};
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::{JoinResult, StageRecord};
 use crate::server::support::{absolute, secrets_match};
@@ -107,13 +107,16 @@ impl Service {
             expires_in: seconds_until(issued.expires_at_ms, now),
             current_viewers,
             is_new_viewer: is_new,
-            whep_endpoint: self.backend.whep_path().map(|p| absolute(base_url, p, false)),
+            whep_endpoint: match self.backend.capabilities().playback {
+                Playback::Whep { path } => Some(absolute(base_url, path, false)),
+                Playback::IvsSdk => None,
+            },
         })
     }
 
-    /// The IVS Web Broadcast SDK the pages use, on backends without WHEP playback (IVS).
+    /// The IVS Web Broadcast SDK the pages use, on backends played with it (IVS).
     pub fn web_sdk_url(&self) -> Option<String> {
-        self.backend.whep_path().is_none().then(|| self.settings.ivs.web_sdk_url.clone())
+        (self.backend.capabilities().playback == Playback::IvsSdk).then(|| self.settings.ivs.web_sdk_url.clone())
     }
 
     /// Issues a PUBLISH token on the master stage.
@@ -181,7 +184,7 @@ impl Service {
 
     pub fn check_internal_secret(&self, given: Option<&str>) -> AppResult<()> {
         match (&self.settings.server.internal_secret, given) {
-            (Some(expected), Some(given)) if secrets_match(given, expected) => Ok(()),
+            (Some(expected), Some(given)) if secrets_match(given, expected.expose()) => Ok(()),
             (None, _) => Err(AppError::new(ErrorCode::Forbidden, "Internal endpoints are disabled on this server")),
             _ => Err(AppError::new(ErrorCode::Forbidden, "Invalid internal secret")),
         }
