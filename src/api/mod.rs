@@ -2,6 +2,7 @@
 //! it names nothing of the server (the server functions are in `crate::rpc`).
 
 mod error;
+pub mod request;
 mod types;
 
 pub use error::ErrorCode;
