@@ -5,5 +5,5 @@ mod error;
 pub mod request;
 mod types;
 
-pub use error::ErrorCode;
+pub use error::{ErrorCode, RpcError};
 pub use types::*;
