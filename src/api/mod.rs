@@ -4,6 +4,7 @@
 mod error;
 pub mod request;
 mod types;
+pub mod ws;
 
 pub use error::{ErrorCode, RpcError};
 pub use types::*;
