@@ -331,6 +331,20 @@ impl FromFields for ViewStatsQuery {
     }
 }
 
+/// The query of `GET /api/stats/stages`: one stage, or all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageStatsQuery {
+    pub arn: Option<StageArn>,
+}
+
+impl FromFields for StageStatsQuery {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let arn = f.optional("arn");
+        f.finish(|| Some(Self { arn: arn? }))
+    }
+}
+
 /// `POST /api/stage`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageCreateRequest {
@@ -468,6 +482,17 @@ mod tests {
         }
         assert_eq!(ViewStatsQuery::from_fields(&obj(json!({}))).unwrap().days, 7);
         assert!(ViewStatsQuery::from_fields(&obj(json!({ "days": "3651" }))).is_err());
+    }
+
+    #[test]
+    fn a_stage_filter_is_optional_but_must_be_an_arn() {
+        assert_eq!(StageStatsQuery::from_fields(&obj(json!({}))).unwrap().arn, None);
+        let r = StageStatsQuery::from_fields(&obj(json!({ "arn": ARN }))).unwrap();
+        assert_eq!(r.arn.as_ref().map(StageArn::as_str), Some(ARN));
+        let e = StageStatsQuery::from_fields(&obj(json!({ "arn": "" }))).unwrap_err();
+        assert_eq!((e.message().as_str(), e.details()), ("arn must not be empty", json!({ "invalidFields": ["arn"] })));
+        let e = StageStatsQuery::from_fields(&obj(json!({ "arn": "x" }))).unwrap_err();
+        assert_eq!(e.message(), "arn is not a valid stage ARN");
     }
 
     #[test]

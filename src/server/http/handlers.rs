@@ -1,10 +1,10 @@
 //! REST handlers of the public contract: parse → service → envelope.
 
-use super::extract::{BaseUrl, JsonBody, JsonRequest, Query, QueryRequest, StagePath, UserPath};
+use super::extract::{BaseUrl, JsonBody, JsonRequest, QueryRequest, StagePath, UserPath};
 use super::AppState;
 use crate::api::request::{
     path_param, FromFields, HistoryQuery, MediaServerTokenRequest, PresenceRequest, PublisherTokenRequest, RejoinRequest,
-    ReplicationRequest, StageCreateRequest, StageUpdateRequest, ViewStatsQuery, ViewerTokenRequest,
+    ReplicationRequest, StageCreateRequest, StageStatsQuery, StageUpdateRequest, ViewStatsQuery, ViewerTokenRequest,
 };
 use crate::domain::StageArn;
 use crate::server::error::{AppError, AppResult};
@@ -146,8 +146,11 @@ pub async fn stats_viewers(State(state): State<AppState>) -> AppResult<Data<Valu
     ok(state.service.stats_viewers().await?)
 }
 
-pub async fn stats_stages(State(state): State<AppState>, Query(q): Query) -> AppResult<Data<Value>> {
-    ok(state.service.stats_stages(q.get("arn").map(String::as_str)).await?)
+pub async fn stats_stages(
+    State(state): State<AppState>,
+    QueryRequest(q): QueryRequest<StageStatsQuery>,
+) -> AppResult<Data<Value>> {
+    ok(state.service.stats_stages(q.arn.as_ref().map(StageArn::as_str)).await?)
 }
 
 pub async fn stats_publisher(State(state): State<AppState>) -> AppResult<Data<Value>> {
