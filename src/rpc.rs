@@ -2,40 +2,53 @@
 //! adapters over the same service layer as the REST handlers. The browser build has only their
 //! client stubs; the bodies (and everything they name of `crate::server`) are server-only.
 
-use crate::api::{JoinOutcome, LiveStats};
+use crate::api::{JoinOutcome, LiveStats, RpcError};
 use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
 #[cfg(feature = "ssr")]
 mod ssr {
+    use crate::api::{ErrorCode, RpcError};
+    use crate::domain::IdError;
+    use crate::server::error::AppError;
     pub use crate::server::service::Service;
     pub use std::sync::Arc;
 
-    pub fn service() -> Result<Arc<Service>, leptos::prelude::ServerFnError> {
-        leptos::prelude::use_context::<Arc<Service>>().ok_or_else(|| leptos::prelude::ServerFnError::new("service unavailable"))
+    pub fn service() -> Result<Arc<Service>, RpcError> {
+        leptos::prelude::use_context::<Arc<Service>>().ok_or_else(unavailable)
     }
 
-    pub fn fail(e: crate::server::error::AppError) -> leptos::prelude::ServerFnError {
-        if matches!(e, crate::server::error::AppError::Internal(_) | crate::server::error::AppError::DatabaseUnavailable(_)) {
+    /// The app state is missing from the server function's context.
+    pub fn unavailable() -> RpcError {
+        RpcError::new(ErrorCode::ServiceUnavailable, "service unavailable")
+    }
+
+    pub fn fail(e: AppError) -> RpcError {
+        if matches!(e, AppError::Internal(_) | AppError::DatabaseUnavailable(_)) {
             tracing::error!(error = %e, "server function failed");
         }
-        leptos::prelude::ServerFnError::new(format!("{}: {}", e.code(), e.public_message()))
+        RpcError::new(e.code(), e.public_message())
+    }
+
+    /// An argument that did not parse, named as the contract names it.
+    pub fn invalid(field: &str) -> impl FnOnce(IdError) -> RpcError + '_ {
+        move |e| RpcError::new(ErrorCode::ValidationError, format!("{field} {e}"))
     }
 }
 
 /// Current live totals.
 #[server(input = Json)]
-pub async fn get_live_stats() -> Result<LiveStats, ServerFnError> {
+pub async fn get_live_stats() -> Result<LiveStats, RpcError> {
     ssr::service()?.compute_live_stats().await.map_err(ssr::fail)
 }
 
 /// Joins the broadcast as `user_id`: a viewer token and a stage, or why not.
 #[server(input = Json)]
-pub async fn join_stream(user_id: String) -> Result<JoinOutcome, ServerFnError> {
+pub async fn join_stream(user_id: String) -> Result<JoinOutcome, RpcError> {
     use crate::api::{ErrorCode, ViewerTicket};
     use crate::domain::UserId;
     let service = ssr::service()?;
-    let user = UserId::parse(user_id).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: userId {e}")))?;
+    let user = UserId::parse(user_id).map_err(ssr::invalid("userId"))?;
     let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
     let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
     match service.issue_viewer_token(&user, None, &base).await {
@@ -57,45 +70,42 @@ pub async fn join_stream(user_id: String) -> Result<JoinOutcome, ServerFnError> 
     }
 }
 
-/// Records a heartbeat; `false` when the server no longer counts this viewer (rejoin).
+/// Records a heartbeat; `NOT_FOUND` when the server no longer counts this viewer (rejoin).
 #[server(input = Json)]
-pub async fn send_heartbeat(user_id: String, stage_arn: String) -> Result<bool, ServerFnError> {
+pub async fn send_heartbeat(user_id: String, stage_arn: String) -> Result<(), RpcError> {
     use crate::domain::{StageArn, UserId};
     let service = ssr::service()?;
-    let user = UserId::parse(user_id).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: userId {e}")))?;
-    let stage = StageArn::parse(stage_arn).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: stageArn {e}")))?;
-    match service.presence().record_heartbeat(&user, &stage).await {
-        Ok(()) => Ok(true),
-        Err(e) if e.code() == crate::api::ErrorCode::NotFound => Ok(false),
-        Err(e) => Err(ssr::fail(e)),
-    }
+    let user = UserId::parse(user_id).map_err(ssr::invalid("userId"))?;
+    let stage = StageArn::parse(stage_arn).map_err(ssr::invalid("stageArn"))?;
+    service.presence().record_heartbeat(&user, &stage).await.map_err(ssr::fail)
 }
 
 /// Leaves the broadcast (idempotent).
 // Form-encoded: the page sends it with `navigator.sendBeacon` as it unloads.
 #[server]
-pub async fn leave_stream(user_id: String, stage_arn: String) -> Result<(), ServerFnError> {
+pub async fn leave_stream(user_id: String, stage_arn: String) -> Result<(), RpcError> {
     use crate::domain::{StageArn, UserId};
     let service = ssr::service()?;
-    let user = UserId::parse(user_id).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: userId {e}")))?;
-    let stage = StageArn::parse(stage_arn).map_err(|e| ServerFnError::new(format!("VALIDATION_ERROR: stageArn {e}")))?;
+    let user = UserId::parse(user_id).map_err(ssr::invalid("userId"))?;
+    let stage = StageArn::parse(stage_arn).map_err(ssr::invalid("stageArn"))?;
     service.presence().leave(&user, &stage).await.map(|_| ()).map_err(ssr::fail)
 }
 
 #[cfg(feature = "ssr")]
 mod session {
+    use crate::api::RpcError;
     use crate::server::http::session::{self, ApiKey};
     use leptos::prelude::*;
 
-    fn key() -> Result<ApiKey, ServerFnError> {
-        use_context::<ApiKey>().ok_or_else(|| ServerFnError::new("service unavailable"))
+    fn key() -> Result<ApiKey, RpcError> {
+        use_context::<ApiKey>().ok_or_else(super::ssr::unavailable)
     }
 
-    pub async fn headers() -> Result<axum::http::HeaderMap, ServerFnError> {
+    pub async fn headers() -> Result<axum::http::HeaderMap, RpcError> {
         Ok(leptos_axum::extract().await?)
     }
 
-    pub async fn signed_in(now_secs: i64) -> Result<bool, ServerFnError> {
+    pub async fn signed_in(now_secs: i64) -> Result<bool, RpcError> {
         let key = key()?;
         let headers = headers().await?;
         Ok(headers
@@ -106,7 +116,7 @@ mod session {
             .any(|v| session::verify(&key.0, v, now_secs)))
     }
 
-    pub fn check_key(given: &str) -> Result<bool, ServerFnError> {
+    pub fn check_key(given: &str) -> Result<bool, RpcError> {
         Ok(crate::server::support::secrets_match(given.trim(), &key()?.0))
     }
 
@@ -118,21 +128,21 @@ mod session {
         }
     }
 
-    pub fn issue(now_secs: i64) -> Result<String, ServerFnError> {
+    pub fn issue(now_secs: i64) -> Result<String, RpcError> {
         Ok(session::issue(&key()?.0, now_secs))
     }
 }
 
 /// Whether this browser is signed in as the broadcaster.
 #[server(input = Json)]
-pub async fn broadcaster_signed_in() -> Result<bool, ServerFnError> {
+pub async fn broadcaster_signed_in() -> Result<bool, RpcError> {
     let now = ssr::service()?.now_ms().div_euclid(1000);
     session::signed_in(now).await
 }
 
 /// Signs the broadcaster in with the API key; `false` when the key is wrong.
 #[server(input = Json)]
-pub async fn broadcaster_sign_in(api_key: String) -> Result<bool, ServerFnError> {
+pub async fn broadcaster_sign_in(api_key: String) -> Result<bool, RpcError> {
     let service = ssr::service()?;
     if !session::check_key(&api_key)? {
         return Ok(false);
@@ -146,22 +156,23 @@ pub async fn broadcaster_sign_in(api_key: String) -> Result<bool, ServerFnError>
 }
 
 #[server(input = Json)]
-pub async fn broadcaster_sign_out() -> Result<(), ServerFnError> {
+pub async fn broadcaster_sign_out() -> Result<(), RpcError> {
     session::set_cookie(crate::server::http::session::clear_cookie());
     Ok(())
 }
 
 /// A publisher token for the signed-in broadcaster.
 #[server(input = Json)]
-pub async fn publisher_ticket() -> Result<crate::api::PublisherTicket, ServerFnError> {
+pub async fn publisher_ticket() -> Result<crate::api::PublisherTicket, RpcError> {
+    use crate::api::ErrorCode;
     use crate::domain::UserId;
     let service = ssr::service()?;
     if !session::signed_in(service.now_ms().div_euclid(1000)).await? {
-        return Err(ServerFnError::new("UNAUTHORIZED: sign in as the broadcaster first"));
+        return Err(RpcError::new(ErrorCode::Unauthorized, "sign in as the broadcaster first"));
     }
     let headers = session::headers().await?;
     let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
-    let user = UserId::parse("broadcaster".to_string()).map_err(|e| ServerFnError::new(e.to_string()))?;
+    let user = UserId::parse("broadcaster").map_err(|e| RpcError::new(ErrorCode::InternalError, e.to_string()))?;
     let t = service.issue_publisher_token(&user, &base).await.map_err(ssr::fail)?;
     Ok(crate::api::PublisherTicket {
         token: t.token,
@@ -176,6 +187,6 @@ pub async fn publisher_ticket() -> Result<crate::api::PublisherTicket, ServerFnE
 
 /// Live totals, the stage table and the last 24 hours of snapshots.
 #[server(input = Json)]
-pub async fn dashboard_data() -> Result<crate::api::DashboardData, ServerFnError> {
+pub async fn dashboard_data() -> Result<crate::api::DashboardData, RpcError> {
     ssr::service()?.dashboard().await.map_err(ssr::fail)
 }

@@ -1,3 +1,5 @@
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
 /// Error codes of the public contract.
@@ -78,5 +80,80 @@ impl ErrorCode {
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Why a server function failed: the server answered with one of the contract's codes, or the
+/// call itself did not get through (network, encoding). The pages branch on [`RpcError::code`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RpcError {
+    /// The server function ran and refused, as the REST contract would with this code.
+    Api { code: ErrorCode, message: String },
+    /// The call failed around the server function: reaching it, or encoding its arguments or answer.
+    Call(ServerFnErrorErr),
+}
+
+impl RpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Api { code, message: message.into() }
+    }
+
+    /// The contract's code: a call that did not get through is `SERVICE_UNAVAILABLE` when the
+    /// server could not be reached, `INTERNAL_ERROR` otherwise.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Api { code, .. } => *code,
+            Self::Call(ServerFnErrorErr::Request(_)) => ErrorCode::ServiceUnavailable,
+            Self::Call(_) => ErrorCode::InternalError,
+        }
+    }
+}
+
+/// As the pages show it: `error running server function: CODE: message` for a refusal.
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Api { code, message } => write!(f, "error running server function: {code}: {message}"),
+            Self::Call(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+impl From<ServerFnErrorErr> for RpcError {
+    fn from(e: ServerFnErrorErr) -> Self {
+        Self::Call(e)
+    }
+}
+
+impl FromServerFnError for RpcError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(e: ServerFnErrorErr) -> Self {
+        Self::Call(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_rpc_error_keeps_its_code_across_the_wire() {
+        let e = RpcError::new(ErrorCode::NotFound, "Stage not found");
+        let back = RpcError::de(e.ser());
+        assert_eq!(back, e);
+        assert_eq!(back.code(), ErrorCode::NotFound);
+        assert_eq!(back.to_string(), "error running server function: NOT_FOUND: Stage not found");
+    }
+
+    #[test]
+    fn a_failed_call_has_a_code_too() {
+        let e = RpcError::from_server_fn_error(ServerFnErrorErr::Request("offline".into()));
+        assert_eq!(e.code(), ErrorCode::ServiceUnavailable);
+        assert_eq!(e.to_string(), "error reaching server to call server function: offline");
+        let e = RpcError::de("not json".into());
+        assert_eq!(e.code(), ErrorCode::InternalError);
     }
 }

@@ -2,7 +2,9 @@
 //! it names nothing of the server (the server functions are in `crate::rpc`).
 
 mod error;
+pub mod request;
 mod types;
+pub mod ws;
 
-pub use error::ErrorCode;
+pub use error::{ErrorCode, RpcError};
 pub use types::*;

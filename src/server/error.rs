@@ -56,6 +56,12 @@ impl AppError {
     }
 }
 
+impl From<crate::api::request::FieldErrors> for AppError {
+    fn from(e: crate::api::request::FieldErrors) -> Self {
+        Self::with_details(ErrorCode::ValidationError, e.message(), e.details())
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         match e {

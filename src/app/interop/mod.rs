@@ -58,6 +58,7 @@ pub fn now_ms() -> i64 {
 #[cfg(feature = "hydrate")]
 mod ws {
     use super::LiveStats;
+    use crate::api::ws::{WsChannel, WsMessage, WsRequest};
     use std::cell::RefCell;
     use std::rc::Rc;
     use wasm_bindgen::prelude::*;
@@ -120,22 +121,15 @@ mod ws {
 
         let s = socket.clone();
         let onopen = Closure::<dyn FnMut()>::new(move || {
-            let _ = s.send_with_str(r#"{"action":"subscribe","channel":"stats"}"#);
+            let _ = s.send_with_str(&WsRequest::subscribe(WsChannel::Stats).to_json());
         });
         socket.set_onopen(Some(onopen.as_ref().unchecked_ref()));
         onopen.forget();
 
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
             let Some(text) = ev.data().as_string() else { return };
-            #[derive(serde::Deserialize)]
-            struct Msg {
-                r#type: String,
-                data: Option<LiveStats>,
-            }
-            if let Ok(Msg { r#type, data: Some(stats) }) = serde_json::from_str::<Msg>(&text) {
-                if r#type == "stats_update" {
-                    publish(stats);
-                }
+            if let Some(WsMessage::StatsUpdate { data }) = WsMessage::parse(&text) {
+                publish(data.into_owned());
             }
         });
         socket.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));

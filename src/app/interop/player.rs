@@ -86,7 +86,7 @@ pub fn toggle_mute(video_id: &str) -> bool {
 #[cfg(feature = "hydrate")]
 mod imp {
     use super::PlayerStatus;
-    use crate::api::{JoinOutcome, ViewerTicket};
+    use crate::api::{ErrorCode, JoinOutcome, ViewerTicket};
     use crate::app::interop::ivs;
     use crate::app::interop::session::{Connection, PeerState};
     use crate::app::interop::webrtc;
@@ -383,8 +383,8 @@ mod imp {
             let Some(shared) = weak.upgrade() else { return };
             let Some(t) = shared.borrow().ticket.clone() else { return };
             spawn_local(async move {
-                // `false`: the server no longer counts this viewer (swept after a long sleep).
-                if let Ok(false) = send_heartbeat(t.user_id, t.stage_arn).await {
+                // The server no longer counts this viewer (swept after a long sleep): join again.
+                if matches!(send_heartbeat(t.user_id, t.stage_arn).await, Err(e) if e.code() == ErrorCode::NotFound) {
                     join(shared).await;
                 }
             });

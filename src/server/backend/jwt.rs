@@ -1,5 +1,6 @@
 //! ES384 JSON Web Tokens, signed with a P-384 key kept in the data dir.
 
+use crate::domain::StageArn;
 use crate::server::support::write_private_file;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -7,8 +8,10 @@ use p384::ecdsa::signature::{Signer, Verifier};
 use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p384::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use p384::SecretKey;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -21,6 +24,41 @@ pub enum JwtError {
     BadSignature,
     #[error("token expired")]
     Expired,
+    #[error("token lacks participant claims")]
+    MissingClaims,
+}
+
+/// The claims of a participant token, as IVS defines self-signed ones: what the signer puts in
+/// and what the media server reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantClaims {
+    /// The stage the token admits to.
+    pub resource: StageArn,
+    /// The stage id (the ARN's last segment).
+    pub topic: String,
+    /// The participant id.
+    pub jti: String,
+    pub events_url: String,
+    pub whip_url: String,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    pub version: String,
+    pub user_id: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Issued at, in seconds since the epoch.
+    pub iat: i64,
+    /// Expires at, in seconds since the epoch.
+    pub exp: i64,
+}
+
+/// What a participant token allows; absent means nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub allow_publish: bool,
+    #[serde(default)]
+    pub allow_subscribe: bool,
 }
 
 pub struct TokenSigner {
@@ -88,10 +126,13 @@ impl TokenSigner {
         &self.public_pem
     }
 
-    /// Signs `claims` as an ES384 JWT with this key's `kid`.
-    pub fn sign(&self, claims: &Value) -> String {
+    /// Signs `claims` (normally [`ParticipantClaims`]) as an ES384 JWT with this key's `kid`.
+    pub fn sign(&self, claims: &impl Serialize) -> String {
         let header = json!({ "alg": "ES384", "typ": "JWT", "kid": self.kid });
-        let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        // Claims with string keys (a struct, a JSON object) always encode; were one not to, the
+        // empty payload would fail every verification (fails closed).
+        let payload = serde_json::to_string(claims).unwrap_or_default();
+        let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(payload));
         let signature: Signature = self.signing.sign(signing_input.as_bytes());
         format!("{signing_input}.{}", B64.encode(signature.to_bytes()))
     }
@@ -102,8 +143,8 @@ impl TokenSigner {
         serde_json::from_slice(&B64.decode(payload).ok()?).ok()
     }
 
-    /// Checks the signature and expiry; returns the claims.
-    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Value, JwtError> {
+    /// Checks the signature and expiry; returns the participant's claims.
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<ParticipantClaims, JwtError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(JwtError::Malformed);
@@ -119,7 +160,7 @@ impl TokenSigner {
         let claims: Value =
             serde_json::from_slice(&B64.decode(p).map_err(|_| JwtError::Malformed)?).map_err(|_| JwtError::Malformed)?;
         match claims["exp"].as_i64() {
-            Some(exp) if exp > now_secs => Ok(claims),
+            Some(exp) if exp > now_secs => serde_json::from_value(claims).map_err(|_| JwtError::MissingClaims),
             Some(_) => Err(JwtError::Expired),
             None => Err(JwtError::Malformed),
         }
@@ -133,11 +174,52 @@ mod tests {
     #[test]
     fn signs_and_verifies() {
         let signer = TokenSigner::generate();
-        let token = signer.sign(&json!({ "jti": "p1", "exp": 2_000 }));
+        let token = signer.sign(&claims(2_000));
         assert_eq!(token.split('.').count(), 3);
         let claims = signer.verify(&token, 1_000).unwrap();
-        assert_eq!(claims["jti"], "p1");
+        assert_eq!(claims.jti, "p1");
         assert_eq!(signer.verify(&token, 2_000), Err(JwtError::Expired));
+    }
+
+    fn claims(exp: i64) -> ParticipantClaims {
+        ParticipantClaims {
+            resource: StageArn::parse("arn:aws:ivs:us-east-1:123456789012:stage/AbCdEf123456").unwrap(),
+            topic: "AbCdEf123456".into(),
+            jti: "p1".into(),
+            events_url: "ws://h/events".into(),
+            whip_url: "http://h/whip".into(),
+            capabilities: Capabilities { allow_publish: false, allow_subscribe: true },
+            version: "1.0".into(),
+            user_id: "v1".into(),
+            attributes: BTreeMap::new(),
+            iat: 1_000,
+            exp,
+        }
+    }
+
+    #[test]
+    fn participant_claims_round_trip() {
+        let signer = TokenSigner::generate();
+        let token = signer.sign(&claims(2_000));
+        assert_eq!(signer.verify(&token, 1_500), Ok(claims(2_000)));
+        let raw = TokenSigner::decode_claims_unverified(&token).unwrap();
+        assert_eq!(raw["capabilities"], json!({ "allow_publish": false, "allow_subscribe": true }));
+        assert_eq!(raw["resource"], "arn:aws:ivs:us-east-1:123456789012:stage/AbCdEf123456");
+    }
+
+    #[test]
+    fn missing_capabilities_allow_nothing_but_a_bad_stage_is_no_participant() {
+        let signer = TokenSigner::generate();
+        let mut raw = serde_json::to_value(claims(2_000)).unwrap();
+        raw.as_object_mut().unwrap().remove("capabilities");
+        let token = signer.sign(&json!({ "jti": "p1", "exp": 2_000 }));
+        assert_eq!(signer.verify(&token, 1_000), Err(JwtError::MissingClaims), "signed and current, but no participant");
+        let verified = signer.verify(&signer.sign(&raw), 1_000).unwrap();
+        assert_eq!(verified.capabilities, Capabilities::default());
+        raw["resource"] = json!("stage/nope");
+        assert_eq!(signer.verify(&signer.sign(&raw), 1_000), Err(JwtError::MissingClaims));
+        raw.as_object_mut().unwrap().remove("resource");
+        assert_eq!(signer.verify(&signer.sign(&raw), 1_000), Err(JwtError::MissingClaims));
     }
 
     #[test]
@@ -160,7 +242,7 @@ mod tests {
         let a = TokenSigner::load_or_create(&path).unwrap();
         let b = TokenSigner::load_or_create(&path).unwrap();
         assert_eq!(a.kid(), b.kid());
-        let token = a.sign(&json!({ "exp": 10 }));
+        let token = a.sign(&claims(10));
         assert!(b.verify(&token, 1).is_ok());
         assert!(a.public_key_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
     }

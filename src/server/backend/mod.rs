@@ -184,22 +184,19 @@ pub fn sign_participant_token(signer: &jwt::TokenSigner, req: &TokenRequest<'_>)
     let exp = now_secs + req.duration_secs;
     let endpoint =
         |name: &str, ws: bool| req.stage_endpoints.get(name).map(|p| absolute(req.base_url, p, ws)).unwrap_or_default();
-    let claims = serde_json::json!({
-        "resource": arn.as_str(),
-        "topic": arn.stage_id(),
-        "jti": participant_id,
-        "events_url": endpoint("events", true),
-        "whip_url": endpoint("whip", false),
-        "capabilities": {
-            "allow_publish": req.capabilities.publish,
-            "allow_subscribe": req.capabilities.subscribe,
-        },
-        "version": "1.0",
-        "user_id": req.user_id,
-        "attributes": req.attributes,
-        "iat": now_secs,
-        "exp": exp,
-    });
+    let claims = jwt::ParticipantClaims {
+        topic: arn.stage_id().to_string(),
+        resource: arn,
+        jti: participant_id.clone(),
+        events_url: endpoint("events", true),
+        whip_url: endpoint("whip", false),
+        capabilities: jwt::Capabilities { allow_publish: req.capabilities.publish, allow_subscribe: req.capabilities.subscribe },
+        version: "1.0".into(),
+        user_id: req.user_id.to_string(),
+        attributes: req.attributes.clone(),
+        iat: now_secs,
+        exp,
+    };
     Ok(IssuedToken { token: signer.sign(&claims), participant_id, expires_at_ms: exp * 1000 })
 }
 

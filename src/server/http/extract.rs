@@ -1,12 +1,14 @@
 //! Request parsing that answers in the contract's envelope: JSON bodies with a size limit,
-//! field-by-field validation into domain types, query strings and the public base URL.
+//! bodies, queries and paths parsed into the requests of `api::request`, and the public base URL.
 
+use crate::api::request::{path_param, FromFields};
 use crate::api::ErrorCode;
-use crate::domain::{IdError, ParticipantId, StageArn, UserId};
+use crate::domain::{StageArn, UserId};
 use crate::server::error::AppError;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -42,119 +44,15 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
-/// Collects every missing and invalid field before answering, so one 400 lists them all.
-pub struct Fields<'a> {
-    obj: &'a Map<String, Value>,
-    missing: Vec<String>,
-    invalid: Vec<String>,
-    reasons: Vec<String>,
-}
+/// A JSON body parsed into a request of the contract; a 400 names every bad field.
+pub struct JsonRequest<T>(pub T);
 
-impl<'a> Fields<'a> {
-    pub fn new(obj: &'a Map<String, Value>) -> Self {
-        Self { obj, missing: Vec::new(), invalid: Vec::new(), reasons: Vec::new() }
-    }
+impl<T: FromFields> FromRequest<AppState> for JsonRequest<T> {
+    type Rejection = AppError;
 
-    fn raw_str(&mut self, name: &str, required: bool) -> Option<&'a str> {
-        match self.obj.get(name) {
-            None | Some(Value::Null) => {
-                if required {
-                    self.missing.push(name.to_string());
-                }
-                None
-            }
-            Some(Value::String(s)) if s.is_empty() => {
-                if required {
-                    self.missing.push(name.to_string());
-                } else {
-                    self.invalid.push(name.to_string());
-                    self.reasons.push(format!("{name} must not be empty"));
-                }
-                None
-            }
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => {
-                self.invalid.push(name.to_string());
-                self.reasons.push(format!("{name} must be a string"));
-                None
-            }
-        }
-    }
-
-    fn parse<T>(&mut self, name: &str, required: bool, parse: impl Fn(&str) -> Result<T, IdError>) -> Option<T> {
-        let raw = self.raw_str(name, required)?;
-        match parse(raw) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.invalid.push(name.to_string());
-                self.reasons.push(format!("{name} {e}"));
-                None
-            }
-        }
-    }
-
-    pub fn user_id(&mut self, name: &str) -> Option<UserId> {
-        self.parse(name, true, |s| UserId::parse(s))
-    }
-    pub fn participant_id(&mut self, name: &str) -> Option<ParticipantId> {
-        self.parse(name, true, |s| ParticipantId::parse(s))
-    }
-    pub fn stage_arn(&mut self, name: &str) -> Option<StageArn> {
-        self.parse(name, true, |s| StageArn::parse(s))
-    }
-    pub fn optional_stage_arn(&mut self, name: &str) -> Option<StageArn> {
-        self.parse(name, false, |s| StageArn::parse(s))
-    }
-    pub fn string(&mut self, name: &str, required: bool) -> Option<String> {
-        self.raw_str(name, required).map(str::to_string)
-    }
-
-    /// An optional object of string values.
-    pub fn tags(&mut self, name: &str) -> Option<BTreeMap<String, String>> {
-        match self.obj.get(name) {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => {
-                let mut out = BTreeMap::new();
-                for (k, v) in m {
-                    match v {
-                        Value::String(s) => {
-                            out.insert(k.clone(), s.clone());
-                        }
-                        _ => {
-                            self.invalid.push(name.to_string());
-                            self.reasons.push(format!("{name} values must be strings"));
-                            return None;
-                        }
-                    }
-                }
-                Some(out)
-            }
-            Some(_) => {
-                self.invalid.push(name.to_string());
-                self.reasons.push(format!("{name} must be an object"));
-                None
-            }
-        }
-    }
-
-    /// `Ok` when every field parsed; otherwise the 400 naming each bad field.
-    pub fn finish(self) -> Result<(), AppError> {
-        if self.missing.is_empty() && self.invalid.is_empty() {
-            return Ok(());
-        }
-        let mut message = Vec::new();
-        if !self.missing.is_empty() {
-            message.push(format!("Missing required fields: {}", self.missing.join(", ")));
-        }
-        message.extend(self.reasons);
-        let mut details = json!({});
-        if !self.missing.is_empty() {
-            details["missingFields"] = json!(self.missing);
-        }
-        if !self.invalid.is_empty() {
-            details["invalidFields"] = json!(self.invalid);
-        }
-        Err(AppError::with_details(ErrorCode::ValidationError, message.join("; "), details))
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+        let JsonBody(body) = JsonBody::from_request(req, state).await?;
+        Ok(Self(T::from_fields(&body)?))
     }
 }
 
@@ -180,19 +78,42 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
 }
 
 impl Query {
-    /// An optional positive integer within `range`, with a default.
-    pub fn int(&self, name: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, AppError> {
-        match self.0.get(name) {
-            None => Ok(default),
-            Some(raw) => match raw.trim().parse::<u32>() {
-                Ok(n) if range.contains(&n) => Ok(n),
-                _ => Err(AppError::with_details(
-                    ErrorCode::ValidationError,
-                    format!("{name} must be an integer from {} to {}", range.start(), range.end()),
-                    json!({ "invalidFields": [name] }),
-                )),
-            },
-        }
+    /// The query as a JSON object of strings, for [`FromFields`].
+    fn into_object(self) -> Map<String, Value> {
+        self.0.into_iter().map(|(k, v)| (k, Value::String(v))).collect()
+    }
+}
+
+/// A query string parsed into a request of the contract; a 400 names every bad field.
+pub struct QueryRequest<T>(pub T);
+
+impl<T: FromFields, S: Send + Sync> FromRequestParts<S> for QueryRequest<T> {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let query = Query::from_request_parts(parts, state).await?;
+        Ok(Self(T::from_fields(&query.into_object())?))
+    }
+}
+
+/// The stage ARN that ends a path (`…/{*stage_arn}`), as the contract's `stageArn`.
+pub struct StagePath(pub StageArn);
+
+impl<S: Send + Sync> FromRequestParts<S> for StagePath {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        path_param("stageArn", &raw).map(Self).map_err(|e| AppError::from(e).into_response())
+    }
+}
+
+/// The user id in a path (`…/{user_id}`), as the contract's `userId`.
+pub struct UserPath(pub UserId);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserPath {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        path_param("userId", &raw).map(Self).map_err(|e| AppError::from(e).into_response())
     }
 }
 

@@ -1,10 +1,13 @@
 //! REST handlers of the public contract: parse → service → envelope.
 
-use super::extract::{BaseUrl, Fields, JsonBody, Query};
+use super::extract::{BaseUrl, JsonBody, JsonRequest, QueryRequest, StagePath, UserPath};
 use super::AppState;
-use crate::domain::UserId;
+use crate::api::request::{
+    path_param, FromFields, HistoryQuery, MediaServerTokenRequest, PresenceRequest, PublisherTokenRequest, RejoinRequest,
+    ReplicationRequest, StageCreateRequest, StageStatsQuery, StageUpdateRequest, ViewStatsQuery, ViewerTokenRequest,
+};
+use crate::domain::StageArn;
 use crate::server::error::{AppError, AppResult};
-use crate::server::service::{invalid_field, parse_stage_arn};
 use crate::server::time::iso_now;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -51,25 +54,17 @@ pub async fn health(State(state): State<AppState>) -> AppResult<Data<Value>> {
 pub async fn viewer_token(
     State(state): State<AppState>,
     BaseUrl(base): BaseUrl,
-    JsonBody(body): JsonBody,
+    JsonRequest(req): JsonRequest<ViewerTokenRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    let mut f = Fields::new(&body);
-    let user = f.user_id("userId");
-    let stage = f.optional_stage_arn("stageArn");
-    f.finish()?;
-    let user = user.expect("validated");
-    ok(state.service.issue_viewer_token(&user, stage.as_ref(), &base).await?)
+    ok(state.service.issue_viewer_token(&req.user_id, req.stage_arn.as_ref(), &base).await?)
 }
 
 pub async fn publisher_token(
     State(state): State<AppState>,
     BaseUrl(base): BaseUrl,
-    JsonBody(body): JsonBody,
+    JsonRequest(req): JsonRequest<PublisherTokenRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    let mut f = Fields::new(&body);
-    let user = f.user_id("userId");
-    f.finish()?;
-    ok(state.service.issue_publisher_token(&user.expect("validated"), &base).await?)
+    ok(state.service.issue_publisher_token(&req.user_id, &base).await?)
 }
 
 pub async fn mediaserver_token(
@@ -80,23 +75,15 @@ pub async fn mediaserver_token(
 ) -> AppResult<Data<impl Serialize>> {
     let secret = headers.get("x-internal-secret").and_then(|v| v.to_str().ok());
     state.service.check_internal_secret(secret)?;
-    let mut f = Fields::new(&body);
-    let server = f.user_id("serverId");
-    let stage = f.stage_arn("stageArn");
-    f.finish()?;
-    let (server, stage) = (server.expect("validated"), stage.expect("validated"));
-    ok(state.service.issue_mediaserver_token(secret, &server, &stage, &base).await?)
+    // The secret is checked before the body's fields.
+    let req = MediaServerTokenRequest::from_fields(&body)?;
+    ok(state.service.issue_mediaserver_token(secret, &req.server_id, &req.stage_arn, &base).await?)
 }
 
 // ---- viewers ----
 
-pub async fn heartbeat(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Response> {
-    let mut f = Fields::new(&body);
-    let user = f.user_id("userId");
-    let stage = f.stage_arn("stageArn");
-    f.finish()?;
-    let (user, stage) = (user.expect("validated"), stage.expect("validated"));
-    state.service.presence().record_heartbeat(&user, &stage).await?;
+pub async fn heartbeat(State(state): State<AppState>, JsonRequest(req): JsonRequest<PresenceRequest>) -> AppResult<Response> {
+    state.service.presence().record_heartbeat(&req.user_id, &req.stage_arn).await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Beat<'a> {
@@ -104,66 +91,49 @@ pub async fn heartbeat(State(state): State<AppState>, JsonBody(body): JsonBody) 
         stage_arn: &'a str,
         heartbeat_updated: bool,
     }
-    let data = Beat { user_id: user.as_str(), stage_arn: stage.as_str(), heartbeat_updated: true };
+    let data = Beat { user_id: req.user_id.as_str(), stage_arn: req.stage_arn.as_str(), heartbeat_updated: true };
     Ok(envelope(StatusCode::OK, data, Some("heartbeat updated")))
 }
 
-pub async fn leave(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Response> {
-    let mut f = Fields::new(&body);
-    let user = f.user_id("userId");
-    let stage = f.stage_arn("stageArn");
-    f.finish()?;
-    let (user, stage) = (user.expect("validated"), stage.expect("validated"));
-    state.service.presence().leave(&user, &stage).await?;
+pub async fn leave(State(state): State<AppState>, JsonRequest(req): JsonRequest<PresenceRequest>) -> AppResult<Response> {
+    state.service.presence().leave(&req.user_id, &req.stage_arn).await?;
     Ok(envelope(
         StatusCode::OK,
-        json!({ "userId": user.as_str(), "stageArn": stage.as_str(), "viewerLeft": true }),
+        json!({ "userId": req.user_id.as_str(), "stageArn": req.stage_arn.as_str(), "viewerLeft": true }),
         Some("viewer left"),
     ))
 }
 
-pub async fn rejoin(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Response> {
-    let mut f = Fields::new(&body);
-    let user = f.user_id("userId");
-    let stage = f.stage_arn("stageArn");
-    let participant = f.participant_id("participantId");
-    f.finish()?;
-    let view = state
-        .service
-        .presence()
-        .rejoin(&user.expect("validated"), &stage.expect("validated"), &participant.expect("validated"))
-        .await?;
+pub async fn rejoin(State(state): State<AppState>, JsonRequest(req): JsonRequest<RejoinRequest>) -> AppResult<Response> {
+    let view = state.service.presence().rejoin(&req.user_id, &req.stage_arn, &req.participant_id).await?;
     Ok(envelope(StatusCode::OK, view, Some("rejoined")))
 }
 
-pub async fn viewer_list(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Data<impl Serialize>> {
-    let arn = parse_stage_arn("stageArn", &arn)?;
+pub async fn viewer_list(State(state): State<AppState>, StagePath(arn): StagePath) -> AppResult<Data<impl Serialize>> {
     ok(state.service.presence().list_viewers(&arn).await?)
 }
 
-pub async fn viewer_duration(State(state): State<AppState>, Query(q): Query) -> AppResult<Data<impl Serialize>> {
-    let body: serde_json::Map<String, Value> = q.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-    let mut f = Fields::new(&body);
-    let user = f.user_id("userId");
-    let stage = f.stage_arn("stageArn");
-    f.finish()?;
-    ok(state.service.presence().watch_duration(&user.expect("validated"), &stage.expect("validated")).await?)
+pub async fn viewer_duration(
+    State(state): State<AppState>,
+    QueryRequest(req): QueryRequest<PresenceRequest>,
+) -> AppResult<Data<impl Serialize>> {
+    ok(state.service.presence().watch_duration(&req.user_id, &req.stage_arn).await?)
 }
 
 pub async fn viewer_history(
     State(state): State<AppState>,
-    Path(user): Path<String>,
-    q: Query,
+    UserPath(user): UserPath,
+    QueryRequest(q): QueryRequest<HistoryQuery>,
 ) -> AppResult<Data<impl Serialize>> {
-    let user = UserId::parse(user).map_err(|e| invalid_field("userId", &e))?;
-    let limit = q.int("limit", 10, 1..=1000)?;
-    ok(state.service.presence().history(&user, limit).await?)
+    ok(state.service.presence().history(&user, q.limit).await?)
 }
 
-pub async fn viewer_stats(State(state): State<AppState>, Path(arn): Path<String>, q: Query) -> AppResult<Data<impl Serialize>> {
-    let arn = parse_stage_arn("stageArn", &arn)?;
-    let days = q.int("days", 7, 1..=3650)?;
-    ok(state.service.presence().stage_view_stats(&arn, days).await?)
+pub async fn viewer_stats(
+    State(state): State<AppState>,
+    StagePath(arn): StagePath,
+    QueryRequest(q): QueryRequest<ViewStatsQuery>,
+) -> AppResult<Data<impl Serialize>> {
+    ok(state.service.presence().stage_view_stats(&arn, q.days).await?)
 }
 
 // ---- stats ----
@@ -176,8 +146,11 @@ pub async fn stats_viewers(State(state): State<AppState>) -> AppResult<Data<impl
     ok(state.service.stats_viewers().await?)
 }
 
-pub async fn stats_stages(State(state): State<AppState>, Query(q): Query) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stats_stages(q.get("arn").map(String::as_str)).await?)
+pub async fn stats_stages(
+    State(state): State<AppState>,
+    QueryRequest(q): QueryRequest<StageStatsQuery>,
+) -> AppResult<Data<impl Serialize>> {
+    ok(state.service.stats_stages(q.arn.as_ref().map(StageArn::as_str)).await?)
 }
 
 pub async fn stats_publisher(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
@@ -197,22 +170,17 @@ pub async fn stage_master(State(state): State<AppState>, BaseUrl(base): BaseUrl)
 pub async fn stage_create(
     State(state): State<AppState>,
     BaseUrl(base): BaseUrl,
-    JsonBody(body): JsonBody,
+    JsonRequest(req): JsonRequest<StageCreateRequest>,
 ) -> AppResult<Response> {
-    let mut f = Fields::new(&body);
-    let name = f.string("name", true);
-    let tags = f.tags("tags");
-    f.finish()?;
-    let stage = state.service.stages().create(&name.expect("validated"), tags.unwrap_or_default(), None, &base).await?;
+    let stage = state.service.stages().create(&req.name, req.tags, None, &base).await?;
     Ok(envelope(StatusCode::CREATED, json!({ "stage": stage }), Some("stage created")))
 }
 
 pub async fn stage_get(
     State(state): State<AppState>,
     BaseUrl(base): BaseUrl,
-    Path(arn): Path<String>,
+    StagePath(arn): StagePath,
 ) -> AppResult<Data<impl Serialize>> {
-    let arn = parse_stage_arn("stageArn", &arn)?;
     ok(state.service.stages().get(&arn, &base).await?)
 }
 
@@ -222,50 +190,32 @@ pub async fn stage_update(
     Path(arn): Path<String>,
     JsonBody(body): JsonBody,
 ) -> AppResult<Data<impl Serialize>> {
-    let arn = parse_stage_arn("stageArn", &arn)?;
-    let mut f = Fields::new(&body);
-    let name = f.string("name", false);
-    let tags = f.tags("tags");
-    f.finish()?;
-    if name.is_none() && tags.is_none() {
-        return Err(AppError::with_details(
-            crate::api::ErrorCode::ValidationError,
-            "Nothing to update: give name or tags",
-            json!({ "missingFields": ["name"] }),
-        ));
-    }
-    ok(state.service.stages().update(&arn, name.as_deref(), tags, &base).await?)
+    // A malformed body is answered before a malformed path, and the path before the fields.
+    let arn: StageArn = path_param("stageArn", &arn)?;
+    let req = StageUpdateRequest::from_fields(&body)?;
+    ok(state.service.stages().update(&arn, req.name.as_deref(), req.tags, &base).await?)
 }
 
-pub async fn stage_delete(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Response> {
-    let arn = parse_stage_arn("stageArn", &arn)?;
+pub async fn stage_delete(State(state): State<AppState>, StagePath(arn): StagePath) -> AppResult<Response> {
     state.service.stages().delete(&arn, false).await?;
     Ok(envelope(StatusCode::OK, json!({ "stageArn": arn.as_str(), "deleted": true }), Some("stage deleted")))
 }
 
-fn replication_fields(
-    body: &serde_json::Map<String, Value>,
-) -> AppResult<(crate::domain::StageArn, crate::domain::StageArn, crate::domain::ParticipantId)> {
-    let mut f = Fields::new(body);
-    let source = f.stage_arn("sourceStageArn");
-    let dest = f.stage_arn("destinationStageArn");
-    let participant = f.participant_id("participantId");
-    f.finish()?;
-    Ok((source.expect("validated"), dest.expect("validated"), participant.expect("validated")))
+pub async fn replication_start(
+    State(state): State<AppState>,
+    JsonRequest(req): JsonRequest<ReplicationRequest>,
+) -> AppResult<Data<impl Serialize>> {
+    ok(state.service.stages().start_replication(&req.source_stage_arn, &req.destination_stage_arn, &req.participant_id).await?)
 }
 
-pub async fn replication_start(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Data<impl Serialize>> {
-    let (s, d, p) = replication_fields(&body)?;
-    ok(state.service.stages().start_replication(&s, &d, &p).await?)
+pub async fn replication_stop(
+    State(state): State<AppState>,
+    JsonRequest(req): JsonRequest<ReplicationRequest>,
+) -> AppResult<Data<impl Serialize>> {
+    ok(state.service.stages().stop_replication(&req.source_stage_arn, &req.destination_stage_arn, &req.participant_id).await?)
 }
 
-pub async fn replication_stop(State(state): State<AppState>, JsonBody(body): JsonBody) -> AppResult<Data<impl Serialize>> {
-    let (s, d, p) = replication_fields(&body)?;
-    ok(state.service.stages().stop_replication(&s, &d, &p).await?)
-}
-
-pub async fn replication_status(State(state): State<AppState>, Path(arn): Path<String>) -> AppResult<Data<impl Serialize>> {
-    let arn = parse_stage_arn("stageArn", &arn)?;
+pub async fn replication_status(State(state): State<AppState>, StagePath(arn): StagePath) -> AppResult<Data<impl Serialize>> {
     ok(state.service.stages().replication_status(&arn).await?)
 }
 

@@ -2,13 +2,14 @@
 //! so a slow client only ever skips to the newest snapshot and never holds anyone up.
 
 use super::AppState;
+use crate::api::ws::{WsAction, WsError, WsErrorCode, WsMessage, WsRequest};
 use crate::api::LiveStats;
 use crate::server::time::iso_now;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
@@ -30,38 +31,12 @@ pub async fn ws_handler(State(state): State<AppState>, upgrade: WebSocketUpgrade
         .on_upgrade(move |socket| client(state, socket))
 }
 
-enum Command {
-    Subscribe,
-    Unsubscribe,
-    Ping,
-}
-
-/// Parses a client message: `{"action"|"type": "subscribe"|"unsubscribe", "channel": "stats"}`.
-fn parse_command(text: &str) -> Result<Command, (&'static str, String)> {
-    let v: Value = serde_json::from_str(text).map_err(|_| ("INVALID_MESSAGE", "Message is not valid JSON".to_string()))?;
-    let verb = v
-        .get("action")
-        .or_else(|| v.get("type"))
-        .and_then(Value::as_str)
-        .ok_or(("INVALID_MESSAGE", "Message needs an \"action\" (or \"type\") field".to_string()))?;
-    let channel = v.get("channel").and_then(Value::as_str).unwrap_or("stats");
-    match verb {
-        "ping" => Ok(Command::Ping),
-        "subscribe" | "unsubscribe" if channel != "stats" => {
-            Err(("UNKNOWN_CHANNEL", format!("Unknown channel {channel:?}; available: \"stats\"")))
-        }
-        "subscribe" => Ok(Command::Subscribe),
-        "unsubscribe" => Ok(Command::Unsubscribe),
-        other => Err(("UNKNOWN_ACTION", format!("Unknown action {other:?}"))),
-    }
+fn message(m: &WsMessage<'_>) -> Message {
+    Message::Text(Utf8Bytes::from(m.to_json()))
 }
 
 fn stats_message(stats: &LiveStats) -> Message {
-    Message::Text(Utf8Bytes::from(json!({ "type": "stats_update", "data": stats }).to_string()))
-}
-
-fn json_message(v: Value) -> Message {
-    Message::Text(Utf8Bytes::from(v.to_string()))
+    message(&WsMessage::StatsUpdate { data: Cow::Borrowed(stats) })
 }
 
 async fn client(state: AppState, socket: WebSocket) {
@@ -82,32 +57,32 @@ async fn client(state: AppState, socket: WebSocket) {
                 let Some(Ok(msg)) = incoming else { break };
                 last_seen = Instant::now();
                 match msg {
-                    Message::Text(text) => match parse_command(text.as_str()) {
-                        Ok(Command::Subscribe) => {
+                    Message::Text(text) => match WsRequest::parse(text.as_str()) {
+                        Ok(WsRequest { action: WsAction::Subscribe, channel }) => {
                             if !subscribed {
                                 hub.subscriber_joined();
                             }
                             subscribed = true;
-                            let reply = json_message(json!({ "type": "subscribed", "channel": "stats", "timestamp": iso_now() }));
+                            let reply = message(&WsMessage::Subscribed { channel, timestamp: iso_now() });
                             if timeout(SEND_TIMEOUT, tx.send(reply)).await.map_or(true, |r| r.is_err()) {
                                 break;
                             }
                             stats.mark_changed();
                             None
                         }
-                        Ok(Command::Unsubscribe) => {
+                        Ok(WsRequest { action: WsAction::Unsubscribe, channel }) => {
                             if subscribed {
                                 hub.subscriber_left();
                             }
                             subscribed = false;
-                            Some(json_message(json!({ "type": "unsubscribed", "channel": "stats", "timestamp": iso_now() })))
+                            Some(message(&WsMessage::Unsubscribed { channel, timestamp: iso_now() }))
                         }
-                        Ok(Command::Ping) => Some(json_message(json!({ "type": "pong", "timestamp": iso_now() }))),
-                        Err((code, message)) => Some(json_message(json!({ "type": "error", "error": { "code": code, "message": message } }))),
+                        Ok(WsRequest { action: WsAction::Ping, .. }) => Some(message(&WsMessage::Pong { timestamp: iso_now() })),
+                        Err(error) => Some(message(&WsMessage::Error { error })),
                     },
-                    Message::Binary(_) => Some(json_message(json!({
-                        "type": "error", "error": { "code": "INVALID_MESSAGE", "message": "Binary messages are not supported" }
-                    }))),
+                    Message::Binary(_) => Some(message(&WsMessage::Error {
+                        error: WsError::new(WsErrorCode::InvalidMessage, "Binary messages are not supported"),
+                    })),
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => None,
                 }
@@ -145,25 +120,5 @@ async fn client(state: AppState, socket: WebSocket) {
     }
     if subscribed {
         hub.subscriber_left();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepts_action_or_type() {
-        assert!(matches!(parse_command(r#"{"action":"subscribe","channel":"stats"}"#), Ok(Command::Subscribe)));
-        assert!(matches!(parse_command(r#"{"type":"subscribe","channel":"stats"}"#), Ok(Command::Subscribe)));
-        assert!(matches!(parse_command(r#"{"action":"unsubscribe","channel":"stats"}"#), Ok(Command::Unsubscribe)));
-    }
-
-    #[test]
-    fn reports_bad_messages() {
-        assert_eq!(parse_command("nope").err().unwrap().0, "INVALID_MESSAGE");
-        assert_eq!(parse_command(r#"{"channel":"stats"}"#).err().unwrap().0, "INVALID_MESSAGE");
-        assert_eq!(parse_command(r#"{"action":"dance"}"#).err().unwrap().0, "UNKNOWN_ACTION");
-        assert_eq!(parse_command(r#"{"action":"subscribe","channel":"chat"}"#).err().unwrap().0, "UNKNOWN_CHANNEL");
     }
 }

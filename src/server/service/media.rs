@@ -1,12 +1,11 @@
 //! WHIP publish and WHEP play on the embedded media server: token checks, then the SFU.
 
 use crate::api::ErrorCode;
-use crate::server::backend::jwt::{JwtError, TokenSigner};
+use crate::server::backend::jwt::{JwtError, ParticipantClaims, TokenSigner};
 use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
 use crate::server::media::{Accepted, MediaError, MediaServer, Participant, Role};
 use crate::server::store::Store;
-use serde_json::Value;
 use std::sync::{Arc, OnceLock};
 
 /// The local backend's media plane: the SFU and the key its tokens are checked against.
@@ -76,11 +75,12 @@ impl MediaGateway {
     pub async fn offer(&self, role: Role, req: MediaRequest<'_>) -> AppResult<Accepted> {
         let plane = self.media_plane()?;
         let claims = self.check_token(plane, req.bearer, false)?;
-        let capability = if role == Role::Publisher { "allow_publish" } else { "allow_subscribe" };
-        if claims["capabilities"][capability] != Value::Bool(true) {
+        let allowed =
+            if role == Role::Publisher { claims.capabilities.allow_publish } else { claims.capabilities.allow_subscribe };
+        if !allowed {
             return Err(AppError::new(ErrorCode::Forbidden, format!("This token may not {}", role.noun())));
         }
-        let participant = participant(&claims)?;
+        let participant = participant(claims);
         match role {
             Role::Publisher => {
                 let master = self.store.master_stage().await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
@@ -109,11 +109,11 @@ impl MediaGateway {
     pub async fn end(&self, role: Role, session_id: &str, bearer: Option<&str>) -> AppResult<()> {
         let plane = self.media_plane()?;
         let claims = self.check_token(plane, bearer, true)?;
-        let participant = participant(&claims)?;
+        let participant = participant(claims);
         Ok(plane.server.close(role, session_id, &participant.participant_id).await?)
     }
 
-    fn check_token(&self, plane: &MediaPlane, bearer: Option<&str>, allow_expired: bool) -> AppResult<Value> {
+    fn check_token(&self, plane: &MediaPlane, bearer: Option<&str>, allow_expired: bool) -> AppResult<ParticipantClaims> {
         let token = bearer.ok_or_else(|| {
             AppError::new(ErrorCode::Unauthorized, "Send the participant token as Authorization: Bearer <token>")
         })?;
@@ -121,6 +121,7 @@ impl MediaGateway {
         plane.signer.verify(token, now).map_err(|e| {
             let message = match e {
                 JwtError::Expired => "The token has expired; request a new one",
+                JwtError::MissingClaims => "The token lacks participant claims",
                 _ => "The token is not valid for this server",
             };
             AppError::new(ErrorCode::Unauthorized, message)
@@ -128,12 +129,6 @@ impl MediaGateway {
     }
 }
 
-fn participant(claims: &Value) -> AppResult<Participant> {
-    let text = |k: &str| claims[k].as_str().map(str::to_string);
-    match (text("user_id"), text("jti"), text("resource"), claims["exp"].as_i64()) {
-        (Some(user_id), Some(participant_id), Some(stage_arn), Some(expires_at)) => {
-            Ok(Participant { user_id, participant_id, stage_arn, expires_at })
-        }
-        _ => Err(AppError::new(ErrorCode::Unauthorized, "The token lacks participant claims")),
-    }
+fn participant(claims: ParticipantClaims) -> Participant {
+    Participant { user_id: claims.user_id, participant_id: claims.jti, stage_arn: claims.resource.into(), expires_at: claims.exp }
 }

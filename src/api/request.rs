@@ -1,0 +1,514 @@
+//! Requests of the public contract, parsed into domain types. A parser checks every field
+//! before answering, so one rejection names all the missing and all the invalid ones.
+
+use crate::domain::{IdError, ParticipantId, StageArn, UserId};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+/// Why a request was rejected: the contract's `missingFields` and `invalidFields`, and a message
+/// that says what was wrong with each.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldErrors {
+    /// Replaces the "Missing required fields" sentence when set.
+    summary: Option<String>,
+    missing: Vec<String>,
+    invalid: Vec<String>,
+    reasons: Vec<String>,
+}
+
+impl FieldErrors {
+    /// One invalid field, with the reason (`"{field} {reason}"`).
+    pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
+        let mut e = Self::default();
+        e.add_invalid(field, reason);
+        e
+    }
+
+    fn add_invalid(&mut self, field: &str, reason: impl std::fmt::Display) {
+        self.invalid.push(field.to_string());
+        self.reasons.push(format!("{field} {reason}"));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.invalid.is_empty()
+    }
+
+    pub fn missing_fields(&self) -> &[String] {
+        &self.missing
+    }
+
+    pub fn invalid_fields(&self) -> &[String] {
+        &self.invalid
+    }
+
+    /// Every problem in one sentence: the missing fields first, then each invalid one.
+    pub fn message(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.summary {
+            parts.push(s.clone());
+        } else if !self.missing.is_empty() {
+            parts.push(format!("Missing required fields: {}", self.missing.join(", ")));
+        }
+        parts.extend(self.reasons.iter().cloned());
+        if parts.is_empty() {
+            parts.push("Invalid request".to_string());
+        }
+        parts.join("; ")
+    }
+
+    /// The envelope's `details`: `missingFields` and `invalidFields`, each only when not empty.
+    pub fn details(&self) -> Value {
+        let mut details = Map::new();
+        if !self.missing.is_empty() {
+            details.insert("missingFields".into(), json!(self.missing));
+        }
+        if !self.invalid.is_empty() {
+            details.insert("invalidFields".into(), json!(self.invalid));
+        }
+        Value::Object(details)
+    }
+}
+
+/// A value a field parses into from its (non-empty) text.
+pub trait FieldValue: Sized {
+    fn parse_field(raw: &str) -> Result<Self, IdError>;
+}
+
+impl FieldValue for String {
+    fn parse_field(raw: &str) -> Result<Self, IdError> {
+        Ok(raw.to_string())
+    }
+}
+impl FieldValue for UserId {
+    fn parse_field(raw: &str) -> Result<Self, IdError> {
+        UserId::parse(raw)
+    }
+}
+impl FieldValue for ParticipantId {
+    fn parse_field(raw: &str) -> Result<Self, IdError> {
+        ParticipantId::parse(raw)
+    }
+}
+impl FieldValue for StageArn {
+    fn parse_field(raw: &str) -> Result<Self, IdError> {
+        StageArn::parse(raw)
+    }
+}
+
+/// Reads the fields of one JSON object (a body, or a query string as strings), recording every
+/// problem. Each reader returns `None` exactly when it recorded one, and [`Fields::finish`]
+/// answers with all of them.
+pub struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    errors: FieldErrors,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(obj: &'a Map<String, Value>) -> Self {
+        Self { obj, errors: FieldErrors::default() }
+    }
+
+    /// The text of `name`: `Ok(None)` when absent or null; `Err` when recorded as bad. An empty
+    /// string counts as missing when the field is required, as invalid when it is not.
+    fn text(&mut self, name: &str, required: bool) -> Result<Option<&'a str>, ()> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.errors.missing.push(name.to_string());
+                    return Err(());
+                }
+                Ok(None)
+            }
+            Some(Value::String(s)) if s.is_empty() => {
+                if required {
+                    self.errors.missing.push(name.to_string());
+                } else {
+                    self.errors.add_invalid(name, "must not be empty");
+                }
+                Err(())
+            }
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => {
+                self.errors.add_invalid(name, "must be a string");
+                Err(())
+            }
+        }
+    }
+
+    fn parse<T: FieldValue>(&mut self, name: &str, raw: &str) -> Option<T> {
+        match T::parse_field(raw) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.add_invalid(name, e);
+                None
+            }
+        }
+    }
+
+    /// A field that must be there.
+    pub fn required<T: FieldValue>(&mut self, name: &str) -> Option<T> {
+        let raw = self.text(name, true).ok().flatten()?;
+        self.parse(name, raw)
+    }
+
+    /// A field that may be absent (`Some(None)`); `None` when it is there but bad.
+    pub fn optional<T: FieldValue>(&mut self, name: &str) -> Option<Option<T>> {
+        match self.text(name, false).ok()? {
+            None => Some(None),
+            Some(raw) => self.parse(name, raw).map(Some),
+        }
+    }
+
+    /// An optional object of string values.
+    pub fn tags(&mut self, name: &str) -> Option<Option<BTreeMap<String, String>>> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::Object(m)) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in m {
+                    let Value::String(s) = v else {
+                        self.errors.add_invalid(name, "values must be strings");
+                        return None;
+                    };
+                    out.insert(k.clone(), s.clone());
+                }
+                Some(Some(out))
+            }
+            Some(_) => {
+                self.errors.add_invalid(name, "must be an object");
+                None
+            }
+        }
+    }
+
+    /// An optional whole number within `range` (text, as in a query string, or a JSON number),
+    /// `default` when absent.
+    pub fn int(&mut self, name: &str, default: u32, range: RangeInclusive<u32>) -> Option<u32> {
+        let n = match self.obj.get(name) {
+            None | Some(Value::Null) => return Some(default),
+            Some(Value::String(s)) => s.trim().parse::<u32>().ok(),
+            Some(Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            Some(_) => None,
+        };
+        match n {
+            Some(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.errors.add_invalid(name, format!("must be an integer from {} to {}", range.start(), range.end()));
+                None
+            }
+        }
+    }
+
+    /// The request `build` makes of the fields read, or every problem recorded. `build` sees the
+    /// readers' results and yields `None` only if one of them did (so a problem was recorded).
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, FieldErrors> {
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        build().ok_or(self.errors)
+    }
+}
+
+/// A request read from a JSON object: a body, or a query string (every value a string).
+pub trait FromFields: Sized {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors>;
+}
+
+/// A parsed path segment, `name` being the field the contract calls it.
+pub fn path_param<T: FieldValue>(name: &str, raw: &str) -> Result<T, FieldErrors> {
+    T::parse_field(raw).map_err(|e| FieldErrors::invalid(name, e))
+}
+
+/// `POST /api/token/viewer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerTokenRequest {
+    pub user_id: UserId,
+    /// A stage of the viewer's choosing instead of the assigned one.
+    pub stage_arn: Option<StageArn>,
+}
+
+impl FromFields for ViewerTokenRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let user_id = f.required("userId");
+        let stage_arn = f.optional("stageArn");
+        f.finish(|| Some(Self { user_id: user_id?, stage_arn: stage_arn? }))
+    }
+}
+
+/// `POST /api/token/publisher`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherTokenRequest {
+    pub user_id: UserId,
+}
+
+impl FromFields for PublisherTokenRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let user_id = f.required("userId");
+        f.finish(|| Some(Self { user_id: user_id? }))
+    }
+}
+
+/// `POST /api/token/mediaserver`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaServerTokenRequest {
+    pub server_id: UserId,
+    pub stage_arn: StageArn,
+}
+
+impl FromFields for MediaServerTokenRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let server_id = f.required("serverId");
+        let stage_arn = f.required("stageArn");
+        f.finish(|| Some(Self { server_id: server_id?, stage_arn: stage_arn? }))
+    }
+}
+
+/// A viewer on a stage: the heartbeat and leave bodies, the watch-duration query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRequest {
+    pub user_id: UserId,
+    pub stage_arn: StageArn,
+}
+
+impl FromFields for PresenceRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let user_id = f.required("userId");
+        let stage_arn = f.required("stageArn");
+        f.finish(|| Some(Self { user_id: user_id?, stage_arn: stage_arn? }))
+    }
+}
+
+/// `POST /api/viewer/rejoin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejoinRequest {
+    pub user_id: UserId,
+    pub stage_arn: StageArn,
+    pub participant_id: ParticipantId,
+}
+
+impl FromFields for RejoinRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let user_id = f.required("userId");
+        let stage_arn = f.required("stageArn");
+        let participant_id = f.required("participantId");
+        f.finish(|| Some(Self { user_id: user_id?, stage_arn: stage_arn?, participant_id: participant_id? }))
+    }
+}
+
+/// The query of `GET /api/viewer/history/{userId}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// 1-1000, default 10.
+    pub limit: u32,
+}
+
+impl FromFields for HistoryQuery {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let limit = f.int("limit", 10, 1..=1000);
+        f.finish(|| Some(Self { limit: limit? }))
+    }
+}
+
+/// The query of `GET /api/viewer/stats/{stageArn}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewStatsQuery {
+    /// 1-3650, default 7.
+    pub days: u32,
+}
+
+impl FromFields for ViewStatsQuery {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let days = f.int("days", 7, 1..=3650);
+        f.finish(|| Some(Self { days: days? }))
+    }
+}
+
+/// The query of `GET /api/stats/stages`: one stage, or all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageStatsQuery {
+    pub arn: Option<StageArn>,
+}
+
+impl FromFields for StageStatsQuery {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let arn = f.optional("arn");
+        f.finish(|| Some(Self { arn: arn? }))
+    }
+}
+
+/// `POST /api/stage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageCreateRequest {
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl FromFields for StageCreateRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let name = f.required("name");
+        let tags = f.tags("tags");
+        f.finish(|| Some(Self { name: name?, tags: tags?.unwrap_or_default() }))
+    }
+}
+
+/// `PUT /api/stage/{stageArn}`: at least one of the two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageUpdateRequest {
+    pub name: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+impl FromFields for StageUpdateRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let name = f.optional("name");
+        let tags = f.tags("tags");
+        let req = f.finish(|| Some(Self { name: name?, tags: tags? }))?;
+        if req.name.is_none() && req.tags.is_none() {
+            return Err(FieldErrors {
+                summary: Some("Nothing to update: give name or tags".into()),
+                missing: vec!["name".into()],
+                ..FieldErrors::default()
+            });
+        }
+        Ok(req)
+    }
+}
+
+/// `POST /api/stage/replication/start` and `DELETE …/stop`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationRequest {
+    pub source_stage_arn: StageArn,
+    pub destination_stage_arn: StageArn,
+    pub participant_id: ParticipantId,
+}
+
+impl FromFields for ReplicationRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let source = f.required("sourceStageArn");
+        let destination = f.required("destinationStageArn");
+        let participant_id = f.required("participantId");
+        f.finish(|| {
+            Some(Self { source_stage_arn: source?, destination_stage_arn: destination?, participant_id: participant_id? })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    const ARN: &str = "arn:aws:ivs:us-east-1:123456789012:stage/AbCdEf123456";
+
+    #[test]
+    fn a_good_body_parses_into_domain_types() {
+        let r = ViewerTokenRequest::from_fields(&obj(json!({ "userId": "v1", "stageArn": ARN }))).unwrap();
+        assert_eq!(r.user_id.as_str(), "v1");
+        assert_eq!(r.stage_arn.as_ref().map(StageArn::as_str), Some(ARN));
+        let r = ViewerTokenRequest::from_fields(&obj(json!({ "userId": "v1", "stageArn": null }))).unwrap();
+        assert_eq!(r.stage_arn, None);
+    }
+
+    #[test]
+    fn every_bad_field_is_named_at_once() {
+        let e = RejoinRequest::from_fields(&obj(json!({ "userId": 1, "participantId": "" }))).unwrap_err();
+        assert_eq!(e.missing_fields(), ["stageArn", "participantId"]);
+        assert_eq!(e.invalid_fields(), ["userId"]);
+        assert_eq!(e.message(), "Missing required fields: stageArn, participantId; userId must be a string");
+        assert_eq!(e.details(), json!({ "missingFields": ["stageArn", "participantId"], "invalidFields": ["userId"] }));
+    }
+
+    #[test]
+    fn ids_are_checked_by_their_parsers() {
+        let e = PresenceRequest::from_fields(&obj(json!({ "userId": "a\nb", "stageArn": "stage/x" }))).unwrap_err();
+        assert_eq!(e.invalid_fields(), ["userId", "stageArn"]);
+        assert_eq!(e.message(), "userId must not contain control characters; stageArn is not a valid stage ARN");
+        assert_eq!(e.details(), json!({ "invalidFields": ["userId", "stageArn"] }));
+    }
+
+    #[test]
+    fn an_empty_optional_field_is_invalid_not_missing() {
+        let e = StageUpdateRequest::from_fields(&obj(json!({ "name": "" }))).unwrap_err();
+        assert_eq!(e.details(), json!({ "invalidFields": ["name"] }));
+        assert_eq!(e.message(), "name must not be empty");
+    }
+
+    #[test]
+    fn an_update_needs_something_to_change() {
+        let e = StageUpdateRequest::from_fields(&obj(json!({}))).unwrap_err();
+        assert_eq!(e.message(), "Nothing to update: give name or tags");
+        assert_eq!(e.details(), json!({ "missingFields": ["name"] }));
+        let r = StageUpdateRequest::from_fields(&obj(json!({ "tags": {} }))).unwrap();
+        assert_eq!(r, StageUpdateRequest { name: None, tags: Some(BTreeMap::new()) });
+    }
+
+    #[test]
+    fn tags_must_be_an_object_of_strings() {
+        let e = StageCreateRequest::from_fields(&obj(json!({ "name": "n", "tags": { "a": 1 } }))).unwrap_err();
+        assert_eq!(e.message(), "tags values must be strings");
+        let e = StageCreateRequest::from_fields(&obj(json!({ "name": "n", "tags": ["a"] }))).unwrap_err();
+        assert_eq!(e.message(), "tags must be an object");
+        let r = StageCreateRequest::from_fields(&obj(json!({ "name": "n" }))).unwrap();
+        assert!(r.tags.is_empty());
+    }
+
+    #[test]
+    fn query_integers_default_and_stay_in_range() {
+        assert_eq!(HistoryQuery::from_fields(&obj(json!({}))).unwrap().limit, 10);
+        assert_eq!(HistoryQuery::from_fields(&obj(json!({ "limit": " 25 " }))).unwrap().limit, 25);
+        assert_eq!(HistoryQuery::from_fields(&obj(json!({ "limit": 1000 }))).unwrap().limit, 1000);
+        for bad in [json!("0"), json!("1001"), json!(""), json!("ten"), json!("-1"), json!(1.5), json!(true)] {
+            let e = HistoryQuery::from_fields(&obj(json!({ "limit": bad }))).unwrap_err();
+            assert_eq!(e.message(), "limit must be an integer from 1 to 1000", "for {bad}");
+            assert_eq!(e.details(), json!({ "invalidFields": ["limit"] }));
+        }
+        assert_eq!(ViewStatsQuery::from_fields(&obj(json!({}))).unwrap().days, 7);
+        assert!(ViewStatsQuery::from_fields(&obj(json!({ "days": "3651" }))).is_err());
+    }
+
+    #[test]
+    fn a_stage_filter_is_optional_but_must_be_an_arn() {
+        assert_eq!(StageStatsQuery::from_fields(&obj(json!({}))).unwrap().arn, None);
+        let r = StageStatsQuery::from_fields(&obj(json!({ "arn": ARN }))).unwrap();
+        assert_eq!(r.arn.as_ref().map(StageArn::as_str), Some(ARN));
+        let e = StageStatsQuery::from_fields(&obj(json!({ "arn": "" }))).unwrap_err();
+        assert_eq!((e.message().as_str(), e.details()), ("arn must not be empty", json!({ "invalidFields": ["arn"] })));
+        let e = StageStatsQuery::from_fields(&obj(json!({ "arn": "x" }))).unwrap_err();
+        assert_eq!(e.message(), "arn is not a valid stage ARN");
+    }
+
+    #[test]
+    fn a_path_segment_is_named_as_its_field() {
+        let e = path_param::<StageArn>("stageArn", "nope").unwrap_err();
+        assert_eq!(e.message(), "stageArn is not a valid stage ARN");
+        assert_eq!(e.details(), json!({ "invalidFields": ["stageArn"] }));
+        assert!(path_param::<UserId>("userId", "u1").is_ok());
+    }
+
+    #[test]
+    fn finish_never_yields_a_half_built_request() {
+        // A reader that failed without recording (a bug) still yields an error, not a panic.
+        let body = Map::new();
+        let f = Fields::new(&body);
+        let e = f.finish(|| None::<()>).unwrap_err();
+        assert_eq!(e.message(), "Invalid request");
+    }
+}
