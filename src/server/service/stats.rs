@@ -1,6 +1,6 @@
 use super::views::{
-    PublisherStatsView, PublisherView, StageInfo, StageListItem, StageListView, StageStatsView, StagesStatsView, StatsStageItem,
-    StatsView, TotalViewersView,
+    PublisherStatsView, PublisherView, StageInfo, StageListView, StageStatsView, StagesStatsView, StatsStageItem, StatsView,
+    TotalViewersView,
 };
 use super::Service;
 use crate::api::{LiveStats, StageCount};
@@ -82,23 +82,8 @@ impl Service {
                     },
                 }))
             }
-            None => {
-                let stages = self.store.list_stages().await?;
-                let counts = self.store.stage_counts().await?;
-                let items: Vec<StageListItem> = stages
-                    .iter()
-                    .map(|s| StageListItem {
-                        stage_arn: s.arn.clone(),
-                        name: s.name.clone(),
-                        viewer_count: counts.get(&s.arn).copied().unwrap_or(0),
-                        auto_scaled: s.auto_scaled,
-                        is_master: s.is_master,
-                        created_at: iso(s.created_at),
-                        tags: s.tags.clone(),
-                    })
-                    .collect();
-                Ok(StagesStatsView::All(StageListView { total_stages: items.len(), stages: items, next_token: None }))
-            }
+            // The same list as `GET /api/stages`, without its `nextToken`.
+            None => Ok(StagesStatsView::All(StageListView { next_token: None, ..self.stages.list().await? })),
         }
     }
 
