@@ -8,7 +8,9 @@ import { mkdtempSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
-import { decodedFrames } from "./pages";
+import { closeContexts, decodedFrames } from "./pages";
+
+test.afterEach(closeContexts);
 
 const ROOT = resolve("..");
 const SDK_URL = "https://web-broadcast.live-video.net/1.41.0/amazon-ivs-web-broadcast.js";

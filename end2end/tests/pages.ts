@@ -16,3 +16,11 @@ export const decodedFrames = (page: Page) =>
     const v = document.querySelector('[data-testid="video"]') as HTMLVideoElement | null;
     return v ? v.getVideoPlaybackQuality().totalVideoFrames : 0;
   });
+
+/**
+ * Closes every browser context a test opened. The browser outlives a test, so a studio or a
+ * player left open would keep capturing, encoding and decoding through the tests after it.
+ */
+export async function closeContexts({ browser }: { browser: Browser }) {
+  await Promise.all(browser.contexts().map((c) => c.close()));
+}

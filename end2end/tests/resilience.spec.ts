@@ -9,7 +9,9 @@ import { mkdtempSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
-import { newPage, decodedFrames } from "./pages";
+import { closeContexts, newPage, decodedFrames } from "./pages";
+
+test.afterEach(closeContexts);
 
 const ROOT = resolve("..");
 const API_KEY = "resilience-e2e-key-0123456789";
