@@ -91,6 +91,7 @@ mod imp {
     use crate::app::interop::session::{Connection, PeerState};
     use crate::app::interop::webrtc;
     use crate::rpc::{join_stream, send_heartbeat, LeaveStream};
+    use futures_util::future::join as join_both;
     use leptos::prelude::*;
     use leptos::server_fn::ServerFn;
     use leptos::task::spawn_local;
@@ -224,20 +225,40 @@ mod imp {
             }
             (p.user_id.clone(), p.generation)
         };
-        if shared.borrow().conn.is_none() {
+        let idle = shared.borrow().conn.is_none();
+        if idle {
             set(&shared, PlayerStatus::Joining);
         }
-        let outcome = join_stream(user).await;
+        // Nothing plays yet: make the WHEP offer while the ticket is on its way.
+        let (outcome, prepared) = if idle {
+            let (outcome, prepared) =
+                join_both(join_stream(user), webrtc::PreparedPlay::new(on_state_for(&shared, generation))).await;
+            (outcome, prepared.ok())
+        } else {
+            (join_stream(user).await, None)
+        };
         if shared.borrow().generation != generation {
+            if let Some(p) = prepared {
+                p.discard();
+            }
             return;
         }
+        let prepared = match (&outcome, prepared) {
+            (Ok(JoinOutcome::Joined(t)), Some(p)) if t.whep_endpoint.is_some() => Some(p),
+            (_, other) => {
+                if let Some(p) = other {
+                    p.discard();
+                }
+                None
+            }
+        };
         match outcome {
             Ok(JoinOutcome::Joined(ticket)) => {
                 let lifetime = ticket.expires_in;
                 shared.borrow_mut().ticket = Some(ticket);
                 schedule_refresh(&shared, lifetime);
                 ensure_heartbeat(&shared);
-                connect(shared, generation).await;
+                connect(shared, generation, prepared).await;
             }
             Ok(JoinOutcome::Offline) => {
                 if let Some(conn) = shared.borrow_mut().conn.take() {
@@ -256,7 +277,18 @@ mod imp {
         }
     }
 
-    async fn connect(shared: Shared, generation: u64) {
+    /// What the peer connection of the join numbered `generation` reports goes to the player.
+    fn on_state_for(shared: &Shared, generation: u64) -> Rc<dyn Fn(PeerState)> {
+        let weak = Rc::downgrade(shared);
+        Rc::new(move |s: PeerState| {
+            if let Some(shared) = weak.upgrade() {
+                peer_state(&shared, generation, s);
+            }
+        })
+    }
+
+    /// Plays the ticket's stage; over WHEP with `prepared` when there is one.
+    async fn connect(shared: Shared, generation: u64, prepared: Option<webrtc::PreparedPlay>) {
         let (ticket, video) = {
             let mut p = shared.borrow_mut();
             if let Some(conn) = p.conn.take() {
@@ -264,18 +296,19 @@ mod imp {
             }
             (p.ticket.clone(), p.video.clone())
         };
-        let Some(ticket) = ticket else { return };
-        set(&shared, PlayerStatus::Connecting);
-        let weak = Rc::downgrade(&shared);
-        let on_state = Rc::new(move |s: PeerState| {
-            if let Some(shared) = weak.upgrade() {
-                peer_state(&shared, generation, s);
+        let Some(ticket) = ticket else {
+            if let Some(p) = prepared {
+                p.discard();
             }
-        });
-        let played = match (&ticket.whep_endpoint, &ticket.sdk_url) {
-            (Some(endpoint), _) => webrtc::play(endpoint, &ticket.token, &video, on_state).await,
-            (None, Some(sdk)) => ivs::play(sdk, &ticket.token, &video, on_state).await,
-            (None, None) => {
+            return;
+        };
+        set(&shared, PlayerStatus::Connecting);
+        let on_state = on_state_for(&shared, generation);
+        let played = match (&ticket.whep_endpoint, &ticket.sdk_url, prepared) {
+            (Some(endpoint), _, Some(p)) => p.play(endpoint, &ticket.token, &video).await,
+            (Some(endpoint), _, None) => webrtc::play(endpoint, &ticket.token, &video, on_state).await,
+            (None, Some(sdk), _) => ivs::play(sdk, &ticket.token, &video, on_state).await,
+            (None, None, _) => {
                 set(&shared, PlayerStatus::Failed("This server offers no way to play the broadcast.".into()));
                 return;
             }
@@ -410,7 +443,7 @@ mod imp {
                         schedule_refresh(&shared, lifetime);
                         if moved {
                             let generation = shared.borrow().generation;
-                            connect(shared, generation).await;
+                            connect(shared, generation, None).await;
                         }
                     }
                     _ => schedule_refresh(&shared, 120),

@@ -76,6 +76,69 @@ fn on_state_closure(pc: &RtcPeerConnection, on_state: Rc<dyn Fn(PeerState)>) -> 
     closure
 }
 
+/// A receive-only peer connection with its offer made, waiting for a WHEP endpoint and a token:
+/// made while the viewer's ticket is on its way, so the offer is not on the critical path.
+pub struct PreparedPlay {
+    pc: RtcPeerConnection,
+    stream: MediaStream,
+    sdp: String,
+    on_state: Closure<dyn FnMut()>,
+    on_track: Closure<dyn FnMut(RtcTrackEvent)>,
+}
+
+impl PreparedPlay {
+    /// A peer connection receiving one video and one audio track, with its local offer set.
+    pub async fn new(on_state: Rc<dyn Fn(PeerState)>) -> Result<Self, MediaFailure> {
+        let pc = new_peer_connection()?;
+        let init = RtcRtpTransceiverInit::new();
+        init.set_direction(RtcRtpTransceiverDirection::Recvonly);
+        // Each receiver has its track from the start; media flows into it once connected.
+        let stream = MediaStream::new().map_err(|e| failure("WEBRTC_UNAVAILABLE", e))?;
+        for kind in ["video", "audio"] {
+            let transceiver = pc.add_transceiver_with_str_and_init(kind, &init);
+            stream.add_track(&transceiver.receiver().track());
+        }
+        let target = stream.clone();
+        let on_track = Closure::<dyn FnMut(RtcTrackEvent)>::new(move |ev: RtcTrackEvent| {
+            let track = ev.track();
+            if target.get_track_by_id(&track.id()).is_none() {
+                target.add_track(&track);
+            }
+        });
+        pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
+        let on_state = on_state_closure(&pc, on_state);
+        match local_offer(&pc).await {
+            Ok(sdp) => Ok(Self { pc, stream, sdp, on_state, on_track }),
+            Err(e) => {
+                pc.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// Plays the stage at `endpoint` (WHEP) into `video`.
+    pub async fn play(self, endpoint: &str, token: &str, video: &HtmlVideoElement) -> Result<Connection, MediaFailure> {
+        let Self { pc, stream, sdp, on_state, on_track } = self;
+        video.set_src_object(Some(&stream));
+        match exchange(&pc, endpoint, token, &sdp).await {
+            Ok(resource) => {
+                Ok(Connection::new(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: Some(on_track) }))
+            }
+            Err(e) => {
+                pc.close();
+                Err(e)
+            }
+        }
+    }
+
+    /// Not needed after all (the broadcast is offline, or played another way).
+    pub fn discard(self) {
+        self.pc.set_onconnectionstatechange(None);
+        self.pc.set_ontrack(None);
+        self.pc.close();
+    }
+}
+
 /// Plays the stage at `endpoint` (WHEP) into `video`.
 pub async fn play(
     endpoint: &str,
@@ -83,35 +146,7 @@ pub async fn play(
     video: &HtmlVideoElement,
     on_state: Rc<dyn Fn(PeerState)>,
 ) -> Result<Connection, MediaFailure> {
-    let pc = new_peer_connection()?;
-    let init = RtcRtpTransceiverInit::new();
-    init.set_direction(RtcRtpTransceiverDirection::Recvonly);
-    // Each receiver has its track from the start; media flows into it once connected.
-    let stream = MediaStream::new().map_err(|e| failure("WEBRTC_UNAVAILABLE", e))?;
-    for kind in ["video", "audio"] {
-        let transceiver = pc.add_transceiver_with_str_and_init(kind, &init);
-        stream.add_track(&transceiver.receiver().track());
-    }
-    video.set_src_object(Some(&stream));
-    let target = stream.clone();
-    let on_track = Closure::<dyn FnMut(RtcTrackEvent)>::new(move |ev: RtcTrackEvent| {
-        let track = ev.track();
-        if target.get_track_by_id(&track.id()).is_none() {
-            target.add_track(&track);
-        }
-    });
-    pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
-    let on_state = on_state_closure(&pc, on_state);
-
-    match negotiate(&pc, endpoint, token).await {
-        Ok(resource) => {
-            Ok(Connection::new(Peer { pc, resource, token: token.into(), _on_state: on_state, _on_track: Some(on_track) }))
-        }
-        Err(e) => {
-            pc.close();
-            Err(e)
-        }
-    }
+    PreparedPlay::new(on_state).await?.play(endpoint, token, video).await
 }
 
 /// Publishes `stream` (its first video and audio track) to `endpoint` (WHIP).
@@ -142,13 +177,23 @@ pub async fn publish(
 
 /// Offer → `POST` → answer. Returns the session resource (`Location`).
 async fn negotiate(pc: &RtcPeerConnection, endpoint: &str, token: &str) -> Result<Option<String>, MediaFailure> {
+    let sdp = local_offer(pc).await?;
+    exchange(pc, endpoint, token, &sdp).await
+}
+
+/// Makes the offer and sets it as the local description; returns its SDP.
+async fn local_offer(pc: &RtcPeerConnection) -> Result<String, MediaFailure> {
     let offer = JsFuture::from(pc.create_offer()).await.map_err(|e| failure("WEBRTC_FAILED", e))?;
     let sdp = Reflect::get(&offer, &"sdp".into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
     let local = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
     local.set_sdp(&sdp);
     JsFuture::from(pc.set_local_description(&local)).await.map_err(|e| failure("WEBRTC_FAILED", e))?;
+    Ok(sdp)
+}
 
-    let resp = send(endpoint, "POST", token, Some(&sdp), false)?;
+/// `POST`s the offer `sdp`, sets the answer. Returns the session resource (`Location`).
+async fn exchange(pc: &RtcPeerConnection, endpoint: &str, token: &str, sdp: &str) -> Result<Option<String>, MediaFailure> {
+    let resp = send(endpoint, "POST", token, Some(sdp), false)?;
     let resp: web_sys::Response =
         JsFuture::from(resp).await.map_err(|e| failure("NETWORK", e))?.dyn_into().map_err(|e| failure("NETWORK", e))?;
     let text = JsFuture::from(resp.text().map_err(|e| failure("NETWORK", e))?)
