@@ -375,6 +375,7 @@ impl Engine {
                     continue;
                 }
                 v.needs_keyframe = false;
+                tracing::debug!(session = %v.id, "first keyframe forwarded");
             }
             let Some(writer) = v.rtc.writer(mid) else { continue };
             let Some(pt) = writer.match_params(data.params) else { continue };
@@ -401,6 +402,7 @@ impl Engine {
         let Some(mid) = p.mid_for(MediaKind::Video) else { return };
         let Some(mut writer) = p.rtc.writer(mid) else { return };
         if writer.is_request_keyframe_possible(kind) && writer.request_keyframe(None, kind).is_ok() {
+            tracing::debug!(publisher = %p.id, ?kind, "keyframe requested");
             p.last_keyframe_request = Some(now);
             self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
         }
