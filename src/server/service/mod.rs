@@ -8,6 +8,7 @@ mod hub;
 mod jobs;
 mod media;
 mod presence;
+mod publishers;
 mod stages;
 mod stats;
 mod sync;
@@ -19,6 +20,7 @@ pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
 pub use media::{MediaGateway, MediaPlane, MediaRequest};
 pub use presence::Presence;
+pub use publishers::{PublisherChanges, PublisherRegistry};
 pub use stages::Stages;
 pub use sync::DEPLOYMENT_TAG;
 
