@@ -12,6 +12,8 @@ pub enum IdError {
     ControlCharacter,
     #[error("is not a valid stage ARN")]
     NotAStageArn,
+    #[error("may contain only ASCII letters, digits, '-' and '_'")]
+    NotAChannelId,
 }
 
 fn check_text(raw: &str, max: usize) -> Result<(), IdError> {
@@ -138,6 +140,54 @@ impl fmt::Display for StageArn {
     }
 }
 
+/// A broadcast channel: the key under which a publisher is live. 1-64 ASCII letters, digits,
+/// `-` and `_`. There is one broadcast for now, [`ChannelId::DEFAULT`] (also `Default`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ChannelId(String);
+
+impl ChannelId {
+    pub const MAX_LEN: usize = 64;
+    /// The channel of the one broadcast this server carries.
+    pub const DEFAULT: &'static str = "main";
+
+    pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
+        let raw = raw.into();
+        check_text(&raw, Self::MAX_LEN)?;
+        if raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            Ok(Self(raw))
+        } else {
+            Err(IdError::NotAChannelId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ChannelId {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_string())
+    }
+}
+impl TryFrom<String> for ChannelId {
+    type Error = IdError;
+    fn try_from(raw: String) -> Result<Self, IdError> {
+        Self::parse(raw)
+    }
+}
+impl From<ChannelId> for String {
+    fn from(id: ChannelId) -> String {
+        id.0
+    }
+}
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +236,28 @@ mod tests {
         let ok: Result<UserId, _> = serde_json::from_str("\"u1\"");
         assert!(ok.is_ok());
         let bad: Result<UserId, _> = serde_json::from_str("\"\"");
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn channel_id_accepts_slugs_and_defaults_to_the_one_broadcast() {
+        assert_eq!(ChannelId::parse("main").unwrap().as_str(), "main");
+        assert!(ChannelId::parse("Stage_2-b").is_ok());
+        assert!(ChannelId::parse("x".repeat(64)).is_ok());
+        assert_eq!(ChannelId::default().as_str(), ChannelId::DEFAULT);
+        assert_eq!(ChannelId::parse(ChannelId::DEFAULT), Ok(ChannelId::default()));
+    }
+
+    #[test]
+    fn channel_id_rejects_bad_input() {
+        assert_eq!(ChannelId::parse(""), Err(IdError::Empty));
+        assert_eq!(ChannelId::parse("  "), Err(IdError::Empty));
+        assert_eq!(ChannelId::parse("x".repeat(65)), Err(IdError::TooLong(64)));
+        assert_eq!(ChannelId::parse("a\nb"), Err(IdError::ControlCharacter));
+        for bad in ["a b", "a/b", "kanał", "a.b", " main"] {
+            assert_eq!(ChannelId::parse(bad), Err(IdError::NotAChannelId), "{bad:?}");
+        }
+        let bad: Result<ChannelId, _> = serde_json::from_str("\"a b\"");
         assert!(bad.is_err());
     }
 }

@@ -7,5 +7,5 @@ mod ids;
 mod publisher;
 
 pub use endpoint::{WHEP_PATH, WHIP_PATH};
-pub use ids::{IdError, ParticipantId, StageArn, UserId};
+pub use ids::{ChannelId, IdError, ParticipantId, StageArn, UserId};
 pub use publisher::LivePublisher;

@@ -11,7 +11,7 @@
 //! On SQLite there is one instance: it is always the leader and needs no notifications.
 
 use super::Service;
-use crate::domain::LivePublisher;
+use crate::domain::ChannelId;
 use crate::server::store::DbKind;
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::Connection;
@@ -32,8 +32,6 @@ const SHARE_TTL_MS: i64 = 5_000;
 #[derive(Default)]
 pub struct Cluster {
     leader: AtomicBool,
-    /// The publisher another instance reports live.
-    shared_publisher: std::sync::Mutex<Option<LivePublisher>>,
 }
 
 impl Cluster {
@@ -49,13 +47,6 @@ impl Cluster {
 }
 
 impl Service {
-    /// The live publisher: this instance's media plane first, else what another instance of
-    /// the deployment reports.
-    pub fn publisher(&self) -> Option<LivePublisher> {
-        let local = self.backend.publisher().borrow().clone();
-        local.or_else(|| self.cluster.shared_publisher.lock().unwrap_or_else(|e| e.into_inner()).clone())
-    }
-
     pub fn is_leader(&self) -> bool {
         self.cluster.is_leader()
     }
@@ -86,7 +77,10 @@ pub fn spawn(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Vec<Join
 
 /// Reports this instance's live publisher to the others and reads theirs.
 async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
-    let mut local = service.backend.publisher();
+    let channel = ChannelId::default();
+    let Some(mut local) = service.publishers().watch_local(&channel) else {
+        return tracing::error!(%channel, "no local publisher to report");
+    };
     let mut reported: Option<String> = None;
     let mut tick = tokio::time::interval(SHARE_EVERY);
     loop {
@@ -111,12 +105,8 @@ async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bo
             Ok(shared) => {
                 reported = mine.map(|p| p.participant_id);
                 let others = shared.filter(|p| Some(&p.participant_id) != reported.as_ref());
-                let mut slot = service.cluster.shared_publisher.lock().unwrap_or_else(|e| e.into_inner());
-                if *slot != others {
-                    *slot = others;
-                    drop(slot);
-                    service.hub.mark_remote_change();
-                }
+                // A change wakes the stats hub (`PublisherRegistry::changes`).
+                service.publishers().set_remote(&channel, others);
             }
             Err(e) => tracing::warn!(error = %e, "publisher report failed; will retry"),
         }

@@ -119,8 +119,7 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
 fn spawn_hub(service: Arc<Service>, shutdown: watch::Receiver<bool>, mut jobs: Vec<JoinHandle<()>>) -> Vec<JoinHandle<()>> {
     let s = service.clone();
     let mut stop = shutdown;
-    let mut publisher = service.backend.publisher();
-    let mut publisher_alive = true;
+    let mut publishers = service.publishers().changes();
     let refresh_every = Duration::from_secs(service.settings.presence.stats_refresh_secs.max(1));
     jobs.push(tokio::spawn(async move {
         let mut tick = interval(refresh_every);
@@ -129,10 +128,7 @@ fn spawn_hub(service: Arc<Service>, shutdown: watch::Receiver<bool>, mut jobs: V
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = s.hub.dirtied() => {}
-                r = publisher.changed(), if publisher_alive => {
-                    // The backend dropped its sender: stop watching it.
-                    publisher_alive = r.is_ok();
-                }
+                _ = publishers.changed() => {}
                 _ = stop.changed() => break,
             }
             let local = s.hub.take_local_change();

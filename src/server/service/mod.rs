@@ -8,6 +8,7 @@ mod hub;
 mod jobs;
 mod media;
 mod presence;
+mod publishers;
 mod stages;
 mod stats;
 mod sync;
@@ -19,17 +20,18 @@ pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
 pub use media::{MediaGateway, MediaPlane, MediaRequest};
 pub use presence::Presence;
+pub use publishers::{PublisherChanges, PublisherRegistry};
 pub use stages::Stages;
 pub use sync::DEPLOYMENT_TAG;
 
 use crate::api::ErrorCode;
-use crate::domain::{IdError, StageArn};
+use crate::domain::{ChannelId, IdError, StageArn};
 use crate::server::backend::{BackendError, StageBackend};
 use crate::server::clock::Clock;
 use crate::server::config::Settings;
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::Store;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub struct Service {
@@ -44,10 +46,9 @@ pub struct Service {
     started: Instant,
     pub(crate) cluster: cluster::Cluster,
     pub(crate) media: MediaGateway,
+    publishers: PublisherRegistry,
     /// Backend polls this instance has run.
     polls: std::sync::atomic::AtomicU64,
-    /// Since when the polled publisher has been away (see `sync.rs`).
-    publisher_gone_since: Mutex<Option<i64>>,
     /// Turns true once the stage backend is set up and the master stage exists.
     ready: tokio::sync::watch::Sender<bool>,
 }
@@ -58,6 +59,7 @@ impl Service {
         let media = MediaGateway::new(store.clone(), clock.clone());
         let presence =
             Arc::new(Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs));
+        let publishers = PublisherRegistry::new().follow_local(ChannelId::default(), backend.publisher());
         let stages = Stages::new(store.clone(), backend.clone(), clock.clone(), hub.clone(), presence.clone(), &settings);
         Arc::new(Self {
             settings,
@@ -70,8 +72,8 @@ impl Service {
             autoscaler: Autoscaler::default(),
             started: Instant::now(),
             media,
+            publishers,
             polls: std::sync::atomic::AtomicU64::new(0),
-            publisher_gone_since: Mutex::new(None),
             cluster: cluster::Cluster::default(),
             ready: tokio::sync::watch::channel(false).0,
         })
@@ -109,6 +111,11 @@ impl Service {
     /// The stages: master, CRUD, replication records, snapshots.
     pub fn stages(&self) -> &Stages {
         &self.stages
+    }
+
+    /// Who is live where: this instance's publishers and the ones the others report.
+    pub fn publishers(&self) -> &PublisherRegistry {
+        &self.publishers
     }
 
     pub fn presence(&self) -> &Presence {

@@ -9,7 +9,7 @@ use super::Service;
 use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
 use crate::domain::autoscale::{decide, ScaleDecision};
-use crate::domain::{ParticipantId, StageArn};
+use crate::domain::{ChannelId, ParticipantId, StageArn};
 use crate::server::backend::StageBackend;
 use crate::server::clock::Clock;
 use crate::server::config::{Settings, StageSettings};
@@ -480,7 +480,7 @@ impl Service {
                 let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
                 let name = format!("auto-stage-{}", self.now_ms());
                 let stage = self.stages.create(&name, BTreeMap::new(), parent.as_deref(), "").await?;
-                let publisher = self.publisher();
+                let publisher = self.publishers().live(&ChannelId::default());
                 if let Some(p) = publisher {
                     let (src, dst, pid) = (
                         StageArn::parse(p.stage_arn.clone()),

@@ -4,6 +4,7 @@ use super::views::{
 };
 use super::Service;
 use crate::api::{LiveStats, StageCount};
+use crate::domain::ChannelId;
 use crate::server::error::{AppError, AppResult};
 use crate::server::support::rss_mb;
 use crate::server::time::{iso, iso_now};
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 
 impl Service {
     pub fn is_publisher_live(&self) -> bool {
-        self.publisher().is_some()
+        self.publishers().live(&ChannelId::default()).is_some()
     }
 
     /// Recomputes the live totals from the store.
@@ -88,7 +89,7 @@ impl Service {
     }
 
     pub fn publisher_stats(&self) -> PublisherStatsView {
-        let publisher = self.publisher().map(|p| PublisherView {
+        let publisher = self.publishers().live(&ChannelId::default()).map(|p| PublisherView {
             user_id: p.user_id,
             participant_id: p.participant_id,
             stage_arn: p.stage_arn,

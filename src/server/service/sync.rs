@@ -2,7 +2,7 @@
 //! auto-created stages carry a replica of the publisher, and which backend stages are ours.
 
 use super::Service;
-use crate::domain::{ParticipantId, StageArn};
+use crate::domain::{ChannelId, ParticipantId, StageArn};
 use crate::server::backend::MANAGED_BY_TAG;
 use crate::server::error::AppResult;
 use std::sync::atomic::Ordering;
@@ -49,11 +49,12 @@ impl Service {
     /// away for longer than the reconnect window has had its replications ended by the backend:
     /// their records go, so its return starts them again. One stage failing holds up no other.
     pub async fn sync_replications(&self) -> AppResult<usize> {
-        let Some(p) = self.backend.publisher().borrow().clone() else {
-            self.forget_ended_replications().await?;
+        let channel = ChannelId::default();
+        let Some(p) = self.publishers().local(&channel) else {
+            self.forget_ended_replications(&channel).await?;
             return Ok(0);
         };
-        *self.publisher_gone_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.publishers().mark_local_present(&channel);
         let (Ok(source), Ok(pid)) = (StageArn::parse(p.stage_arn.clone()), ParticipantId::parse(p.participant_id.clone())) else {
             return Ok(0);
         };
@@ -93,9 +94,9 @@ impl Service {
     }
 
     /// Drops the replication records of a publisher gone for longer than the reconnect window.
-    async fn forget_ended_replications(&self) -> AppResult<()> {
+    async fn forget_ended_replications(&self, channel: &ChannelId) -> AppResult<()> {
         let now = self.now_ms();
-        let since = *self.publisher_gone_since.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(now);
+        let since = self.publishers().local_away_since(channel, now);
         if now - since <= i64::from(self.settings.ivs.reconnect_window_secs) * 1000 {
             return Ok(());
         }
