@@ -1,0 +1,6 @@
+//! Test support shared by the unit tests, `tests/`, `benches/` and `examples/`: the fake IVS
+//! API. Built only with the `testing` feature (the crate's dev-dependency on itself turns it on
+//! for every test, bench and example) and for the crate's own unit tests; never part of the
+//! served binary. Nothing else in `src/` may name it.
+
+pub mod fake_ivs;
