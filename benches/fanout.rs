@@ -4,15 +4,10 @@
 //!
 //!   cargo bench --features ssr --bench fanout          # BENCH_SUBSCRIBERS (10000)
 
-#[path = "support/smoke.rs"]
-mod smoke;
-#[path = "support/mod.rs"]
-mod support;
-
 use futures_util::{SinkExt, StreamExt};
+use livestage::testing::bench;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{percentile, Server};
 use tokio::sync::{mpsc, Barrier};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -22,10 +17,10 @@ fn main() {
 }
 
 async fn run() {
-    let n: usize = smoke::setting("BENCH_SUBSCRIBERS", 10_000, 300);
-    let server = Server::start(&[]);
+    let n: usize = bench::setting("BENCH_SUBSCRIBERS", 10_000, 300);
+    let mut server = bench::server(env!("CARGO_BIN_EXE_livestage"), &[]);
     let client = reqwest::Client::new();
-    server.ready(&client).await;
+    server.wait_ready(Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = server.rss_mb();
 
@@ -73,7 +68,7 @@ async fn run() {
     let changed = Instant::now();
     let r = client
         .post(format!("{}/api/stage", server.base))
-        .header("x-api-key", "bench-key")
+        .header("x-api-key", bench::API_KEY)
         .json(&serde_json::json!({ "name": "fanout-bench" }))
         .send()
         .await
@@ -89,14 +84,14 @@ async fn run() {
     lat.sort_by(|a, b| a.total_cmp(b));
     println!("WebSocket fan-out: {n} subscribers on one instance (connected in {:.1} s)", connected_in.as_secs_f64());
     println!("  updated: {} of {n}", lat.len());
-    println!("  change → first subscriber: {:.1} ms", percentile(&lat, 0.0));
-    println!("  change → median subscriber: {:.1} ms", percentile(&lat, 0.5));
+    println!("  change → first subscriber: {:.1} ms", bench::percentile(&lat, 0.0));
+    println!("  change → median subscriber: {:.1} ms", bench::percentile(&lat, 0.5));
     println!("  change → last subscriber: {:.1} ms (target <= 1000)", lat.last().copied().unwrap_or(f64::NAN));
     println!(
         "  server RSS: {rss_before:.1} MiB idle, {rss_after:.1} MiB with {n} sockets = {:.1} KiB per socket",
         (rss_after - rss_before) * 1024.0 / n as f64
     );
-    smoke::check(lat.len() == n, format!("every subscriber updated ({} of {n})", lat.len()));
+    bench::check(lat.len() == n, format!("every subscriber updated ({} of {n})", lat.len()));
     let last = lat.last().copied().unwrap_or(f64::INFINITY);
-    smoke::check(last <= 10_000.0, format!("last subscriber after {last:.1} ms, within 10x of the 1000 ms target"));
+    bench::check(last <= 10_000.0, format!("last subscriber after {last:.1} ms, within 10x of the 1000 ms target"));
 }

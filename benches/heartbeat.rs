@@ -6,15 +6,13 @@
 //! Settings (environment): BENCH_VIEWERS (2000), BENCH_CONNECTIONS (64), BENCH_SECS (5),
 //! BENCH_DATABASE_URL (default: a temp SQLite file; postgres://… to measure PostgreSQL).
 
-#[path = "support/smoke.rs"]
-mod smoke;
-
 use axum::routing::post;
 use axum::{Json, Router};
 use livestage::domain::LivePublisher;
 use livestage::server::clock::SystemClock;
 use livestage::server::config::Settings;
 use livestage::server::startup::Application;
+use livestage::testing::bench;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -101,15 +99,15 @@ fn main() {
 }
 
 async fn run() {
-    let viewers: u64 = smoke::setting("BENCH_VIEWERS", 2000, 200);
-    let connections: u64 = smoke::setting("BENCH_CONNECTIONS", 64, 8);
-    let secs: u64 = smoke::setting("BENCH_SECS", 5, 1);
+    let viewers: u64 = bench::setting("BENCH_VIEWERS", 2000, 200);
+    let connections: u64 = bench::setting("BENCH_CONNECTIONS", 64, 8);
+    let secs: u64 = bench::setting("BENCH_SECS", 5, 1);
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults();
     settings.server.site_addr = "127.0.0.1:0".parse().unwrap();
     settings.server.data_dir = dir.path().to_path_buf();
-    settings.server.api_secret_key = Some("bench-key".into());
+    settings.server.api_secret_key = Some(bench::API_KEY.into());
     settings.server.database_url = std::env::var("BENCH_DATABASE_URL").ok().map(|u| u.parse().expect("BENCH_DATABASE_URL"));
     settings.stage.autoscale = false;
     settings.media.udp_port = 0;
@@ -133,7 +131,7 @@ async fn run() {
     for i in 0..viewers {
         let r = client
             .post(format!("{base}/api/token/viewer"))
-            .header("x-api-key", "bench-key")
+            .header("x-api-key", bench::API_KEY)
             .json(&json!({ "userId": format!("viewer-{i}") }))
             .send()
             .await
@@ -146,10 +144,10 @@ async fn run() {
     let bare_url = bare_server().await;
     // warm up both
     drive(bare_url.clone(), None, connections, 1, bodies.clone()).await;
-    drive(format!("{base}/api/viewer/heartbeat"), Some("bench-key".into()), connections, 1, bodies.clone()).await;
+    drive(format!("{base}/api/viewer/heartbeat"), Some(bench::API_KEY.into()), connections, 1, bodies.clone()).await;
 
     let bare = drive(bare_url, None, connections, secs, bodies.clone()).await;
-    let hb = drive(format!("{base}/api/viewer/heartbeat"), Some("bench-key".into()), connections, secs, bodies.clone()).await;
+    let hb = drive(format!("{base}/api/viewer/heartbeat"), Some(bench::API_KEY.into()), connections, secs, bodies.clone()).await;
 
     // durability: every viewer's last heartbeat reached the database within ~1 s
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -171,14 +169,14 @@ async fn run() {
     }
     println!("ratio heartbeat/bare: {:.2} (target >= 0.5)", hb.rps() / bare.rps());
     println!("viewers whose heartbeat is not in the database: {stale} of {}", rows.len());
-    smoke::check(
+    bench::check(
         hb.errors == 0 && bare.errors == 0,
         format!("no failed requests ({} heartbeat, {} bare)", hb.errors, bare.errors),
     );
-    smoke::check(
+    bench::check(
         stale == 0 && rows.len() as u64 == viewers,
         format!("every viewer's heartbeat is stored ({stale} stale of {})", rows.len()),
     );
     let ratio = hb.rps() / bare.rps();
-    smoke::check(ratio >= 0.05, format!("heartbeat/bare {ratio:.2} within 10x of the 0.5 target"));
+    bench::check(ratio >= 0.05, format!("heartbeat/bare {ratio:.2} within 10x of the 0.5 target"));
 }

@@ -10,17 +10,14 @@
 //! BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/test; a scratch database is created
 //! next to it and dropped after).
 
-#[path = "support/smoke.rs"]
-mod smoke;
-#[path = "support/mod.rs"]
-mod support;
-
-use livestage::server::media::peer::{Peer, PeerRole};
+use livestage::testing::bench;
+use livestage::testing::media;
+use livestage::testing::peer::{open_session, PeerRole, VideoCodec};
+use livestage::testing::process::ServerProcess;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{percentile, Server};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -34,29 +31,20 @@ fn main() {
 /// Makes an instance's publisher live: a WHIP session that keeps sending audio.
 async fn go_live(client: &reqwest::Client, base: &str) -> tokio::task::JoinHandle<()> {
     let d = post(client, base, "/api/token/publisher", json!({ "userId": "load-publisher" })).await.expect("publisher token");
-    let (peer, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
-    let r = client
-        .post(d["whipEndpoint"].as_str().unwrap())
-        .bearer_auth(d["token"].as_str().unwrap())
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 201);
-    let mut peer = peer.connect(&r.text().await.unwrap()).unwrap();
-    assert!(peer.connected(Duration::from_secs(10)).await);
+    let (whip, token) = (d["whipEndpoint"].as_str().unwrap(), d["token"].as_str().unwrap());
+    let peer = open_session(client, whip, token, PeerRole::Publish, VideoCodec::Vp8, Duration::from_secs(10)).await.peer;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         for n in 0u64.. {
             tick.tick().await;
-            peer.send_audio(vec![0xf8, 0xff, 0xfe], n * 960);
+            peer.send_audio(media::OPUS_SILENCE.to_vec(), n * 960);
         }
     })
 }
 
 async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> Result<Value, u16> {
-    let r = client.post(format!("{base}{path}")).header("x-api-key", "bench-key").json(&body).send().await.map_err(|_| 0u16)?;
+    let r =
+        client.post(format!("{base}{path}")).header("x-api-key", bench::API_KEY).json(&body).send().await.map_err(|_| 0u16)?;
     let status = r.status().as_u16();
     let v: Value = r.json().await.map_err(|_| status)?;
     if v["success"] == true {
@@ -97,11 +85,12 @@ async fn round(instances: usize, admin: &str, viewers: usize, beat: Duration, jo
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin_conn).await.unwrap();
     let db = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
 
-    let servers: Vec<Server> = (0..instances).map(|_| Server::start(&[("DATABASE_URL", db.as_str())])).collect();
+    let mut servers: Vec<ServerProcess> =
+        (0..instances).map(|_| bench::server(env!("CARGO_BIN_EXE_livestage"), &[("DATABASE_URL", db.as_str())])).collect();
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let mut publishers = Vec::new();
-    for s in &servers {
-        s.ready(&client).await;
+    for s in &mut servers {
+        s.wait_ready(Duration::from_secs(30)).await;
         publishers.push(go_live(&client, &s.base).await);
     }
     // every instance sees its publisher live
@@ -182,10 +171,10 @@ async fn round(instances: usize, admin: &str, viewers: usize, beat: Duration, jo
 }
 
 async fn run() {
-    let viewers: usize = smoke::setting("BENCH_VIEWERS", 2000, 100);
+    let viewers: usize = bench::setting("BENCH_VIEWERS", 2000, 100);
     let beat = Duration::from_millis(env("BENCH_BEAT_MS", 500));
-    let secs: u64 = smoke::setting("BENCH_SECS", 14, 7);
-    let join_phase = Duration::from_millis(smoke::setting("BENCH_JOIN_MS", 3000, 1000));
+    let secs: u64 = bench::setting("BENCH_SECS", 14, 7);
+    let join_phase = Duration::from_millis(bench::setting("BENCH_JOIN_MS", 3000, 1000));
     let admin: String = env("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test".to_string());
     println!("load: {viewers} viewers, heartbeat every {} ms (30 s compressed), {secs} s, PostgreSQL", beat.as_millis());
     for instances in [1, 2] {
@@ -201,22 +190,22 @@ async fn run() {
             println!(
                 "    {kind:<13} {:>6} requests  p50 {:>7.2} ms  p99 {:>8.2} ms",
                 l.len(),
-                percentile(l, 0.5),
-                percentile(l, 0.99)
+                bench::percentile(l, 0.5),
+                bench::percentile(l, 0.99)
             );
         }
         println!(
             "    steady phase: {:.0} heartbeats/s, {:.1} database write transactions/s",
             f.steady_heartbeats_per_sec, f.steady_writes_per_sec
         );
-        smoke::check(f.errors == 0, format!("{instances} instance(s): no failed requests ({})", f.errors));
-        smoke::check(
+        bench::check(f.errors == 0, format!("{instances} instance(s): no failed requests ({})", f.errors));
+        bench::check(
             f.lat.iter().all(|l| !l.is_empty()),
             format!("{instances} instance(s): joins, heartbeats and leaves all ran"),
         );
         // One write per flush (250 ms) per instance; one write per heartbeat would be far more.
         let flush_bound = 10.0 * instances as f64 * 1000.0 / 250.0;
-        smoke::check(
+        bench::check(
             f.steady_writes_per_sec <= flush_bound && f.steady_writes_per_sec < f.steady_heartbeats_per_sec,
             format!(
                 "{instances} instance(s): {:.1} writes/s for {:.0} heartbeats/s, within 10x of one per flush",

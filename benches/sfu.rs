@@ -9,13 +9,12 @@
 //! The viewers run in this process too, so the machine also pays for their decryption: the
 //! figures are a lower bound for the server alone.
 
-#[path = "support/smoke.rs"]
-mod smoke;
-
 use livestage::server::clock::SystemClock;
 use livestage::server::config::Settings;
-use livestage::server::media::peer::{Peer, PeerEvent, PeerHandle, PeerRole};
 use livestage::server::startup::Application;
+use livestage::testing::bench;
+use livestage::testing::media;
+use livestage::testing::peer::{open_session, PeerEvent, PeerHandle, PeerRole, Session, VideoCodec};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,21 +34,7 @@ fn frame(n: u64) -> Vec<u8> {
     let per_gop = BITRATE / 8 * GOP / FPS;
     let key = n.is_multiple_of(GOP);
     let len = if key { per_gop / 4 } else { (per_gop - per_gop / 4) / (GOP - 1) } as usize;
-    let mut f = vec![0u8; len];
-    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for b in f.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    if key {
-        f[..10].copy_from_slice(&[0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x00, 0x05, 0xd0, 0x02]);
-    // 1280x720
-    } else {
-        f[0] |= 1;
-    }
-    f
+    media::vp8_frame(len, n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, key.then_some((1280, 720)))
 }
 
 fn publish(peer: PeerHandle, log: SendLog, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
@@ -88,22 +73,8 @@ struct Viewer {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn post_offer(client: &reqwest::Client, url: &str, token: &str, offer: String) -> (String, String) {
-    let r = client
-        .post(url)
-        .bearer_auth(token)
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .expect("offer sent");
-    assert_eq!(r.status().as_u16(), 201, "offer refused");
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    (location, r.text().await.unwrap())
-}
-
 async fn api(client: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
-    let r = client.post(format!("{base}{path}")).header("x-api-key", "bench-key").json(&body).send().await.unwrap();
+    let r = client.post(format!("{base}{path}")).header("x-api-key", bench::API_KEY).json(&body).send().await.unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["success"], true, "{v}");
     v["data"].clone()
@@ -112,10 +83,9 @@ async fn api(client: &reqwest::Client, base: &str, path: &str, body: Value) -> V
 async fn add_viewer(client: &reqwest::Client, base: &str, i: usize) -> Viewer {
     let d = api(client, base, "/api/token/viewer", json!({ "userId": format!("bench-viewer-{i}") })).await;
     let token = d["token"].as_str().unwrap().to_string();
-    let (peer, offer) = Peer::offer(PeerRole::Play).await.unwrap();
-    let (location, answer) = post_offer(client, d["whepEndpoint"].as_str().unwrap(), &token, offer).await;
-    let mut peer = peer.connect(&answer).unwrap();
-    assert!(peer.connected(Duration::from_secs(10)).await, "viewer {i} connected");
+    let whep = d["whepEndpoint"].as_str().unwrap();
+    let Session { mut peer, location } =
+        open_session(client, whep, &token, PeerRole::Play, VideoCodec::Vp8, Duration::from_secs(10)).await;
     let received = Arc::new(Mutex::new(Vec::new()));
     let sink = received.clone();
     let task = tokio::spawn(async move {
@@ -175,17 +145,17 @@ fn main() {
 }
 
 async fn run() {
-    let counts: Vec<usize> = smoke::setting("BENCH_VIEWERS", "1,25,50,75,100".to_string(), "1,10".to_string())
+    let counts: Vec<usize> = bench::setting("BENCH_VIEWERS", "1,25,50,75,100".to_string(), "1,10".to_string())
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    let secs: u64 = smoke::setting("BENCH_SECS", 5, 2);
+    let secs: u64 = bench::setting("BENCH_SECS", 5, 2);
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults();
     settings.server.site_addr = "127.0.0.1:0".parse().unwrap();
     settings.server.data_dir = dir.path().to_path_buf();
-    settings.server.api_secret_key = Some("bench-key".into());
+    settings.server.api_secret_key = Some(bench::API_KEY.into());
     settings.stage.autoscale = false;
     settings.stage.max_viewers_per_stage = 100_000;
     settings.stage.scale_up_threshold = 100_000;
@@ -199,10 +169,8 @@ async fn run() {
     let client = reqwest::Client::new();
 
     let d = api(&client, &base, "/api/token/publisher", json!({ "userId": "bench-publisher" })).await;
-    let (peer, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
-    let (_, answer) = post_offer(&client, d["whipEndpoint"].as_str().unwrap(), d["token"].as_str().unwrap(), offer).await;
-    let mut peer = peer.connect(&answer).unwrap();
-    assert!(peer.connected(Duration::from_secs(10)).await, "publisher connected");
+    let (whip, token) = (d["whipEndpoint"].as_str().unwrap(), d["token"].as_str().unwrap());
+    let peer = open_session(&client, whip, token, PeerRole::Publish, VideoCodec::Vp8, Duration::from_secs(10)).await.peer;
     let log: SendLog = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let feeder = publish(peer, log.clone(), stop.clone());
@@ -242,8 +210,8 @@ async fn run() {
         if r.loss_pct < 1.0 {
             best_ok = best_ok.max(r.viewers);
         }
-        smoke::check(r.loss_pct < 10.0, format!("{n} viewer(s): {:.3} % frame loss, within 10x of the 1 % target", r.loss_pct));
-        smoke::check(
+        bench::check(r.loss_pct < 10.0, format!("{n} viewer(s): {:.3} % frame loss, within 10x of the 1 % target", r.loss_pct));
+        bench::check(
             r.p50_ms - base_p50 <= 50.0,
             format!("{n} viewer(s): p50 {:.2} ms, {:.2} ms over one viewer's (bound 50 ms)", r.p50_ms, r.p50_ms - base_p50),
         );

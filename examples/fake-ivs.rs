@@ -7,14 +7,12 @@
 //! It keeps everything in memory; `/_fake/connect`, `/_fake/disconnect` and `/_fake/state`
 //! play the media side (participants joining, publishing, leaving).
 
-#[allow(dead_code)]
-#[path = "../tests/api/fake_ivs.rs"]
-mod fake_ivs;
+use livestage::testing::fake_ivs::FakeIvs;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:4566".into());
-    let fake = fake_ivs::FakeIvs::start_on(&addr).await;
+    let fake = FakeIvs::start_on(&addr).await;
     println!("fake IVS listening on {}", fake.url);
     let _ = tokio::signal::ctrl_c().await;
 }

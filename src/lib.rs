@@ -9,6 +9,9 @@ pub mod rpc;
 #[cfg(feature = "ssr")]
 pub mod server;
 
+#[cfg(all(feature = "ssr", any(test, feature = "testing")))]
+pub mod testing;
+
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {

@@ -97,7 +97,7 @@ async fn leader_metric(client: &reqwest::Client, base: &str) -> bool {
 #[ignore = "PostgreSQL only"]
 async fn a_killed_leader_is_replaced_within_seconds() {
     let db = postgres_db().await;
-    let mut a = ServerProcess::start(&db, &[]);
+    let mut a = start_process(&db, &[]).await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     assert!(eventually(Duration::from_secs(8), || leader_metric(&client, &a.base)).await, "the first instance leads");
     let b = spawn_on(&db, manual_clock(), |_| {}).await;
@@ -191,7 +191,7 @@ async fn only_the_leader_auto_scales() {
 async fn an_instance_killed_mid_session_loses_no_watch_session() {
     let db = postgres_db().await;
     let b = spawn_on(&db, manual_clock(), |_| {}).await;
-    let mut a = ServerProcess::start(&db, &[]);
+    let mut a = start_process(&db, &[]).await;
     let client = &b.client;
 
     // A's publisher is live for real (a WHIP session), and a viewer watches through A…

@@ -12,7 +12,7 @@ async fn the_readme_default_database_url_starts_when_its_file_does_not_exist_yet
     let file = dir.path().join("app.db");
     assert!(!file.exists());
     let url = format!("sqlite://{}", file.display());
-    let server = ServerProcess::start(&db, &[("DATABASE_URL", url.as_str())]);
+    let server = start_process(&db, &[("DATABASE_URL", url.as_str())]).await;
     let health = reqwest::get(format!("{}/health", server.base)).await.unwrap();
     assert_eq!(health.status(), 200, "{}", server.log());
     assert!(file.exists(), "the database file is created");

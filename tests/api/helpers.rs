@@ -8,6 +8,7 @@ use livestage::server::http::AppState;
 use livestage::server::publisher::PublisherSignal;
 use livestage::server::service::Service;
 use livestage::server::startup::Application;
+use livestage::testing::process::ServerProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
@@ -185,131 +186,28 @@ pub fn manual_clock() -> Arc<ManualClock> {
     ManualClock::new(chrono_now_ms())
 }
 
-/// The server binary in a process of its own, so a test can SIGKILL it or send it SIGTERM.
-/// It runs on the system clock.
-pub struct ServerProcess {
-    child: std::process::Child,
-    pub base: String,
-    pub dir: tempfile::TempDir,
-    logs: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl ServerProcess {
-    /// Starts `livestage` on a free port with the test settings (database: `db`), then `env`.
-    pub fn start(db: &TestDb, env: &[(&str, &str)]) -> Self {
-        use std::io::{BufRead, BufReader};
-        use std::process::{Command, Stdio};
-        let dir = tempfile::tempdir().expect("temp dir");
-        let database_url = test_settings(dir.path(), db).database_url();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_livestage"));
-        cmd.env("APP_DATA_DIR", dir.path())
-            .env("DATABASE_URL", &database_url)
-            .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+/// The server binary in a process of its own, so a test can SIGKILL it or send it SIGTERM, with
+/// the test settings (database: `db`), then `env`; returns once it is ready. It runs on the
+/// system clock.
+pub async fn start_process(db: &TestDb, env: &[(&str, &str)]) -> ServerProcess {
+    let mut server = ServerProcess::start(env!("CARGO_BIN_EXE_livestage"), |cmd, dir| {
+        cmd.env("DATABASE_URL", test_settings(dir, db).database_url())
             .env("API_SECRET_KEY", API_KEY)
-            .env("MEDIA_UDP_PORT", "0")
             .env("AUTOSCALE", "false")
             .env("RATE_LIMIT_MAX_REQUESTS", "100000")
             .env("HEARTBEAT_FLUSH_MS", "50")
-            .env("RUST_LOG", "warn,livestage=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("RUST_LOG", "warn,livestage=info");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("server binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(at) = line.find("listening on http://") {
-                        let url: String = line[at + "listening on ".len()..].chars().take_while(|c| !c.is_whitespace()).collect();
-                        let _ = tx.send(url);
-                        sent = true;
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the server binary never reported its address; its log:\n{}", logs.lock().unwrap().join("\n"));
-            }
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !ready(&base) {
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("the server binary at {base} never became ready; its log:\n{}", logs.lock().unwrap().join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, base, dir, logs }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
-    }
-
-    /// SIGKILL: the instance dies without a chance to clean up.
-    pub fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL sent");
-        self.child.wait().expect("killed server reaped");
-    }
-
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
-        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill runs");
-        assert!(sent.success(), "SIGTERM could not be sent");
-    }
-
-    /// Waits (at most `limit`, without blocking the runtime) for the process to exit.
-    pub async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("child status") {
-                return Some(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Whether `GET /ready` on the server at `base` (`http://host:port`) answers 200.
-fn ready(base: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut conn) = std::net::TcpStream::connect(base.trim_start_matches("http://")) else { return false };
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    if conn.write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    conn.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    });
+    server.wait_ready(Duration::from_secs(30)).await;
+    server
 }
 
 /// A real publisher on the server at `base`: a WHIP session sending audio until the task ends.
 pub async fn publish_audio(client: &reqwest::Client, base: &str) -> JoinHandle<()> {
-    use livestage::server::media::peer::{Peer, PeerRole};
+    use livestage::testing::peer::{open_session, PeerRole, VideoCodec};
     let p: Value = client
         .post(format!("{base}/api/token/publisher"))
         .header("x-api-key", API_KEY)
@@ -320,21 +218,12 @@ pub async fn publish_audio(client: &reqwest::Client, base: &str) -> JoinHandle<(
         .json()
         .await
         .expect("publisher token JSON");
-    let (peer, offer) = Peer::offer(PeerRole::Publish).await.expect("publisher offer");
-    let answer = client
-        .post(p["data"]["whipEndpoint"].as_str().expect("whipEndpoint"))
-        .bearer_auth(p["data"]["token"].as_str().expect("token"))
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .expect("WHIP request");
-    assert_eq!(answer.status(), 201);
-    let mut peer = peer.connect(&answer.text().await.unwrap()).expect("WHIP answer applies");
-    assert!(peer.connected(Duration::from_secs(5)).await, "publisher connects");
+    let whip = p["data"]["whipEndpoint"].as_str().expect("whipEndpoint");
+    let token = p["data"]["token"].as_str().expect("token");
+    let peer = open_session(client, whip, token, PeerRole::Publish, VideoCodec::Vp8, Duration::from_secs(5)).await.peer;
     tokio::spawn(async move {
         for n in 0u64..3000 {
-            peer.send_audio(vec![0xf8, 0xff, 0xfe], n * 960);
+            peer.send_audio(livestage::testing::media::OPUS_SILENCE.to_vec(), n * 960);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -2,12 +2,12 @@
 //! parameters the server sends, self-signed tokens checked with an independent JWT library
 //! against the key registered with IVS, and behaviour when IVS throttles, fails or hangs.
 
-use crate::fake_ivs::{FakeIvs, Fault, EVENTS_URL, REGION, WHIP_URL};
 use crate::helpers::*;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use livestage::domain::autoscale::ScaleDecision;
 use livestage::domain::StageArn;
 use livestage::server::config::{BackendKind, Settings, TokenMode};
+use livestage::testing::fake_ivs::{FakeIvs, Fault, EVENTS_URL, REGION, WHIP_URL};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,6 @@
 //! Black-box tests of the public contract against the real server (SQLite by default;
 //! PostgreSQL when TEST_DATABASE_URL=postgres://…).
 
-#[cfg(feature = "ivs")]
-mod fake_ivs;
 mod helpers;
 
 mod auth;

@@ -4,7 +4,8 @@
 use crate::helpers::{eventually, small_stages, spawn_app, spawn_app_with, TestApp, API_KEY};
 use livestage::domain::autoscale::ScaleDecision;
 use livestage::server::backend::jwt::TokenSigner;
-use livestage::server::media::peer::{Peer, PeerEvent, PeerHandle, PeerRole, VideoCodec};
+use livestage::testing::media::{payload_type, rtp_header, OPUS_SILENCE};
+use livestage::testing::peer::{open_session, Peer, PeerEvent, PeerHandle, PeerRole, VideoCodec};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -18,8 +19,6 @@ const FIXTURE: &[u8] = include_bytes!("../fixtures/testsrc-320x180.ivf");
 /// The same in H.264 constrained baseline, Annex B, one access unit per frame (each starts with
 /// an access unit delimiter), SPS/PPS before the only IDR frame: what OBS sends over WHIP.
 const FIXTURE_H264: &[u8] = include_bytes!("../fixtures/testsrc-320x180.h264");
-/// A 20 ms Opus packet (CELT, fullband) that decodes to silence.
-const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 
 fn ivf_frames(ivf: &[u8]) -> Vec<Vec<u8>> {
     assert_eq!(&ivf[..4], b"DKIF");
@@ -185,17 +184,8 @@ async fn connect(app: &TestApp, role: PeerRole, url: &str, token: &str) -> Sessi
 }
 
 async fn connect_with(app: &TestApp, role: PeerRole, codec: VideoCodec, url: &str, token: &str) -> Session {
-    let (peer, offer) = Peer::offer_with(role, codec).await.unwrap();
-    let resp = post_offer(app, url, Some(token), "application/sdp", offer).await;
-    assert_eq!(resp.status(), StatusCode::CREATED, "{:?}", resp.text().await);
-    assert_eq!(resp.headers()["content-type"], "application/sdp");
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with(&format!("{url}/")), "{location}");
-    let answer = resp.text().await.unwrap();
-    assert!(answer.starts_with("v=0"), "{answer}");
-    let mut peer = peer.connect(&answer).unwrap();
-    assert!(peer.connected(Duration::from_secs(5)).await, "peer connected to the SFU");
-    Session { peer, location, token: token.to_string() }
+    let s = open_session(&app.client, url, token, role, codec, Duration::from_secs(5)).await;
+    Session { peer: s.peer, location: s.location, token: token.to_string() }
 }
 
 async fn go_live(app: &TestApp, user: &str, frames: &Arc<Vec<Vec<u8>>>) -> (Feed, String, String) {
@@ -584,17 +574,6 @@ async fn media_tokens_must_be_for_a_stage_of_this_server() {
     assert_eq!(resp.status(), StatusCode::CREATED, "publishing on the master stage");
 }
 
-/// The payload type `answer` gives `codec` on its video m-line.
-fn payload_type(answer: &str, codec: &str) -> u8 {
-    answer
-        .lines()
-        .find_map(|l| {
-            let (pt, rest) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
-            rest.starts_with(&format!("{codec}/90000")).then(|| pt.parse().ok()).flatten()
-        })
-        .unwrap_or_else(|| panic!("the answer has no {codec} payload type:\n{answer}"))
-}
-
 /// What a [`lossy_relay`] did to the video packets towards the viewer.
 #[derive(Default)]
 struct RelayLog {
@@ -635,13 +614,8 @@ async fn lossy_relay(
         let mut buf = vec![0u8; 2048];
         let mut first_transmissions = 0usize;
         while let Ok((n, _)) = back.recv_from(&mut buf).await {
-            // RFC 7983: 128-191 is RTP or RTCP; RTCP types 192-223 leave no room for a dynamic
-            // payload type (96-127) once the marker bit is masked off. SRTP leaves the header clear.
-            let is_video = n > 12 && (128..192).contains(&buf[0]) && buf[1] & 0x7f == video;
-            if is_video {
-                let seq = u16::from_be_bytes([buf[2], buf[3]]);
-                let time = u32::from_be_bytes(buf[4..8].try_into().unwrap());
-                let ssrc = u32::from_be_bytes(buf[8..12].try_into().unwrap());
+            if let Some(header) = rtp_header(&buf[..n], video) {
+                let (seq, time, ssrc) = (header.seq, header.time, header.ssrc);
                 let mut log = record.lock().unwrap();
                 if log.seen.insert((ssrc, seq)) {
                     log.times.insert(time);

@@ -68,9 +68,9 @@ async fn sigterm_drains_writes_pending_heartbeats_closes_websockets_and_exits_cl
     use tokio_tungstenite::tungstenite::Message;
     let db = TestDb::new().await;
     // Heartbeats are written every 10 minutes: only the final flush can write the one below.
-    let mut server = ServerProcess::start(&db, &[("HEARTBEAT_FLUSH_MS", "600000")]);
+    let mut server = start_process(&db, &[("HEARTBEAT_FLUSH_MS", "600000")]).await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-    let store = livestage::server::store::Store::connect(&test_settings(server.dir.path(), &db).database_url()).await.unwrap();
+    let store = livestage::server::store::Store::connect(&test_settings(server.dir(), &db).database_url()).await.unwrap();
 
     let feed = publish_audio(&client, &server.base).await;
     let joined = join_when_live(&client, &server.base, "v").await;

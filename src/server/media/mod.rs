@@ -12,7 +12,6 @@
 
 mod driver;
 mod engine;
-pub mod peer;
 mod route;
 #[cfg(test)]
 mod tests;

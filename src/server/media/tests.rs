@@ -5,6 +5,8 @@
 use super::engine::{Engine, Event, Input, NewSession, Now, Output};
 use super::route::{RouteKey, StageGroups};
 use super::{answer, rtc_config, MediaError, MediaStats, Participant, Role};
+use crate::testing::media;
+use crate::testing::peer::{client_offer, write_media, ClientOffer, PeerRole, VideoCodec};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -13,10 +15,9 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::SdpAnswer;
 use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event as RtcEvent, Input as RtcInput, Output as RtcOutput, Rtc};
 
@@ -99,47 +100,18 @@ fn participant(user: &str, token: &str, stage: &str) -> Participant {
     }
 }
 
-/// A synthetic VP8 frame, ~3 RTP packets: what it carries names its publisher and number. The
-/// SFU forwards bytes and never decodes; only the keyframe bit and start code are real.
+/// A synthetic VP8 frame, ~3 RTP packets: what it carries names its publisher and number.
 fn vp8_frame(publisher: usize, n: u64, keyframe: bool) -> Vec<u8> {
-    let mut f = vec![0u8; 2500];
-    let mut x = (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ publisher as u64;
-    for b in f.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    if keyframe {
-        f[..10].copy_from_slice(&[0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00]);
-    // 320x180
-    } else {
-        f[0] |= 1;
-    }
+    let seed = (n + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ publisher as u64;
+    let mut f = media::vp8_frame(2500, seed, keyframe.then_some((320, 180)));
     f[10..18].copy_from_slice(&n.to_be_bytes());
     f[18] = publisher as u8;
     f
 }
 
-fn payload_type(answer: &str, codec: &str) -> u8 {
-    answer
-        .lines()
-        .find_map(|l| {
-            let (pt, rest) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
-            rest.starts_with(&format!("{codec}/90000")).then(|| pt.parse().ok()).flatten()
-        })
-        .unwrap_or_else(|| panic!("the answer has no {codec} payload type:\n{answer}"))
-}
-
-/// RFC 7983: 128-191 is RTP or RTCP; RTCP types 192-223 leave no room for a dynamic payload
-/// type once the marker bit is masked off. SRTP leaves the header clear.
+/// (SSRC, sequence number) of an RTP packet of payload type `pt`.
 fn rtp_header(datagram: &[u8], pt: u8) -> Option<(u32, u16)> {
-    let is = datagram.len() > 12 && (128..192).contains(&datagram[0]) && datagram[1] & 0x7f == pt;
-    is.then(|| {
-        let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
-        let ssrc = u32::from_be_bytes(datagram[8..12].try_into().unwrap());
-        (ssrc, seq)
-    })
+    media::rtp_header(datagram, pt).map(|h| (h.ssrc, h.seq))
 }
 
 impl Sim {
@@ -175,22 +147,13 @@ impl Sim {
     fn join(&mut self, role: Role, participant: Participant) -> Result<usize, MediaError> {
         let index = self.peers.len();
         let addr = SocketAddr::from((Ipv4Addr::new(10, 0, 1, index as u8 + 1), 5000));
-        let mut rtc = Rtc::builder()
-            .set_crypto_provider(self.crypto.clone())
-            .clear_codecs()
-            .enable_vp8(true)
-            .enable_opus(true, false)
-            .build(self.now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let dir = if role == Role::Publisher { Direction::SendOnly } else { Direction::RecvOnly };
-        let mut api = rtc.sdp_api();
-        let video = api.add_media(MediaKind::Video, dir, Some("live".into()), Some("video".into()), None);
-        let audio = api.add_media(MediaKind::Audio, dir, Some("live".into()), Some("audio".into()), None);
-        let (offer, pending): (_, SdpPendingOffer) = api.apply().unwrap();
+        let peer_role = if role == Role::Publisher { PeerRole::Publish } else { PeerRole::Play };
+        let ClientOffer { mut rtc, pending, video, audio, sdp: offer } =
+            client_offer(peer_role, &[VideoCodec::Vp8], addr, self.now, Some(self.crypto.clone())).unwrap();
 
         let config = rtc_config(&self.crypto, &self.cert);
         let candidates = [Candidate::host(SERVER, "udp").unwrap()];
-        let (server_rtc, answer_sdp) = answer(config, &candidates, &offer.to_sdp_string(), self.now)?;
+        let (server_rtc, answer_sdp) = answer(config, &candidates, &offer, self.now)?;
         self.sessions += 1;
         let session = format!("session-{}", self.sessions);
         let new = NewSession { id: session.clone(), role, participant: participant.clone(), rtc: server_rtc };
@@ -206,7 +169,7 @@ impl Sim {
             participant,
             role,
             session,
-            vp8_pt: payload_type(&answer_sdp, "VP8"),
+            vp8_pt: media::payload_type(&answer_sdp, "VP8"),
             connected: false,
             frames: Vec::new(),
             keyframe_requests: 0,
@@ -326,7 +289,7 @@ impl Sim {
                 let data = vp8_frame(p, n, keyframe);
                 let rtp_time = n * 3000;
                 write(peer, self.now, MediaKind::Video, rtp_time, data.clone());
-                write(peer, self.now, MediaKind::Audio, n * 1600, vec![0xf8, 0xff, 0xfe]);
+                write(peer, self.now, MediaKind::Audio, n * 1600, media::OPUS_SILENCE.to_vec());
                 peer.frames.push(Frame { kind: MediaKind::Video, keyframe, rtp_time, data });
                 drain_peer(peer, self.now, &mut self.wire);
             }
@@ -357,13 +320,8 @@ impl Sim {
 }
 
 fn write(peer: &mut TestPeer, now: Instant, kind: MediaKind, rtp_time: u64, data: Vec<u8>) {
-    let (mid, codec, freq) = match kind {
-        MediaKind::Video => (peer.video, Codec::Vp8, Frequency::NINETY_KHZ),
-        MediaKind::Audio => (peer.audio, Codec::Opus, Frequency::FORTY_EIGHT_KHZ),
-    };
-    let writer = peer.rtc.writer(mid).expect("a writer");
-    let pt = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt()).expect("a payload type");
-    writer.write(pt, now, MediaTime::new(rtp_time, freq), data).expect("written");
+    let mid = if kind == MediaKind::Video { peer.video } else { peer.audio };
+    write_media(&mut peer.rtc, mid, kind, now, rtp_time, data).expect("written");
 }
 
 fn drain_peer(peer: &mut TestPeer, now: Instant, wire: &mut VecDeque<Packet>) {

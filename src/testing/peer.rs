@@ -1,13 +1,15 @@
 //! A WHIP/WHEP client peer on str0m: it publishes encoded frames or plays them back, the way a
 //! browser or OBS does. The load tools and the test-suite drive the media server with it.
 //!
-//! HTTP is left to the caller: [`Peer::offer`] gives the SDP to `POST`, [`Peer::connect`] takes
-//! the answer and starts the peer's own task.
+//! [`Peer::offer`] gives the SDP to `POST`, [`Peer::connect`] takes the answer and starts the
+//! peer's own task; [`open_session`] does both over HTTP. [`client_offer`] and [`write_media`]
+//! are the sans-IO halves, which the engine's simulated-network tests drive by hand.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
@@ -62,6 +64,98 @@ pub struct Peer {
     audio: Mid,
 }
 
+/// A client's `Rtc` with its offer out: one video m-line (`video` codecs) and one audio (Opus).
+pub struct ClientOffer {
+    pub rtc: Rtc,
+    pub pending: SdpPendingOffer,
+    pub video: Mid,
+    pub audio: Mid,
+    /// The SDP offer.
+    pub sdp: String,
+}
+
+/// Builds a client `Rtc` at `now` with `local` as its host candidate (and `crypto`, when given)
+/// and makes its offer, the way a browser or OBS does over WHIP/WHEP.
+pub fn client_offer(
+    role: PeerRole,
+    video: &[VideoCodec],
+    local: SocketAddr,
+    now: Instant,
+    crypto: Option<Arc<CryptoProvider>>,
+) -> std::io::Result<ClientOffer> {
+    let mut builder = Rtc::builder();
+    if let Some(crypto) = crypto {
+        builder = builder.set_crypto_provider(crypto);
+    }
+    let mut rtc = builder
+        .clear_codecs()
+        .enable_vp8(video.contains(&VideoCodec::Vp8))
+        .enable_h264(video.contains(&VideoCodec::H264))
+        .enable_opus(true, false)
+        .build(now);
+    let candidate = Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?;
+    rtc.add_local_candidate(candidate);
+    let dir = match role {
+        PeerRole::Publish => Direction::SendOnly,
+        PeerRole::Play => Direction::RecvOnly,
+    };
+    let mut api = rtc.sdp_api();
+    let video = api.add_media(MediaKind::Video, dir, Some("live".into()), Some("video".into()), None);
+    let audio = api.add_media(MediaKind::Audio, dir, Some("live".into()), Some("audio".into()), None);
+    let (offer, pending) = api.apply().ok_or_else(|| std::io::Error::other("no offer"))?;
+    Ok(ClientOffer { rtc, pending, video, audio, sdp: offer.to_sdp_string() })
+}
+
+/// Writes one frame on `mid`: video (VP8, or H.264 when that was negotiated) at 90 kHz, or
+/// audio (Opus) at 48 kHz.
+pub fn write_media(rtc: &mut Rtc, mid: Mid, kind: MediaKind, now: Instant, rtp_time: u64, data: Vec<u8>) -> Result<(), String> {
+    let (wanted, freq) = match kind {
+        MediaKind::Video => ([Codec::Vp8, Codec::H264], Frequency::NINETY_KHZ),
+        MediaKind::Audio => ([Codec::Opus, Codec::Opus], Frequency::FORTY_EIGHT_KHZ),
+    };
+    let writer = rtc.writer(mid).ok_or("no writer")?;
+    let pt = writer.payload_params().find(|p| wanted.contains(&p.spec().codec)).map(|p| p.pt()).ok_or("no payload type")?;
+    writer.write(pt, now, MediaTime::new(rtp_time, freq), data).map_err(|e| e.to_string())
+}
+
+/// A WHIP or WHEP session a peer opened over HTTP.
+pub struct Session {
+    pub peer: PeerHandle,
+    /// The session resource (`DELETE` ends it).
+    pub location: String,
+}
+
+/// Offers to the WHIP or WHEP endpoint `url` with `token`, as a browser or OBS does (a publisher
+/// sends `codec`), and waits at most `limit` for the peer to connect. Asserts that the answer
+/// is a created session.
+pub async fn open_session(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    role: PeerRole,
+    codec: VideoCodec,
+    limit: Duration,
+) -> Session {
+    let (peer, offer) = Peer::offer_with(role, codec).await.expect("an offer");
+    let resp = client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .expect("offer sent");
+    assert_eq!(resp.status().as_u16(), 201, "offer to {url} refused: {:?}", resp.text().await);
+    assert_eq!(resp.headers()["content-type"], "application/sdp");
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(&format!("{url}/")), "{location}");
+    let answer = resp.text().await.expect("the answer");
+    assert!(answer.starts_with("v=0"), "{answer}");
+    let mut peer = peer.connect(&answer).expect("the answer applies");
+    assert!(peer.connected(limit).await, "peer connected to the SFU at {url}");
+    Session { peer, location }
+}
+
 /// A connected peer's handle: send frames, read events.
 pub struct PeerHandle {
     commands: mpsc::UnboundedSender<PeerCommand>,
@@ -79,24 +173,12 @@ impl Peer {
     pub async fn offer_with(role: PeerRole, codec: VideoCodec) -> std::io::Result<(Self, String)> {
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let local = socket.local_addr()?;
-        let publish = role == PeerRole::Publish;
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_vp8(!publish || codec == VideoCodec::Vp8)
-            .enable_h264(!publish || codec == VideoCodec::H264)
-            .enable_opus(true, false)
-            .build(Instant::now());
-        let candidate = Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-        let dir = match role {
-            PeerRole::Publish => Direction::SendOnly,
-            PeerRole::Play => Direction::RecvOnly,
+        let video = match role {
+            PeerRole::Publish => vec![codec],
+            PeerRole::Play => vec![VideoCodec::Vp8, VideoCodec::H264],
         };
-        let mut api = rtc.sdp_api();
-        let video = api.add_media(MediaKind::Video, dir, Some("live".into()), Some("video".into()), None);
-        let audio = api.add_media(MediaKind::Audio, dir, Some("live".into()), Some("audio".into()), None);
-        let (offer, pending) = api.apply().ok_or_else(|| std::io::Error::other("no offer"))?;
-        Ok((Self { rtc, pending, socket, local, video, audio }, offer.to_sdp_string()))
+        let o = client_offer(role, &video, local, Instant::now(), None)?;
+        Ok((Self { rtc: o.rtc, pending: o.pending, socket, local, video: o.video, audio: o.audio }, o.sdp))
     }
 
     /// Applies the server's SDP answer and starts the peer.
@@ -209,14 +291,8 @@ impl PeerTask {
     }
 
     fn write(&mut self, kind: MediaKind, data: Vec<u8>, rtp_time: u64) {
-        let (mid, freq) = match kind {
-            MediaKind::Video => (self.video, Frequency::NINETY_KHZ),
-            MediaKind::Audio => (self.audio, Frequency::FORTY_EIGHT_KHZ),
-        };
-        let Some(writer) = self.rtc.writer(mid) else { return };
-        let wanted = if kind == MediaKind::Video { [Codec::Vp8, Codec::H264] } else { [Codec::Opus, Codec::Opus] };
-        let Some(pt) = writer.payload_params().find(|p| wanted.contains(&p.spec().codec)).map(|p| p.pt()) else { return };
-        let _ = writer.write(pt, Instant::now(), MediaTime::new(rtp_time, freq), data);
+        let mid = if kind == MediaKind::Video { self.video } else { self.audio };
+        let _ = write_media(&mut self.rtc, mid, kind, Instant::now(), rtp_time, data);
     }
 
     /// Drains output; `None` once the connection is over.

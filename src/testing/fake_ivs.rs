@@ -451,5 +451,5 @@ fn operation(s: &mut IvsState, op: &str, body: &Value) -> Response {
 /// Now plus `secs`, as IVS writes timestamps (ISO 8601, UTC).
 fn chrono_like(secs: i64) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
-    livestage::server::time::iso((now + secs) * 1000)
+    crate::server::time::iso((now + secs) * 1000)
 }
