@@ -41,12 +41,12 @@ pub struct Service {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hub: Arc<StatsHub>,
     pub(crate) presence: Arc<Presence>,
-    pub(crate) stages: Stages,
-    pub(crate) autoscaler: Autoscaler,
+    pub(crate) stages: Arc<Stages>,
+    pub(crate) autoscaler: Arc<Autoscaler>,
     started: Instant,
     pub(crate) cluster: cluster::Cluster,
     pub(crate) media: MediaGateway,
-    publishers: PublisherRegistry,
+    publishers: Arc<PublisherRegistry>,
     /// Backend polls this instance has run.
     polls: std::sync::atomic::AtomicU64,
     /// Turns true once the stage backend is set up and the master stage exists.
@@ -59,8 +59,10 @@ impl Service {
         let media = MediaGateway::new(store.clone(), clock.clone());
         let presence =
             Arc::new(Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs));
-        let publishers = PublisherRegistry::new().follow_local(ChannelId::default(), backend.publisher());
-        let stages = Stages::new(store.clone(), backend.clone(), clock.clone(), hub.clone(), presence.clone(), &settings);
+        let publishers = Arc::new(PublisherRegistry::new().follow_local(ChannelId::default(), backend.publisher()));
+        let stages =
+            Arc::new(Stages::new(store.clone(), backend.clone(), clock.clone(), hub.clone(), presence.clone(), &settings));
+        let autoscaler = Arc::new(Autoscaler::new(stages.clone(), publishers.clone(), settings.stage.capacity(), clock.clone()));
         Arc::new(Self {
             settings,
             store,
@@ -69,7 +71,7 @@ impl Service {
             hub,
             presence,
             stages,
-            autoscaler: Autoscaler::default(),
+            autoscaler,
             started: Instant::now(),
             media,
             publishers,
@@ -106,6 +108,11 @@ impl Service {
     /// WHIP/WHEP admission to the embedded media server.
     pub fn media(&self) -> &MediaGateway {
         &self.media
+    }
+
+    /// The auto-scaler: its step, its early wake-up and the lock stage changes take.
+    pub fn autoscaler(&self) -> &Autoscaler {
+        &self.autoscaler
     }
 
     /// The stages: master, CRUD, replication records, snapshots.

@@ -5,11 +5,9 @@ use super::views::{
     ReplicationInfo, ReplicationStartedView, ReplicationStatusView, ReplicationStoppedView, StageDetailView, StageListItem,
     StageListView, StageView,
 };
-use super::Service;
 use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
-use crate::domain::autoscale::{decide, ScaleDecision};
-use crate::domain::{ChannelId, ParticipantId, StageArn};
+use crate::domain::{ParticipantId, StageArn};
 use crate::server::backend::StageBackend;
 use crate::server::clock::Clock;
 use crate::server::config::{Settings, StageSettings};
@@ -465,38 +463,5 @@ impl Stages {
     pub async fn snapshots(&self, hours: u32) -> AppResult<Vec<(String, String, u32)>> {
         let since = self.now_ms() - i64::from(hours) * 3_600_000;
         Ok(self.store.snapshots_since(since).await?.into_iter().map(|(a, t, n)| (a, iso(t), n)).collect())
-    }
-}
-
-impl Service {
-    /// One auto-scaling step: evaluates the rule and carries out its decision.
-    pub async fn autoscale_once(&self) -> AppResult<ScaleDecision> {
-        let _guard = self.autoscaler.exclusive().await;
-        self.autoscaler.count_step();
-        let loads = self.stages.loads().await?;
-        let decision = decide(&loads, &self.settings.stage.capacity());
-        match &decision {
-            ScaleDecision::ScaleUp => {
-                let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
-                let name = format!("auto-stage-{}", self.now_ms());
-                let stage = self.stages.create(&name, BTreeMap::new(), parent.as_deref(), "").await?;
-                let publisher = self.publishers().live(&ChannelId::default());
-                if let Some(p) = publisher {
-                    let (src, dst, pid) = (
-                        StageArn::parse(p.stage_arn.clone()),
-                        StageArn::parse(stage.arn.clone()),
-                        ParticipantId::parse(p.participant_id.clone()),
-                    );
-                    if let (Ok(src), Ok(dst), Ok(pid)) = (src, dst, pid) {
-                        if let Err(e) = self.stages.start_replication(&src, &dst, &pid).await {
-                            tracing::warn!(error = %e, stage = %dst, "replication into the new stage failed");
-                        }
-                    }
-                }
-            }
-            ScaleDecision::ScaleDown(arn) => self.stages.delete(arn, true).await?,
-            ScaleDecision::Hold => {}
-        }
-        Ok(decision)
     }
 }
