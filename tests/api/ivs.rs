@@ -338,7 +338,7 @@ async fn reconciliation_deletes_only_this_deployments_lost_stages() {
     fake.state().stages.remove(&known);
 
     fake.clear_calls();
-    assert_eq!(app.service.reconcile_stages().await.unwrap(), 2);
+    assert_eq!(app.service.backend_sync().reconcile_stages().await.unwrap(), 2);
     assert_eq!(fake.calls_to("DeleteStage"), [json!({ "arn": lost })]);
     let stages = fake.state().stages.clone();
     assert!(stages.contains_key(&other_deployment) && stages.contains_key(&foreign));

@@ -81,7 +81,7 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
         let s = service.clone();
         jobs.push(every(period, shutdown.clone(), "backend poll", move || {
             let s = s.clone();
-            async move { s.poll_backend().await }
+            async move { s.backend_sync().poll().await }
         }));
     }
 

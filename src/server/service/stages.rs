@@ -1,6 +1,5 @@
 use super::hub::StatsHub;
 use super::presence::Presence;
-use super::sync::DEPLOYMENT_TAG;
 use super::views::{
     ReplicationInfo, ReplicationStartedView, ReplicationStatusView, ReplicationStoppedView, StageDetailView, StageListItem,
     StageListView, StageView,
@@ -22,6 +21,8 @@ use std::sync::{Arc, OnceLock};
 const MASTER_SETTING: &str = "master_stage_arn";
 const DEPLOYMENT_SETTING: &str = "deployment_id";
 pub use crate::server::backend::MANAGED_BY_TAG;
+/// Tag naming the deployment (all instances on one database) that created a stage.
+pub const DEPLOYMENT_TAG: &str = "LivestageDeployment";
 
 /// The record of the master stage `stage`.
 fn master_record(stage: crate::server::backend::CreatedStage, tags: BTreeMap<String, String>, now: i64) -> StageRecord {
@@ -351,14 +352,21 @@ impl Stages {
             self.store.delete_replication(arn.as_str()).await?;
         }
         self.backend.delete_stage(arn).await?;
-        let evicted = self.store.clear_stage(arn.as_str(), self.now_ms()).await?;
+        let evicted = self.forget_record(arn.as_str()).await?;
+        self.hub.mark_dirty();
+        tracing::info!(stage = %arn, evicted, "stage deleted");
+        Ok(())
+    }
+
+    /// Drops the record of a stage the backend no longer has, closing its viewers' sessions;
+    /// returns how many were closed.
+    pub(crate) async fn forget_record(&self, arn: &str) -> AppResult<usize> {
+        let evicted = self.store.clear_stage(arn, self.now_ms()).await?;
         for p in &evicted {
             self.presence.forget(&p.stage_arn, &p.user_id);
         }
-        self.store.delete_stage(arn.as_str()).await?;
-        self.hub.mark_dirty();
-        tracing::info!(stage = %arn, evicted = evicted.len(), "stage deleted");
-        Ok(())
+        self.store.delete_stage(arn).await?;
+        Ok(evicted.len())
     }
 
     pub async fn start_replication(
