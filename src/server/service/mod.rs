@@ -112,10 +112,6 @@ impl Service {
         &self.store
     }
 
-    pub fn autoscale_steps(&self) -> u64 {
-        self.autoscaler.steps()
-    }
-
     /// WHIP/WHEP admission to the embedded media server.
     pub fn media(&self) -> &MediaGateway {
         &self.media
