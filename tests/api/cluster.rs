@@ -182,8 +182,8 @@ async fn only_the_leader_auto_scales() {
     tokio::time::sleep(Duration::from_secs(3)).await; // several more cycles on both instances
     assert_eq!(a.get("/api/stage/list").await.assert_ok()["stages"].as_array().unwrap().len(), 2, "exactly one");
     let (leader, follower) = if a.service.is_leader() { (&a, &b) } else { (&b, &a) };
-    assert!(leader.service.autoscale_steps() > 0, "the leader runs the auto-scaler");
-    assert_eq!(follower.service.autoscale_steps(), 0, "the follower never does");
+    assert!(leader.service.autoscaler().steps() > 0, "the leader runs the auto-scaler");
+    assert_eq!(follower.service.autoscaler().steps(), 0, "the follower never does");
 }
 
 #[tokio::test]

@@ -490,7 +490,7 @@ async fn scale_up(app: &TestApp) -> (String, String) {
     for u in ["a", "b", "c"] {
         assert_eq!(app.join(u).await.assert_ok()["stageArn"], master.as_str());
     }
-    assert_eq!(app.service.autoscale_once().await.unwrap(), ScaleDecision::ScaleUp);
+    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleUp);
     let stages = app.get("/api/stage/list").await.assert_ok()["stages"].as_array().unwrap().clone();
     let auto = stages.iter().find(|s| s["autoScaled"] == true).expect("an auto-scaled stage");
     (master, auto["stageArn"].as_str().unwrap().to_string())

@@ -162,7 +162,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         service.hub().subscriber_count(),
     );
     gauge(&mut out, "livestage_leader", "1 on the instance that runs cluster-wide jobs.", u8::from(service.is_leader()));
-    counter(&mut out, "livestage_autoscale_steps_total", "Auto-scaling steps this instance ran.", service.autoscale_steps());
+    counter(&mut out, "livestage_autoscale_steps_total", "Auto-scaling steps this instance ran.", service.autoscaler().steps());
     counter(
         &mut out,
         "livestage_heartbeats_total",

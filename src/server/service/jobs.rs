@@ -81,7 +81,7 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
         let s = service.clone();
         jobs.push(every(period, shutdown.clone(), "backend poll", move || {
             let s = s.clone();
-            async move { s.poll_backend().await }
+            async move { s.backend_sync().poll().await }
         }));
     }
 
@@ -98,13 +98,13 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = s.autoscaler.kicked() => {}
+                _ = s.autoscaler().kicked() => {}
                 _ = stop.changed() => break,
             }
             if !s.is_leader() {
                 continue;
             }
-            match s.autoscale_once().await {
+            match s.autoscaler().step().await {
                 Ok(d) if d != crate::domain::autoscale::ScaleDecision::Hold => tracing::info!(decision = ?d, "auto-scaled"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "auto-scaling step failed"),

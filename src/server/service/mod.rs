@@ -2,6 +2,7 @@
 //! the backend directly.
 
 mod autoscaler;
+mod backend_sync;
 pub mod cluster;
 mod dashboard;
 mod hub;
@@ -11,18 +12,17 @@ mod presence;
 mod publishers;
 mod stages;
 mod stats;
-mod sync;
 mod tokens;
 pub mod views;
 
 pub use autoscaler::Autoscaler;
+pub use backend_sync::{BackendSync, BackendSyncParts};
 pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
 pub use media::{MediaGateway, MediaPlane, MediaRequest};
 pub use presence::Presence;
 pub use publishers::{PublisherChanges, PublisherRegistry};
-pub use stages::Stages;
-pub use sync::DEPLOYMENT_TAG;
+pub use stages::{Stages, DEPLOYMENT_TAG};
 
 use crate::api::ErrorCode;
 use crate::domain::{ChannelId, IdError, StageArn};
@@ -41,14 +41,13 @@ pub struct Service {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hub: Arc<StatsHub>,
     pub(crate) presence: Arc<Presence>,
-    pub(crate) stages: Stages,
-    pub(crate) autoscaler: Autoscaler,
+    pub(crate) stages: Arc<Stages>,
+    pub(crate) autoscaler: Arc<Autoscaler>,
     started: Instant,
-    pub(crate) cluster: cluster::Cluster,
+    pub(crate) cluster: Arc<cluster::Cluster>,
     pub(crate) media: MediaGateway,
-    publishers: PublisherRegistry,
-    /// Backend polls this instance has run.
-    polls: std::sync::atomic::AtomicU64,
+    publishers: Arc<PublisherRegistry>,
+    backend_sync: BackendSync,
     /// Turns true once the stage backend is set up and the master stage exists.
     ready: tokio::sync::watch::Sender<bool>,
 }
@@ -59,8 +58,22 @@ impl Service {
         let media = MediaGateway::new(store.clone(), clock.clone());
         let presence =
             Arc::new(Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs));
-        let publishers = PublisherRegistry::new().follow_local(ChannelId::default(), backend.publisher());
-        let stages = Stages::new(store.clone(), backend.clone(), clock.clone(), hub.clone(), presence.clone(), &settings);
+        let publishers = Arc::new(PublisherRegistry::new().follow_local(ChannelId::default(), backend.publisher()));
+        let stages =
+            Arc::new(Stages::new(store.clone(), backend.clone(), clock.clone(), hub.clone(), presence.clone(), &settings));
+        let autoscaler = Arc::new(Autoscaler::new(stages.clone(), publishers.clone(), settings.stage.capacity(), clock.clone()));
+        let cluster = Arc::new(cluster::Cluster::default());
+        let backend_sync = BackendSync::new(BackendSyncParts {
+            store: store.clone(),
+            backend: backend.clone(),
+            clock: clock.clone(),
+            hub: hub.clone(),
+            stages: stages.clone(),
+            publishers: publishers.clone(),
+            autoscaler: autoscaler.clone(),
+            cluster: cluster.clone(),
+            reconnect_window_secs: settings.ivs.reconnect_window_secs,
+        });
         Arc::new(Self {
             settings,
             store,
@@ -69,12 +82,12 @@ impl Service {
             hub,
             presence,
             stages,
-            autoscaler: Autoscaler::default(),
+            autoscaler,
             started: Instant::now(),
             media,
             publishers,
-            polls: std::sync::atomic::AtomicU64::new(0),
-            cluster: cluster::Cluster::default(),
+            backend_sync,
+            cluster,
             ready: tokio::sync::watch::channel(false).0,
         })
     }
@@ -99,13 +112,20 @@ impl Service {
         &self.store
     }
 
-    pub fn autoscale_steps(&self) -> u64 {
-        self.autoscaler.steps()
-    }
-
     /// WHIP/WHEP admission to the embedded media server.
     pub fn media(&self) -> &MediaGateway {
         &self.media
+    }
+
+    /// The auto-scaler: its step, its early wake-up and the lock stage changes take.
+    pub fn autoscaler(&self) -> &Autoscaler {
+        &self.autoscaler
+    }
+
+    /// Keeping a remote stage backend (IVS) and this server in agreement: the leader's poll,
+    /// the replications into auto-created stages, the reconciliation of stages.
+    pub fn backend_sync(&self) -> &BackendSync {
+        &self.backend_sync
     }
 
     /// The stages: master, CRUD, replication records, snapshots.

@@ -6,7 +6,7 @@
 //!   (`cluster.rs` reads them from the shared database and sets them here).
 //! - The **live** publisher of a channel is the local one, else the remote one.
 //! - **Absence:** since when a channel's local publisher has been away, as the backend sync
-//!   (`sync.rs`) has seen it, to end its replications once the reconnect window has passed.
+//!   (`BackendSync`) has seen it, to end its replications once the reconnect window has passed.
 
 use crate::domain::{ChannelId, LivePublisher};
 use futures_util::future::select_all;

@@ -1,15 +1,12 @@
 use super::hub::StatsHub;
 use super::presence::Presence;
-use super::sync::DEPLOYMENT_TAG;
 use super::views::{
     ReplicationInfo, ReplicationStartedView, ReplicationStatusView, ReplicationStoppedView, StageDetailView, StageListItem,
     StageListView, StageView,
 };
-use super::Service;
 use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
-use crate::domain::autoscale::{decide, ScaleDecision};
-use crate::domain::{ChannelId, ParticipantId, StageArn};
+use crate::domain::{ParticipantId, StageArn};
 use crate::server::backend::StageBackend;
 use crate::server::clock::Clock;
 use crate::server::config::{Settings, StageSettings};
@@ -24,6 +21,8 @@ use std::sync::{Arc, OnceLock};
 const MASTER_SETTING: &str = "master_stage_arn";
 const DEPLOYMENT_SETTING: &str = "deployment_id";
 pub use crate::server::backend::MANAGED_BY_TAG;
+/// Tag naming the deployment (all instances on one database) that created a stage.
+pub const DEPLOYMENT_TAG: &str = "LivestageDeployment";
 
 /// The record of the master stage `stage`.
 fn master_record(stage: crate::server::backend::CreatedStage, tags: BTreeMap<String, String>, now: i64) -> StageRecord {
@@ -353,14 +352,21 @@ impl Stages {
             self.store.delete_replication(arn.as_str()).await?;
         }
         self.backend.delete_stage(arn).await?;
-        let evicted = self.store.clear_stage(arn.as_str(), self.now_ms()).await?;
+        let evicted = self.forget_record(arn.as_str()).await?;
+        self.hub.mark_dirty();
+        tracing::info!(stage = %arn, evicted, "stage deleted");
+        Ok(())
+    }
+
+    /// Drops the record of a stage the backend no longer has, closing its viewers' sessions;
+    /// returns how many were closed.
+    pub(crate) async fn forget_record(&self, arn: &str) -> AppResult<usize> {
+        let evicted = self.store.clear_stage(arn, self.now_ms()).await?;
         for p in &evicted {
             self.presence.forget(&p.stage_arn, &p.user_id);
         }
-        self.store.delete_stage(arn.as_str()).await?;
-        self.hub.mark_dirty();
-        tracing::info!(stage = %arn, evicted = evicted.len(), "stage deleted");
-        Ok(())
+        self.store.delete_stage(arn).await?;
+        Ok(evicted.len())
     }
 
     pub async fn start_replication(
@@ -465,38 +471,5 @@ impl Stages {
     pub async fn snapshots(&self, hours: u32) -> AppResult<Vec<(String, String, u32)>> {
         let since = self.now_ms() - i64::from(hours) * 3_600_000;
         Ok(self.store.snapshots_since(since).await?.into_iter().map(|(a, t, n)| (a, iso(t), n)).collect())
-    }
-}
-
-impl Service {
-    /// One auto-scaling step: evaluates the rule and carries out its decision.
-    pub async fn autoscale_once(&self) -> AppResult<ScaleDecision> {
-        let _guard = self.autoscaler.exclusive().await;
-        self.autoscaler.count_step();
-        let loads = self.stages.loads().await?;
-        let decision = decide(&loads, &self.settings.stage.capacity());
-        match &decision {
-            ScaleDecision::ScaleUp => {
-                let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
-                let name = format!("auto-stage-{}", self.now_ms());
-                let stage = self.stages.create(&name, BTreeMap::new(), parent.as_deref(), "").await?;
-                let publisher = self.publishers().live(&ChannelId::default());
-                if let Some(p) = publisher {
-                    let (src, dst, pid) = (
-                        StageArn::parse(p.stage_arn.clone()),
-                        StageArn::parse(stage.arn.clone()),
-                        ParticipantId::parse(p.participant_id.clone()),
-                    );
-                    if let (Ok(src), Ok(dst), Ok(pid)) = (src, dst, pid) {
-                        if let Err(e) = self.stages.start_replication(&src, &dst, &pid).await {
-                            tracing::warn!(error = %e, stage = %dst, "replication into the new stage failed");
-                        }
-                    }
-                }
-            }
-            ScaleDecision::ScaleDown(arn) => self.stages.delete(arn, true).await?,
-            ScaleDecision::Hold => {}
-        }
-        Ok(decision)
     }
 }

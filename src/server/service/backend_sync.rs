@@ -1,22 +1,74 @@
 //! Keeping this server and a remote stage backend (IVS) in agreement: who publishes, which
 //! auto-created stages carry a replica of the publisher, and which backend stages are ours.
+//! Only the cluster's leader syncs; a follower leaves the publisher to it.
 
-use super::Service;
+use super::autoscaler::Autoscaler;
+use super::cluster::Cluster;
+use super::hub::StatsHub;
+use super::publishers::PublisherRegistry;
+use super::stages::{Stages, DEPLOYMENT_TAG};
 use crate::domain::{ChannelId, ParticipantId, StageArn};
-use crate::server::backend::MANAGED_BY_TAG;
+use crate::server::backend::{BackendError, StageBackend, MANAGED_BY_TAG};
+use crate::server::clock::Clock;
 use crate::server::error::AppResult;
-use std::sync::atomic::Ordering;
+use crate::server::store::Store;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-/// Tag naming the deployment (all instances on one database) that created a stage.
-pub const DEPLOYMENT_TAG: &str = "LivestageDeployment";
 /// Backend polls between two stage reconciliations.
 const RECONCILE_EVERY: u64 = 900;
 
-impl Service {
+pub struct BackendSync {
+    store: Store,
+    backend: Arc<dyn StageBackend>,
+    clock: Arc<dyn Clock>,
+    hub: Arc<StatsHub>,
+    stages: Arc<Stages>,
+    publishers: Arc<PublisherRegistry>,
+    /// Its lock keeps a sync from running between a stage's creation and its replication.
+    autoscaler: Arc<Autoscaler>,
+    cluster: Arc<Cluster>,
+    /// How long a publisher may be away before the backend has ended its replications.
+    reconnect_window_ms: i64,
+    /// Backend polls this instance has run.
+    polls: AtomicU64,
+}
+
+/// What [`BackendSync`] works with.
+pub struct BackendSyncParts {
+    pub store: Store,
+    pub backend: Arc<dyn StageBackend>,
+    pub clock: Arc<dyn Clock>,
+    pub hub: Arc<StatsHub>,
+    pub stages: Arc<Stages>,
+    pub publishers: Arc<PublisherRegistry>,
+    pub autoscaler: Arc<Autoscaler>,
+    pub cluster: Arc<Cluster>,
+    pub reconnect_window_secs: i32,
+}
+
+impl BackendSync {
+    pub fn new(parts: BackendSyncParts) -> Self {
+        let BackendSyncParts { store, backend, clock, hub, stages, publishers, autoscaler, cluster, reconnect_window_secs } =
+            parts;
+        Self {
+            store,
+            backend,
+            clock,
+            hub,
+            stages,
+            publishers,
+            autoscaler,
+            cluster,
+            reconnect_window_ms: i64::from(reconnect_window_secs) * 1000,
+            polls: AtomicU64::new(0),
+        }
+    }
+
     /// One poll of the backend (leader only): the publisher's state, its replicas, and now and
     /// then the list of stages.
-    pub async fn poll_backend(&self) {
-        if !self.is_leader() {
+    pub async fn poll(&self) {
+        if !self.cluster.is_leader() {
             self.backend.clear_publisher();
             return;
         }
@@ -50,11 +102,11 @@ impl Service {
     /// their records go, so its return starts them again. One stage failing holds up no other.
     pub async fn sync_replications(&self) -> AppResult<usize> {
         let channel = ChannelId::default();
-        let Some(p) = self.publishers().local(&channel) else {
+        let Some(p) = self.publishers.local(&channel) else {
             self.forget_ended_replications(&channel).await?;
             return Ok(0);
         };
-        self.publishers().mark_local_present(&channel);
+        self.publishers.mark_local_present(&channel);
         let (Ok(source), Ok(pid)) = (StageArn::parse(p.stage_arn.clone()), ParticipantId::parse(p.participant_id.clone())) else {
             return Ok(0);
         };
@@ -95,9 +147,9 @@ impl Service {
 
     /// Drops the replication records of a publisher gone for longer than the reconnect window.
     async fn forget_ended_replications(&self, channel: &ChannelId) -> AppResult<()> {
-        let now = self.now_ms();
-        let since = self.publishers().local_away_since(channel, now);
-        if now - since <= i64::from(self.settings.ivs.reconnect_window_secs) * 1000 {
+        let now = self.clock.now_ms();
+        let since = self.publishers.local_away_since(channel, now);
+        if now - since <= self.reconnect_window_ms {
             return Ok(());
         }
         let _guard = self.autoscaler.exclusive().await;
@@ -140,15 +192,10 @@ impl Service {
         for stage in known_before.iter().filter(|k| !k.is_master) {
             // Missing from the list, and IVS confirms it is gone.
             let Ok(arn) = super::stored_arn(&stage.arn) else { continue };
-            if !listed.iter().any(|l| l.arn == arn)
-                && matches!(self.backend.adopt_stage(&arn).await, Err(crate::server::backend::BackendError::NotFound))
+            if !listed.iter().any(|l| l.arn == arn) && matches!(self.backend.adopt_stage(&arn).await, Err(BackendError::NotFound))
             {
-                let evicted = self.store.clear_stage(&stage.arn, self.now_ms()).await?;
-                for p in &evicted {
-                    self.presence.forget(&p.stage_arn, &p.user_id);
-                }
-                self.store.delete_stage(&stage.arn).await?;
-                tracing::warn!(stage = %stage.arn, evicted = evicted.len(), "stage is gone from the backend");
+                let evicted = self.stages.forget_record(&stage.arn).await?;
+                tracing::warn!(stage = %stage.arn, evicted, "stage is gone from the backend");
                 removed += 1;
             }
         }
