@@ -11,8 +11,9 @@ pub enum AppError {
     Api { code: ErrorCode, message: String, details: Option<Value> },
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
+    /// The database is out of reach; the cause is logged, never returned.
     #[error("database unavailable")]
-    DatabaseUnavailable(#[source] sqlx::Error),
+    DatabaseUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -62,17 +63,6 @@ impl From<crate::api::request::FieldErrors> for AppError {
     }
 }
 
-impl From<sqlx::Error> for AppError {
-    fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                Self::DatabaseUnavailable(e)
-            }
-            other => Self::Internal(Box::new(other)),
-        }
-    }
-}
-
 /// The failure envelope.
 pub fn error_body(code: ErrorCode, message: &str, details: Option<&Value>) -> Value {
     let mut error = json!({ "code": code.as_str(), "message": message });
@@ -91,7 +81,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let cause: Option<&(dyn std::error::Error + 'static)> = match &self {
             Self::Internal(c) => Some(c.as_ref()),
-            Self::DatabaseUnavailable(e) => Some(e),
+            Self::DatabaseUnavailable(e) => Some(e.as_ref()),
             _ => None,
         };
         if let Some(cause) = cause {

@@ -8,13 +8,14 @@ use crate::api::request::{
 };
 use crate::domain::StageArn;
 use crate::server::error::{AppError, AppResult};
+use crate::server::service::views::HealthView;
 use crate::server::time::iso_now;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The success envelope.
 pub struct Data<T>(pub T, pub Option<&'static str>);
@@ -45,7 +46,7 @@ fn ok<T: Serialize>(data: T) -> AppResult<Data<T>> {
 
 // ---- health ----
 
-pub async fn health(State(state): State<AppState>) -> AppResult<Data<Value>> {
+pub async fn health(State(state): State<AppState>) -> AppResult<Data<HealthView>> {
     ok(state.service.health().await?)
 }
 

@@ -30,7 +30,7 @@ use crate::server::backend::{BackendError, StageBackend};
 use crate::server::clock::Clock;
 use crate::server::config::Settings;
 use crate::server::error::{AppError, AppResult};
-use crate::server::store::Store;
+use crate::server::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -193,6 +193,18 @@ pub(crate) fn stored_arn(raw: &str) -> Result<StageArn, AppError> {
 
 pub fn invalid_field(field: &str, e: &IdError) -> AppError {
     AppError::with_details(ErrorCode::ValidationError, format!("{field} {e}"), serde_json::json!({ "invalidFields": [field] }))
+}
+
+/// A database out of reach is 503 `SERVICE_UNAVAILABLE`; any other store failure is an
+/// internal error. Either way the cause is logged and never returned.
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            AppError::DatabaseUnavailable(Box::new(e))
+        } else {
+            AppError::internal(e)
+        }
+    }
 }
 
 impl From<BackendError> for AppError {

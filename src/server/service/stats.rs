@@ -1,6 +1,6 @@
 use super::views::{
-    PublisherStatsView, PublisherView, StageInfo, StageListView, StageStatsView, StagesStatsView, StatsStageItem, StatsView,
-    TotalViewersView,
+    BackendHealthView, HealthServicesView, HealthView, MemoryView, PublisherStatsView, PublisherView, StageInfo, StageListView,
+    StageStatsView, StagesStatsView, StatsStageItem, StatsView, TotalViewersView,
 };
 use super::Service;
 use crate::api::{LiveStats, StageCount};
@@ -8,7 +8,6 @@ use crate::domain::ChannelId;
 use crate::server::error::{AppError, AppResult};
 use crate::server::support::rss_mb;
 use crate::server::time::{iso, iso_now};
-use serde_json::{json, Value};
 
 impl Service {
     pub fn is_publisher_live(&self) -> bool {
@@ -99,7 +98,7 @@ impl Service {
     }
 
     /// `/health`: `Err` (503) when the database does not answer.
-    pub async fn health(&self) -> Result<Value, AppError> {
+    pub async fn health(&self) -> Result<HealthView, AppError> {
         let db_ok =
             tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await.map(|r| r.is_ok()).unwrap_or(false);
         if !db_ok {
@@ -108,20 +107,20 @@ impl Service {
         // Not set up yet (IVS slow or failing at start) counts as degraded too.
         let backend_ok = self.backend.healthy() && self.is_ready();
         let master = self.store.master_stage().await.ok().flatten();
-        Ok(json!({
-            "status": if backend_ok { "healthy" } else { "degraded" },
-            "uptime": (self.uptime_secs() * 1000.0).round() / 1000.0,
-            "version": env!("CARGO_PKG_VERSION"),
-            "services": {
-                "database": "connected",
-                "backend": {
-                    "kind": self.backend.kind().as_str(),
-                    "region": self.backend.region(),
-                    "stageConfigured": master.is_some(),
-                    "status": if backend_ok { "connected" } else { "degraded" },
+        Ok(HealthView {
+            status: if backend_ok { "healthy" } else { "degraded" },
+            uptime: (self.uptime_secs() * 1000.0).round() / 1000.0,
+            version: env!("CARGO_PKG_VERSION"),
+            services: HealthServicesView {
+                database: "connected",
+                backend: BackendHealthView {
+                    kind: self.backend.kind().as_str(),
+                    region: self.backend.region(),
+                    stage_configured: master.is_some(),
+                    status: if backend_ok { "connected" } else { "degraded" },
                 },
             },
-            "memory": { "rssMb": rss_mb() },
-        }))
+            memory: MemoryView { rss_mb: rss_mb() },
+        })
     }
 }

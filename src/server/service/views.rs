@@ -342,12 +342,70 @@ pub fn format_duration(secs: i64) -> String {
     format!("{}m {}s", secs / 60, secs % 60)
 }
 
+/// `/health`. The fields are in alphabetical order, the order the JSON tree this replaces wrote
+/// them in, so the body is unchanged byte for byte.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthView {
+    pub memory: MemoryView,
+    pub services: HealthServicesView,
+    /// `healthy`, or `degraded` while the stage backend is unhealthy or not set up yet.
+    pub status: &'static str,
+    /// Seconds since this instance started, to the millisecond.
+    pub uptime: f64,
+    pub version: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthServicesView {
+    pub backend: BackendHealthView,
+    /// Always `connected`: with the database gone, `/health` is a 503 instead.
+    pub database: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendHealthView {
+    /// `local` or `ivs`.
+    pub kind: &'static str,
+    /// `null` when the backend has no region.
+    pub region: Option<String>,
+    pub stage_configured: bool,
+    /// `connected` or `degraded`.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryView {
+    pub rss_mb: f64,
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn durations_format_as_minutes_and_seconds() {
-        assert_eq!(super::format_duration(0), "0m 0s");
-        assert_eq!(super::format_duration(1845), "30m 45s");
-        assert_eq!(super::format_duration(-3), "0m 0s");
+        assert_eq!(format_duration(0), "0m 0s");
+        assert_eq!(format_duration(1845), "30m 45s");
+        assert_eq!(format_duration(-3), "0m 0s");
+    }
+
+    #[test]
+    fn health_serializes_as_the_contract_writes_it() {
+        let view = HealthView {
+            memory: MemoryView { rss_mb: 42.5 },
+            services: HealthServicesView {
+                backend: BackendHealthView { kind: "ivs", region: None, stage_configured: true, status: "degraded" },
+                database: "connected",
+            },
+            status: "degraded",
+            uptime: 1.25,
+            version: "1.2.3",
+        };
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            r#"{"memory":{"rssMb":42.5},"services":{"backend":{"kind":"ivs","region":null,"stageConfigured":true,"status":"degraded"},"database":"connected"},"status":"degraded","uptime":1.25,"version":"1.2.3"}"#
+        );
     }
 }

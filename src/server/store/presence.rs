@@ -1,4 +1,4 @@
-use super::{count, DbKind, Store};
+use super::{count, DbKind, Store, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -43,7 +43,7 @@ pub enum JoinResult {
     Full,
 }
 
-fn presence_from_row(r: &AnyRow) -> Result<PresenceRecord, sqlx::Error> {
+fn presence_from_row(r: &AnyRow) -> Result<PresenceRecord, StoreError> {
     Ok(PresenceRecord {
         stage_arn: r.try_get("stage_arn")?,
         user_id: r.try_get("user_id")?,
@@ -54,7 +54,7 @@ fn presence_from_row(r: &AnyRow) -> Result<PresenceRecord, sqlx::Error> {
     })
 }
 
-fn session_from_row(r: &AnyRow) -> Result<SessionRecord, sqlx::Error> {
+fn session_from_row(r: &AnyRow) -> Result<SessionRecord, StoreError> {
     Ok(SessionRecord {
         id: r.try_get("id")?,
         user_id: r.try_get("user_id")?,
@@ -93,7 +93,7 @@ impl Store {
         participant_id: &str,
         now: i64,
         max: Option<u32>,
-    ) -> Result<JoinResult, sqlx::Error> {
+    ) -> Result<JoinResult, StoreError> {
         let mut w = self.write_tx().await?;
         if self.kind == DbKind::Postgres {
             // Serialises joins per stage across instances so the capacity check holds.
@@ -159,15 +159,15 @@ impl Store {
     }
 
     /// The stage a user is present on, if any (the oldest presence when several).
-    pub async fn stage_of_user(&self, user_id: &str) -> Result<Option<String>, sqlx::Error> {
+    pub async fn stage_of_user(&self, user_id: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT stage_arn FROM presence WHERE user_id = $1 ORDER BY joined_at LIMIT 1")
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| r.try_get::<String, _>("stage_arn")).transpose()
+        Ok(row.map(|r| r.try_get::<String, _>("stage_arn")).transpose()?)
     }
 
-    pub async fn presence(&self, stage_arn: &str, user_id: &str) -> Result<Option<PresenceRecord>, sqlx::Error> {
+    pub async fn presence(&self, stage_arn: &str, user_id: &str) -> Result<Option<PresenceRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {PRESENCE_COLUMNS} FROM presence WHERE stage_arn = $1 AND user_id = $2"))
             .bind(stage_arn)
             .bind(user_id)
@@ -178,7 +178,7 @@ impl Store {
 
     /// Writes a batch of heartbeats in one transaction. Returns the (stage, user) pairs that
     /// were no longer present.
-    pub async fn record_heartbeats(&self, beats: &[(String, String, i64)]) -> Result<Vec<(String, String)>, sqlx::Error> {
+    pub async fn record_heartbeats(&self, beats: &[(String, String, i64)]) -> Result<Vec<(String, String)>, StoreError> {
         if beats.is_empty() {
             return Ok(Vec::new());
         }
@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// Removes a viewer and closes its watch session at `now`. Returns whether it was present.
-    pub async fn leave(&self, stage_arn: &str, user_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    pub async fn leave(&self, stage_arn: &str, user_id: &str, now: i64) -> Result<bool, StoreError> {
         let mut w = self.write_tx().await?;
         let row = sqlx::query("DELETE FROM presence WHERE stage_arn = $1 AND user_id = $2 RETURNING session_id")
             .bind(stage_arn)
@@ -223,7 +223,7 @@ impl Store {
 
     /// Drops every viewer silent since before `cutoff`, closing each watch session at the
     /// viewer's last heartbeat. Returns the removed viewers.
-    pub async fn sweep(&self, cutoff: i64) -> Result<Vec<PresenceRecord>, sqlx::Error> {
+    pub async fn sweep(&self, cutoff: i64) -> Result<Vec<PresenceRecord>, StoreError> {
         let mut w = self.write_tx().await?;
         let rows = sqlx::query(&format!("DELETE FROM presence WHERE last_heartbeat < $1 RETURNING {PRESENCE_COLUMNS}"))
             .bind(cutoff)
@@ -239,7 +239,7 @@ impl Store {
 
     /// Closes sessions left open without a presence row (e.g. written before a crash by an
     /// older process): each is closed at its start, since no heartbeat of it survives.
-    pub async fn close_orphan_sessions(&self) -> Result<u64, sqlx::Error> {
+    pub async fn close_orphan_sessions(&self) -> Result<u64, StoreError> {
         let mut w = self.write_tx().await?;
         let n = sqlx::query(
             "UPDATE watch_sessions SET left_at = joined_at, watch_duration_seconds = 0
@@ -252,7 +252,7 @@ impl Store {
     }
 
     /// Removes every viewer of a stage, closing their sessions at `now`.
-    pub async fn clear_stage(&self, stage_arn: &str, now: i64) -> Result<Vec<PresenceRecord>, sqlx::Error> {
+    pub async fn clear_stage(&self, stage_arn: &str, now: i64) -> Result<Vec<PresenceRecord>, StoreError> {
         let mut w = self.write_tx().await?;
         let rows = sqlx::query(&format!("DELETE FROM presence WHERE stage_arn = $1 RETURNING {PRESENCE_COLUMNS}"))
             .bind(stage_arn)
@@ -266,7 +266,7 @@ impl Store {
         Ok(removed)
     }
 
-    pub async fn list_viewers(&self, stage_arn: &str) -> Result<Vec<PresenceRecord>, sqlx::Error> {
+    pub async fn list_viewers(&self, stage_arn: &str) -> Result<Vec<PresenceRecord>, StoreError> {
         let rows =
             sqlx::query(&format!("SELECT {PRESENCE_COLUMNS} FROM presence WHERE stage_arn = $1 ORDER BY joined_at, user_id"))
                 .bind(stage_arn)
@@ -276,7 +276,7 @@ impl Store {
     }
 
     /// The viewer's most recent watch session on a stage.
-    pub async fn latest_session(&self, user_id: &str, stage_arn: &str) -> Result<Option<SessionRecord>, sqlx::Error> {
+    pub async fn latest_session(&self, user_id: &str, stage_arn: &str) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM watch_sessions WHERE user_id = $1 AND stage_arn = $2 ORDER BY joined_at DESC, id DESC LIMIT 1"
         ))
@@ -288,7 +288,7 @@ impl Store {
     }
 
     /// A user's watch sessions, newest first.
-    pub async fn history(&self, user_id: &str, limit: u32) -> Result<Vec<SessionRecord>, sqlx::Error> {
+    pub async fn history(&self, user_id: &str, limit: u32) -> Result<Vec<SessionRecord>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM watch_sessions WHERE user_id = $1 ORDER BY joined_at DESC, id DESC LIMIT $2"
         ))
@@ -300,7 +300,7 @@ impl Store {
     }
 
     /// Aggregates over the closed and open sessions of a stage that started at or after `since`.
-    pub async fn stage_view_stats(&self, stage_arn: &str, since: i64) -> Result<StageViewStats, sqlx::Error> {
+    pub async fn stage_view_stats(&self, stage_arn: &str, since: i64) -> Result<StageViewStats, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS total_views,
                     COUNT(DISTINCT user_id) AS unique_viewers,

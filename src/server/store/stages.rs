@@ -1,4 +1,4 @@
-use super::Store;
+use super::{Store, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ pub struct ReplicationRecord {
 const STAGE_COLUMNS: &str =
     "arn, name, is_master, auto_scaled, parent_arn, tags, endpoints, active_session_id, created_at, updated_at";
 
-fn stage_from_row(r: &AnyRow) -> Result<StageRecord, sqlx::Error> {
+fn stage_from_row(r: &AnyRow) -> Result<StageRecord, StoreError> {
     let json_map = |col: &str| -> Result<BTreeMap<String, String>, sqlx::Error> {
         let text: String = r.try_get(col)?;
         serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
@@ -54,7 +54,7 @@ fn to_json(map: &BTreeMap<String, String>) -> String {
 }
 
 impl Store {
-    pub async fn insert_stage(&self, s: &StageRecord) -> Result<(), sqlx::Error> {
+    pub async fn insert_stage(&self, s: &StageRecord) -> Result<(), StoreError> {
         let mut w = self.write_tx().await?;
         if s.is_master {
             sqlx::query("UPDATE stages SET is_master = 0 WHERE is_master = 1").execute(&mut *w.tx).await?;
@@ -76,10 +76,10 @@ impl Store {
         .bind(s.updated_at)
         .execute(&mut *w.tx)
         .await?;
-        w.tx.commit().await
+        Ok(w.tx.commit().await?)
     }
 
-    pub async fn get_stage(&self, arn: &str) -> Result<Option<StageRecord>, sqlx::Error> {
+    pub async fn get_stage(&self, arn: &str) -> Result<Option<StageRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE arn = $1"))
             .bind(arn)
             .fetch_optional(&self.pool)
@@ -87,21 +87,21 @@ impl Store {
         row.as_ref().map(stage_from_row).transpose()
     }
 
-    pub async fn master_stage(&self) -> Result<Option<StageRecord>, sqlx::Error> {
+    pub async fn master_stage(&self) -> Result<Option<StageRecord>, StoreError> {
         let row =
             sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE is_master = 1")).fetch_optional(&self.pool).await?;
         row.as_ref().map(stage_from_row).transpose()
     }
 
     /// Every managed stage, master first, then oldest first.
-    pub async fn list_stages(&self) -> Result<Vec<StageRecord>, sqlx::Error> {
+    pub async fn list_stages(&self) -> Result<Vec<StageRecord>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages ORDER BY is_master DESC, created_at, arn"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(stage_from_row).collect()
     }
 
-    pub async fn count_stages(&self) -> Result<u32, sqlx::Error> {
+    pub async fn count_stages(&self) -> Result<u32, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM stages").fetch_one(&self.pool).await?;
         super::count(&row, "n")
     }
@@ -112,7 +112,7 @@ impl Store {
         name: Option<&str>,
         tags: Option<&BTreeMap<String, String>>,
         now: i64,
-    ) -> Result<Option<StageRecord>, sqlx::Error> {
+    ) -> Result<Option<StageRecord>, StoreError> {
         let mut w = self.write_tx().await?;
         let n =
             sqlx::query("UPDATE stages SET name = COALESCE($1, name), tags = COALESCE($2, tags), updated_at = $3 WHERE arn = $4")
@@ -130,7 +130,7 @@ impl Store {
     }
 
     /// Deletes a stage record and its replication state; returns whether it existed.
-    pub async fn delete_stage(&self, arn: &str) -> Result<bool, sqlx::Error> {
+    pub async fn delete_stage(&self, arn: &str) -> Result<bool, StoreError> {
         let mut w = self.write_tx().await?;
         sqlx::query("DELETE FROM replications WHERE destination_arn = $1").bind(arn).execute(&mut *w.tx).await?;
         let n = sqlx::query("DELETE FROM stages WHERE arn = $1").bind(arn).execute(&mut *w.tx).await?;
@@ -138,7 +138,7 @@ impl Store {
         Ok(n.rows_affected() > 0)
     }
 
-    pub async fn put_replication(&self, r: &ReplicationRecord) -> Result<(), sqlx::Error> {
+    pub async fn put_replication(&self, r: &ReplicationRecord) -> Result<(), StoreError> {
         let mut w = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO replications (destination_arn, source_arn, participant_id, started_at) VALUES ($1, $2, $3, $4)
@@ -151,10 +151,10 @@ impl Store {
         .bind(r.started_at)
         .execute(&mut *w.tx)
         .await?;
-        w.tx.commit().await
+        Ok(w.tx.commit().await?)
     }
 
-    pub async fn get_replication(&self, destination_arn: &str) -> Result<Option<ReplicationRecord>, sqlx::Error> {
+    pub async fn get_replication(&self, destination_arn: &str) -> Result<Option<ReplicationRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT destination_arn, source_arn, participant_id, started_at FROM replications WHERE destination_arn = $1",
         )
@@ -172,7 +172,7 @@ impl Store {
         .transpose()
     }
 
-    pub async fn delete_replication(&self, destination_arn: &str) -> Result<bool, sqlx::Error> {
+    pub async fn delete_replication(&self, destination_arn: &str) -> Result<bool, StoreError> {
         let mut w = self.write_tx().await?;
         let n =
             sqlx::query("DELETE FROM replications WHERE destination_arn = $1").bind(destination_arn).execute(&mut *w.tx).await?;
