@@ -11,8 +11,6 @@ import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { closeContexts, newPage, decodedFrames } from "./pages";
 
-test.afterEach(closeContexts);
-
 const ROOT = resolve("..");
 const API_KEY = "resilience-e2e-key-0123456789";
 const VIEWER_TOKEN_SECS = 60;
@@ -151,7 +149,9 @@ test.beforeAll(async ({ browser }) => {
   relay.keepCurrentFlows();
 });
 
-test.afterAll(() => {
+// The studio goes live once for every test here; each test closes its own viewers.
+test.afterAll(async ({ browser }) => {
+  await closeContexts({ browser });
   server?.kill("SIGTERM");
   relay.close();
 });
