@@ -13,12 +13,26 @@ pub struct StatsHub {
     /// The pending change happened on this instance (so the others must hear of it).
     local: AtomicBool,
     subscribers: AtomicUsize,
+    /// Held from reading the figures to publishing them, so two refreshes cannot cross: one
+    /// that read the store earlier never publishes after one that read it later.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl StatsHub {
     pub fn new() -> Self {
         let (tx, _) = watch::channel(Arc::new(LiveStats::default()));
-        Self { tx, dirty: Notify::new(), local: AtomicBool::new(false), subscribers: AtomicUsize::new(0) }
+        Self {
+            tx,
+            dirty: Notify::new(),
+            local: AtomicBool::new(false),
+            subscribers: AtomicUsize::new(0),
+            refreshing: Default::default(),
+        }
+    }
+
+    /// Taken by a refresh for as long as it reads and publishes.
+    pub async fn refreshing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.refreshing.lock().await
     }
 
     /// Something that the stats depend on changed.

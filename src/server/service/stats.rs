@@ -33,6 +33,7 @@ impl Service {
 
     /// Recomputes and publishes the live totals; true when they changed.
     pub async fn refresh_live_stats(&self) -> AppResult<bool> {
+        let _turn = self.hub.refreshing().await;
         let stats = self.compute_live_stats().await?;
         Ok(self.hub.publish(stats))
     }
