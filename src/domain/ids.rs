@@ -29,6 +29,28 @@ fn check_text(raw: &str, max: usize) -> Result<(), IdError> {
     Ok(())
 }
 
+/// `TryFrom<String>` through `parse`, `Into<String>` and `Display` for a `String` newtype.
+macro_rules! text_conversions {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(raw: String) -> Result<Self, IdError> {
+                Self::parse(raw)
+            }
+        }
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
@@ -47,22 +69,7 @@ macro_rules! text_id {
                 &self.0
             }
         }
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(raw: String) -> Result<Self, IdError> {
-                Self::parse(raw)
-            }
-        }
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
+        text_conversions!($name);
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
@@ -123,22 +130,7 @@ impl StageArn {
     }
 }
 
-impl TryFrom<String> for StageArn {
-    type Error = IdError;
-    fn try_from(raw: String) -> Result<Self, IdError> {
-        Self::parse(raw)
-    }
-}
-impl From<StageArn> for String {
-    fn from(arn: StageArn) -> String {
-        arn.0
-    }
-}
-impl fmt::Display for StageArn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_conversions!(StageArn);
 
 /// A broadcast channel: the key under which a publisher is live. 1-64 ASCII letters, digits,
 /// `-` and `_`. There is one broadcast for now, [`ChannelId::DEFAULT`] (also `Default`).
@@ -171,22 +163,7 @@ impl Default for ChannelId {
         Self(Self::DEFAULT.to_string())
     }
 }
-impl TryFrom<String> for ChannelId {
-    type Error = IdError;
-    fn try_from(raw: String) -> Result<Self, IdError> {
-        Self::parse(raw)
-    }
-}
-impl From<ChannelId> for String {
-    fn from(id: ChannelId) -> String {
-        id.0
-    }
-}
-impl fmt::Display for ChannelId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+text_conversions!(ChannelId);
 
 #[cfg(test)]
 mod tests {
