@@ -39,19 +39,20 @@ mod ssr {
 /// Current live totals.
 #[server(input = Json)]
 pub async fn get_live_stats() -> Result<LiveStats, RpcError> {
-    ssr::service()?.compute_live_stats().await.map_err(ssr::fail)
+    ssr::service()?.stats().live().await.map_err(ssr::fail)
 }
 
 /// Joins the broadcast as `user_id`: a viewer token and a stage, or why not.
 #[server(input = Json)]
 pub async fn join_stream(user_id: String) -> Result<JoinOutcome, RpcError> {
-    use crate::api::{ErrorCode, ViewerTicket};
+    use crate::api::ViewerTicket;
     use crate::domain::UserId;
+    use crate::server::service::JoinError;
     let service = ssr::service()?;
     let user = UserId::parse(user_id).map_err(ssr::invalid("userId"))?;
     let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
     let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
-    match service.issue_viewer_token(&user, None, &base).await {
+    match service.tokens().issue_viewer_token(&user, None, &base).await {
         Ok(v) => Ok(JoinOutcome::Joined(ViewerTicket {
             token: v.token,
             participant_id: v.participant_id,
@@ -60,13 +61,13 @@ pub async fn join_stream(user_id: String) -> Result<JoinOutcome, RpcError> {
             expires_at: v.expires_at,
             expires_in: v.expires_in,
             whep_endpoint: v.whep_endpoint,
-            sdk_url: service.web_sdk_url(),
+            sdk_url: service.tokens().web_sdk_url(),
             current_viewers: v.current_viewers,
             is_new_viewer: v.is_new_viewer,
         })),
-        Err(e) if e.code() == ErrorCode::NotFound => Ok(JoinOutcome::Offline),
-        Err(e) if e.code() == ErrorCode::StageFull => Ok(JoinOutcome::Full),
-        Err(e) => Err(ssr::fail(e)),
+        Err(JoinError::Offline) => Ok(JoinOutcome::Offline),
+        Err(JoinError::Full(_)) => Ok(JoinOutcome::Full),
+        Err(e) => Err(ssr::fail(e.into())),
     }
 }
 
@@ -173,7 +174,7 @@ pub async fn publisher_ticket() -> Result<crate::api::PublisherTicket, RpcError>
     let headers = session::headers().await?;
     let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
     let user = UserId::parse("broadcaster").map_err(|e| RpcError::new(ErrorCode::InternalError, e.to_string()))?;
-    let t = service.issue_publisher_token(&user, &base).await.map_err(ssr::fail)?;
+    let t = service.tokens().issue_publisher_token(&user, &base).await.map_err(ssr::fail)?;
     Ok(crate::api::PublisherTicket {
         token: t.token,
         participant_id: t.participant_id,
@@ -181,12 +182,12 @@ pub async fn publisher_ticket() -> Result<crate::api::PublisherTicket, RpcError>
         expires_at: t.expires_at,
         expires_in: t.expires_in,
         whip_endpoint: t.whip_endpoint,
-        sdk_url: service.web_sdk_url(),
+        sdk_url: service.tokens().web_sdk_url(),
     })
 }
 
 /// Live totals, the stage table and the last 24 hours of snapshots.
 #[server(input = Json)]
 pub async fn dashboard_data() -> Result<crate::api::DashboardData, RpcError> {
-    ssr::service()?.dashboard().await.map_err(ssr::fail)
+    ssr::service()?.stats().dashboard().await.map_err(ssr::fail)
 }

@@ -228,7 +228,7 @@ async fn an_instance_killed_mid_session_loses_no_watch_session() {
 
     // …then the viewer goes silent: its session closes at that last durable heartbeat.
     b.clock.set_ms(joined_at + 20_000 + 61_000);
-    b.service.sweep_presence().await.unwrap();
+    b.service.presence().sweep().await.unwrap();
     let h = b.get("/api/viewer/history/survivor").await;
     let rec = &h.assert_ok()["history"][0];
     assert_eq!(rec["watchDurationSeconds"], 20, "{rec}");

@@ -133,7 +133,7 @@ async fn heartbeat_writes_grow_with_flushes_not_viewers() {
             app.post("/api/viewer/heartbeat", json!({ "userId": format!("w{i}"), "stageArn": master })).await.assert_ok();
         }
         assert_eq!(write_transactions(&app).await, before, "round {round}: heartbeats alone write nothing");
-        assert_eq!(app.service.flush_heartbeats().await.unwrap(), VIEWERS);
+        assert_eq!(app.service.presence().flush().await.unwrap(), VIEWERS);
         assert_eq!(write_transactions(&app).await, before + 1, "round {round}: {VIEWERS} heartbeats, one write");
     }
 }

@@ -19,7 +19,7 @@ async fn the_sweep_drops_silent_viewers_and_closes_at_the_last_heartbeat() {
     app.advance_secs(30);
     heartbeat(&app, "chatty", &master).await.assert_ok();
     app.advance_secs(31); // quiet: 61 s since its last beat; chatty: 31 s
-    assert_eq!(app.service.sweep_presence().await.unwrap(), 1);
+    assert_eq!(app.service.presence().sweep().await.unwrap(), 1);
 
     let stats = app.get("/api/stats").await;
     assert_eq!(stats.assert_ok()["totalViewers"], 1);
@@ -36,9 +36,9 @@ async fn a_viewer_at_exactly_the_timeout_is_kept() {
     app.go_live().await;
     app.join("v").await.assert_ok();
     app.advance_secs(60);
-    assert_eq!(app.service.sweep_presence().await.unwrap(), 0);
+    assert_eq!(app.service.presence().sweep().await.unwrap(), 0);
     app.advance_secs(1);
-    assert_eq!(app.service.sweep_presence().await.unwrap(), 1);
+    assert_eq!(app.service.presence().sweep().await.unwrap(), 1);
 }
 
 #[tokio::test]

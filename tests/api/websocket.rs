@@ -248,7 +248,7 @@ async fn a_stalled_client_skips_to_the_newest_figures_and_holds_up_no_one() {
     let mut published = Vec::new();
     for i in 1..=SNAPSHOTS {
         app.join(&format!("v{i}")).await.assert_ok();
-        app.service.refresh_live_stats().await.unwrap();
+        app.service.stats().refresh().await.unwrap();
         published.push((i, Instant::now()));
     }
     let stall = started.elapsed();

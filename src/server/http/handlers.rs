@@ -57,7 +57,7 @@ pub async fn viewer_token(
     BaseUrl(base): BaseUrl,
     JsonRequest(req): JsonRequest<ViewerTokenRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.issue_viewer_token(&req.user_id, req.stage_arn.as_ref(), &base).await?)
+    ok(state.service.tokens().issue_viewer_token(&req.user_id, req.stage_arn.as_ref(), &base).await?)
 }
 
 pub async fn publisher_token(
@@ -65,7 +65,7 @@ pub async fn publisher_token(
     BaseUrl(base): BaseUrl,
     JsonRequest(req): JsonRequest<PublisherTokenRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.issue_publisher_token(&req.user_id, &base).await?)
+    ok(state.service.tokens().issue_publisher_token(&req.user_id, &base).await?)
 }
 
 pub async fn mediaserver_token(
@@ -75,10 +75,10 @@ pub async fn mediaserver_token(
     JsonBody(body): JsonBody,
 ) -> AppResult<Data<impl Serialize>> {
     let secret = headers.get("x-internal-secret").and_then(|v| v.to_str().ok());
-    state.service.check_internal_secret(secret)?;
+    state.service.tokens().check_internal_secret(secret)?;
     // The secret is checked before the body's fields.
     let req = MediaServerTokenRequest::from_fields(&body)?;
-    ok(state.service.issue_mediaserver_token(secret, &req.server_id, &req.stage_arn, &base).await?)
+    ok(state.service.tokens().issue_mediaserver_token(secret, &req.server_id, &req.stage_arn, &base).await?)
 }
 
 // ---- viewers ----
@@ -140,22 +140,22 @@ pub async fn viewer_stats(
 // ---- stats ----
 
 pub async fn stats(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stats().await?)
+    ok(state.service.stats().summary().await?)
 }
 
 pub async fn stats_viewers(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stats_viewers().await?)
+    ok(state.service.stats().total_viewers().await?)
 }
 
 pub async fn stats_stages(
     State(state): State<AppState>,
     QueryRequest(q): QueryRequest<StageStatsQuery>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stats_stages(q.arn.as_ref().map(StageArn::as_str)).await?)
+    ok(state.service.stats().stages(q.arn.as_ref().map(StageArn::as_str)).await?)
 }
 
 pub async fn stats_publisher(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.publisher_stats())
+    ok(state.service.stats().publisher())
 }
 
 // ---- stages ----

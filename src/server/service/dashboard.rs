@@ -1,14 +1,14 @@
 //! The dashboard's view: live totals, the stage table and viewers over time.
 
-use super::Service;
+use super::stats::Stats;
 use crate::api::{DashboardData, SeriesPoint, StageRow};
 use crate::server::error::AppResult;
 use std::collections::BTreeMap;
 
-impl Service {
+impl Stats {
     pub async fn dashboard(&self) -> AppResult<DashboardData> {
-        let now_ms = self.now_ms();
-        let stats = self.compute_live_stats().await?;
+        let now_ms = self.clock.now_ms();
+        let stats = self.live().await?;
         let stages = self
             .store
             .list_stages()

@@ -43,11 +43,11 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
             }
-            if let Err(e) = s.flush_heartbeats().await {
+            if let Err(e) = s.presence().flush().await {
                 tracing::warn!(error = %e, "heartbeat flush failed; will retry");
             }
         }
-        if let Err(e) = s.flush_heartbeats().await {
+        if let Err(e) = s.presence().flush().await {
             tracing::error!(error = %e, "final heartbeat flush failed");
         }
     }));
@@ -56,7 +56,7 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
     jobs.push(every(Duration::from_secs(p.sweep_interval_secs.max(1)), shutdown.clone(), "sweep", move || {
         let s = s.clone();
         async move {
-            if let Err(e) = s.sweep_presence().await {
+            if let Err(e) = s.presence().sweep().await {
                 tracing::warn!(error = %e, "presence sweep failed");
             }
         }
@@ -132,7 +132,7 @@ fn spawn_hub(service: Arc<Service>, shutdown: watch::Receiver<bool>, mut jobs: V
                 _ = stop.changed() => break,
             }
             let local = s.hub.take_local_change();
-            match s.refresh_live_stats().await {
+            match s.stats().refresh().await {
                 Ok(changed) if changed && local => s.notify_cluster().await,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "stats refresh failed"),

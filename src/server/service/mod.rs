@@ -23,6 +23,8 @@ pub use media::{MediaGateway, MediaPlane, MediaRequest};
 pub use presence::Presence;
 pub use publishers::{PublisherChanges, PublisherRegistry};
 pub use stages::{Stages, DEPLOYMENT_TAG};
+pub use stats::Stats;
+pub use tokens::{JoinError, Tokens, TokensParts};
 
 use crate::api::ErrorCode;
 use crate::domain::{ChannelId, IdError, StageArn};
@@ -31,8 +33,10 @@ use crate::server::clock::Clock;
 use crate::server::config::Settings;
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::{Store, StoreError};
+use crate::server::support::rss_mb;
 use std::sync::Arc;
 use std::time::Instant;
+use views::{BackendHealthView, HealthServicesView, HealthView, MemoryView};
 
 pub struct Service {
     pub(crate) settings: Arc<Settings>,
@@ -48,6 +52,8 @@ pub struct Service {
     pub(crate) media: MediaGateway,
     publishers: Arc<PublisherRegistry>,
     backend_sync: BackendSync,
+    tokens: Tokens,
+    stats: Stats,
     /// Turns true once the stage backend is set up and the master stage exists.
     ready: tokio::sync::watch::Sender<bool>,
 }
@@ -74,8 +80,22 @@ impl Service {
             cluster: cluster.clone(),
             reconnect_window_secs: settings.ivs.reconnect_window_secs,
         });
+        let tokens = Tokens::new(TokensParts {
+            settings: settings.clone(),
+            store: store.clone(),
+            backend: backend.clone(),
+            clock: clock.clone(),
+            hub: hub.clone(),
+            presence: presence.clone(),
+            stages: stages.clone(),
+            autoscaler: autoscaler.clone(),
+            publishers: publishers.clone(),
+        });
+        let stats = Stats::new(store.clone(), clock.clone(), hub.clone(), stages.clone(), publishers.clone());
         Arc::new(Self {
             settings,
+            tokens,
+            stats,
             store,
             backend,
             clock,
@@ -142,14 +162,14 @@ impl Service {
         &self.presence
     }
 
-    /// Flushes pending heartbeats, then drops viewers silent for longer than the timeout.
-    pub async fn sweep_presence(&self) -> AppResult<usize> {
-        self.presence.sweep().await
+    /// Viewer, publisher and media-server tokens; viewers' placement on stages.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
-    /// Writes every pending heartbeat in one transaction.
-    pub async fn flush_heartbeats(&self) -> AppResult<usize> {
-        self.presence.flush().await
+    /// Live totals and the stats and dashboard views.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Sets the stage backend up and makes sure the master stage exists; until this succeeds
@@ -158,7 +178,7 @@ impl Service {
         self.backend.prepare().await?;
         let master = self.stages.ensure_master().await?;
         // The live totals count the master stage before anyone is told the server is ready.
-        self.refresh_live_stats().await?;
+        self.stats.refresh().await?;
         if !self.ready.send_replace(true) {
             tracing::info!(stage = %master.arn, "stage backend ready");
         }
@@ -178,6 +198,33 @@ impl Service {
     /// Seconds since this instance started.
     pub fn uptime_secs(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
+    }
+
+    /// `/health`: `Err` (503) when the database does not answer.
+    pub async fn health(&self) -> Result<HealthView, AppError> {
+        let db_ok =
+            tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await.map(|r| r.is_ok()).unwrap_or(false);
+        if !db_ok {
+            return Err(AppError::new(crate::api::ErrorCode::ServiceUnavailable, "The database is unavailable"));
+        }
+        // Not set up yet (IVS slow or failing at start) counts as degraded too.
+        let backend_ok = self.backend.healthy() && self.is_ready();
+        let master = self.store.master_stage().await.ok().flatten();
+        Ok(HealthView {
+            status: if backend_ok { "healthy" } else { "degraded" },
+            uptime: (self.uptime_secs() * 1000.0).round() / 1000.0,
+            version: env!("CARGO_PKG_VERSION"),
+            services: HealthServicesView {
+                database: "connected",
+                backend: BackendHealthView {
+                    kind: self.backend.kind().as_str(),
+                    region: self.backend.region(),
+                    stage_configured: master.is_some(),
+                    status: if backend_ok { "connected" } else { "degraded" },
+                },
+            },
+            memory: MemoryView { rss_mb: rss_mb() },
+        })
     }
 }
 

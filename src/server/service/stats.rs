@@ -1,21 +1,45 @@
+use super::hub::StatsHub;
+use super::publishers::PublisherRegistry;
+use super::stages::Stages;
 use super::views::{
-    BackendHealthView, HealthServicesView, HealthView, MemoryView, PublisherStatsView, PublisherView, StageInfo, StageListView,
-    StageStatsView, StagesStatsView, StatsStageItem, StatsView, TotalViewersView,
+    PublisherStatsView, PublisherView, StageInfo, StageListView, StageStatsView, StagesStatsView, StatsStageItem, StatsView,
+    TotalViewersView,
 };
-use super::Service;
 use crate::api::{LiveStats, StageCount};
 use crate::domain::ChannelId;
+use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
-use crate::server::support::rss_mb;
+use crate::server::store::Store;
 use crate::server::time::{iso, iso_now};
+use std::sync::Arc;
 
-impl Service {
+/// Reads the audience: live totals (and their publication to the hub), the stats routes'
+/// views and the dashboard's.
+pub struct Stats {
+    pub(super) store: Store,
+    pub(super) clock: Arc<dyn Clock>,
+    hub: Arc<StatsHub>,
+    stages: Arc<Stages>,
+    publishers: Arc<PublisherRegistry>,
+}
+
+impl Stats {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        hub: Arc<StatsHub>,
+        stages: Arc<Stages>,
+        publishers: Arc<PublisherRegistry>,
+    ) -> Self {
+        Self { store, clock, hub, stages, publishers }
+    }
+
     pub fn is_publisher_live(&self) -> bool {
-        self.publishers().live(&ChannelId::default()).is_some()
+        self.publishers.live(&ChannelId::default()).is_some()
     }
 
     /// Recomputes the live totals from the store.
-    pub async fn compute_live_stats(&self) -> AppResult<LiveStats> {
+    pub async fn live(&self) -> AppResult<LiveStats> {
         let stages = self.store.list_stages().await?;
         let counts = self.store.stage_counts().await?;
         let stages: Vec<StageCount> = stages
@@ -32,13 +56,14 @@ impl Service {
     }
 
     /// Recomputes and publishes the live totals; true when they changed.
-    pub async fn refresh_live_stats(&self) -> AppResult<bool> {
+    pub async fn refresh(&self) -> AppResult<bool> {
         let _turn = self.hub.refreshing().await;
-        let stats = self.compute_live_stats().await?;
+        let stats = self.live().await?;
         Ok(self.hub.publish(stats))
     }
 
-    pub async fn stats(&self) -> AppResult<StatsView> {
+    /// `GET /api/stats`.
+    pub async fn summary(&self) -> AppResult<StatsView> {
         let stages = self.store.list_stages().await?;
         let counts = self.store.stage_counts().await?;
         let items: Vec<StatsStageItem> = stages
@@ -59,12 +84,12 @@ impl Service {
         })
     }
 
-    pub async fn stats_viewers(&self) -> AppResult<TotalViewersView> {
+    pub async fn total_viewers(&self) -> AppResult<TotalViewersView> {
         let total: u32 = self.store.stage_counts().await?.values().sum();
         Ok(TotalViewersView { total_viewers: total, calculated_from: "real-time sum" })
     }
 
-    pub async fn stats_stages(&self, arn: Option<&str>) -> AppResult<StagesStatsView> {
+    pub async fn stages(&self, arn: Option<&str>) -> AppResult<StagesStatsView> {
         match arn {
             Some(raw) => {
                 let arn = super::parse_stage_arn("arn", raw)?;
@@ -88,40 +113,13 @@ impl Service {
         }
     }
 
-    pub fn publisher_stats(&self) -> PublisherStatsView {
-        let publisher = self.publishers().live(&ChannelId::default()).map(|p| PublisherView {
+    pub fn publisher(&self) -> PublisherStatsView {
+        let publisher = self.publishers.live(&ChannelId::default()).map(|p| PublisherView {
             user_id: p.user_id,
             participant_id: p.participant_id,
             stage_arn: p.stage_arn,
             since: iso(p.since_ms),
         });
         PublisherStatsView { is_publisher_live: publisher.is_some(), publisher }
-    }
-
-    /// `/health`: `Err` (503) when the database does not answer.
-    pub async fn health(&self) -> Result<HealthView, AppError> {
-        let db_ok =
-            tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await.map(|r| r.is_ok()).unwrap_or(false);
-        if !db_ok {
-            return Err(AppError::new(crate::api::ErrorCode::ServiceUnavailable, "The database is unavailable"));
-        }
-        // Not set up yet (IVS slow or failing at start) counts as degraded too.
-        let backend_ok = self.backend.healthy() && self.is_ready();
-        let master = self.store.master_stage().await.ok().flatten();
-        Ok(HealthView {
-            status: if backend_ok { "healthy" } else { "degraded" },
-            uptime: (self.uptime_secs() * 1000.0).round() / 1000.0,
-            version: env!("CARGO_PKG_VERSION"),
-            services: HealthServicesView {
-                database: "connected",
-                backend: BackendHealthView {
-                    kind: self.backend.kind().as_str(),
-                    region: self.backend.region(),
-                    stage_configured: master.is_some(),
-                    status: if backend_ok { "connected" } else { "degraded" },
-                },
-            },
-            memory: MemoryView { rss_mb: rss_mb() },
-        })
     }
 }

@@ -1,23 +1,87 @@
+//! Token issue: viewers placed on a stage and counted, publishers on the master stage, internal
+//! media servers behind the internal secret.
+
+use super::autoscaler::Autoscaler;
+use super::hub::StatsHub;
+use super::presence::Presence;
+use super::publishers::PublisherRegistry;
+use super::stages::Stages;
 use super::views::{
     MediaServerTokenView, ObsInstructions, ObsSettings, PublishInstructions, PublisherTokenView, ViewerTokenView, WebInstructions,
 };
-use super::Service;
 use crate::api::ErrorCode;
 use crate::domain::assignment::choose_stage;
-use crate::domain::{StageArn, UserId};
-use crate::server::backend::{Capabilities, IssuedToken, Playback, TokenRequest};
+use crate::domain::{ChannelId, StageArn, UserId};
+use crate::server::backend::{BackendError, Capabilities, IssuedToken, Playback, StageBackend, TokenRequest};
+use crate::server::clock::Clock;
+use crate::server::config::Settings;
 use crate::server::error::{AppError, AppResult};
-use crate::server::store::{JoinResult, StageRecord};
+use crate::server::store::{JoinResult, StageRecord, Store, StoreError};
 use crate::server::support::{absolute, secrets_match};
 use crate::server::time::iso;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Why a viewer could not join. The pages tell "offline" and "full" apart from failures;
+/// REST answers each with its status and code (converted once, below).
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("No publisher is live")]
+    Offline,
+    #[error("Stage not found")]
+    StageNotFound,
+    /// Every stage is full (or the chosen one filled up meanwhile); the auto-scaler is woken.
+    #[error("{0}")]
+    Full(&'static str),
+    /// The store, or issuing the token, failed.
+    #[error(transparent)]
+    Failed(#[from] AppError),
+}
+
+impl From<StoreError> for JoinError {
+    fn from(e: StoreError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+impl From<JoinError> for AppError {
+    fn from(e: JoinError) -> Self {
+        match e {
+            JoinError::Offline | JoinError::StageNotFound => AppError::not_found(e.to_string()),
+            JoinError::Full(message) => AppError::new(ErrorCode::StageFull, message),
+            JoinError::Failed(e) => e,
+        }
+    }
+}
+
+/// What [`Tokens`] works with.
+pub struct TokensParts {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub backend: Arc<dyn StageBackend>,
+    pub clock: Arc<dyn Clock>,
+    pub hub: Arc<StatsHub>,
+    pub presence: Arc<Presence>,
+    pub stages: Arc<Stages>,
+    pub autoscaler: Arc<Autoscaler>,
+    pub publishers: Arc<PublisherRegistry>,
+}
+
+/// Issues tokens and places viewers: the one way onto a stage.
+pub struct Tokens {
+    parts: TokensParts,
+}
 
 /// Whole seconds from `now_ms` until `at_ms`, rounded up (tokens expire on whole seconds).
 fn seconds_until(at_ms: i64, now_ms: i64) -> i64 {
     ((at_ms - now_ms).max(0) + 999) / 1000
 }
 
-impl Service {
+impl Tokens {
+    pub fn new(parts: TokensParts) -> Self {
+        Self { parts }
+    }
+
     async fn issue(
         &self,
         stage: &StageRecord,
@@ -27,7 +91,7 @@ impl Service {
         role: &str,
         base_url: &str,
     ) -> AppResult<IssuedToken> {
-        let now_ms = self.now_ms();
+        let now_ms = self.parts.clock.now_ms();
         let req = TokenRequest {
             stage_arn: &stage.arn,
             stage_endpoints: &stage.endpoints,
@@ -38,12 +102,10 @@ impl Service {
             base_url,
             now_ms,
         };
-        self.backend.issue_token(req).await.map_err(|e| {
+        self.parts.backend.issue_token(req).await.map_err(|e| {
             tracing::error!(error = %e, stage = %stage.arn, "token issue failed");
             match e {
-                crate::server::backend::BackendError::Unavailable(_) => {
-                    AppError::new(ErrorCode::ServiceUnavailable, "The stage backend is unavailable")
-                }
+                BackendError::Unavailable(_) => AppError::new(ErrorCode::ServiceUnavailable, "The stage backend is unavailable"),
                 _ => AppError::new(ErrorCode::TokenGenerationFailed, "Token generation failed"),
             }
         })
@@ -56,45 +118,46 @@ impl Service {
         user_id: &UserId,
         stage_arn: Option<&StageArn>,
         base_url: &str,
-    ) -> AppResult<ViewerTokenView> {
-        if !self.is_publisher_live() {
-            return Err(AppError::not_found("No publisher is live"));
+    ) -> Result<ViewerTokenView, JoinError> {
+        let p = &self.parts;
+        if p.publishers.live(&ChannelId::default()).is_none() {
+            return Err(JoinError::Offline);
         }
-        let cap = self.settings.stage.capacity();
+        let cap = p.settings.stage.capacity();
         let stage = match stage_arn {
-            Some(arn) => self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?,
+            Some(arn) => p.store.get_stage(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?,
             None => {
-                let loads = self.stages.loads().await?;
+                let loads = p.stages.loads().await?;
                 // A viewer already counted somewhere (a reload, a retry) keeps its stage.
-                let existing = match self.store.stage_of_user(user_id.as_str()).await? {
-                    Some(arn) => self.store.get_stage(&arn).await?,
+                let existing = match p.store.stage_of_user(user_id.as_str()).await? {
+                    Some(arn) => p.store.get_stage(&arn).await?,
                     None => None,
                 };
                 match existing {
                     Some(stage) => stage,
                     None => {
                         let Some(arn) = choose_stage(&loads, &cap) else {
-                            self.autoscaler.kick();
-                            return Err(AppError::new(ErrorCode::StageFull, "All stages are full, try again shortly"));
+                            p.autoscaler.kick();
+                            return Err(JoinError::Full("All stages are full, try again shortly"));
                         };
-                        self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?
+                        p.store.get_stage(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?
                     }
                 }
             }
         };
-        let duration = self.settings.tokens.viewer_token_duration;
+        let duration = p.settings.tokens.viewer_token_duration;
         let issued = self.issue(&stage, user_id.as_str(), Capabilities::SUBSCRIBE, duration, "viewer", base_url).await?;
-        let now = self.now_ms();
+        let now = p.clock.now_ms();
         let joined =
-            self.store.join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage)).await?;
+            p.store.join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage)).await?;
         let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
-            self.autoscaler.kick();
-            return Err(AppError::new(ErrorCode::StageFull, "The stage is full, try again shortly"));
+            p.autoscaler.kick();
+            return Err(JoinError::Full("The stage is full, try again shortly"));
         };
-        self.presence.mark_present(&stage.arn, user_id.as_str());
-        self.hub.mark_dirty();
+        p.presence.mark_present(&stage.arn, user_id.as_str());
+        p.hub.mark_dirty();
         if current_viewers >= cap.scale_up_threshold {
-            self.autoscaler.kick();
+            p.autoscaler.kick();
         }
         tracing::info!(stage = %stage.arn, is_new, current_viewers, "viewer joined");
         Ok(ViewerTokenView {
@@ -107,7 +170,7 @@ impl Service {
             expires_in: seconds_until(issued.expires_at_ms, now),
             current_viewers,
             is_new_viewer: is_new,
-            whep_endpoint: match self.backend.capabilities().playback {
+            whep_endpoint: match p.backend.capabilities().playback {
                 Playback::Whep { path } => Some(absolute(base_url, path, false)),
                 Playback::IvsSdk => None,
             },
@@ -116,16 +179,17 @@ impl Service {
 
     /// The IVS Web Broadcast SDK the pages use, on backends played with it (IVS).
     pub fn web_sdk_url(&self) -> Option<String> {
-        (self.backend.capabilities().playback == Playback::IvsSdk).then(|| self.settings.ivs.web_sdk_url.clone())
+        let p = &self.parts;
+        (p.backend.capabilities().playback == Playback::IvsSdk).then(|| p.settings.ivs.web_sdk_url.clone())
     }
 
     /// Issues a PUBLISH token on the master stage.
     #[tracing::instrument(skip(self, base_url), fields(user = %user_id))]
     pub async fn issue_publisher_token(&self, user_id: &UserId, base_url: &str) -> AppResult<PublisherTokenView> {
-        let stage = self.stages.master().await?;
-        let duration = self.settings.tokens.publisher_token_duration;
+        let stage = self.parts.stages.master().await?;
+        let duration = self.parts.settings.tokens.publisher_token_duration;
         let issued = self.issue(&stage, user_id.as_str(), Capabilities::PUBLISH, duration, "publisher", base_url).await?;
-        let now = self.now_ms();
+        let now = self.parts.clock.now_ms();
         let whip = stage.endpoints.get("whip").map(|p| absolute(base_url, p, false)).unwrap_or_default();
         Ok(PublisherTokenView {
             instructions: PublishInstructions {
@@ -167,11 +231,12 @@ impl Service {
         base_url: &str,
     ) -> AppResult<MediaServerTokenView> {
         self.check_internal_secret(secret)?;
-        let stage = self.store.get_stage(stage_arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
-        let duration = self.settings.tokens.publisher_token_duration;
+        let stage =
+            self.parts.store.get_stage(stage_arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        let duration = self.parts.settings.tokens.publisher_token_duration;
         let user = format!("media-server-{server_id}");
         let issued = self.issue(&stage, &user, Capabilities::BOTH, duration, "media-server", base_url).await?;
-        let now = self.now_ms();
+        let now = self.parts.clock.now_ms();
         Ok(MediaServerTokenView {
             token: issued.token,
             participant_id: issued.participant_id,
@@ -183,7 +248,7 @@ impl Service {
     }
 
     pub fn check_internal_secret(&self, given: Option<&str>) -> AppResult<()> {
-        match (&self.settings.server.internal_secret, given) {
+        match (&self.parts.settings.server.internal_secret, given) {
             (Some(expected), Some(given)) if secrets_match(given, expected.expose()) => Ok(()),
             (None, _) => Err(AppError::new(ErrorCode::Forbidden, "Internal endpoints are disabled on this server")),
             _ => Err(AppError::new(ErrorCode::Forbidden, "Invalid internal secret")),
