@@ -1,3 +1,5 @@
+//! The contract's error codes and the typed error of the server functions.
+
 use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};

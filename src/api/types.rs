@@ -1,3 +1,6 @@
+//! Live figures as both sides read them: the `/ws` push, the dashboard's data, and what a
+//! page's join returns (a viewer ticket, offline or full).
+
 use serde::{Deserialize, Serialize};
 
 /// Viewer count of one stage, as pushed over `/ws`.

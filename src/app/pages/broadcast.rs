@@ -1,3 +1,5 @@
+//! `/broadcast`: sign-in, then the studio (preview, devices, go live / stop).
+
 use super::{use_live_stats, LiveBadge};
 use crate::app::interop::{self, studio, studio::Devices, studio::PublishState};
 use crate::rpc::{broadcaster_signed_in, publisher_ticket, BroadcasterSignIn, BroadcasterSignOut};

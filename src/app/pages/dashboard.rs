@@ -1,3 +1,5 @@
+//! `/dashboard`: live totals, the stage table and the viewers-over-time chart.
+
 use super::{use_live_stats, LiveBadge};
 use crate::api::SeriesPoint;
 use crate::app::interop;

@@ -1,3 +1,5 @@
+//! The pages and what they share: the live-stats context and the live badge.
+
 mod broadcast;
 mod dashboard;
 mod viewer;

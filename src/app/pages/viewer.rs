@@ -1,3 +1,5 @@
+//! `/`: the player, its status and the live audience.
+
 use super::{use_live_stats, LiveBadge};
 use crate::app::interop::{self, player, player::PlayerStatus};
 use leptos::prelude::*;

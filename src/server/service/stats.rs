@@ -1,3 +1,5 @@
+//! The audience as the stats routes, `/ws` and the dashboard read it.
+
 use super::hub::StatsHub;
 use super::publishers::PublisherRegistry;
 use super::stages::Stages;
