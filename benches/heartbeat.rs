@@ -122,7 +122,7 @@ async fn run() {
     let base = format!("http://127.0.0.1:{}", app.port());
     let signal = app.publisher_signal().unwrap();
     let service = app.service();
-    let master = service.store().master_stage().await.unwrap().unwrap().arn;
+    let master = service.store().stages().master().await.unwrap().unwrap().arn;
     signal.set_live(LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.clone(), since_ms: 0 });
     tokio::spawn(app.run_until_stopped());
 
@@ -151,7 +151,7 @@ async fn run() {
 
     // durability: every viewer's last heartbeat reached the database within ~1 s
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let rows = service.store().list_viewers(&master).await.unwrap();
+    let rows = service.store().presence().list(&master).await.unwrap();
     let now = livestage::server::clock::Clock::now_ms(&SystemClock);
     let stale = rows.iter().filter(|r| now - r.last_heartbeat > (secs as i64 + 3) * 1000).count();
 

@@ -1,3 +1,5 @@
+//! The `livestage` binary: reads the settings, then serves (or runs a maintenance command).
+
 use livestage::server::config::{help_text, Settings};
 use livestage::server::startup::Application;
 use livestage::server::telemetry;

@@ -1,3 +1,6 @@
+//! Ids as types: stage ARNs, channel ids, user and participant ids, each checked once where
+//! it enters and carried as its type from there on.
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

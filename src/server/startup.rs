@@ -154,7 +154,7 @@ impl Application {
         // Viewers that went silent while the server was down: close their sessions at their
         // last heartbeat, exactly as the sweep would have.
         let recovered = service.presence().sweep().await.map_err(|e| StartupError::Other(e.to_string()))?;
-        let orphans = service.store().close_orphan_sessions().await.map_err(|e| StartupError::Other(e.to_string()))?;
+        let orphans = service.store().sessions().close_orphans().await.map_err(|e| StartupError::Other(e.to_string()))?;
         if recovered + orphans as usize > 0 {
             tracing::info!(recovered, orphans, "closed watch sessions left open by a previous run");
         }

@@ -538,7 +538,7 @@ async fn a_recorded_master_stage_without_its_row_is_adopted() {
     let app = spawn_ivs(&fake, |_| {}).await;
     let master = app.master_arn().await;
     // The row is lost (an instance died between recording the stage and writing its row).
-    app.service.store().delete_stage(&master).await.unwrap();
+    app.service.store().stages().delete(&master).await.unwrap();
     fake.clear_calls();
     let app = app.restart(0).await;
     assert_eq!(app.master_arn().await, master);

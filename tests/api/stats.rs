@@ -52,8 +52,8 @@ async fn snapshots_are_recorded_and_pruned_after_retention() {
     let app = spawn_app().await;
     app.go_live().await;
     app.join("a").await.assert_ok();
-    assert_eq!(app.service.stages().take_snapshot().await.unwrap(), 1);
-    let snaps = app.service.stages().snapshots(1).await.unwrap();
+    assert_eq!(app.service.stats().take_snapshot().await.unwrap(), 1);
+    let snaps = app.service.stats().snapshots(1).await.unwrap();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].2, 1);
 }
@@ -65,11 +65,11 @@ async fn snapshots_are_kept_exactly_ninety_days() {
     let app = spawn_app().await;
     const DAY: i64 = 86_400_000;
     let take = || async {
-        app.service.stages().take_snapshot().await.unwrap();
-        app.service.stages().snapshots(24 * 400).await.unwrap().last().unwrap().1.clone()
+        app.service.stats().take_snapshot().await.unwrap();
+        app.service.stats().snapshots(24 * 400).await.unwrap().last().unwrap().1.clone()
     };
     let kept = || async {
-        let mut at: Vec<String> = app.service.stages().snapshots(24 * 400).await.unwrap().into_iter().map(|s| s.1).collect();
+        let mut at: Vec<String> = app.service.stats().snapshots(24 * 400).await.unwrap().into_iter().map(|s| s.1).collect();
         at.sort();
         at
     };

@@ -72,7 +72,7 @@ impl BackendSync {
             self.backend.clear_publisher();
             return;
         }
-        let master = match self.store.master_stage().await {
+        let master = match self.store.stages().master().await {
             Ok(Some(m)) => m,
             Ok(None) => return,
             Err(e) => return tracing::warn!(error = %e, "backend poll: no master stage"),
@@ -113,7 +113,7 @@ impl BackendSync {
         // Not while the auto-scaler is between creating a stage and replicating into it.
         let _guard = self.autoscaler.exclusive().await;
         let mut started = 0;
-        for stage in self.store.list_stages().await?.into_iter().filter(|s| s.auto_scaled) {
+        for stage in self.store.stages().list().await?.into_iter().filter(|s| s.auto_scaled) {
             let Ok(dest) = StageArn::parse(stage.arn.clone()) else { continue };
             match self.replicate_into(&source, &dest, &pid).await {
                 Ok(true) => started += 1,
@@ -127,12 +127,12 @@ impl BackendSync {
     /// Replicates `pid` from `source` into `dest` unless it already is; returns whether it
     /// started a replication.
     async fn replicate_into(&self, source: &StageArn, dest: &StageArn, pid: &ParticipantId) -> AppResult<bool> {
-        if let Some(r) = self.store.get_replication(dest.as_str()).await? {
+        if let Some(r) = self.store.stages().replication(dest.as_str()).await? {
             if r.participant_id == pid.as_str() && r.source_arn == source.as_str() {
                 return Ok(false);
             }
             self.stages.stop_recorded_replication(&r).await?;
-            self.store.delete_replication(dest.as_str()).await?;
+            self.store.stages().delete_replication(dest.as_str()).await?;
         }
         match self.stages.start_replication(source, dest, pid).await {
             Ok(_) => Ok(true),
@@ -153,12 +153,12 @@ impl BackendSync {
             return Ok(());
         }
         let _guard = self.autoscaler.exclusive().await;
-        for stage in self.store.list_stages().await?.into_iter().filter(|s| s.auto_scaled) {
-            if let Some(r) = self.store.get_replication(&stage.arn).await? {
+        for stage in self.store.stages().list().await?.into_iter().filter(|s| s.auto_scaled) {
+            if let Some(r) = self.store.stages().replication(&stage.arn).await? {
                 if let Err(e) = self.stages.stop_recorded_replication(&r).await {
                     tracing::debug!(error = %e, stage = %stage.arn, "replication already ended");
                 }
-                self.store.delete_replication(&stage.arn).await?;
+                self.store.stages().delete_replication(&stage.arn).await?;
             }
         }
         Ok(())
@@ -173,11 +173,11 @@ impl BackendSync {
         if !self.backend.capabilities().lists_stages {
             return Ok(0);
         }
-        let known_before = self.store.list_stages().await?;
+        let known_before = self.store.stages().list().await?;
         let listed = self.backend.list_stages().await?;
         let deployment = self.stages.deployment_id().await?;
         // Read after listing: a stage IVS lists that is not here yet is not taken for a leftover.
-        let known = self.store.list_stages().await?;
+        let known = self.store.stages().list().await?;
         let mut removed = 0;
         for stage in &listed {
             let ours = stage.tags.get(MANAGED_BY_TAG.0).map(String::as_str) == Some(MANAGED_BY_TAG.1)

@@ -11,13 +11,14 @@ impl Stats {
         let stats = self.live().await?;
         let stages = self
             .store
-            .list_stages()
+            .stages()
+            .list()
             .await?
             .into_iter()
             .map(|s| StageRow { arn: s.arn, name: s.name, is_master: s.is_master, auto_scaled: s.auto_scaled })
             .collect();
         let mut totals: BTreeMap<i64, u32> = BTreeMap::new();
-        for (_, at, viewers) in self.store.snapshots_since(now_ms - 24 * 3_600_000).await? {
+        for (_, at, viewers) in self.store.snapshots().since(now_ms - 24 * 3_600_000).await? {
             *totals.entry(at).or_default() += viewers;
         }
         let series = totals.into_iter().map(|(at_ms, viewers)| SeriesPoint { at_ms, viewers }).collect();

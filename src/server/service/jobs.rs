@@ -69,7 +69,7 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
             if !s.is_leader() {
                 return;
             }
-            if let Err(e) = s.stages.take_snapshot().await {
+            if let Err(e) = s.stats().take_snapshot().await {
                 tracing::warn!(error = %e, "viewer snapshot failed");
             }
         }

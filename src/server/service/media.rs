@@ -83,13 +83,13 @@ impl MediaGateway {
         let participant = participant(claims);
         match role {
             Role::Publisher => {
-                let master = self.store.master_stage().await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+                let master = self.store.stages().master().await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
                 if master.arn != participant.stage_arn {
                     return Err(AppError::new(ErrorCode::Forbidden, "Publishing is only possible on the master stage"));
                 }
             }
             Role::Viewer => {
-                if self.store.get_stage(&participant.stage_arn).await?.is_none() {
+                if self.store.stages().get(&participant.stage_arn).await?.is_none() {
                     return Err(AppError::not_found("Stage not found"));
                 }
             }

@@ -91,7 +91,14 @@ impl Service {
             autoscaler: autoscaler.clone(),
             publishers: publishers.clone(),
         });
-        let stats = Stats::new(store.clone(), clock.clone(), hub.clone(), stages.clone(), publishers.clone());
+        let stats = Stats::new(
+            store.clone(),
+            clock.clone(),
+            hub.clone(),
+            stages.clone(),
+            publishers.clone(),
+            settings.presence.snapshot_retention_days,
+        );
         Arc::new(Self {
             settings,
             tokens,
@@ -209,7 +216,7 @@ impl Service {
         }
         // Not set up yet (IVS slow or failing at start) counts as degraded too.
         let backend_ok = self.backend.healthy() && self.is_ready();
-        let master = self.store.master_stage().await.ok().flatten();
+        let master = self.store.stages().master().await.ok().flatten();
         Ok(HealthView {
             status: if backend_ok { "healthy" } else { "degraded" },
             uptime: (self.uptime_secs() * 1000.0).round() / 1000.0,

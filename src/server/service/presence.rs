@@ -72,7 +72,7 @@ impl Presence {
         let key = (stage.to_string(), user.to_string());
         let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).contains(&key);
         if !known {
-            if self.store.presence(stage.as_str(), user.as_str()).await?.is_none() {
+            if self.store.presence().get(stage.as_str(), user.as_str()).await?.is_none() {
                 return Err(AppError::not_found("Viewer session not found"));
             }
             self.mark_present(stage.as_str(), user.as_str());
@@ -94,7 +94,7 @@ impl Presence {
         if batch.is_empty() {
             return Ok(0);
         }
-        match self.store.record_heartbeats(&batch).await {
+        match self.store.presence().record_heartbeats(&batch).await {
             Ok(gone) => {
                 for (stage, user) in gone {
                     self.forget(&stage, &user);
@@ -116,7 +116,7 @@ impl Presence {
     /// The viewer leaves: presence removed, watch session closed now. Idempotent.
     pub async fn leave(&self, user: &UserId, stage: &StageArn) -> AppResult<bool> {
         self.forget(stage.as_str(), user.as_str());
-        let was_present = self.store.leave(stage.as_str(), user.as_str(), self.now_ms()).await?;
+        let was_present = self.store.presence().leave(stage.as_str(), user.as_str(), self.now_ms()).await?;
         if was_present {
             self.hub.mark_dirty();
         }
@@ -125,10 +125,10 @@ impl Presence {
 
     /// Re-registers a viewer after a network drop, reusing its watch session while it is open.
     pub async fn rejoin(&self, user: &UserId, stage: &StageArn, participant: &ParticipantId) -> AppResult<RejoinView> {
-        if self.store.get_stage(stage.as_str()).await?.is_none() {
+        if self.store.stages().get(stage.as_str()).await?.is_none() {
             return Err(AppError::not_found("Stage not found"));
         }
-        let joined = self.store.join(stage.as_str(), user.as_str(), participant.as_str(), self.now_ms(), None).await?;
+        let joined = self.store.presence().join(stage.as_str(), user.as_str(), participant.as_str(), self.now_ms(), None).await?;
         let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
             return Err(AppError::internal(std::io::Error::other("join without a limit reported full")));
         };
@@ -148,7 +148,7 @@ impl Presence {
     pub async fn sweep(&self) -> AppResult<usize> {
         self.flush().await?;
         let cutoff = self.now_ms() - self.timeout_ms;
-        let removed = self.store.sweep(cutoff).await?;
+        let removed = self.store.presence().sweep(cutoff).await?;
         for p in &removed {
             self.forget(&p.stage_arn, &p.user_id);
         }
@@ -160,7 +160,7 @@ impl Presence {
     }
 
     pub async fn list_viewers(&self, stage: &StageArn) -> AppResult<ViewerListView> {
-        let viewers = self.store.list_viewers(stage.as_str()).await?;
+        let viewers = self.store.presence().list(stage.as_str()).await?;
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let entries: Vec<ViewerEntry> = viewers
             .iter()
@@ -184,7 +184,7 @@ impl Presence {
 
     /// Seconds watched in the viewer's current session on a stage (or its last one).
     pub async fn watch_duration(&self, user: &UserId, stage: &StageArn) -> AppResult<WatchDurationView> {
-        let secs = match self.store.latest_session(user.as_str(), stage.as_str()).await? {
+        let secs = match self.store.sessions().latest(user.as_str(), stage.as_str()).await? {
             Some(s) => s.watch_duration_seconds.unwrap_or_else(|| ((self.now_ms() - s.joined_at) / 1000).max(0)),
             None => 0,
         };
@@ -197,7 +197,7 @@ impl Presence {
     }
 
     pub async fn history(&self, user: &UserId, limit: u32) -> AppResult<HistoryView> {
-        let rows = self.store.history(user.as_str(), limit).await?;
+        let rows = self.store.sessions().history(user.as_str(), limit).await?;
         let history: Vec<HistoryEntry> = rows
             .into_iter()
             .map(|r| HistoryEntry {
@@ -215,7 +215,7 @@ impl Presence {
 
     pub async fn stage_view_stats(&self, stage: &StageArn, days: u32) -> AppResult<StageViewStatsView> {
         let since = self.now_ms() - i64::from(days) * 86_400_000;
-        let s = self.store.stage_view_stats(stage.as_str(), since).await?;
+        let s = self.store.sessions().stage_stats(stage.as_str(), since).await?;
         Ok(StageViewStatsView {
             stage_arn: stage.to_string(),
             days,

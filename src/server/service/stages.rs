@@ -1,3 +1,6 @@
+//! Stages: the master stage and the auto-scaled ones (create, update, delete through the
+//! backend with the store's record kept in step), their loads, and replication records.
+
 use super::hub::StatsHub;
 use super::presence::Presence;
 use super::views::{
@@ -67,7 +70,6 @@ pub struct Stages {
     hub: Arc<StatsHub>,
     presence: Arc<Presence>,
     settings: StageSettings,
-    snapshot_retention_days: i64,
     /// This deployment's id (see [`Stages::deployment_id`]).
     deployment: OnceLock<String>,
 }
@@ -81,16 +83,7 @@ impl Stages {
         presence: Arc<Presence>,
         settings: &Settings,
     ) -> Self {
-        Self {
-            store,
-            backend,
-            clock,
-            hub,
-            presence,
-            settings: settings.stage.clone(),
-            snapshot_retention_days: settings.presence.snapshot_retention_days,
-            deployment: OnceLock::new(),
-        }
+        Self { store, backend, clock, hub, presence, settings: settings.stage.clone(), deployment: OnceLock::new() }
     }
 
     fn now_ms(&self) -> i64 {
@@ -103,7 +96,7 @@ impl Stages {
             return Ok(id.clone());
         }
         let candidate = random_id(16);
-        let id = self.store.setting_or_insert(DEPLOYMENT_SETTING, &candidate).await?;
+        let id = self.store.settings().get_or_insert(DEPLOYMENT_SETTING, &candidate).await?;
         Ok(self.deployment.get_or_init(|| id).clone())
     }
 
@@ -117,7 +110,8 @@ impl Stages {
 
     pub(crate) async fn master(&self) -> AppResult<StageRecord> {
         self.store
-            .master_stage()
+            .stages()
+            .master()
             .await?
             .ok_or_else(|| AppError::new(ErrorCode::ServiceUnavailable, "No master stage is configured"))
     }
@@ -134,20 +128,20 @@ impl Stages {
     pub async fn ensure_master(&self) -> AppResult<StageRecord> {
         let now = self.now_ms();
         if let Some(arn) = self.settings.master_stage_arn.clone() {
-            if let Some(existing) = self.store.get_stage(arn.as_str()).await? {
+            if let Some(existing) = self.store.stages().get(arn.as_str()).await? {
                 if existing.is_master {
                     return Ok(existing);
                 }
             }
             let record = master_record(self.backend.adopt_stage(&arn).await?, master_role(), now);
-            self.store.insert_stage(&record).await?;
-            self.store.put_setting(MASTER_SETTING, &record.arn).await?;
+            self.store.stages().insert(&record).await?;
+            self.store.settings().put(MASTER_SETTING, &record.arn).await?;
             return Ok(record);
         }
-        if let Some(master) = self.store.master_stage().await? {
+        if let Some(master) = self.store.stages().master().await? {
             return Ok(master);
         }
-        if let Some(arn) = self.store.get_setting(MASTER_SETTING).await? {
+        if let Some(arn) = self.store.settings().get(MASTER_SETTING).await? {
             return self.await_master(&arn).await;
         }
         let mut tags = master_role();
@@ -155,7 +149,7 @@ impl Stages {
         let created = self.backend.create_stage("master", &tags).await?;
         // Instances starting together on one database each create one: the first to record
         // its stage wins, the others delete theirs and use the winner's.
-        let winner = self.store.setting_or_insert(MASTER_SETTING, created.arn.as_str()).await?;
+        let winner = self.store.settings().get_or_insert(MASTER_SETTING, created.arn.as_str()).await?;
         if winner != created.arn.as_str() {
             if let Err(e) = self.backend.delete_stage(&created.arn).await {
                 tracing::warn!(error = %e, stage = %created.arn, "could not delete a surplus master stage");
@@ -163,7 +157,7 @@ impl Stages {
             return self.await_master(&winner).await;
         }
         let record = master_record(created, tags, now);
-        self.store.insert_stage(&record).await?;
+        self.store.stages().insert(&record).await?;
         tracing::info!(stage = %record.arn, "created the master stage");
         Ok(record)
     }
@@ -172,21 +166,21 @@ impl Stages {
     /// adopted from the backend if that instance died in between).
     async fn await_master(&self, arn: &str) -> AppResult<StageRecord> {
         for _ in 0..20 {
-            if let Some(master) = self.store.master_stage().await? {
+            if let Some(master) = self.store.stages().master().await? {
                 return Ok(master);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         let arn = super::stored_arn(arn)?;
         let record = master_record(self.backend.adopt_stage(&arn).await?, master_role(), self.now_ms());
-        self.store.insert_stage(&record).await?;
+        self.store.stages().insert(&record).await?;
         Ok(record)
     }
 
     pub(crate) async fn loads(&self) -> AppResult<Vec<StageLoad>> {
         let now = self.now_ms();
-        let stages = self.store.list_stages().await?;
-        let counts = self.store.stage_counts().await?;
+        let stages = self.store.stages().list().await?;
+        let counts = self.store.presence().counts().await?;
         Ok(stages
             .into_iter()
             .filter_map(|s| {
@@ -203,8 +197,8 @@ impl Stages {
     }
 
     pub async fn list(&self) -> AppResult<StageListView> {
-        let stages = self.store.list_stages().await?;
-        let counts = self.store.stage_counts().await?;
+        let stages = self.store.stages().list().await?;
+        let counts = self.store.presence().counts().await?;
         let items: Vec<StageListItem> = stages
             .iter()
             .map(|s| StageListItem {
@@ -222,7 +216,7 @@ impl Stages {
 
     pub async fn master_info(&self, base_url: &str) -> AppResult<StageDetailView> {
         let master = self.master().await?;
-        let viewer_count = self.store.stage_count(&master.arn).await?;
+        let viewer_count = self.store.presence().count(&master.arn).await?;
         Ok(StageDetailView { stage: self.view(&master, base_url), viewer_count: Some(viewer_count), is_master_stage: Some(true) })
     }
 
@@ -249,7 +243,7 @@ impl Stages {
             ));
         }
         let max = self.settings.max_stages;
-        if self.store.count_stages().await? >= max {
+        if self.store.stages().count().await? >= max {
             return Err(AppError::new(ErrorCode::StageLimitReached, format!("Stage limit reached ({max})")));
         }
         let mut tags = tags;
@@ -271,15 +265,15 @@ impl Stages {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_stage(&record).await?;
+        self.store.stages().insert(&record).await?;
         self.hub.mark_dirty();
         tracing::info!(stage = %record.arn, auto = record.auto_scaled, "stage created");
         Ok(self.view(&record, base_url))
     }
 
     pub async fn get(&self, arn: &StageArn, base_url: &str) -> AppResult<StageDetailView> {
-        let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
-        let viewer_count = self.store.stage_count(arn.as_str()).await?;
+        let stage = self.store.stages().get(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        let viewer_count = self.store.presence().count(arn.as_str()).await?;
         Ok(StageDetailView { stage: self.view(&stage, base_url), viewer_count: Some(viewer_count), is_master_stage: None })
     }
 
@@ -299,7 +293,7 @@ impl Stages {
                 ));
             }
         }
-        let existing = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        let existing = self.store.stages().get(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
         let tags = tags.map(|mut t| {
             if !valid_tags(&t) {
                 return Err(AppError::with_details(
@@ -322,7 +316,8 @@ impl Stages {
         }
         let updated = self
             .store
-            .update_stage(arn.as_str(), name, tags.as_ref(), self.now_ms())
+            .stages()
+            .update(arn.as_str(), name, tags.as_ref(), self.now_ms())
             .await?
             .ok_or_else(|| AppError::not_found("Stage not found"))?;
         Ok(StageDetailView { stage: self.view(&updated, base_url), viewer_count: None, is_master_stage: None })
@@ -331,11 +326,11 @@ impl Stages {
     /// Deletes a stage. The master stage is refused (403); a stage with viewers is refused
     /// (400) unless the auto-scaler removes it (`evict`), which closes their sessions.
     pub async fn delete(&self, arn: &StageArn, evict: bool) -> AppResult<()> {
-        let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        let stage = self.store.stages().get(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
         if stage.is_master {
             return Err(AppError::new(ErrorCode::Forbidden, "The master stage cannot be deleted"));
         }
-        let viewers = self.store.stage_count(arn.as_str()).await?;
+        let viewers = self.store.presence().count(arn.as_str()).await?;
         if viewers > 0 && !evict {
             return Err(AppError::with_details(
                 ErrorCode::ValidationError,
@@ -343,13 +338,13 @@ impl Stages {
                 json!({ "viewerCount": viewers }),
             ));
         }
-        if let Some(rep) = self.store.get_replication(arn.as_str()).await? {
+        if let Some(rep) = self.store.stages().replication(arn.as_str()).await? {
             // A replication that cannot be stopped does not keep the stage: deleting the stage
             // ends its replica too.
             if let Err(e) = self.stop_recorded_replication(&rep).await {
                 tracing::warn!(error = %e, stage = %arn, "could not stop replication before deleting the stage");
             }
-            self.store.delete_replication(arn.as_str()).await?;
+            self.store.stages().delete_replication(arn.as_str()).await?;
         }
         self.backend.delete_stage(arn).await?;
         let evicted = self.forget_record(arn.as_str()).await?;
@@ -361,11 +356,11 @@ impl Stages {
     /// Drops the record of a stage the backend no longer has, closing its viewers' sessions;
     /// returns how many were closed.
     pub(crate) async fn forget_record(&self, arn: &str) -> AppResult<usize> {
-        let evicted = self.store.clear_stage(arn, self.now_ms()).await?;
+        let evicted = self.store.presence().clear_stage(arn, self.now_ms()).await?;
         for p in &evicted {
             self.presence.forget(&p.stage_arn, &p.user_id);
         }
-        self.store.delete_stage(arn).await?;
+        self.store.stages().delete(arn).await?;
         Ok(evicted.len())
     }
 
@@ -376,7 +371,7 @@ impl Stages {
         participant: &ParticipantId,
     ) -> AppResult<ReplicationStartedView> {
         for arn in [source, dest] {
-            if self.store.get_stage(arn.as_str()).await?.is_none() {
+            if self.store.stages().get(arn.as_str()).await?.is_none() {
                 return Err(AppError::not_found(format!("Stage not found: {arn}")));
             }
         }
@@ -410,6 +405,7 @@ impl Stages {
     ) -> AppResult<i64> {
         let now = self.now_ms();
         self.store
+            .stages()
             .put_replication(&ReplicationRecord {
                 destination_arn: dest.to_string(),
                 source_arn: source.to_string(),
@@ -426,14 +422,14 @@ impl Stages {
         dest: &StageArn,
         participant: &ParticipantId,
     ) -> AppResult<ReplicationStoppedView> {
-        let Some(rep) = self.store.get_replication(dest.as_str()).await? else {
+        let Some(rep) = self.store.stages().replication(dest.as_str()).await? else {
             return Err(AppError::not_found("No replication into that stage"));
         };
         if rep.source_arn != source.as_str() || rep.participant_id != participant.as_str() {
             return Err(AppError::not_found("No such replication"));
         }
         self.backend.stop_replication(source, dest, participant).await?;
-        self.store.delete_replication(dest.as_str()).await?;
+        self.store.stages().delete_replication(dest.as_str()).await?;
         Ok(ReplicationStoppedView {
             message: "Participant replication stopped",
             source_stage_arn: source.to_string(),
@@ -444,32 +440,15 @@ impl Stages {
     }
 
     pub async fn replication_status(&self, stage: &StageArn) -> AppResult<ReplicationStatusView> {
-        if self.store.get_stage(stage.as_str()).await?.is_none() {
+        if self.store.stages().get(stage.as_str()).await?.is_none() {
             return Err(AppError::not_found("Stage not found"));
         }
-        let info = self.store.get_replication(stage.as_str()).await?.map(|r| ReplicationInfo {
+        let info = self.store.stages().replication(stage.as_str()).await?.map(|r| ReplicationInfo {
             source_stage_arn: r.source_arn,
             dest_stage_arn: r.destination_arn,
             participant_id: r.participant_id,
             started_at: iso(r.started_at),
         });
         Ok(ReplicationStatusView { stage_arn: stage.to_string(), has_replication: info.is_some(), replication_info: info })
-    }
-
-    /// Records every stage's viewer count and prunes snapshots past retention.
-    pub async fn take_snapshot(&self) -> AppResult<usize> {
-        let now = self.now_ms();
-        let loads = self.loads().await?;
-        let counts: Vec<(String, u32)> = loads.iter().map(|l| (l.arn.to_string(), l.viewers)).collect();
-        self.store.insert_snapshots(now, &counts).await?;
-        let retention_ms = self.snapshot_retention_days * 86_400_000;
-        self.store.prune_snapshots(now - retention_ms).await?;
-        Ok(counts.len())
-    }
-
-    /// Snapshots of the last `hours` hours: (stage ARN, ISO time, viewers).
-    pub async fn snapshots(&self, hours: u32) -> AppResult<Vec<(String, String, u32)>> {
-        let since = self.now_ms() - i64::from(hours) * 3_600_000;
-        Ok(self.store.snapshots_since(since).await?.into_iter().map(|(a, t, n)| (a, iso(t), n)).collect())
     }
 }

@@ -23,6 +23,7 @@ pub struct Stats {
     hub: Arc<StatsHub>,
     stages: Arc<Stages>,
     publishers: Arc<PublisherRegistry>,
+    snapshot_retention_days: i64,
 }
 
 impl Stats {
@@ -32,8 +33,9 @@ impl Stats {
         hub: Arc<StatsHub>,
         stages: Arc<Stages>,
         publishers: Arc<PublisherRegistry>,
+        snapshot_retention_days: i64,
     ) -> Self {
-        Self { store, clock, hub, stages, publishers }
+        Self { store, clock, hub, stages, publishers, snapshot_retention_days }
     }
 
     pub fn is_publisher_live(&self) -> bool {
@@ -42,8 +44,8 @@ impl Stats {
 
     /// Recomputes the live totals from the store.
     pub async fn live(&self) -> AppResult<LiveStats> {
-        let stages = self.store.list_stages().await?;
-        let counts = self.store.stage_counts().await?;
+        let stages = self.store.stages().list().await?;
+        let counts = self.store.presence().counts().await?;
         let stages: Vec<StageCount> = stages
             .iter()
             .map(|s| StageCount { stage_arn: s.arn.clone(), viewer_count: counts.get(&s.arn).copied().unwrap_or(0) })
@@ -66,8 +68,8 @@ impl Stats {
 
     /// `GET /api/stats`.
     pub async fn summary(&self) -> AppResult<StatsView> {
-        let stages = self.store.list_stages().await?;
-        let counts = self.store.stage_counts().await?;
+        let stages = self.store.stages().list().await?;
+        let counts = self.store.presence().counts().await?;
         let items: Vec<StatsStageItem> = stages
             .iter()
             .map(|s| StatsStageItem {
@@ -87,7 +89,7 @@ impl Stats {
     }
 
     pub async fn total_viewers(&self) -> AppResult<TotalViewersView> {
-        let total: u32 = self.store.stage_counts().await?.values().sum();
+        let total: u32 = self.store.presence().counts().await?.values().sum();
         Ok(TotalViewersView { total_viewers: total, calculated_from: "real-time sum" })
     }
 
@@ -95,8 +97,8 @@ impl Stats {
         match arn {
             Some(raw) => {
                 let arn = super::parse_stage_arn("arn", raw)?;
-                let stage = self.store.get_stage(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
-                let viewer_count = self.store.stage_count(arn.as_str()).await?;
+                let stage = self.store.stages().get(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+                let viewer_count = self.store.presence().count(arn.as_str()).await?;
                 Ok(StagesStatsView::One(StageStatsView {
                     stage_arn: arn.to_string(),
                     viewer_count,
@@ -123,5 +125,22 @@ impl Stats {
             since: iso(p.since_ms),
         });
         PublisherStatsView { is_publisher_live: publisher.is_some(), publisher }
+    }
+
+    /// Records every stage's viewer count and prunes snapshots past retention.
+    pub async fn take_snapshot(&self) -> AppResult<usize> {
+        let now = self.clock.now_ms();
+        let loads = self.stages.loads().await?;
+        let counts: Vec<(String, u32)> = loads.iter().map(|l| (l.arn.to_string(), l.viewers)).collect();
+        self.store.snapshots().insert(now, &counts).await?;
+        let retention_ms = self.snapshot_retention_days * 86_400_000;
+        self.store.snapshots().prune(now - retention_ms).await?;
+        Ok(counts.len())
+    }
+
+    /// Snapshots of the last `hours` hours: (stage ARN, ISO time, viewers).
+    pub async fn snapshots(&self, hours: u32) -> AppResult<Vec<(String, String, u32)>> {
+        let since = self.clock.now_ms() - i64::from(hours) * 3_600_000;
+        Ok(self.store.snapshots().since(since).await?.into_iter().map(|(a, t, n)| (a, iso(t), n)).collect())
     }
 }

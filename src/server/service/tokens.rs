@@ -125,12 +125,12 @@ impl Tokens {
         }
         let cap = p.settings.stage.capacity();
         let stage = match stage_arn {
-            Some(arn) => p.store.get_stage(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?,
+            Some(arn) => p.store.stages().get(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?,
             None => {
                 let loads = p.stages.loads().await?;
                 // A viewer already counted somewhere (a reload, a retry) keeps its stage.
-                let existing = match p.store.stage_of_user(user_id.as_str()).await? {
-                    Some(arn) => p.store.get_stage(&arn).await?,
+                let existing = match p.store.presence().stage_of(user_id.as_str()).await? {
+                    Some(arn) => p.store.stages().get(&arn).await?,
                     None => None,
                 };
                 match existing {
@@ -140,7 +140,7 @@ impl Tokens {
                             p.autoscaler.kick();
                             return Err(JoinError::Full("All stages are full, try again shortly"));
                         };
-                        p.store.get_stage(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?
+                        p.store.stages().get(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?
                     }
                 }
             }
@@ -148,8 +148,11 @@ impl Tokens {
         let duration = p.settings.tokens.viewer_token_duration;
         let issued = self.issue(&stage, user_id.as_str(), Capabilities::SUBSCRIBE, duration, "viewer", base_url).await?;
         let now = p.clock.now_ms();
-        let joined =
-            p.store.join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage)).await?;
+        let joined = p
+            .store
+            .presence()
+            .join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage))
+            .await?;
         let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
             p.autoscaler.kick();
             return Err(JoinError::Full("The stage is full, try again shortly"));
@@ -232,7 +235,7 @@ impl Tokens {
     ) -> AppResult<MediaServerTokenView> {
         self.check_internal_secret(secret)?;
         let stage =
-            self.parts.store.get_stage(stage_arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+            self.parts.store.stages().get(stage_arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
         let duration = self.parts.settings.tokens.publisher_token_duration;
         let user = format!("media-server-{server_id}");
         let issued = self.issue(&stage, &user, Capabilities::BOTH, duration, "media-server", base_url).await?;

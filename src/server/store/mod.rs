@@ -3,19 +3,25 @@
 //! All SQL here is written in the dialect both engines share (numbered `$n` parameters,
 //! `ON CONFLICT`, `RETURNING`, integer epoch-millisecond timestamps), so one implementation
 //! serves both; the schema differs only in how ids are generated (see `migrations/`).
-//! Rows are private to this module: callers get the domain-facing records below.
+//! Rows are private to this module: callers get the domain-facing records below, through one
+//! handle per table group (`store.stages()`, `store.presence()`, `store.sessions()`,
+//! `store.snapshots()`, `store.settings()`, `store.publishers()`).
 
-use crate::domain::LivePublisher;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
-use std::collections::HashMap;
 use std::time::Duration;
 
 mod presence;
+mod publishers;
+mod settings;
+mod snapshots;
 mod stages;
 
-pub use presence::{JoinResult, PresenceRecord, SessionRecord, StageViewStats};
-pub use stages::{ReplicationRecord, StageRecord};
+pub use presence::{JoinResult, PresenceRecord, PresenceRows, SessionRecord, SessionRows, StageViewStats};
+pub use publishers::PublisherRows;
+pub use settings::SettingRows;
+pub use snapshots::SnapshotRows;
+pub use stages::{ReplicationRecord, StageRecord, StageRows};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
@@ -120,45 +126,34 @@ impl Store {
         Ok(())
     }
 
-    /// Reports the live publisher for the whole deployment until `expires_ms`.
-    pub async fn share_publisher(&self, p: &LivePublisher, expires_ms: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO publisher_live (singleton, user_id, participant_id, stage_arn, since_ms, expires_ms) \
-             VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (singleton) DO UPDATE SET user_id = excluded.user_id, \
-             participant_id = excluded.participant_id, stage_arn = excluded.stage_arn, since_ms = excluded.since_ms, \
-             expires_ms = excluded.expires_ms",
-        )
-        .bind(&p.user_id)
-        .bind(&p.participant_id)
-        .bind(&p.stage_arn)
-        .bind(p.since_ms)
-        .bind(expires_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// Stages and their replications.
+    pub fn stages(&self) -> StageRows<'_> {
+        StageRows(self)
     }
 
-    /// Withdraws a publisher this instance reported.
-    pub async fn unshare_publisher(&self, participant_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM publisher_live WHERE participant_id = $1").bind(participant_id).execute(&self.pool).await?;
-        Ok(())
+    /// Who is watching which stage now.
+    pub fn presence(&self) -> PresenceRows<'_> {
+        PresenceRows(self)
     }
 
-    /// The publisher some instance reports live, unless its report expired.
-    pub async fn shared_publisher(&self, now_ms: i64) -> Result<Option<LivePublisher>, StoreError> {
-        let row = sqlx::query("SELECT user_id, participant_id, stage_arn, since_ms FROM publisher_live WHERE expires_ms > $1")
-            .bind(now_ms)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(LivePublisher {
-                user_id: r.try_get("user_id")?,
-                participant_id: r.try_get("participant_id")?,
-                stage_arn: r.try_get("stage_arn")?,
-                since_ms: r.try_get("since_ms")?,
-            })
-        })
-        .transpose()
+    /// Watch history.
+    pub fn sessions(&self) -> SessionRows<'_> {
+        SessionRows(self)
+    }
+
+    /// Viewer counts over time.
+    pub fn snapshots(&self) -> SnapshotRows<'_> {
+        SnapshotRows(self)
+    }
+
+    /// Deployment-wide settings.
+    pub fn settings(&self) -> SettingRows<'_> {
+        SettingRows(self)
+    }
+
+    /// Publishers reported live, shared between instances.
+    pub fn publishers(&self) -> PublisherRows<'_> {
+        PublisherRows(self)
     }
 
     /// `NOTIFY channel` (PostgreSQL).
@@ -193,77 +188,6 @@ impl Store {
     /// Write transactions begun by this instance since it started.
     pub fn write_transactions(&self) -> u64 {
         self.writes.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| r.try_get::<String, _>("value")).transpose()?)
-    }
-
-    pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let mut w = self.write_tx().await?;
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&mut *w.tx)
-            .await?;
-        Ok(w.tx.commit().await?)
-    }
-
-    /// The value of `key`, set to `candidate` first if it had none (the first writer wins).
-    pub async fn setting_or_insert(&self, key: &str, candidate: &str) -> Result<String, StoreError> {
-        let mut w = self.write_tx().await?;
-        sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(candidate)
-            .execute(&mut *w.tx)
-            .await?;
-        w.tx.commit().await?;
-        Ok(self.get_setting(key).await?.unwrap_or_else(|| candidate.to_string()))
-    }
-
-    /// Records the viewer count of every stage at `now`.
-    pub async fn insert_snapshots(&self, now: i64, counts: &[(String, u32)]) -> Result<(), StoreError> {
-        let mut w = self.write_tx().await?;
-        for (arn, count) in counts {
-            sqlx::query("INSERT INTO viewer_snapshots (stage_arn, taken_at, viewer_count) VALUES ($1, $2, $3)")
-                .bind(arn)
-                .bind(now)
-                .bind(i64::from(*count))
-                .execute(&mut *w.tx)
-                .await?;
-        }
-        Ok(w.tx.commit().await?)
-    }
-
-    /// Deletes snapshots taken before `before`; returns how many.
-    pub async fn prune_snapshots(&self, before: i64) -> Result<u64, StoreError> {
-        let mut w = self.write_tx().await?;
-        let n = sqlx::query("DELETE FROM viewer_snapshots WHERE taken_at < $1").bind(before).execute(&mut *w.tx).await?;
-        w.tx.commit().await?;
-        Ok(n.rows_affected())
-    }
-
-    /// Snapshots since `since`, oldest first: (stage ARN, taken at, viewer count).
-    pub async fn snapshots_since(&self, since: i64) -> Result<Vec<(String, i64, u32)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT stage_arn, taken_at, viewer_count FROM viewer_snapshots WHERE taken_at >= $1 ORDER BY taken_at, stage_arn",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get("stage_arn")?, r.try_get("taken_at")?, count(r, "viewer_count")?))).collect()
-    }
-
-    /// Viewer count of every stage that has viewers.
-    pub async fn stage_counts(&self) -> Result<HashMap<String, u32>, StoreError> {
-        let rows = sqlx::query("SELECT stage_arn, COUNT(*) AS n FROM presence GROUP BY stage_arn").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get::<String, _>("stage_arn")?, count(r, "n")?))).collect()
-    }
-
-    pub async fn stage_count(&self, arn: &str) -> Result<u32, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1").bind(arn).fetch_one(&self.pool).await?;
-        count(&row, "n")
     }
 }
 

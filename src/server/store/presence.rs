@@ -1,6 +1,10 @@
+//! Rows of `presence` (who watches which stage now) and `watch_sessions` (history), which
+//! joins, heartbeats, leaves and sweeps keep in step in one transaction each.
+
 use super::{count, DbKind, Store, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PresenceRecord {
@@ -83,7 +87,12 @@ async fn close_session(tx: &mut Transaction<'static, Any>, session_id: i64, left
     Ok(())
 }
 
-impl Store {
+/// The `presence` table, with the watch sessions its joins and leaves open and close:
+/// `store.presence()`.
+#[derive(Clone, Copy)]
+pub struct PresenceRows<'a>(pub(super) &'a Store);
+
+impl PresenceRows<'_> {
     /// Registers a viewer on a stage (de-duplicated by user id) and opens a watch session for a
     /// new viewer. With `max`, a new viewer is refused once the stage holds that many.
     pub async fn join(
@@ -94,8 +103,8 @@ impl Store {
         now: i64,
         max: Option<u32>,
     ) -> Result<JoinResult, StoreError> {
-        let mut w = self.write_tx().await?;
-        if self.kind == DbKind::Postgres {
+        let mut w = self.0.write_tx().await?;
+        if self.0.kind == DbKind::Postgres {
             // Serialises joins per stage across instances so the capacity check holds.
             sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS l")
                 .bind(stage_arn)
@@ -159,19 +168,19 @@ impl Store {
     }
 
     /// The stage a user is present on, if any (the oldest presence when several).
-    pub async fn stage_of_user(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn stage_of(&self, user_id: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT stage_arn FROM presence WHERE user_id = $1 ORDER BY joined_at LIMIT 1")
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.0.pool)
             .await?;
         Ok(row.map(|r| r.try_get::<String, _>("stage_arn")).transpose()?)
     }
 
-    pub async fn presence(&self, stage_arn: &str, user_id: &str) -> Result<Option<PresenceRecord>, StoreError> {
+    pub async fn get(&self, stage_arn: &str, user_id: &str) -> Result<Option<PresenceRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {PRESENCE_COLUMNS} FROM presence WHERE stage_arn = $1 AND user_id = $2"))
             .bind(stage_arn)
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.0.pool)
             .await?;
         row.as_ref().map(presence_from_row).transpose()
     }
@@ -183,7 +192,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut gone = Vec::new();
-        let mut w = self.write_tx().await?;
+        let mut w = self.0.write_tx().await?;
         for (stage, user, at) in beats {
             let n = sqlx::query(
                 "UPDATE presence SET last_heartbeat = CASE WHEN last_heartbeat > $1 THEN last_heartbeat ELSE $1 END
@@ -204,7 +213,7 @@ impl Store {
 
     /// Removes a viewer and closes its watch session at `now`. Returns whether it was present.
     pub async fn leave(&self, stage_arn: &str, user_id: &str, now: i64) -> Result<bool, StoreError> {
-        let mut w = self.write_tx().await?;
+        let mut w = self.0.write_tx().await?;
         let row = sqlx::query("DELETE FROM presence WHERE stage_arn = $1 AND user_id = $2 RETURNING session_id")
             .bind(stage_arn)
             .bind(user_id)
@@ -224,7 +233,7 @@ impl Store {
     /// Drops every viewer silent since before `cutoff`, closing each watch session at the
     /// viewer's last heartbeat. Returns the removed viewers.
     pub async fn sweep(&self, cutoff: i64) -> Result<Vec<PresenceRecord>, StoreError> {
-        let mut w = self.write_tx().await?;
+        let mut w = self.0.write_tx().await?;
         let rows = sqlx::query(&format!("DELETE FROM presence WHERE last_heartbeat < $1 RETURNING {PRESENCE_COLUMNS}"))
             .bind(cutoff)
             .fetch_all(&mut *w.tx)
@@ -237,23 +246,9 @@ impl Store {
         Ok(removed)
     }
 
-    /// Closes sessions left open without a presence row (e.g. written before a crash by an
-    /// older process): each is closed at its start, since no heartbeat of it survives.
-    pub async fn close_orphan_sessions(&self) -> Result<u64, StoreError> {
-        let mut w = self.write_tx().await?;
-        let n = sqlx::query(
-            "UPDATE watch_sessions SET left_at = joined_at, watch_duration_seconds = 0
-             WHERE left_at IS NULL AND id NOT IN (SELECT session_id FROM presence)",
-        )
-        .execute(&mut *w.tx)
-        .await?;
-        w.tx.commit().await?;
-        Ok(n.rows_affected())
-    }
-
     /// Removes every viewer of a stage, closing their sessions at `now`.
     pub async fn clear_stage(&self, stage_arn: &str, now: i64) -> Result<Vec<PresenceRecord>, StoreError> {
-        let mut w = self.write_tx().await?;
+        let mut w = self.0.write_tx().await?;
         let rows = sqlx::query(&format!("DELETE FROM presence WHERE stage_arn = $1 RETURNING {PRESENCE_COLUMNS}"))
             .bind(stage_arn)
             .fetch_all(&mut *w.tx)
@@ -266,23 +261,57 @@ impl Store {
         Ok(removed)
     }
 
-    pub async fn list_viewers(&self, stage_arn: &str) -> Result<Vec<PresenceRecord>, StoreError> {
+    pub async fn list(&self, stage_arn: &str) -> Result<Vec<PresenceRecord>, StoreError> {
         let rows =
             sqlx::query(&format!("SELECT {PRESENCE_COLUMNS} FROM presence WHERE stage_arn = $1 ORDER BY joined_at, user_id"))
                 .bind(stage_arn)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.0.pool)
                 .await?;
         rows.iter().map(presence_from_row).collect()
     }
 
+    /// Viewer count of every stage that has viewers.
+    pub async fn counts(&self) -> Result<HashMap<String, u32>, StoreError> {
+        let rows =
+            sqlx::query("SELECT stage_arn, COUNT(*) AS n FROM presence GROUP BY stage_arn").fetch_all(&self.0.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>("stage_arn")?, count(r, "n")?))).collect()
+    }
+
+    /// Viewer count of one stage.
+    pub async fn count(&self, arn: &str) -> Result<u32, StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM presence WHERE stage_arn = $1").bind(arn).fetch_one(&self.0.pool).await?;
+        count(&row, "n")
+    }
+}
+
+/// The `watch_sessions` table (history): `store.sessions()`.
+#[derive(Clone, Copy)]
+pub struct SessionRows<'a>(pub(super) &'a Store);
+
+impl SessionRows<'_> {
+    /// Closes sessions left open without a presence row (e.g. written before a crash by an
+    /// older process): each is closed at its start, since no heartbeat of it survives.
+    pub async fn close_orphans(&self) -> Result<u64, StoreError> {
+        let mut w = self.0.write_tx().await?;
+        let n = sqlx::query(
+            "UPDATE watch_sessions SET left_at = joined_at, watch_duration_seconds = 0
+             WHERE left_at IS NULL AND id NOT IN (SELECT session_id FROM presence)",
+        )
+        .execute(&mut *w.tx)
+        .await?;
+        w.tx.commit().await?;
+        Ok(n.rows_affected())
+    }
+
     /// The viewer's most recent watch session on a stage.
-    pub async fn latest_session(&self, user_id: &str, stage_arn: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub async fn latest(&self, user_id: &str, stage_arn: &str) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM watch_sessions WHERE user_id = $1 AND stage_arn = $2 ORDER BY joined_at DESC, id DESC LIMIT 1"
         ))
         .bind(user_id)
         .bind(stage_arn)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.0.pool)
         .await?;
         row.as_ref().map(session_from_row).transpose()
     }
@@ -294,13 +323,13 @@ impl Store {
         ))
         .bind(user_id)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.0.pool)
         .await?;
         rows.iter().map(session_from_row).collect()
     }
 
     /// Aggregates over the closed and open sessions of a stage that started at or after `since`.
-    pub async fn stage_view_stats(&self, stage_arn: &str, since: i64) -> Result<StageViewStats, StoreError> {
+    pub async fn stage_stats(&self, stage_arn: &str, since: i64) -> Result<StageViewStats, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS total_views,
                     COUNT(DISTINCT user_id) AS unique_viewers,
@@ -311,7 +340,7 @@ impl Store {
         )
         .bind(stage_arn)
         .bind(since)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.0.pool)
         .await?;
         Ok(StageViewStats {
             total_views: row.try_get("total_views")?,

@@ -1,3 +1,5 @@
+//! Rows of `stages` and `replications`.
+
 use super::{Store, StoreError};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -53,9 +55,13 @@ fn to_json(map: &BTreeMap<String, String>) -> String {
     serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
 }
 
-impl Store {
-    pub async fn insert_stage(&self, s: &StageRecord) -> Result<(), StoreError> {
-        let mut w = self.write_tx().await?;
+/// The `stages` and `replications` tables: `store.stages()`.
+#[derive(Clone, Copy)]
+pub struct StageRows<'a>(pub(super) &'a Store);
+
+impl StageRows<'_> {
+    pub async fn insert(&self, s: &StageRecord) -> Result<(), StoreError> {
+        let mut w = self.0.write_tx().await?;
         if s.is_master {
             sqlx::query("UPDATE stages SET is_master = 0 WHERE is_master = 1").execute(&mut *w.tx).await?;
         }
@@ -79,41 +85,41 @@ impl Store {
         Ok(w.tx.commit().await?)
     }
 
-    pub async fn get_stage(&self, arn: &str) -> Result<Option<StageRecord>, StoreError> {
+    pub async fn get(&self, arn: &str) -> Result<Option<StageRecord>, StoreError> {
         let row = sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE arn = $1"))
             .bind(arn)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.0.pool)
             .await?;
         row.as_ref().map(stage_from_row).transpose()
     }
 
-    pub async fn master_stage(&self) -> Result<Option<StageRecord>, StoreError> {
+    pub async fn master(&self) -> Result<Option<StageRecord>, StoreError> {
         let row =
-            sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE is_master = 1")).fetch_optional(&self.pool).await?;
+            sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE is_master = 1")).fetch_optional(&self.0.pool).await?;
         row.as_ref().map(stage_from_row).transpose()
     }
 
     /// Every managed stage, master first, then oldest first.
-    pub async fn list_stages(&self) -> Result<Vec<StageRecord>, StoreError> {
+    pub async fn list(&self) -> Result<Vec<StageRecord>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages ORDER BY is_master DESC, created_at, arn"))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.0.pool)
             .await?;
         rows.iter().map(stage_from_row).collect()
     }
 
-    pub async fn count_stages(&self) -> Result<u32, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM stages").fetch_one(&self.pool).await?;
+    pub async fn count(&self) -> Result<u32, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM stages").fetch_one(&self.0.pool).await?;
         super::count(&row, "n")
     }
 
-    pub async fn update_stage(
+    pub async fn update(
         &self,
         arn: &str,
         name: Option<&str>,
         tags: Option<&BTreeMap<String, String>>,
         now: i64,
     ) -> Result<Option<StageRecord>, StoreError> {
-        let mut w = self.write_tx().await?;
+        let mut w = self.0.write_tx().await?;
         let n =
             sqlx::query("UPDATE stages SET name = COALESCE($1, name), tags = COALESCE($2, tags), updated_at = $3 WHERE arn = $4")
                 .bind(name)
@@ -126,12 +132,12 @@ impl Store {
         if n.rows_affected() == 0 {
             return Ok(None);
         }
-        self.get_stage(arn).await
+        self.get(arn).await
     }
 
     /// Deletes a stage record and its replication state; returns whether it existed.
-    pub async fn delete_stage(&self, arn: &str) -> Result<bool, StoreError> {
-        let mut w = self.write_tx().await?;
+    pub async fn delete(&self, arn: &str) -> Result<bool, StoreError> {
+        let mut w = self.0.write_tx().await?;
         sqlx::query("DELETE FROM replications WHERE destination_arn = $1").bind(arn).execute(&mut *w.tx).await?;
         let n = sqlx::query("DELETE FROM stages WHERE arn = $1").bind(arn).execute(&mut *w.tx).await?;
         w.tx.commit().await?;
@@ -139,7 +145,7 @@ impl Store {
     }
 
     pub async fn put_replication(&self, r: &ReplicationRecord) -> Result<(), StoreError> {
-        let mut w = self.write_tx().await?;
+        let mut w = self.0.write_tx().await?;
         sqlx::query(
             "INSERT INTO replications (destination_arn, source_arn, participant_id, started_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (destination_arn) DO UPDATE SET source_arn = excluded.source_arn,
@@ -154,12 +160,12 @@ impl Store {
         Ok(w.tx.commit().await?)
     }
 
-    pub async fn get_replication(&self, destination_arn: &str) -> Result<Option<ReplicationRecord>, StoreError> {
+    pub async fn replication(&self, destination_arn: &str) -> Result<Option<ReplicationRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT destination_arn, source_arn, participant_id, started_at FROM replications WHERE destination_arn = $1",
         )
         .bind(destination_arn)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.0.pool)
         .await?;
         row.map(|r| {
             Ok(ReplicationRecord {
@@ -173,7 +179,7 @@ impl Store {
     }
 
     pub async fn delete_replication(&self, destination_arn: &str) -> Result<bool, StoreError> {
-        let mut w = self.write_tx().await?;
+        let mut w = self.0.write_tx().await?;
         let n =
             sqlx::query("DELETE FROM replications WHERE destination_arn = $1").bind(destination_arn).execute(&mut *w.tx).await?;
         w.tx.commit().await?;
