@@ -8,7 +8,7 @@
 
 use axum::routing::post;
 use axum::{Json, Router};
-use livestage::domain::LivePublisher;
+use livestage::domain::{ChannelId, LivePublisher};
 use livestage::server::clock::SystemClock;
 use livestage::server::config::Settings;
 use livestage::server::startup::Application;
@@ -122,7 +122,7 @@ async fn run() {
     let base = format!("http://127.0.0.1:{}", app.port());
     let signal = app.publisher_signal().unwrap();
     let service = app.service();
-    let master = service.store().stages().master().await.unwrap().unwrap().arn;
+    let master = service.store().stages().master(&ChannelId::default()).await.unwrap().unwrap().arn;
     signal.set_live(LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.clone(), since_ms: 0 });
     tokio::spawn(app.run_until_stopped());
 

@@ -15,7 +15,7 @@ pub enum IdError {
     ControlCharacter,
     #[error("is not a valid stage ARN")]
     NotAStageArn,
-    #[error("may contain only ASCII letters, digits, '-' and '_'")]
+    #[error("must be lowercase letters, digits and inner hyphens (e.g. `my-channel`)")]
     NotAChannelId,
 }
 
@@ -135,25 +135,32 @@ impl StageArn {
 
 text_conversions!(StageArn);
 
-/// A broadcast channel: the key under which a publisher is live. 1-64 ASCII letters, digits,
-/// `-` and `_`. There is one broadcast for now, [`ChannelId::DEFAULT`] (also `Default`).
+/// A channel's name: the key under which a broadcaster goes live, with its own stages, stream
+/// key, page and counts. A slug of 1-48 lowercase ASCII letters, digits and inner hyphens
+/// (`news`, `room-2`). [`ChannelId::DEFAULT`] (also `Default`) always exists: every route
+/// without a channel means it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ChannelId(String);
 
 impl ChannelId {
-    pub const MAX_LEN: usize = 64;
-    /// The channel of the one broadcast this server carries.
-    pub const DEFAULT: &'static str = "main";
+    pub const MAX_LEN: usize = 48;
+    /// The channel that always exists.
+    pub const DEFAULT: &'static str = "default";
 
     pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
         let raw = raw.into();
         check_text(&raw, Self::MAX_LEN)?;
-        if raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        let slug = raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if slug && !raw.starts_with('-') && !raw.ends_with('-') {
             Ok(Self(raw))
         } else {
             Err(IdError::NotAChannelId)
         }
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
     }
 
     pub fn as_str(&self) -> &str {
@@ -220,24 +227,30 @@ mod tests {
     }
 
     #[test]
-    fn channel_id_accepts_slugs_and_defaults_to_the_one_broadcast() {
-        assert_eq!(ChannelId::parse("main").unwrap().as_str(), "main");
-        assert!(ChannelId::parse("Stage_2-b").is_ok());
-        assert!(ChannelId::parse("x".repeat(64)).is_ok());
+    fn channel_id_defaults_to_the_channel_that_always_exists() {
         assert_eq!(ChannelId::default().as_str(), ChannelId::DEFAULT);
         assert_eq!(ChannelId::parse(ChannelId::DEFAULT), Ok(ChannelId::default()));
     }
 
     #[test]
-    fn channel_id_rejects_bad_input() {
-        assert_eq!(ChannelId::parse(""), Err(IdError::Empty));
+    fn channel_id_rejects_blank_long_and_control_text() {
         assert_eq!(ChannelId::parse("  "), Err(IdError::Empty));
-        assert_eq!(ChannelId::parse("x".repeat(65)), Err(IdError::TooLong(64)));
         assert_eq!(ChannelId::parse("a\nb"), Err(IdError::ControlCharacter));
-        for bad in ["a b", "a/b", "kanał", "a.b", " main"] {
-            assert_eq!(ChannelId::parse(bad), Err(IdError::NotAChannelId), "{bad:?}");
-        }
         let bad: Result<ChannelId, _> = serde_json::from_str("\"a b\"");
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn channel_id_is_a_slug() {
+        for ok in ["default", "news", "room-2", "a", "9", "a-b-c", &"x".repeat(48)] {
+            assert_eq!(ChannelId::parse(ok).unwrap().as_str(), ok);
+        }
+        for bad in ["News", "room_2", "-a", "a-", "-", "a b", "é", "a/b", "a.b"] {
+            assert_eq!(ChannelId::parse(bad), Err(IdError::NotAChannelId), "{bad}");
+        }
+        assert_eq!(ChannelId::parse(""), Err(IdError::Empty));
+        assert_eq!(ChannelId::parse("x".repeat(49)), Err(IdError::TooLong(48)));
+        assert!(ChannelId::default().is_default());
+        assert!(!ChannelId::parse("news").unwrap().is_default());
     }
 }

@@ -182,6 +182,12 @@ pub async fn spawn_on(db: &Arc<TestDb>, clock: Arc<ManualClock>, configure: impl
     start(settings, clock, dir, db.clone()).await
 }
 
+/// One in-process instance on `db` with the data dir `dir` (which may hold a database already).
+pub async fn spawn_on_dir(db: &Arc<TestDb>, dir: tempfile::TempDir) -> TestApp {
+    let settings = test_settings(dir.path(), db);
+    start(settings, manual_clock(), Arc::new(dir), db.clone()).await
+}
+
 pub fn manual_clock() -> Arc<ManualClock> {
     ManualClock::new(chrono_now_ms())
 }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod autoscale;
+mod channels;
 mod cluster;
 mod configuration;
 mod cors;

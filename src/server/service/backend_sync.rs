@@ -72,7 +72,7 @@ impl BackendSync {
             self.backend.clear_publisher();
             return;
         }
-        let master = match self.store.stages().master().await {
+        let master = match self.store.stages().master(&ChannelId::default()).await {
             Ok(Some(m)) => m,
             Ok(None) => return,
             Err(e) => return tracing::warn!(error = %e, "backend poll: no master stage"),

@@ -94,11 +94,11 @@ async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bo
         let store = &service.store;
         let result = async {
             match (&mine, &reported) {
-                (Some(p), _) => store.publishers().share(p, now + SHARE_TTL_MS).await?,
-                (None, Some(pid)) => store.publishers().unshare(pid).await?,
+                (Some(p), _) => store.publishers().share(&channel, p, now + SHARE_TTL_MS).await?,
+                (None, Some(pid)) => store.publishers().unshare(&channel, pid).await?,
                 (None, None) => {}
             }
-            store.publishers().shared(now).await
+            store.publishers().shared(&channel, now).await
         }
         .await;
         match result {
@@ -112,7 +112,7 @@ async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bo
         }
     }
     if let Some(pid) = reported {
-        let _ = service.store.publishers().unshare(&pid).await;
+        let _ = service.store.publishers().unshare(&channel, &pid).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! WHIP publish and WHEP play on the embedded media server: token checks, then the SFU.
 
 use crate::api::ErrorCode;
+use crate::domain::ChannelId;
 use crate::server::backend::jwt::{JwtError, ParticipantClaims, TokenSigner};
 use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
@@ -83,7 +84,12 @@ impl MediaGateway {
         let participant = participant(claims);
         match role {
             Role::Publisher => {
-                let master = self.store.stages().master().await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+                let master = self
+                    .store
+                    .stages()
+                    .master(&ChannelId::default())
+                    .await?
+                    .ok_or_else(|| AppError::not_found("Stage not found"))?;
                 if master.arn != participant.stage_arn {
                     return Err(AppError::new(ErrorCode::Forbidden, "Publishing is only possible on the master stage"));
                 }

@@ -216,7 +216,7 @@ impl Service {
         }
         // Not set up yet (IVS slow or failing at start) counts as degraded too.
         let backend_ok = self.backend.healthy() && self.is_ready();
-        let master = self.store.stages().master().await.ok().flatten();
+        let master = self.store.stages().master(&ChannelId::default()).await.ok().flatten();
         Ok(HealthView {
             status: if backend_ok { "healthy" } else { "degraded" },
             uptime: (self.uptime_secs() * 1000.0).round() / 1000.0,

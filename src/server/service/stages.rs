@@ -9,7 +9,7 @@ use super::views::{
 };
 use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
-use crate::domain::{ParticipantId, StageArn};
+use crate::domain::{ChannelId, ParticipantId, StageArn};
 use crate::server::backend::StageBackend;
 use crate::server::clock::Clock;
 use crate::server::config::{Settings, StageSettings};
@@ -21,15 +21,20 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-const MASTER_SETTING: &str = "master_stage_arn";
 const DEPLOYMENT_SETTING: &str = "deployment_id";
 pub use crate::server::backend::MANAGED_BY_TAG;
 /// Tag naming the deployment (all instances on one database) that created a stage.
 pub const DEPLOYMENT_TAG: &str = "LivestageDeployment";
 
 /// The record of the master stage `stage`.
-fn master_record(stage: crate::server::backend::CreatedStage, tags: BTreeMap<String, String>, now: i64) -> StageRecord {
+fn master_record(
+    channel: &ChannelId,
+    stage: crate::server::backend::CreatedStage,
+    tags: BTreeMap<String, String>,
+    now: i64,
+) -> StageRecord {
     StageRecord {
+        channel: channel.clone(),
         arn: stage.arn.into(),
         name: "master".into(),
         is_master: true,
@@ -111,7 +116,7 @@ impl Stages {
     pub(crate) async fn master(&self) -> AppResult<StageRecord> {
         self.store
             .stages()
-            .master()
+            .master(&ChannelId::default())
             .await?
             .ok_or_else(|| AppError::new(ErrorCode::ServiceUnavailable, "No master stage is configured"))
     }
@@ -126,6 +131,7 @@ impl Stages {
 
     /// Makes sure a master stage exists: the configured one, the remembered one, or a new one.
     pub async fn ensure_master(&self) -> AppResult<StageRecord> {
+        let channel = ChannelId::default();
         let now = self.now_ms();
         if let Some(arn) = self.settings.master_stage_arn.clone() {
             if let Some(existing) = self.store.stages().get(arn.as_str()).await? {
@@ -133,30 +139,36 @@ impl Stages {
                     return Ok(existing);
                 }
             }
-            let record = master_record(self.backend.adopt_stage(&arn).await?, master_role(), now);
+            let record = master_record(&channel, self.backend.adopt_stage(&arn).await?, master_role(), now);
             self.store.stages().insert(&record).await?;
-            self.store.settings().put(MASTER_SETTING, &record.arn).await?;
+            self.store.channels().set_master(&channel, &arn).await?;
             return Ok(record);
         }
-        if let Some(master) = self.store.stages().master().await? {
+        if let Some(master) = self.store.stages().master(&channel).await? {
             return Ok(master);
         }
-        if let Some(arn) = self.store.settings().get(MASTER_SETTING).await? {
-            return self.await_master(&arn).await;
+        let Some(row) = self.store.channels().get(&channel).await? else {
+            return Err(AppError::new(ErrorCode::NotFound, format!("Channel {channel} not found")));
+        };
+        if let Some(arn) = row.master_stage_arn {
+            return self.await_master(&channel, &arn).await;
         }
         let mut tags = master_role();
         tags.extend(self.ownership_tags().await?);
         let created = self.backend.create_stage("master", &tags).await?;
         // Instances starting together on one database each create one: the first to record
         // its stage wins, the others delete theirs and use the winner's.
-        let winner = self.store.settings().get_or_insert(MASTER_SETTING, created.arn.as_str()).await?;
-        if winner != created.arn.as_str() {
+        let winner = self.store.channels().master_or_insert(&channel, &created.arn).await?;
+        if winner.as_ref() != Some(&created.arn) {
             if let Err(e) = self.backend.delete_stage(&created.arn).await {
                 tracing::warn!(error = %e, stage = %created.arn, "could not delete a surplus master stage");
             }
-            return self.await_master(&winner).await;
+            let Some(winner) = winner else {
+                return Err(AppError::new(ErrorCode::NotFound, format!("Channel {channel} not found")));
+            };
+            return self.await_master(&channel, &winner).await;
         }
-        let record = master_record(created, tags, now);
+        let record = master_record(&channel, created, tags, now);
         self.store.stages().insert(&record).await?;
         tracing::info!(stage = %record.arn, "created the master stage");
         Ok(record)
@@ -164,15 +176,14 @@ impl Stages {
 
     /// The master stage another instance recorded as `arn`, once its row is written (it is
     /// adopted from the backend if that instance died in between).
-    async fn await_master(&self, arn: &str) -> AppResult<StageRecord> {
+    async fn await_master(&self, channel: &ChannelId, arn: &StageArn) -> AppResult<StageRecord> {
         for _ in 0..20 {
-            if let Some(master) = self.store.stages().master().await? {
+            if let Some(master) = self.store.stages().master(channel).await? {
                 return Ok(master);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let arn = super::stored_arn(arn)?;
-        let record = master_record(self.backend.adopt_stage(&arn).await?, master_role(), self.now_ms());
+        let record = master_record(channel, self.backend.adopt_stage(arn).await?, master_role(), self.now_ms());
         self.store.stages().insert(&record).await?;
         Ok(record)
     }
@@ -251,9 +262,15 @@ impl Stages {
         if parent.is_some() {
             tags.insert("AutoScaled".into(), "true".into());
         }
+        // An auto-scaled stage belongs to its parent's channel; any other to the default one.
+        let channel = match parent {
+            Some(parent) => self.store.stages().get(parent).await?.map(|p| p.channel).unwrap_or_default(),
+            None => ChannelId::default(),
+        };
         let created = self.backend.create_stage(name, &tags).await?;
         let now = self.now_ms();
         let record = StageRecord {
+            channel,
             arn: created.arn.into(),
             name: name.to_string(),
             is_master: false,

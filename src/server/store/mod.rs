@@ -4,19 +4,21 @@
 //! `ON CONFLICT`, `RETURNING`, integer epoch-millisecond timestamps), so one implementation
 //! serves both; the schema differs only in how ids are generated (see `migrations/`).
 //! Rows are private to this module: callers get the domain-facing records below, through one
-//! handle per table group (`store.stages()`, `store.presence()`, `store.sessions()`,
+//! handle per table group (`store.channels()`, `store.stages()`, `store.presence()`, `store.sessions()`,
 //! `store.snapshots()`, `store.settings()`, `store.publishers()`).
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use std::time::Duration;
 
+mod channels;
 mod presence;
 mod publishers;
 mod settings;
 mod snapshots;
 mod stages;
 
+pub use channels::{ChannelRecord, ChannelRows, DescriptionChange};
 pub use presence::{JoinResult, PresenceRecord, PresenceRows, SessionRecord, SessionRows, StageViewStats};
 pub use publishers::PublisherRows;
 pub use settings::SettingRows;
@@ -124,6 +126,11 @@ impl Store {
             DbKind::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// Channels: names, titles, stream keys and master stages.
+    pub fn channels(&self) -> ChannelRows<'_> {
+        ChannelRows(self)
     }
 
     /// Stages and their replications.

@@ -142,7 +142,8 @@ impl PresenceRows<'_> {
                     return Ok(JoinResult::Full);
                 }
                 let row = sqlx::query(
-                    "INSERT INTO watch_sessions (user_id, stage_arn, participant_id, joined_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                    "INSERT INTO watch_sessions (user_id, stage_arn, participant_id, joined_at, channel) VALUES ($1, $2, $3, $4, \
+                     COALESCE((SELECT channel FROM stages WHERE arn = $2), 'default')) RETURNING id",
                 )
                 .bind(user_id)
                 .bind(stage_arn)

@@ -1,7 +1,8 @@
-//! Rows of `publisher_live`: the publisher some instance reports live, until its report expires.
+//! Rows of `publisher_live`: each channel's publisher as some instance reports it, until the
+//! report expires.
 
 use super::{Store, StoreError};
-use crate::domain::LivePublisher;
+use crate::domain::{ChannelId, LivePublisher};
 use sqlx::Row;
 
 /// The `publisher_live` table: which publisher some instance reports live, so every instance
@@ -10,11 +11,11 @@ use sqlx::Row;
 pub struct PublisherRows<'a>(pub(super) &'a Store);
 
 impl PublisherRows<'_> {
-    /// Reports the live publisher for the whole deployment until `expires_ms`.
-    pub async fn share(&self, p: &LivePublisher, expires_ms: i64) -> Result<(), StoreError> {
+    /// Reports the channel's live publisher until `expires_ms`.
+    pub async fn share(&self, channel: &ChannelId, p: &LivePublisher, expires_ms: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO publisher_live (singleton, user_id, participant_id, stage_arn, since_ms, expires_ms) \
-             VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (singleton) DO UPDATE SET user_id = excluded.user_id, \
+            "INSERT INTO publisher_live (channel, user_id, participant_id, stage_arn, since_ms, expires_ms) \
+             VALUES ($6, $1, $2, $3, $4, $5) ON CONFLICT (channel) DO UPDATE SET user_id = excluded.user_id, \
              participant_id = excluded.participant_id, stage_arn = excluded.stage_arn, since_ms = excluded.since_ms, \
              expires_ms = excluded.expires_ms",
         )
@@ -23,23 +24,31 @@ impl PublisherRows<'_> {
         .bind(&p.stage_arn)
         .bind(p.since_ms)
         .bind(expires_ms)
+        .bind(channel.as_str())
         .execute(&self.0.pool)
         .await?;
         Ok(())
     }
 
     /// Withdraws a publisher this instance reported.
-    pub async fn unshare(&self, participant_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM publisher_live WHERE participant_id = $1").bind(participant_id).execute(&self.0.pool).await?;
+    pub async fn unshare(&self, channel: &ChannelId, participant_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM publisher_live WHERE channel = $1 AND participant_id = $2")
+            .bind(channel.as_str())
+            .bind(participant_id)
+            .execute(&self.0.pool)
+            .await?;
         Ok(())
     }
 
-    /// The publisher some instance reports live, unless its report expired.
-    pub async fn shared(&self, now_ms: i64) -> Result<Option<LivePublisher>, StoreError> {
-        let row = sqlx::query("SELECT user_id, participant_id, stage_arn, since_ms FROM publisher_live WHERE expires_ms > $1")
-            .bind(now_ms)
-            .fetch_optional(&self.0.pool)
-            .await?;
+    /// The channel's publisher some instance reports live, unless its report expired.
+    pub async fn shared(&self, channel: &ChannelId, now_ms: i64) -> Result<Option<LivePublisher>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id, participant_id, stage_arn, since_ms FROM publisher_live WHERE channel = $1 AND expires_ms > $2",
+        )
+        .bind(channel.as_str())
+        .bind(now_ms)
+        .fetch_optional(&self.0.pool)
+        .await?;
         row.map(|r| {
             Ok(LivePublisher {
                 user_id: r.try_get("user_id")?,

@@ -12,12 +12,15 @@ impl SnapshotRows<'_> {
     pub async fn insert(&self, now: i64, counts: &[(String, u32)]) -> Result<(), StoreError> {
         let mut w = self.0.write_tx().await?;
         for (arn, count) in counts {
-            sqlx::query("INSERT INTO viewer_snapshots (stage_arn, taken_at, viewer_count) VALUES ($1, $2, $3)")
-                .bind(arn)
-                .bind(now)
-                .bind(i64::from(*count))
-                .execute(&mut *w.tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO viewer_snapshots (stage_arn, taken_at, viewer_count, channel) VALUES ($1, $2, $3, \
+                 COALESCE((SELECT channel FROM stages WHERE arn = $1), 'default'))",
+            )
+            .bind(arn)
+            .bind(now)
+            .bind(i64::from(*count))
+            .execute(&mut *w.tx)
+            .await?;
         }
         Ok(w.tx.commit().await?)
     }

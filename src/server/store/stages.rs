@@ -1,6 +1,7 @@
 //! Rows of `stages` and `replications`.
 
 use super::{Store, StoreError};
+use crate::domain::ChannelId;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -8,6 +9,8 @@ use std::collections::BTreeMap;
 /// A stage this server manages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageRecord {
+    /// The channel whose stage group this stage is in.
+    pub channel: ChannelId,
     pub arn: String,
     pub name: String,
     pub is_master: bool,
@@ -30,14 +33,16 @@ pub struct ReplicationRecord {
 }
 
 const STAGE_COLUMNS: &str =
-    "arn, name, is_master, auto_scaled, parent_arn, tags, endpoints, active_session_id, created_at, updated_at";
+    "arn, name, is_master, auto_scaled, parent_arn, tags, endpoints, active_session_id, created_at, updated_at, channel";
 
 fn stage_from_row(r: &AnyRow) -> Result<StageRecord, StoreError> {
     let json_map = |col: &str| -> Result<BTreeMap<String, String>, sqlx::Error> {
         let text: String = r.try_get(col)?;
         serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
     };
+    let channel: String = r.try_get("channel")?;
     Ok(StageRecord {
+        channel: ChannelId::parse(channel).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         arn: r.try_get("arn")?,
         name: r.try_get("name")?,
         is_master: r.try_get::<i64, _>("is_master")? != 0,
@@ -63,10 +68,13 @@ impl StageRows<'_> {
     pub async fn insert(&self, s: &StageRecord) -> Result<(), StoreError> {
         let mut w = self.0.write_tx().await?;
         if s.is_master {
-            sqlx::query("UPDATE stages SET is_master = 0 WHERE is_master = 1").execute(&mut *w.tx).await?;
+            sqlx::query("UPDATE stages SET is_master = 0 WHERE is_master = 1 AND channel = $1")
+                .bind(s.channel.as_str())
+                .execute(&mut *w.tx)
+                .await?;
         }
         sqlx::query(&format!(
-            "INSERT INTO stages ({STAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            "INSERT INTO stages ({STAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (arn) DO UPDATE SET name = excluded.name, is_master = excluded.is_master,
                tags = excluded.tags, endpoints = excluded.endpoints, updated_at = excluded.updated_at"
         ))
@@ -80,6 +88,7 @@ impl StageRows<'_> {
         .bind(&s.active_session_id)
         .bind(s.created_at)
         .bind(s.updated_at)
+        .bind(s.channel.as_str())
         .execute(&mut *w.tx)
         .await?;
         Ok(w.tx.commit().await?)
@@ -93,10 +102,24 @@ impl StageRows<'_> {
         row.as_ref().map(stage_from_row).transpose()
     }
 
-    pub async fn master(&self) -> Result<Option<StageRecord>, StoreError> {
-        let row =
-            sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE is_master = 1")).fetch_optional(&self.0.pool).await?;
+    /// The channel's master stage.
+    pub async fn master(&self, channel: &ChannelId) -> Result<Option<StageRecord>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {STAGE_COLUMNS} FROM stages WHERE is_master = 1 AND channel = $1"))
+            .bind(channel.as_str())
+            .fetch_optional(&self.0.pool)
+            .await?;
         row.as_ref().map(stage_from_row).transpose()
+    }
+
+    /// The stages of one channel, master first, then oldest first.
+    pub async fn of_channel(&self, channel: &ChannelId) -> Result<Vec<StageRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STAGE_COLUMNS} FROM stages WHERE channel = $1 ORDER BY is_master DESC, created_at, arn"
+        ))
+        .bind(channel.as_str())
+        .fetch_all(&self.0.pool)
+        .await?;
+        rows.iter().map(stage_from_row).collect()
     }
 
     /// Every managed stage, master first, then oldest first.

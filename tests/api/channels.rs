@@ -1,0 +1,162 @@
+//! Channels in the store: their rows, stream key hashes and master stages, and the upgrade of a
+//! database written before channels existed.
+
+use crate::helpers::*;
+use livestage::domain::{ChannelId, StageArn};
+use livestage::server::store::{ChannelRecord, DescriptionChange, Store};
+
+fn channel(name: &str) -> ChannelId {
+    ChannelId::parse(name).unwrap()
+}
+
+fn arn(id: &str) -> StageArn {
+    StageArn::parse(format!("arn:aws:ivs:local:000000000000:stage/{id}")).unwrap()
+}
+
+fn record(name: &str, at: i64) -> ChannelRecord {
+    ChannelRecord {
+        name: channel(name),
+        title: format!("{name} title"),
+        description: None,
+        stream_key_hash: None,
+        master_stage_arn: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+async fn open(db: &TestDb) -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&test_settings(dir.path(), db).database_url()).await.unwrap();
+    (store, dir)
+}
+
+#[tokio::test]
+async fn the_default_channel_always_exists() {
+    let db = TestDb::new().await;
+    let (store, _dir) = open(&db).await;
+    let all = store.channels().list().await.unwrap();
+    assert_eq!(all.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["default"]);
+    assert_eq!(all[0].master_stage_arn, None, "a fresh database has no master stage yet");
+    assert_eq!(store.channels().count().await.unwrap(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn channels_are_added_once_changed_and_removed() {
+    let db = TestDb::new().await;
+    let (store, _dir) = open(&db).await;
+    let rows = store.channels();
+    assert!(rows.insert(&record("news", 1_000)).await.unwrap());
+    assert!(!rows.insert(&record("news", 2_000)).await.unwrap(), "a taken name is refused");
+    assert_eq!(rows.get(&channel("news")).await.unwrap().unwrap().created_at, 1_000, "the first one stays");
+    assert!(rows.insert(&record("sport", 3_000)).await.unwrap());
+    let names: Vec<String> = rows.list().await.unwrap().into_iter().map(|c| c.name.to_string()).collect();
+    // Oldest first: these two were created (at 1 s and 3 s) before the default one (now).
+    assert_eq!(names, ["news", "sport", "default"]);
+
+    let changed = rows.update(&channel("news"), Some("Evening news"), DescriptionChange::Set("At nine"), 5_000).await.unwrap();
+    let changed = changed.expect("it exists");
+    assert_eq!(
+        (changed.title.as_str(), changed.description.as_deref(), changed.updated_at),
+        ("Evening news", Some("At nine"), 5_000)
+    );
+    let kept = rows.update(&channel("news"), None, DescriptionChange::Keep, 6_000).await.unwrap().unwrap();
+    assert_eq!((kept.title.as_str(), kept.description.as_deref()), ("Evening news", Some("At nine")));
+    let cleared = rows.update(&channel("news"), None, DescriptionChange::Clear, 7_000).await.unwrap().unwrap();
+    assert_eq!(cleared.description, None);
+    assert_eq!(rows.update(&channel("nope"), Some("x"), DescriptionChange::Keep, 8_000).await.unwrap(), None);
+
+    assert!(rows.delete(&channel("news")).await.unwrap());
+    assert!(!rows.delete(&channel("news")).await.unwrap());
+    assert_eq!(rows.get(&channel("news")).await.unwrap(), None);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_stream_key_hash_finds_its_channel_until_it_is_replaced() {
+    let db = TestDb::new().await;
+    let (store, _dir) = open(&db).await;
+    let rows = store.channels();
+    rows.insert(&record("news", 1_000)).await.unwrap();
+    assert!(rows.set_stream_key_hash(&channel("news"), "aaaa", 2_000).await.unwrap());
+    assert_eq!(rows.by_stream_key_hash("aaaa").await.unwrap().unwrap().name, channel("news"));
+    assert!(rows.set_stream_key_hash(&channel("news"), "bbbb", 3_000).await.unwrap());
+    assert_eq!(rows.by_stream_key_hash("aaaa").await.unwrap(), None, "the old key no longer works");
+    assert_eq!(rows.by_stream_key_hash("bbbb").await.unwrap().unwrap().name, channel("news"));
+    assert!(!rows.set_stream_key_hash(&channel("nope"), "cccc", 4_000).await.unwrap());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_first_master_stage_recorded_for_a_channel_wins() {
+    let db = TestDb::new().await;
+    let (store, _dir) = open(&db).await;
+    let rows = store.channels();
+    rows.insert(&record("news", 1_000)).await.unwrap();
+    // Two instances racing to record their new master stage: one of them wins, both agree.
+    let (news, first, second) = (channel("news"), arn("a"), arn("b"));
+    let (a, b) = tokio::join!(rows.master_or_insert(&news, &first), rows.master_or_insert(&news, &second));
+    let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+    assert_eq!(a, b);
+    assert!(a == arn("a") || a == arn("b"));
+    assert_eq!(rows.master_or_insert(&channel("news"), &arn("c")).await.unwrap(), Some(a));
+    assert_eq!(rows.master_or_insert(&channel("nope"), &arn("c")).await.unwrap(), None, "no such channel");
+    rows.set_master(&channel("news"), &arn("d")).await.unwrap();
+    assert_eq!(rows.get(&channel("news")).await.unwrap().unwrap().master_stage_arn, Some(arn("d")));
+    store.close().await;
+}
+
+/// A database written by a server from before channels (migrations 0001 and 0002), with a
+/// master stage, a viewer and a reported publisher, opened by this one.
+#[tokio::test]
+async fn a_database_from_before_channels_is_upgraded_into_the_default_channel() {
+    use sqlx::any::AnyPoolOptions;
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = test_settings(dir.path(), &db).database_url();
+    let engine = if url.starts_with("sqlite") { "sqlite" } else { "postgres" };
+    let old = tempfile::tempdir().unwrap();
+    for file in ["0001_init.sql", "0002_publisher_live.sql"] {
+        let from = format!("{}/migrations/{engine}/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(from, old.path().join(file)).unwrap();
+    }
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.path()).await.unwrap().run(&pool).await.unwrap();
+    let master = arn("Master01").to_string();
+    for statement in [
+        format!(
+            "INSERT INTO stages (arn, name, is_master, auto_scaled, tags, endpoints, created_at, updated_at) \
+             VALUES ('{master}', 'master', 1, 0, '{{}}', '{{}}', 1000, 1000)"
+        ),
+        format!("INSERT INTO settings (key, value) VALUES ('master_stage_arn', '{master}')"),
+        "INSERT INTO settings (key, value) VALUES ('deployment_id', 'dep1')".to_string(),
+        format!("INSERT INTO watch_sessions (user_id, stage_arn, participant_id, joined_at) VALUES ('v', '{master}', 'p', 2000)"),
+        format!(
+            "INSERT INTO publisher_live (singleton, user_id, participant_id, stage_arn, since_ms, expires_ms) \
+             VALUES (1, 'b', 'pb', '{master}', 1, 2)"
+        ),
+    ] {
+        sqlx::query(&statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::connect(&url).await.expect("the old database opens and is upgraded");
+    let default = store.channels().get(&ChannelId::default()).await.unwrap().expect("the default channel");
+    assert_eq!(default.master_stage_arn.as_ref().map(StageArn::as_str), Some(master.as_str()), "it keeps the master stage");
+    assert_eq!(store.settings().get("master_stage_arn").await.unwrap(), None, "remembered in one place only");
+    assert_eq!(store.settings().get("deployment_id").await.unwrap().as_deref(), Some("dep1"), "other settings stay");
+    let stage = store.stages().master(&ChannelId::default()).await.unwrap().expect("the master stage row");
+    assert_eq!((stage.arn.as_str(), &stage.channel), (master.as_str(), &ChannelId::default()));
+    assert_eq!(store.sessions().history("v", 10).await.unwrap().len(), 1, "history is kept");
+    assert_eq!(store.publishers().shared(&ChannelId::default(), 0).await.unwrap(), None, "old reports are not carried over");
+    store.close().await;
+
+    // And a server on it serves that master stage.
+    let db = std::sync::Arc::new(db);
+    let mut app = spawn_on_dir(&db, dir).await;
+    let info = app.get("/api/stage/master/info").await;
+    assert_eq!(info.assert_ok()["stage"]["arn"], master.as_str());
+    app.stop().await;
+}
