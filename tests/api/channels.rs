@@ -160,3 +160,101 @@ async fn a_database_from_before_channels_is_upgraded_into_the_default_channel() 
     assert_eq!(info.assert_ok()["stage"]["arn"], master.as_str());
     app.stop().await;
 }
+
+// ---- the Channels component ----
+
+use livestage::domain::LivePublisher;
+use livestage::server::service::{ChannelError, NewChannel};
+
+fn new_channel(name: &str) -> NewChannel {
+    NewChannel { name: channel(name), title: None, description: Some("About it".into()) }
+}
+
+#[tokio::test]
+async fn a_new_channel_gets_its_own_master_stage_and_a_stream_key_that_finds_it() {
+    let mut app = spawn_app().await;
+    let channels = app.service.channels();
+    let (news, key) = channels.create(new_channel("news")).await.expect("created");
+    assert_eq!((news.title.as_str(), news.description.as_deref()), ("news", Some("About it")), "the title defaults to the name");
+    let master = news.master_stage_arn.clone().expect("a master stage");
+    let default_master = app.service.store().stages().master(&ChannelId::default()).await.unwrap().unwrap();
+    assert_ne!(master.as_str(), default_master.arn, "its own, not the default channel's");
+    let stage = app.service.store().stages().master(&channel("news")).await.unwrap().expect("its stage row");
+    assert_eq!((stage.arn.as_str(), stage.name.as_str()), (master.as_str(), "news-master"));
+    assert_eq!(stage.tags.get("LivestageChannel").map(String::as_str), Some("news"));
+
+    assert_eq!(channels.by_stream_key(key.as_str()).await.unwrap().map(|c| c.name), Some(channel("news")));
+    for wrong in ["", "lsk_", "not-a-key", &format!("{}x", key.as_str()), &key.as_str().replace("lsk_", "lsk-")] {
+        assert_eq!(channels.by_stream_key(wrong).await.unwrap(), None, "{wrong:?}");
+    }
+    let rotated = channels.rotate_stream_key(&channel("news")).await.unwrap();
+    assert_ne!(rotated, key);
+    assert_eq!(channels.by_stream_key(key.as_str()).await.unwrap(), None, "the old key stopped working");
+    assert_eq!(channels.by_stream_key(rotated.as_str()).await.unwrap().map(|c| c.name), Some(channel("news")));
+    assert!(matches!(channels.rotate_stream_key(&channel("nope")).await, Err(ChannelError::NotFound(_))));
+
+    assert!(matches!(channels.create(new_channel("news")).await, Err(ChannelError::Taken(_))), "a name is taken once");
+    let names: Vec<String> = channels.list().await.unwrap().into_iter().map(|c| c.name.to_string()).collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&"default".to_string()) && names.contains(&"news".to_string()));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_channel_that_no_stage_can_be_made_for_is_not_kept() {
+    // The default channel's master stage is the one stage allowed.
+    let mut app = spawn_app_with(|s| s.stage.max_stages = 1).await;
+    let e = app.service.channels().create(new_channel("news")).await.unwrap_err();
+    assert!(matches!(e, ChannelError::StageLimit(1)), "{e:?}");
+    assert_eq!(livestage::server::error::AppError::from(e).code().http_status(), 503);
+    assert_eq!(app.service.store().channels().get(&channel("news")).await.unwrap(), None);
+    assert_eq!(app.service.store().stages().count().await.unwrap(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_channel_removes_its_stages_but_never_the_default_or_a_live_one() {
+    let mut app = spawn_app().await;
+    let channels = app.service.channels();
+    let (news, _) = channels.create(new_channel("news")).await.unwrap();
+    let master = news.master_stage_arn.unwrap();
+    let e = channels.delete(&ChannelId::default()).await.unwrap_err();
+    assert!(matches!(e, ChannelError::Permanent));
+    assert_eq!(livestage::server::error::AppError::from(e).code().http_status(), 403);
+
+    // Live (as another instance reports it): refused, with the stages kept.
+    let live = LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.to_string(), since_ms: 1 };
+    app.service.publishers().set_remote(&channel("news"), Some(live));
+    let e = channels.delete(&channel("news")).await.unwrap_err();
+    assert!(matches!(e, ChannelError::Live(_)), "{e:?}");
+    assert_eq!(livestage::server::error::AppError::from(e).code().http_status(), 400);
+    assert!(app.service.store().stages().get(master.as_str()).await.unwrap().is_some());
+
+    app.service.publishers().set_remote(&channel("news"), None);
+    channels.delete(&channel("news")).await.expect("deleted once offline");
+    assert_eq!(app.service.store().stages().get(master.as_str()).await.unwrap(), None, "its stage went with it");
+    assert!(app.service.store().stages().of_channel(&channel("news")).await.unwrap().is_empty());
+    assert!(matches!(channels.get(&channel("news")).await, Err(ChannelError::NotFound(_))));
+    assert!(matches!(channels.delete(&channel("news")).await, Err(ChannelError::NotFound(_))));
+    assert!(
+        app.service.store().stages().master(&ChannelId::default()).await.unwrap().is_some(),
+        "the default channel is untouched"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_channel_title_and_description_change_and_the_description_clears() {
+    let mut app = spawn_app().await;
+    let channels = app.service.channels();
+    channels.create(new_channel("news")).await.unwrap();
+    let c = channels.update(&channel("news"), Some("Evening news"), DescriptionChange::Keep).await.unwrap();
+    assert_eq!((c.title.as_str(), c.description.as_deref()), ("Evening news", Some("About it")));
+    let c = channels.update(&channel("news"), None, DescriptionChange::Clear).await.unwrap();
+    assert_eq!((c.title.as_str(), c.description), ("Evening news", None));
+    assert!(matches!(
+        channels.update(&channel("nope"), Some("x"), DescriptionChange::Keep).await,
+        Err(ChannelError::NotFound(_))
+    ));
+    app.stop().await;
+}

@@ -3,6 +3,7 @@
 
 mod autoscaler;
 mod backend_sync;
+mod channels;
 pub mod cluster;
 mod dashboard;
 mod hub;
@@ -17,6 +18,7 @@ pub mod views;
 
 pub use autoscaler::Autoscaler;
 pub use backend_sync::{BackendSync, BackendSyncParts};
+pub use channels::{ChannelError, Channels, NewChannel, StreamKey};
 pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
 pub use media::{MediaGateway, MediaPlane, MediaRequest};
@@ -54,6 +56,7 @@ pub struct Service {
     backend_sync: BackendSync,
     tokens: Tokens,
     stats: Stats,
+    channels: Channels,
     /// Turns true once the stage backend is set up and the master stage exists.
     ready: tokio::sync::watch::Sender<bool>,
 }
@@ -99,9 +102,11 @@ impl Service {
             publishers.clone(),
             settings.presence.snapshot_retention_days,
         );
+        let channels = Channels::new(store.clone(), clock.clone(), stages.clone(), publishers.clone(), settings.stage.max_stages);
         Arc::new(Self {
             settings,
             tokens,
+            channels,
             stats,
             store,
             backend,
@@ -133,6 +138,11 @@ impl Service {
 
     pub fn backend(&self) -> &Arc<dyn StageBackend> {
         &self.backend
+    }
+
+    /// Channels: their rows, stream keys and stage groups.
+    pub fn channels(&self) -> &Channels {
+        &self.channels
     }
 
     pub fn store(&self) -> &Store {
@@ -183,7 +193,7 @@ impl Service {
     /// the server answers but is not ready (`/health` reports "degraded", `/ready` is 503).
     pub async fn set_up_backend(&self) -> AppResult<()> {
         self.backend.prepare().await?;
-        let master = self.stages.ensure_master().await?;
+        let master = self.stages.ensure_master(&ChannelId::default()).await?;
         // The live totals count the master stage before anyone is told the server is ready.
         self.stats.refresh().await?;
         if !self.ready.send_replace(true) {

@@ -10,7 +10,7 @@ use super::views::{
 use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
 use crate::domain::{ChannelId, ParticipantId, StageArn};
-use crate::server::backend::StageBackend;
+use crate::server::backend::{BackendError, StageBackend};
 use crate::server::clock::Clock;
 use crate::server::config::{Settings, StageSettings};
 use crate::server::error::{AppError, AppResult};
@@ -25,6 +25,8 @@ const DEPLOYMENT_SETTING: &str = "deployment_id";
 pub use crate::server::backend::MANAGED_BY_TAG;
 /// Tag naming the deployment (all instances on one database) that created a stage.
 pub const DEPLOYMENT_TAG: &str = "LivestageDeployment";
+/// Tag naming the channel whose master stage a stage is.
+pub const CHANNEL_TAG: &str = "LivestageChannel";
 
 /// The record of the master stage `stage`.
 fn master_record(
@@ -36,7 +38,7 @@ fn master_record(
     StageRecord {
         channel: channel.clone(),
         arn: stage.arn.into(),
-        name: "master".into(),
+        name: master_name(channel),
         is_master: true,
         auto_scaled: false,
         parent_arn: None,
@@ -45,6 +47,15 @@ fn master_record(
         active_session_id: None,
         created_at: now,
         updated_at: now,
+    }
+}
+
+/// The name of a channel's master stage.
+fn master_name(channel: &ChannelId) -> String {
+    if channel.is_default() {
+        "master".into()
+    } else {
+        format!("{channel}-master")
     }
 }
 
@@ -129,11 +140,12 @@ impl Stages {
         StageView::new(stage, self.endpoints_for(stage, base_url))
     }
 
-    /// Makes sure a master stage exists: the configured one, the remembered one, or a new one.
-    pub async fn ensure_master(&self) -> AppResult<StageRecord> {
-        let channel = ChannelId::default();
+    /// Makes sure the channel's master stage exists: the configured one (default channel), the
+    /// remembered one, or a new one.
+    pub async fn ensure_master(&self, channel: &ChannelId) -> AppResult<StageRecord> {
+        let channel = channel.clone();
         let now = self.now_ms();
-        if let Some(arn) = self.settings.master_stage_arn.clone() {
+        if let Some(arn) = self.settings.master_stage_arn.clone().filter(|_| channel.is_default()) {
             if let Some(existing) = self.store.stages().get(arn.as_str()).await? {
                 if existing.is_master {
                     return Ok(existing);
@@ -155,7 +167,8 @@ impl Stages {
         }
         let mut tags = master_role();
         tags.extend(self.ownership_tags().await?);
-        let created = self.backend.create_stage("master", &tags).await?;
+        tags.insert(CHANNEL_TAG.into(), channel.to_string());
+        let created = self.backend.create_stage(&master_name(&channel), &tags).await?;
         // Instances starting together on one database each create one: the first to record
         // its stage wins, the others delete theirs and use the winner's.
         let winner = self.store.channels().master_or_insert(&channel, &created.arn).await?;
@@ -368,6 +381,29 @@ impl Stages {
         self.hub.mark_dirty();
         tracing::info!(stage = %arn, evicted, "stage deleted");
         Ok(())
+    }
+
+    /// Deletes every stage of a channel, its master too, evicting their viewers; returns how
+    /// many. A stage the backend no longer has is only forgotten.
+    pub async fn delete_channel_stages(&self, channel: &ChannelId) -> AppResult<usize> {
+        let stages = self.store.stages().of_channel(channel).await?;
+        for stage in &stages {
+            let arn = super::stored_arn(&stage.arn)?;
+            if let Some(rep) = self.store.stages().replication(&stage.arn).await? {
+                if let Err(e) = self.stop_recorded_replication(&rep).await {
+                    tracing::warn!(error = %e, stage = %arn, "could not stop replication before deleting the stage");
+                }
+                self.store.stages().delete_replication(&stage.arn).await?;
+            }
+            match self.backend.delete_stage(&arn).await {
+                Ok(()) | Err(BackendError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.forget_record(&stage.arn).await?;
+        }
+        self.hub.mark_dirty();
+        tracing::info!(%channel, stages = stages.len(), "channel stages deleted");
+        Ok(stages.len())
     }
 
     /// Drops the record of a stage the backend no longer has, closing its viewers' sessions;
