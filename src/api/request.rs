@@ -1,7 +1,7 @@
 //! Requests of the public contract, parsed into domain types. A parser checks every field
 //! before answering, so one rejection names all the missing and all the invalid ones.
 
-use crate::domain::{IdError, ParticipantId, StageArn, UserId};
+use crate::domain::{ChannelId, IdError, ParticipantId, StageArn, UserId};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -93,6 +93,12 @@ impl FieldValue for ParticipantId {
 impl FieldValue for StageArn {
     fn parse_field(raw: &str) -> Result<Self, IdError> {
         StageArn::parse(raw)
+    }
+}
+
+impl FieldValue for ChannelId {
+    fn parse_field(raw: &str) -> Result<Self, IdError> {
+        ChannelId::parse(raw)
     }
 }
 
@@ -207,6 +213,78 @@ impl<'a> Fields<'a> {
             return Err(self.errors);
         }
         build().ok_or(self.errors)
+    }
+}
+
+/// The longest channel title and description, in characters.
+pub const MAX_CHANNEL_TITLE: usize = 200;
+pub const MAX_CHANNEL_DESCRIPTION: usize = 2_000;
+
+impl Fields<'_> {
+    /// An optional text of at most `max` characters.
+    fn bounded(&mut self, name: &str, max: usize) -> Option<Option<String>> {
+        let text: Option<String> = self.optional(name)?;
+        match text {
+            Some(t) if t.chars().count() > max => {
+                self.errors.add_invalid(name, format!("must be at most {max} characters"));
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// An optional text of at most `max` characters that `null` or `""` clears: `Some(None)`
+    /// when absent, `Some(Some(None))` to clear.
+    fn clearable(&mut self, name: &str, max: usize) -> Option<Option<Option<String>>> {
+        match self.obj.get(name) {
+            None => Some(None),
+            Some(Value::Null) => Some(Some(None)),
+            Some(Value::String(s)) if s.is_empty() => Some(Some(None)),
+            Some(_) => self.bounded(name, max).map(Some),
+        }
+    }
+}
+
+/// `POST /api/channels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelCreateRequest {
+    pub name: ChannelId,
+    pub title: Option<String>,
+    pub description: Option<String>,
+}
+
+impl FromFields for ChannelCreateRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let name = f.required("name");
+        let title = f.bounded("title", MAX_CHANNEL_TITLE);
+        let description = f.clearable("description", MAX_CHANNEL_DESCRIPTION);
+        f.finish(|| Some(Self { name: name?, title: title?, description: description?.flatten() }))
+    }
+}
+
+/// `PUT /api/channels/{name}`: at least one of the two; a `null` or empty description clears it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelUpdateRequest {
+    pub title: Option<String>,
+    /// `None`: unchanged; `Some(None)`: cleared.
+    pub description: Option<Option<String>>,
+}
+
+impl FromFields for ChannelUpdateRequest {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let title = f.bounded("title", MAX_CHANNEL_TITLE);
+        let description = f.clearable("description", MAX_CHANNEL_DESCRIPTION);
+        let req = f.finish(|| Some(Self { title: title?, description: description? }))?;
+        if req.title.is_none() && req.description.is_none() {
+            return Err(FieldErrors {
+                summary: Some("Nothing to update: give title or description".into()),
+                missing: vec!["title".into()],
+                ..FieldErrors::default()
+            });
+        }
+        Ok(req)
     }
 }
 
@@ -510,5 +588,32 @@ mod tests {
         let f = Fields::new(&body);
         let e = f.finish(|| None::<()>).unwrap_err();
         assert_eq!(e.message(), "Invalid request");
+    }
+
+    #[test]
+    fn a_channel_request_parses_its_name_and_bounds_its_texts() {
+        let r = ChannelCreateRequest::from_fields(&obj(json!({ "name": "news", "title": "News" }))).unwrap();
+        assert_eq!((r.name.as_str(), r.title.as_deref(), r.description), ("news", Some("News"), None));
+        let e = ChannelCreateRequest::from_fields(&obj(json!({ "name": "News!", "title": "x".repeat(201) }))).unwrap_err();
+        assert_eq!(e.details(), json!({ "invalidFields": ["name", "title"] }));
+        let e = ChannelCreateRequest::from_fields(&obj(json!({ "title": "t" }))).unwrap_err();
+        assert_eq!(e.details(), json!({ "missingFields": ["name"] }));
+        let e = ChannelCreateRequest::from_fields(&obj(json!({ "name": "a", "description": 5 }))).unwrap_err();
+        assert_eq!(e.details(), json!({ "invalidFields": ["description"] }));
+    }
+
+    #[test]
+    fn a_channel_update_keeps_sets_or_clears_the_description() {
+        let r = ChannelUpdateRequest::from_fields(&obj(json!({ "title": "T" }))).unwrap();
+        assert_eq!((r.title.as_deref(), r.description), (Some("T"), None));
+        let r = ChannelUpdateRequest::from_fields(&obj(json!({ "description": "D" }))).unwrap();
+        assert_eq!(r.description, Some(Some("D".to_string())));
+        for clear in [json!({ "description": null }), json!({ "description": "" })] {
+            assert_eq!(ChannelUpdateRequest::from_fields(&obj(clear)).unwrap().description, Some(None));
+        }
+        let e = ChannelUpdateRequest::from_fields(&obj(json!({}))).unwrap_err();
+        assert_eq!(e.message(), "Nothing to update: give title or description");
+        let e = ChannelUpdateRequest::from_fields(&obj(json!({ "description": "x".repeat(2001) }))).unwrap_err();
+        assert_eq!(e.details(), json!({ "invalidFields": ["description"] }));
     }
 }

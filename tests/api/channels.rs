@@ -1,9 +1,12 @@
-//! Channels in the store: their rows, stream key hashes and master stages, and the upgrade of a
-//! database written before channels existed.
+//! Channels: their rows in the store (and the upgrade of a database written before channels
+//! existed), the Channels component, and the channel routes.
 
 use crate::helpers::*;
-use livestage::domain::{ChannelId, StageArn};
+use livestage::domain::{ChannelId, LivePublisher, StageArn};
+use livestage::server::service::{ChannelError, NewChannel};
 use livestage::server::store::{ChannelRecord, DescriptionChange, Store};
+use reqwest::Method;
+use serde_json::json;
 
 fn channel(name: &str) -> ChannelId {
     ChannelId::parse(name).unwrap()
@@ -163,9 +166,6 @@ async fn a_database_from_before_channels_is_upgraded_into_the_default_channel() 
 
 // ---- the Channels component ----
 
-use livestage::domain::LivePublisher;
-use livestage::server::service::{ChannelError, NewChannel};
-
 fn new_channel(name: &str) -> NewChannel {
     NewChannel { name: channel(name), title: None, description: Some("About it".into()) }
 }
@@ -256,5 +256,84 @@ async fn a_channel_title_and_description_change_and_the_description_clears() {
         channels.update(&channel("nope"), Some("x"), DescriptionChange::Keep).await,
         Err(ChannelError::NotFound(_))
     ));
+    app.stop().await;
+}
+
+// ---- the channel routes ----
+
+#[tokio::test]
+async fn channels_are_created_listed_changed_rekeyed_and_deleted_over_rest() {
+    let mut app = spawn_app().await;
+    let created = app.post("/api/channels", json!({ "name": "news", "title": "Evening news" })).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let data = created.data();
+    let key = data["streamKey"].as_str().expect("the stream key, shown once").to_string();
+    let c = &data["channel"];
+    assert_eq!(
+        (c["name"].as_str(), c["title"].as_str(), c["isLive"].as_bool()),
+        (Some("news"), Some("Evening news"), Some(false))
+    );
+    assert_eq!((c["viewerCount"].as_u64(), c["activeStages"].as_u64()), (Some(0), Some(1)));
+    assert!(c["masterStageArn"].as_str().is_some_and(|a| a.starts_with("arn:")));
+    assert_iso(&c["createdAt"]);
+    assert!(c.get("streamKey").is_none(), "the key is not part of the channel");
+
+    app.post("/api/channels", json!({ "name": "news" })).await.assert_error(409, "CONFLICT");
+    let bad = app.post("/api/channels", json!({ "name": "Bad Name" })).await;
+    bad.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(bad.body["error"]["details"]["invalidFields"], json!(["name"]));
+
+    let got = app.get("/api/channels/news").await;
+    assert_eq!(got.assert_ok()["channel"]["title"], "Evening news");
+    assert!(!got.body.to_string().contains(&key), "a read never shows the key");
+    app.get("/api/channels/nope").await.assert_error(404, "NOT_FOUND");
+    app.get("/api/channels/Not_A_Slug").await.assert_error(400, "VALIDATION_ERROR");
+
+    let list = app.get("/api/channels").await;
+    let list = list.assert_ok();
+    assert_eq!(list["totalChannels"], 2);
+    assert_eq!(list["totalViewers"], 0);
+    let names: Vec<&str> = list["channels"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"default") && names.contains(&"news"), "{names:?}");
+
+    let changed = app.put("/api/channels/news", json!({ "description": "At nine" })).await;
+    let changed = changed.assert_ok();
+    assert_eq!(
+        (changed["channel"]["title"].as_str(), changed["channel"]["description"].as_str()),
+        (Some("Evening news"), Some("At nine"))
+    );
+    app.put("/api/channels/news", json!({})).await.assert_error(400, "VALIDATION_ERROR");
+
+    let rotated = app.post("/api/channels/news/stream-key", json!({})).await;
+    let new_key = rotated.assert_ok()["streamKey"].as_str().unwrap().to_string();
+    assert_ne!(new_key, key);
+    let found = app.service.channels().by_stream_key(&new_key).await.unwrap().map(|c| c.name);
+    assert_eq!(found, Some(channel("news")));
+    assert_eq!(app.service.channels().by_stream_key(&key).await.unwrap(), None, "the old key stopped working");
+
+    app.delete("/api/channels/default", None).await.assert_error(403, "FORBIDDEN");
+    let deleted = app.delete("/api/channels/news", None).await;
+    assert_eq!(deleted.assert_ok()["deleted"], true);
+    app.get("/api/channels/news").await.assert_error(404, "NOT_FOUND");
+    assert_eq!(app.get("/api/channels").await.assert_ok()["totalChannels"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_channel_routes_need_the_api_key() {
+    let mut app = spawn_app().await;
+    for (method, path) in
+        [(Method::GET, "/api/channels"), (Method::POST, "/api/channels"), (Method::POST, "/api/channels/default/stream-key")]
+    {
+        app.request(method, path, Some(json!({ "name": "x" })), None).await.assert_error(401, "UNAUTHORIZED");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_channel_no_stage_can_be_made_for_answers_503() {
+    let mut app = spawn_app_with(|s| s.stage.max_stages = 1).await;
+    app.post("/api/channels", json!({ "name": "news" })).await.assert_error(503, "STAGE_LIMIT_REACHED");
+    app.get("/api/channels/news").await.assert_error(404, "NOT_FOUND");
     app.stop().await;
 }

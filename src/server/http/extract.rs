@@ -3,7 +3,7 @@
 
 use crate::api::request::{path_param, FromFields};
 use crate::api::ErrorCode;
-use crate::domain::{StageArn, UserId};
+use crate::domain::{ChannelId, StageArn, UserId};
 use crate::server::error::AppError;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
@@ -103,6 +103,17 @@ impl<S: Send + Sync> FromRequestParts<S> for StagePath {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
         path_param("stageArn", &raw).map(Self).map_err(|e| AppError::from(e).into_response())
+    }
+}
+
+/// The channel name in a path (`/api/channels/{name}…`).
+pub struct ChannelPath(pub ChannelId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ChannelPath {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        path_param("name", &raw).map(Self).map_err(|e| AppError::from(e).into_response())
     }
 }
 

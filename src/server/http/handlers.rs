@@ -1,14 +1,17 @@
 //! REST handlers of the public contract: parse → service → envelope.
 
-use super::extract::{BaseUrl, JsonBody, JsonRequest, QueryRequest, StagePath, UserPath};
+use super::extract::{BaseUrl, ChannelPath, JsonBody, JsonRequest, QueryRequest, StagePath, UserPath};
 use super::AppState;
 use crate::api::request::{
-    path_param, FromFields, HistoryQuery, MediaServerTokenRequest, PresenceRequest, PublisherTokenRequest, RejoinRequest,
-    ReplicationRequest, StageCreateRequest, StageStatsQuery, StageUpdateRequest, ViewStatsQuery, ViewerTokenRequest,
+    path_param, ChannelCreateRequest, ChannelUpdateRequest, FromFields, HistoryQuery, MediaServerTokenRequest, PresenceRequest,
+    PublisherTokenRequest, RejoinRequest, ReplicationRequest, StageCreateRequest, StageStatsQuery, StageUpdateRequest,
+    ViewStatsQuery, ViewerTokenRequest,
 };
 use crate::domain::StageArn;
 use crate::server::error::{AppError, AppResult};
-use crate::server::service::views::HealthView;
+use crate::server::service::views::{ChannelCreatedView, ChannelListView, HealthView, StreamKeyView};
+use crate::server::service::NewChannel;
+use crate::server::store::DescriptionChange;
 use crate::server::time::iso_now;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -228,4 +231,52 @@ pub async fn api_not_found() -> AppError {
 
 pub async fn api_method_not_allowed() -> AppError {
     AppError::new(crate::api::ErrorCode::MethodNotAllowed, "Method not allowed on this path")
+}
+
+// ---- channels ----
+
+pub async fn channel_create(
+    State(state): State<AppState>,
+    JsonRequest(req): JsonRequest<ChannelCreateRequest>,
+) -> AppResult<Response> {
+    let channels = state.service.channels();
+    let new = NewChannel { name: req.name, title: req.title, description: req.description };
+    let (record, key) = channels.create(new).await?;
+    let data = ChannelCreatedView { channel: channels.view(&record).await?, stream_key: key.as_str().to_string() };
+    Ok(envelope(StatusCode::CREATED, data, Some("channel created")))
+}
+
+pub async fn channel_list(State(state): State<AppState>) -> AppResult<Data<ChannelListView>> {
+    ok(state.service.channels().list_view().await?)
+}
+
+pub async fn channel_get(State(state): State<AppState>, ChannelPath(name): ChannelPath) -> AppResult<Data<impl Serialize>> {
+    let channels = state.service.channels();
+    let record = channels.get(&name).await?;
+    ok(json!({ "channel": channels.view(&record).await? }))
+}
+
+pub async fn channel_update(
+    State(state): State<AppState>,
+    ChannelPath(name): ChannelPath,
+    JsonRequest(req): JsonRequest<ChannelUpdateRequest>,
+) -> AppResult<Data<impl Serialize>> {
+    let channels = state.service.channels();
+    let description = match &req.description {
+        None => DescriptionChange::Keep,
+        Some(None) => DescriptionChange::Clear,
+        Some(Some(d)) => DescriptionChange::Set(d),
+    };
+    let record = channels.update(&name, req.title.as_deref(), description).await?;
+    Ok(Data(json!({ "channel": channels.view(&record).await? }), Some("channel updated")))
+}
+
+pub async fn channel_delete(State(state): State<AppState>, ChannelPath(name): ChannelPath) -> AppResult<Response> {
+    state.service.channels().delete(&name).await?;
+    Ok(envelope(StatusCode::OK, json!({ "name": name.as_str(), "deleted": true }), Some("channel deleted")))
+}
+
+pub async fn channel_rotate_key(State(state): State<AppState>, ChannelPath(name): ChannelPath) -> AppResult<Data<StreamKeyView>> {
+    let key = state.service.channels().rotate_stream_key(&name).await?;
+    Ok(Data(StreamKeyView { channel: name.to_string(), stream_key: key.as_str().to_string() }, Some("stream key replaced")))
 }

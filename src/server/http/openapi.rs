@@ -49,6 +49,7 @@ const USER: &[Field] = &[f("userId", "string")];
 const PRESENCE: &[Field] = &[f("userId", "string"), f("stageArn", "string")];
 const REPLICATION: &[Field] = &[f("sourceStageArn", "string"), f("destinationStageArn", "string"), f("participantId", "string")];
 const SESSION: &[Field] = &[f("id", "string")];
+const CHANNEL: &[Field] = &[f("name", "string")];
 
 macro_rules! op {
     ($m:literal $p:literal, $tag:literal, $sum:literal, $auth:ident, path $pp:expr, query $q:expr, body $b:expr, $ok:literal, [$($e:literal),*]) => {
@@ -77,6 +78,14 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/api/stats/viewers", "stats", "Total viewers", ApiKey, path &[], query &[], body &[], 200, [401]),
     op!("get" "/api/stats/stages", "stats", "Per-stage viewer counts", ApiKey, path &[], query &[opt("arn", "string")], body &[], 200, [400, 401, 404]),
     op!("get" "/api/stats/publisher", "stats", "Whether the publisher is live", ApiKey, path &[], query &[], body &[], 200, [401]),
+    op!("get" "/api/channels", "channels", "Every channel, live ones first, with the totals", ApiKey, path &[], query &[], body &[], 200, [401]),
+    op!("post" "/api/channels", "channels", "Create a channel: its master stage and stream key", ApiKey, path &[], query &[],
+        body &[f("name", "string"), opt("title", "string"), opt("description", "string")], 201, [400, 401, 409, 503]),
+    op!("get" "/api/channels/{name}", "channels", "A channel", ApiKey, path CHANNEL, query &[], body &[], 200, [400, 401, 404]),
+    op!("put" "/api/channels/{name}", "channels", "Change a channel's title or description", ApiKey, path CHANNEL, query &[],
+        body &[opt("title", "string"), opt("description", "string")], 200, [400, 401, 404]),
+    op!("delete" "/api/channels/{name}", "channels", "Delete a channel and its stages", ApiKey, path CHANNEL, query &[], body &[], 200, [400, 401, 403, 404]),
+    op!("post" "/api/channels/{name}/stream-key", "channels", "Replace a channel's stream key", ApiKey, path CHANNEL, query &[], body &[], 200, [400, 401, 404]),
     op!("post" "/api/stage", "stages", "Create a stage", ApiKey, path &[], query &[],
         body &[f("name", "string"), opt("tags", "object")], 201, [400, 401, 503]),
     op!("get" "/api/stage/list", "stages", "List stages", ApiKey, path &[], query &[], body &[], 200, [401]),

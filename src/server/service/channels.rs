@@ -3,13 +3,16 @@
 
 use super::publishers::PublisherRegistry;
 use super::stages::Stages;
+use super::views::{ChannelListView, ChannelView};
 use crate::api::ErrorCode;
 use crate::domain::ChannelId;
 use crate::server::clock::Clock;
 use crate::server::error::AppError;
 use crate::server::store::{ChannelRecord, DescriptionChange, Store};
 use crate::server::support::random_id;
+use crate::server::time::iso;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Why a channel operation failed.
@@ -192,6 +195,41 @@ impl Channels {
             return Ok(None);
         }
         Ok(self.store.channels().by_stream_key_hash(&hash_key(key)).await?)
+    }
+
+    /// How a channel looks now: live or not, its viewers and stages.
+    pub async fn view(&self, record: &ChannelRecord) -> Result<ChannelView, ChannelError> {
+        let counts = self.store.presence().counts().await?;
+        self.view_with(record, &counts).await
+    }
+
+    /// Every channel as it looks now, live ones first (then oldest first), with the totals.
+    pub async fn list_view(&self) -> Result<ChannelListView, ChannelError> {
+        let counts = self.store.presence().counts().await?;
+        let mut channels = Vec::new();
+        for record in self.list().await? {
+            channels.push(self.view_with(&record, &counts).await?);
+        }
+        channels.sort_by_key(|c| !c.is_live); // stable: oldest first within each group
+        Ok(ChannelListView {
+            total_channels: channels.len() as u32,
+            total_viewers: channels.iter().map(|c| c.viewer_count).sum(),
+            channels,
+        })
+    }
+
+    async fn view_with(&self, record: &ChannelRecord, counts: &HashMap<String, u32>) -> Result<ChannelView, ChannelError> {
+        let stages = self.store.stages().of_channel(&record.name).await?;
+        Ok(ChannelView {
+            name: record.name.to_string(),
+            title: record.title.clone(),
+            description: record.description.clone(),
+            is_live: self.publishers.live(&record.name).is_some(),
+            viewer_count: stages.iter().map(|s| counts.get(&s.arn).copied().unwrap_or(0)).sum(),
+            active_stages: stages.len() as u32,
+            master_stage_arn: record.master_stage_arn.as_ref().map(|a| a.to_string()),
+            created_at: iso(record.created_at),
+        })
     }
 }
 

@@ -409,3 +409,42 @@ mod tests {
         );
     }
 }
+
+/// A channel as the channel routes show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelView {
+    pub name: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub is_live: bool,
+    pub viewer_count: u32,
+    pub active_stages: u32,
+    pub master_stage_arn: Option<String>,
+    pub created_at: String,
+}
+
+/// `POST /api/channels`: the channel and its stream key (shown only here and on rotation).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelCreatedView {
+    pub channel: ChannelView,
+    pub stream_key: String,
+}
+
+/// `GET /api/channels`: live channels first.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelListView {
+    pub channels: Vec<ChannelView>,
+    pub total_channels: u32,
+    pub total_viewers: u32,
+}
+
+/// `POST /api/channels/{name}/stream-key`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamKeyView {
+    pub channel: String,
+    pub stream_key: String,
+}
