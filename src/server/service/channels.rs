@@ -8,7 +8,7 @@ use crate::api::ErrorCode;
 use crate::domain::ChannelId;
 use crate::server::clock::Clock;
 use crate::server::error::AppError;
-use crate::server::store::{ChannelRecord, DescriptionChange, Store};
+use crate::server::store::{ChannelRecord, DescriptionChange, StageRecord, Store};
 use crate::server::support::random_id;
 use crate::server::time::iso;
 use sha2::{Digest, Sha256};
@@ -200,15 +200,19 @@ impl Channels {
     /// How a channel looks now: live or not, its viewers and stages.
     pub async fn view(&self, record: &ChannelRecord) -> Result<ChannelView, ChannelError> {
         let counts = self.store.presence().counts().await?;
-        self.view_with(record, &counts).await
+        let stages = self.store.stages().of_channel(&record.name).await?;
+        Ok(self.view_with(record, &stages, &counts))
     }
 
     /// Every channel as it looks now, live ones first (then oldest first), with the totals.
     pub async fn list_view(&self) -> Result<ChannelListView, ChannelError> {
         let counts = self.store.presence().counts().await?;
-        let mut channels = Vec::new();
+        // One read of every stage, not one per channel.
+        let stages = self.store.stages().list().await?;
+        let mut channels: Vec<ChannelView> = Vec::new();
         for record in self.list().await? {
-            channels.push(self.view_with(&record, &counts).await?);
+            let own: Vec<StageRecord> = stages.iter().filter(|s| s.channel == record.name).cloned().collect();
+            channels.push(self.view_with(&record, &own, &counts));
         }
         channels.sort_by_key(|c| !c.is_live); // stable: oldest first within each group
         Ok(ChannelListView {
@@ -218,9 +222,8 @@ impl Channels {
         })
     }
 
-    async fn view_with(&self, record: &ChannelRecord, counts: &HashMap<String, u32>) -> Result<ChannelView, ChannelError> {
-        let stages = self.store.stages().of_channel(&record.name).await?;
-        Ok(ChannelView {
+    fn view_with(&self, record: &ChannelRecord, stages: &[StageRecord], counts: &HashMap<String, u32>) -> ChannelView {
+        ChannelView {
             name: record.name.to_string(),
             title: record.title.clone(),
             description: record.description.clone(),
@@ -229,7 +232,7 @@ impl Channels {
             active_stages: stages.len() as u32,
             master_stage_arn: record.master_stage_arn.as_ref().map(|a| a.to_string()),
             created_at: iso(record.created_at),
-        })
+        }
     }
 }
 
