@@ -1,6 +1,6 @@
 //! Rows of `channels`: each broadcaster's name, title, stream key (as its hash) and master stage.
 
-use super::{Store, StoreError};
+use super::{decode, Store, StoreError};
 use crate::domain::{ChannelId, StageArn};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -27,10 +27,6 @@ pub enum DescriptionChange<'a> {
 }
 
 const CHANNEL_COLUMNS: &str = "name, title, description, stream_key_hash, master_stage_arn, created_at, updated_at";
-
-fn decode<T, E: std::error::Error + Send + Sync + 'static>(r: Result<T, E>) -> Result<T, sqlx::Error> {
-    r.map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
 
 fn channel_from_row(r: &AnyRow) -> Result<ChannelRecord, StoreError> {
     let master: Option<String> = r.try_get("master_stage_arn")?;

@@ -198,6 +198,11 @@ impl Store {
     }
 }
 
+/// A column value that did not parse into its type, as the driver's decode error.
+fn decode<T, E: std::error::Error + Send + Sync + 'static>(r: Result<T, E>) -> Result<T, sqlx::Error> {
+    r.map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
 fn count(row: &AnyRow, col: &str) -> Result<u32, StoreError> {
     let n: i64 = row.try_get(col)?;
     Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))

@@ -1,6 +1,6 @@
 //! Rows of `stages` and `replications`.
 
-use super::{Store, StoreError};
+use super::{decode, Store, StoreError};
 use crate::domain::ChannelId;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -38,11 +38,11 @@ const STAGE_COLUMNS: &str =
 fn stage_from_row(r: &AnyRow) -> Result<StageRecord, StoreError> {
     let json_map = |col: &str| -> Result<BTreeMap<String, String>, sqlx::Error> {
         let text: String = r.try_get(col)?;
-        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        decode(serde_json::from_str(&text))
     };
     let channel: String = r.try_get("channel")?;
     Ok(StageRecord {
-        channel: ChannelId::parse(channel).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        channel: decode(ChannelId::parse(channel))?,
         arn: r.try_get("arn")?,
         name: r.try_get("name")?,
         is_master: r.try_get::<i64, _>("is_master")? != 0,
