@@ -123,7 +123,10 @@ async fn run() {
     let signal = app.publisher_signal().unwrap();
     let service = app.service();
     let master = service.store().stages().master(&ChannelId::default()).await.unwrap().unwrap().arn;
-    signal.set_live(LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.clone(), since_ms: 0 });
+    signal.set_live(
+        Default::default(),
+        LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.clone(), since_ms: 0 },
+    );
     tokio::spawn(app.run_until_stopped());
 
     eprintln!("joining {viewers} viewers…");

@@ -30,29 +30,37 @@ mod ssr {
         RpcError::new(e.code(), e.public_message())
     }
 
+    /// The channel a page names (absent: the default one).
+    pub fn channel(raw: Option<String>) -> Result<crate::domain::ChannelId, RpcError> {
+        raw.map(crate::domain::ChannelId::parse).transpose().map_err(invalid("channel")).map(Option::unwrap_or_default)
+    }
+
     /// An argument that did not parse, named as the contract names it.
     pub fn invalid(field: &str) -> impl FnOnce(IdError) -> RpcError + '_ {
         move |e| RpcError::new(ErrorCode::ValidationError, format!("{field} {e}"))
     }
 }
 
-/// Current live totals.
+/// Current live totals of `channel` (absent: the default one).
 #[server(input = Json)]
-pub async fn get_live_stats() -> Result<LiveStats, RpcError> {
-    ssr::service()?.stats().live().await.map_err(ssr::fail)
+pub async fn get_live_stats(channel: Option<String>) -> Result<LiveStats, RpcError> {
+    let channel = ssr::channel(channel)?;
+    ssr::service()?.stats().live(&channel).await.map_err(ssr::fail)
 }
 
-/// Joins the broadcast as `user_id`: a viewer token and a stage, or why not.
+/// Joins `channel`'s broadcast (absent: the default one) as `user_id`: a viewer token and a
+/// stage, or why not.
 #[server(input = Json)]
-pub async fn join_stream(user_id: String) -> Result<JoinOutcome, RpcError> {
+pub async fn join_stream(user_id: String, channel: Option<String>) -> Result<JoinOutcome, RpcError> {
     use crate::api::ViewerTicket;
     use crate::domain::UserId;
     use crate::server::service::JoinError;
     let service = ssr::service()?;
     let user = UserId::parse(user_id).map_err(ssr::invalid("userId"))?;
+    let channel = ssr::channel(channel)?;
     let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
     let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
-    match service.tokens().issue_viewer_token(&user, None, &base).await {
+    match service.tokens().issue_viewer_token(&channel, &user, None, &base).await {
         Ok(v) => Ok(JoinOutcome::Joined(ViewerTicket {
             token: v.token,
             participant_id: v.participant_id,
@@ -162,19 +170,20 @@ pub async fn broadcaster_sign_out() -> Result<(), RpcError> {
     Ok(())
 }
 
-/// A publisher token for the signed-in broadcaster.
+/// A publisher token on `channel` (absent: the default one) for the signed-in broadcaster.
 #[server(input = Json)]
-pub async fn publisher_ticket() -> Result<crate::api::PublisherTicket, RpcError> {
+pub async fn publisher_ticket(channel: Option<String>) -> Result<crate::api::PublisherTicket, RpcError> {
     use crate::api::ErrorCode;
     use crate::domain::UserId;
     let service = ssr::service()?;
+    let channel = ssr::channel(channel)?;
     if !session::signed_in(service.now_ms().div_euclid(1000)).await? {
         return Err(RpcError::new(ErrorCode::Unauthorized, "sign in as the broadcaster first"));
     }
     let headers = session::headers().await?;
     let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
     let user = UserId::parse("broadcaster").map_err(|e| RpcError::new(ErrorCode::InternalError, e.to_string()))?;
-    let t = service.tokens().issue_publisher_token(&user, &base).await.map_err(ssr::fail)?;
+    let t = service.tokens().issue_publisher_token(&channel, &user, &base).await.map_err(ssr::fail)?;
     Ok(crate::api::PublisherTicket {
         token: t.token,
         participant_id: t.participant_id,

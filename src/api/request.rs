@@ -302,8 +302,10 @@ pub fn path_param<T: FieldValue>(name: &str, raw: &str) -> Result<T, FieldErrors
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewerTokenRequest {
     pub user_id: UserId,
-    /// A stage of the viewer's choosing instead of the assigned one.
+    /// A stage of the viewer's choosing instead of the assigned one (one of the channel's).
     pub stage_arn: Option<StageArn>,
+    /// The channel to watch (absent: the default one).
+    pub channel: ChannelId,
 }
 
 impl FromFields for ViewerTokenRequest {
@@ -311,7 +313,8 @@ impl FromFields for ViewerTokenRequest {
         let mut f = Fields::new(obj);
         let user_id = f.required("userId");
         let stage_arn = f.optional("stageArn");
-        f.finish(|| Some(Self { user_id: user_id?, stage_arn: stage_arn? }))
+        let channel = f.optional("channel");
+        f.finish(|| Some(Self { user_id: user_id?, stage_arn: stage_arn?, channel: channel?.unwrap_or_default() }))
     }
 }
 
@@ -319,13 +322,16 @@ impl FromFields for ViewerTokenRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublisherTokenRequest {
     pub user_id: UserId,
+    /// The channel to publish on (absent: the default one).
+    pub channel: ChannelId,
 }
 
 impl FromFields for PublisherTokenRequest {
     fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
         let mut f = Fields::new(obj);
         let user_id = f.required("userId");
-        f.finish(|| Some(Self { user_id: user_id? }))
+        let channel = f.optional("channel");
+        f.finish(|| Some(Self { user_id: user_id?, channel: channel?.unwrap_or_default() }))
     }
 }
 
@@ -409,17 +415,34 @@ impl FromFields for ViewStatsQuery {
     }
 }
 
-/// The query of `GET /api/stats/stages`: one stage, or all of them.
+/// The query of `GET /api/stats/stages`: one stage, or all of a channel's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageStatsQuery {
     pub arn: Option<StageArn>,
+    /// Whose stages (absent: the default channel's).
+    pub channel: ChannelId,
 }
 
 impl FromFields for StageStatsQuery {
     fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
         let mut f = Fields::new(obj);
         let arn = f.optional("arn");
-        f.finish(|| Some(Self { arn: arn? }))
+        let channel = f.optional("channel");
+        f.finish(|| Some(Self { arn: arn?, channel: channel?.unwrap_or_default() }))
+    }
+}
+
+/// `?channel=NAME` of the stats and master-stage routes (absent: the default channel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelQuery {
+    pub channel: ChannelId,
+}
+
+impl FromFields for ChannelQuery {
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        let mut f = Fields::new(obj);
+        let channel = f.optional("channel");
+        f.finish(|| Some(Self { channel: channel?.unwrap_or_default() }))
     }
 }
 
@@ -560,6 +583,19 @@ mod tests {
         }
         assert_eq!(ViewStatsQuery::from_fields(&obj(json!({}))).unwrap().days, 7);
         assert!(ViewStatsQuery::from_fields(&obj(json!({ "days": "3651" }))).is_err());
+    }
+
+    #[test]
+    fn a_channel_is_optional_and_defaults_to_the_default_one() {
+        let r = ViewerTokenRequest::from_fields(&obj(json!({ "userId": "v1" }))).unwrap();
+        assert!(r.channel.is_default());
+        let r = PublisherTokenRequest::from_fields(&obj(json!({ "userId": "p", "channel": "news" }))).unwrap();
+        assert_eq!(r.channel.as_str(), "news");
+        assert!(ChannelQuery::from_fields(&obj(json!({}))).unwrap().channel.is_default());
+        let e = ChannelQuery::from_fields(&obj(json!({ "channel": "Not A Slug" }))).unwrap_err();
+        assert_eq!(e.details(), json!({ "invalidFields": ["channel"] }));
+        let e = ViewerTokenRequest::from_fields(&obj(json!({ "userId": "v1", "channel": 7 }))).unwrap_err();
+        assert_eq!(e.invalid_fields(), ["channel"]);
     }
 
     #[test]

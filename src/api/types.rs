@@ -22,6 +22,14 @@ pub struct LiveStats {
     pub timestamp: String,
 }
 
+/// What the server hands each page as it renders: a channel's live totals as the stats hub
+/// holds them (`None`: no such channel), so the first render shows them without a round trip.
+#[derive(Clone)]
+pub struct CurrentStats(pub std::sync::Arc<StatsOf>);
+
+/// A channel's live totals, `None` for no such channel.
+pub type StatsOf = dyn Fn(&crate::domain::ChannelId) -> Option<LiveStats> + Send + Sync;
+
 /// What a viewer page needs to start playing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -2,16 +2,53 @@
 //! answers and pushes ([`WsMessage`]).
 
 use super::LiveStats;
+use crate::domain::ChannelId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
 
-/// A channel a client can subscribe to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WsChannel {
-    /// Live totals, pushed as `stats_update`.
-    Stats,
+/// A channel a client can subscribe to: a broadcast channel's live totals, pushed as
+/// `stats_update`. Written `"stats"` for the default channel's and `"stats:NAME"` for channel
+/// NAME's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WsChannel {
+    pub stats_of: ChannelId,
+}
+
+impl WsChannel {
+    /// The live totals of `channel`.
+    pub fn stats(channel: ChannelId) -> Self {
+        Self { stats_of: channel }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        match raw.strip_prefix("stats") {
+            Some("") => Some(Self::default()),
+            Some(rest) => rest.strip_prefix(':').and_then(|name| ChannelId::parse(name).ok()).map(Self::stats),
+            None => None,
+        }
+    }
+
+    fn name(&self) -> String {
+        if self.stats_of.is_default() {
+            "stats".into()
+        } else {
+            format!("stats:{}", self.stats_of)
+        }
+    }
+}
+
+impl Serialize for WsChannel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for WsChannel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).ok_or_else(|| serde::de::Error::custom(format!("unknown channel {raw:?}")))
+    }
 }
 
 /// What a client asks for.
@@ -24,7 +61,7 @@ pub enum WsAction {
 }
 
 /// A client's message: `{"action": "subscribe"|"unsubscribe"|"ping", "channel": "stats"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WsRequest {
     pub action: WsAction,
     pub channel: WsChannel,
@@ -53,14 +90,17 @@ impl WsRequest {
             .ok_or_else(|| WsError::new(WsErrorCode::InvalidMessage, "Message needs an \"action\" (or \"type\") field"))?;
         let channel = v.get("channel").and_then(Value::as_str).unwrap_or("stats");
         let action = match verb {
-            "ping" => return Ok(Self { action: WsAction::Ping, channel: WsChannel::Stats }),
+            "ping" => return Ok(Self { action: WsAction::Ping, channel: WsChannel::default() }),
             "subscribe" => WsAction::Subscribe,
             "unsubscribe" => WsAction::Unsubscribe,
             other => return Err(WsError::new(WsErrorCode::UnknownAction, format!("Unknown action {other:?}"))),
         };
-        match channel {
-            "stats" => Ok(Self { action, channel: WsChannel::Stats }),
-            other => Err(WsError::new(WsErrorCode::UnknownChannel, format!("Unknown channel {other:?}; available: \"stats\""))),
+        match WsChannel::parse(channel) {
+            Some(channel) => Ok(Self { action, channel }),
+            None => Err(WsError::new(
+                WsErrorCode::UnknownChannel,
+                format!("Unknown channel {channel:?}; available: \"stats\" and \"stats:NAME\" for a channel NAME"),
+            )),
         }
     }
 }
@@ -136,9 +176,9 @@ mod tests {
 
     #[test]
     fn accepts_action_or_type() {
-        let subscribe = WsRequest::subscribe(WsChannel::Stats);
-        assert_eq!(WsRequest::parse(r#"{"action":"subscribe","channel":"stats"}"#), Ok(subscribe));
-        assert_eq!(WsRequest::parse(r#"{"type":"subscribe","channel":"stats"}"#), Ok(subscribe));
+        let subscribe = WsRequest::subscribe(WsChannel::default());
+        assert_eq!(WsRequest::parse(r#"{"action":"subscribe","channel":"stats"}"#), Ok(subscribe.clone()));
+        assert_eq!(WsRequest::parse(r#"{"type":"subscribe","channel":"stats"}"#), Ok(subscribe.clone()));
         assert_eq!(WsRequest::parse(r#"{"type":"subscribe"}"#), Ok(subscribe), "the channel defaults to stats");
         let r = WsRequest::parse(r#"{"action":"unsubscribe","channel":"stats"}"#).unwrap();
         assert_eq!(r.action, WsAction::Unsubscribe);
@@ -154,14 +194,32 @@ mod tests {
         assert_eq!(code(r#"{"action":"dance"}"#), WsErrorCode::UnknownAction);
         assert_eq!(code(r#"{"action":"subscribe","channel":"chat"}"#), WsErrorCode::UnknownChannel);
         let e = WsRequest::parse(r#"{"action":"subscribe","channel":"chat"}"#).unwrap_err();
-        assert_eq!(e.message, r#"Unknown channel "chat"; available: "stats""#);
+        assert_eq!(e.message, r#"Unknown channel "chat"; available: "stats" and "stats:NAME" for a channel NAME"#);
+        assert_eq!(code(r#"{"action":"subscribe","channel":"stats:Not A Name"}"#), WsErrorCode::UnknownChannel);
+        assert_eq!(code(r#"{"action":"subscribe","channel":"stats:"}"#), WsErrorCode::UnknownChannel);
+        assert_eq!(code(r#"{"action":"subscribe","channel":"statsnews"}"#), WsErrorCode::UnknownChannel);
+    }
+
+    #[test]
+    fn a_named_channels_stats_are_stats_colon_name() {
+        let news = WsChannel::stats(ChannelId::parse("news").unwrap());
+        let r = WsRequest::parse(r#"{"action":"subscribe","channel":"stats:news"}"#).unwrap();
+        assert_eq!(r.channel, news);
+        let sent = WsRequest::subscribe(news.clone()).to_json();
+        assert_eq!(serde_json::from_str::<Value>(&sent).unwrap(), json!({ "action": "subscribe", "channel": "stats:news" }));
+        assert_eq!(
+            WsRequest::parse("{\"action\":\"subscribe\",\"channel\":\"stats:default\"}").unwrap().channel,
+            WsChannel::default()
+        );
+        let reply = WsMessage::Subscribed { channel: news.clone(), timestamp: "t".into() };
+        assert_eq!(WsMessage::parse(&reply.to_json()), Some(WsMessage::Subscribed { channel: news, timestamp: "t".into() }));
     }
 
     #[test]
     fn the_client_sends_what_the_server_reads() {
-        let sent = WsRequest::subscribe(WsChannel::Stats).to_json();
+        let sent = WsRequest::subscribe(WsChannel::default()).to_json();
         assert_eq!(serde_json::from_str::<Value>(&sent).unwrap(), json!({ "action": "subscribe", "channel": "stats" }));
-        assert_eq!(WsRequest::parse(&sent), Ok(WsRequest::subscribe(WsChannel::Stats)));
+        assert_eq!(WsRequest::parse(&sent), Ok(WsRequest::subscribe(WsChannel::default())));
     }
 
     #[test]
@@ -173,7 +231,7 @@ mod tests {
         assert_eq!(v["data"]["totalViewers"], 3);
         assert_eq!(WsMessage::parse(&push.to_json()), Some(WsMessage::StatsUpdate { data: Cow::Owned(stats) }));
 
-        let reply = WsMessage::Subscribed { channel: WsChannel::Stats, timestamp: "t".into() };
+        let reply = WsMessage::Subscribed { channel: WsChannel::default(), timestamp: "t".into() };
         assert_eq!(
             serde_json::from_str::<Value>(&reply.to_json()).unwrap(),
             json!({ "type": "subscribed", "channel": "stats", "timestamp": "t" })

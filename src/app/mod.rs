@@ -6,7 +6,7 @@ mod pages;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::StaticSegment;
+use leptos_router::{ParamSegment, StaticSegment};
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
@@ -44,6 +44,8 @@ pub fn App() -> impl IntoView {
             <main>
                 <Routes fallback=|| view! { <p class="notice">"Page not found."</p> }>
                     <Route path=StaticSegment("") view=pages::ViewerPage/>
+                    <Route path=(StaticSegment("c"), ParamSegment("name")) view=pages::ViewerPage/>
+                    <Route path=(StaticSegment("c"), ParamSegment("name"), StaticSegment("broadcast")) view=pages::BroadcastPage/>
                     <Route path=StaticSegment("broadcast") view=pages::BroadcastPage/>
                     <Route path=StaticSegment("dashboard") view=pages::DashboardPage/>
                 </Routes>

@@ -6,6 +6,6 @@ mod endpoint;
 mod ids;
 mod publisher;
 
-pub use endpoint::{WHEP_PATH, WHIP_PATH};
+pub use endpoint::{stream_key_whip_path, WHEP_PATH, WHIP_PATH};
 pub use ids::{ChannelId, IdError, ParticipantId, StageArn, UserId};
-pub use publisher::LivePublisher;
+pub use publisher::{LivePublisher, LivePublishers};

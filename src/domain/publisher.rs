@@ -8,3 +8,6 @@ pub struct LivePublisher {
     pub stage_arn: String,
     pub since_ms: i64,
 }
+
+/// The publisher live on each channel that has one.
+pub type LivePublishers = std::collections::BTreeMap<super::ChannelId, LivePublisher>;

@@ -191,7 +191,10 @@ impl Application {
                 routes,
                 move || {
                     // the hub's current figures, for the pages' first render
-                    provide_context(ctx_service.hub().current());
+                    let hub = ctx_service.clone();
+                    provide_context(crate::api::CurrentStats(Arc::new(move |channel| {
+                        hub.hub().subscribe(channel).map(|rx| (**rx.borrow()).clone())
+                    })));
                     provide_context(ctx_service.clone());
                     provide_context(ctx_key.clone());
                 },

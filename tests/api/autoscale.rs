@@ -11,9 +11,9 @@ async fn scales_up_with_replication_then_down_after_warmup() {
     for u in ["a", "b"] {
         app.join(u).await.assert_ok();
     }
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::Hold);
+    assert_eq!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::Hold);
     app.join("c").await.assert_ok();
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleUp);
+    assert_eq!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::ScaleUp);
 
     let list = app.get("/api/stage/list").await;
     let stages = list.assert_ok()["stages"].as_array().unwrap().clone();
@@ -36,9 +36,12 @@ async fn scales_up_with_replication_then_down_after_warmup() {
     for u in ["a", "b", "c"] {
         app.post("/api/viewer/leave", json!({ "userId": u, "stageArn": master })).await.assert_ok();
     }
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::Hold);
+    assert_eq!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::Hold);
     app.advance_secs(301);
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleDown(auto_arn.parse_arn()));
+    assert_eq!(
+        app.service.autoscaler().step(&ChannelId::default()).await.unwrap(),
+        ScaleDecision::ScaleDown(auto_arn.parse_arn())
+    );
     let list = app.get("/api/stage/list").await;
     assert_eq!(list.assert_ok()["totalStages"], 1);
     // the evicted viewer's session was closed and its heartbeat now asks it to rejoin
@@ -58,7 +61,7 @@ async fn never_more_than_max_stages() {
     app.go_live().await;
     for i in 0..8 {
         app.join(&format!("v{i}")).await.assert_ok();
-        let _ = app.service.autoscaler().step().await.unwrap();
+        let _ = app.service.autoscaler().step(&ChannelId::default()).await.unwrap();
     }
     assert_eq!(app.get("/api/stage/list").await.assert_ok()["totalStages"], 2);
 }
@@ -90,22 +93,29 @@ async fn an_auto_scaled_stage_is_scaled_down_after_a_restart() {
     for u in ["a", "b", "c"] {
         app.join(u).await.assert_ok();
     }
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleUp);
+    assert_eq!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::ScaleUp);
     let stages = app.get("/api/stage/list").await.assert_ok()["stages"].as_array().unwrap().clone();
     let auto_arn =
         stages.iter().find(|s| s["autoScaled"] == true).expect("an auto-scaled stage")["stageArn"].as_str().unwrap().to_string();
     for u in ["a", "b", "c"] {
         app.post("/api/viewer/leave", json!({ "userId": u, "stageArn": master })).await.assert_ok();
     }
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::Hold, "still warming up");
+    assert_eq!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::Hold, "still warming up");
 
     let app = app.restart(100).await;
     let listed = app.get("/api/stage/list").await.assert_ok()["stages"].clone();
     let auto = listed.as_array().unwrap().iter().find(|s| s["stageArn"] == auto_arn.as_str()).expect("still listed");
     assert_eq!(auto["autoScaled"], true);
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::Hold, "100 s is within the warm-up");
+    assert_eq!(
+        app.service.autoscaler().step(&ChannelId::default()).await.unwrap(),
+        ScaleDecision::Hold,
+        "100 s is within the warm-up"
+    );
     app.advance_secs(201); // 301 s since it was created
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleDown(auto_arn.parse_arn()));
+    assert_eq!(
+        app.service.autoscaler().step(&ChannelId::default()).await.unwrap(),
+        ScaleDecision::ScaleDown(auto_arn.parse_arn())
+    );
     assert_eq!(app.get("/api/stage/list").await.assert_ok()["totalStages"], 1);
     app.get(&format!("/api/stage/replication/status/{}", enc(&auto_arn))).await.assert_error(404, "NOT_FOUND");
 }

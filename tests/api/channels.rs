@@ -224,13 +224,13 @@ async fn deleting_a_channel_removes_its_stages_but_never_the_default_or_a_live_o
 
     // Live (as another instance reports it): refused, with the stages kept.
     let live = LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.to_string(), since_ms: 1 };
-    app.service.publishers().set_remote(&channel("news"), Some(live));
+    app.service.publishers().set_remote([(channel("news"), live)].into());
     let e = channels.delete(&channel("news")).await.unwrap_err();
     assert!(matches!(e, ChannelError::Live(_)), "{e:?}");
     assert_eq!(livestage::server::error::AppError::from(e).code().http_status(), 400);
     assert!(app.service.store().stages().get(master.as_str()).await.unwrap().is_some());
 
-    app.service.publishers().set_remote(&channel("news"), None);
+    app.service.publishers().set_remote(Default::default());
     channels.delete(&channel("news")).await.expect("deleted once offline");
     assert_eq!(app.service.store().stages().get(master.as_str()).await.unwrap(), None, "its stage went with it");
     assert!(app.service.store().stages().of_channel(&channel("news")).await.unwrap().is_empty());
@@ -335,5 +335,192 @@ async fn a_channel_no_stage_can_be_made_for_answers_503() {
     let mut app = spawn_app_with(|s| s.stage.max_stages = 1).await;
     app.post("/api/channels", json!({ "name": "news" })).await.assert_error(503, "STAGE_LIMIT_REACHED");
     app.get("/api/channels/news").await.assert_error(404, "NOT_FOUND");
+    app.stop().await;
+}
+
+// ---- a channel's tokens, stats, live totals and auto-scaling ----
+
+/// Creates channel `name` over REST; returns its master stage's ARN.
+async fn create(app: &TestApp, name: &str) -> String {
+    let created = app.post("/api/channels", json!({ "name": name })).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    created.data()["channel"]["masterStageArn"].as_str().unwrap().to_string()
+}
+
+/// Makes `user` live on channel `name`'s master stage, as the media plane reports it.
+fn go_live_on(app: &TestApp, name: &str, master: &str, user: &str) {
+    let live = LivePublisher { user_id: user.into(), participant_id: format!("{user}-1"), stage_arn: master.into(), since_ms: 1 };
+    app.signal().set_live(channel(name), live);
+}
+
+#[tokio::test]
+async fn a_channel_issues_its_own_tokens_on_its_own_stages() {
+    let mut app = spawn_app().await;
+    let news = create(&app, "news").await;
+    let default_master = app.master_arn().await;
+
+    // Publisher tokens are for the channel's master stage.
+    let p = app.post("/api/token/publisher", json!({ "userId": "anchor", "channel": "news" })).await;
+    let p = p.assert_ok();
+    assert_eq!((p["channel"].as_str(), p["stageArn"].as_str()), (Some("news"), Some(news.as_str())));
+    let p = app.post("/api/token/publisher", json!({ "userId": "host" })).await;
+    assert_eq!(
+        (p.assert_ok()["channel"].as_str(), p.data()["stageArn"].as_str()),
+        (Some("default"), Some(default_master.as_str()))
+    );
+
+    // A viewer joins a channel only while that channel is live, and lands on its stages.
+    app.post("/api/token/viewer", json!({ "userId": "v1", "channel": "news" })).await.assert_error(404, "NOT_FOUND");
+    go_live_on(&app, "news", &news, "anchor");
+    let v = app.post("/api/token/viewer", json!({ "userId": "v1", "channel": "news" })).await;
+    let v = v.assert_ok();
+    assert_eq!((v["channel"].as_str(), v["stageArn"].as_str()), (Some("news"), Some(news.as_str())));
+    app.join("v1").await.assert_error(404, "NOT_FOUND"); // the default channel is not live
+    app.go_live().await;
+    let d = app.join("v1").await;
+    assert_eq!(
+        (d.assert_ok()["channel"].as_str(), d.data()["stageArn"].as_str()),
+        (Some("default"), Some(default_master.as_str()))
+    );
+    assert_eq!(d.data()["isNewViewer"], true, "watching news does not count as watching the default channel");
+
+    // A stage must be the channel's; a channel must exist and be named as channels are.
+    let wrong = app.post("/api/token/viewer", json!({ "userId": "v2", "channel": "news", "stageArn": default_master })).await;
+    wrong.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(wrong.body["error"]["details"]["invalidFields"], json!(["stageArn"]));
+    app.post("/api/token/viewer", json!({ "userId": "v2", "channel": "nope" })).await.assert_error(404, "NOT_FOUND");
+    app.post("/api/token/publisher", json!({ "userId": "p", "channel": "nope" })).await.assert_error(404, "NOT_FOUND");
+    let bad = app.post("/api/token/viewer", json!({ "userId": "v2", "channel": "Not A Slug" })).await;
+    bad.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(bad.body["error"]["details"]["invalidFields"], json!(["channel"]));
+
+    // The channel going offline turns its viewers away and leaves the default one live.
+    app.signal().set_offline(&channel("news"));
+    app.post("/api/token/viewer", json!({ "userId": "v3", "channel": "news" })).await.assert_error(404, "NOT_FOUND");
+    app.join("v3").await.assert_ok();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_stats_route_answers_for_the_channel_asked_for() {
+    let mut app = spawn_app().await;
+    let news = create(&app, "news").await;
+    let default_master = app.master_arn().await;
+    go_live_on(&app, "news", &news, "anchor");
+    for u in ["a", "b"] {
+        app.post("/api/token/viewer", json!({ "userId": u, "channel": "news" })).await.assert_ok();
+    }
+
+    let stats = app.get("/api/stats?channel=news").await;
+    let stats = stats.assert_ok();
+    assert_eq!((stats["totalViewers"].as_u64(), stats["isPublisherLive"].as_bool()), (Some(2), Some(true)));
+    assert_eq!(stats["stages"][0]["stageArn"], news.as_str());
+    let default = app.get("/api/stats").await;
+    assert_eq!(
+        (default.assert_ok()["totalViewers"].as_u64(), default.data()["isPublisherLive"].as_bool()),
+        (Some(0), Some(false))
+    );
+    assert_eq!(app.get("/api/stats?channel=default").await.assert_ok()["stages"][0]["stageArn"], default_master.as_str());
+
+    assert_eq!(app.get("/api/stats/viewers?channel=news").await.assert_ok()["totalViewers"], 2);
+    assert_eq!(app.get("/api/stats/viewers").await.assert_ok()["totalViewers"], 0);
+    let p = app.get("/api/stats/publisher?channel=news").await;
+    assert_eq!(p.assert_ok()["publisher"]["userId"], "anchor");
+    assert_eq!(app.get("/api/stats/publisher").await.assert_ok()["isPublisherLive"], false);
+    let stages = app.get("/api/stats/stages?channel=news").await;
+    let stages = stages.assert_ok();
+    assert_eq!(stages["totalStages"], 1);
+    assert_eq!(stages["stages"][0]["stageArn"], news.as_str());
+    assert_eq!(stages["stages"][0]["channel"], "news");
+    let master = app.get("/api/stage/master/info?channel=news").await;
+    assert_eq!(master.assert_ok()["stage"]["arn"], news.as_str());
+    assert_eq!(master.data()["viewerCount"], 2);
+    assert_eq!(app.get("/api/stage/master/info").await.assert_ok()["stage"]["arn"], default_master.as_str());
+    // Every stage, each with its channel, on the stage list.
+    let all = app.get("/api/stage/list").await;
+    let channels: Vec<&str> =
+        all.assert_ok()["stages"].as_array().unwrap().iter().map(|s| s["channel"].as_str().unwrap()).collect();
+    assert_eq!((channels.len(), channels.contains(&"news"), channels.contains(&"default")), (2, true, true));
+
+    for path in ["/api/stats", "/api/stats/viewers", "/api/stats/publisher", "/api/stats/stages", "/api/stage/master/info"] {
+        app.get(&format!("{path}?channel=nope")).await.assert_error(404, "NOT_FOUND");
+        let bad = app.get(&format!("{path}?channel=Bad%20Name")).await;
+        bad.assert_error(400, "VALIDATION_ERROR");
+        assert_eq!(bad.body["error"]["details"]["invalidFields"], json!(["channel"]), "{path}");
+    }
+    let listed = app.get("/api/channels/news").await;
+    assert_eq!(
+        (listed.assert_ok()["channel"]["isLive"].as_bool(), listed.data()["channel"]["viewerCount"].as_u64()),
+        (Some(true), Some(2))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_channels_live_totals_are_pushed_to_its_own_subscribers() {
+    use crate::websocket::{connect, next_json, send};
+    use std::time::Duration;
+    let mut app = spawn_app().await;
+    let news = create(&app, "news").await;
+    app.service.stats().refresh().await.unwrap();
+    let mut news_ws = connect(&app).await;
+    send(&mut news_ws, json!({ "action": "subscribe", "channel": "stats:news" })).await;
+    let m = next_json(&mut news_ws, Duration::from_secs(2)).await.expect("reply");
+    assert_eq!((m["type"].as_str(), m["channel"].as_str()), (Some("subscribed"), Some("stats:news")));
+    let m = next_json(&mut news_ws, Duration::from_secs(2)).await.expect("first stats");
+    assert_eq!(
+        (m["data"]["isPublisherLive"].as_bool(), m["data"]["stages"][0]["stageArn"].as_str()),
+        (Some(false), Some(news.as_str()))
+    );
+    let mut default_ws = connect(&app).await;
+    send(&mut default_ws, json!({ "action": "subscribe", "channel": "stats" })).await;
+    next_json(&mut default_ws, Duration::from_secs(2)).await.expect("subscribed");
+    next_json(&mut default_ws, Duration::from_secs(2)).await.expect("first stats");
+
+    go_live_on(&app, "news", &news, "anchor");
+    let m = next_json(&mut news_ws, Duration::from_secs(1)).await.expect("news update within 1 s");
+    assert_eq!(m["data"]["isPublisherLive"], true);
+    app.post("/api/token/viewer", json!({ "userId": "a", "channel": "news" })).await.assert_ok();
+    let m = next_json(&mut news_ws, Duration::from_secs(1)).await.expect("the viewer within 1 s");
+    assert_eq!(m["data"]["totalViewers"], 1);
+    // The default channel's subscribers hear nothing of it (the next is the 5-second repeat).
+    let m = next_json(&mut default_ws, Duration::from_secs(6)).await.expect("the periodic repeat");
+    assert_eq!((m["data"]["isPublisherLive"].as_bool(), m["data"]["totalViewers"].as_u64()), (Some(false), Some(0)));
+
+    // An unknown channel is refused and the connection stays usable.
+    send(&mut default_ws, json!({ "action": "subscribe", "channel": "stats:nope" })).await;
+    let m = next_json(&mut default_ws, Duration::from_secs(2)).await.expect("error");
+    assert_eq!((m["type"].as_str(), m["error"]["code"].as_str()), (Some("error"), Some("UNKNOWN_CHANNEL")));
+    send(&mut default_ws, json!({ "action": "ping" })).await;
+    assert_eq!(next_json(&mut default_ws, Duration::from_secs(2)).await.expect("pong")["type"], "pong");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_channel_scales_on_its_own_audience() {
+    use livestage::domain::autoscale::ScaleDecision;
+    let mut app = spawn_app_with(small_stages).await;
+    let news = create(&app, "news").await;
+    go_live_on(&app, "news", &news, "anchor");
+    app.go_live().await;
+    for u in ["a", "b", "c"] {
+        app.post("/api/token/viewer", json!({ "userId": u, "channel": "news" })).await.assert_ok();
+    }
+    app.join("d").await.assert_ok();
+    let autoscaler = app.service.autoscaler();
+    assert_eq!(autoscaler.step(&ChannelId::default()).await.unwrap(), ScaleDecision::Hold, "one viewer on default");
+    assert_eq!(autoscaler.step(&channel("news")).await.unwrap(), ScaleDecision::ScaleUp, "three on news");
+    let stages = app.get("/api/stats/stages?channel=news").await;
+    let stages = stages.assert_ok()["stages"].as_array().unwrap().clone();
+    assert_eq!(stages.len(), 2, "the new stage is the channel's");
+    let added = stages.iter().find(|s| s["autoScaled"] == true).expect("an auto-scaled stage");
+    assert_eq!(added["channel"], "news");
+    assert_eq!(app.get("/api/stats/stages").await.assert_ok()["totalStages"], 1, "the default channel keeps one");
+    // New viewers of news may land on the new stage; the default channel's never do.
+    let added_arn = added["stageArn"].as_str().unwrap();
+    for u in ["e", "f", "g"] {
+        let d = app.join(u).await;
+        assert_ne!(d.assert_ok()["stageArn"].as_str(), Some(added_arn));
+    }
     app.stop().await;
 }

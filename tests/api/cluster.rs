@@ -127,7 +127,7 @@ async fn every_instance_knows_the_publisher_another_instance_carries() {
     assert!(eventually(Duration::from_secs(3), || publisher_live(&b)).await, "B reports A's publisher live");
     assert_eq!(b.get("/api/stats/publisher").await.assert_ok()["publisher"]["userId"], "broadcaster");
     b.join("through-b").await.assert_ok();
-    a.signal().set_offline();
+    a.signal().set_offline(&ChannelId::default());
     assert!(eventually(Duration::from_secs(3), || async { !publisher_live(&b).await }).await, "and offline when it stops");
     b.join("late").await.assert_error(404, "NOT_FOUND");
 }

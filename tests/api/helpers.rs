@@ -1,7 +1,7 @@
 //! Spawns the real server on port 0 with a fresh database: a temp SQLite file, or a fresh
 //! PostgreSQL database when `TEST_DATABASE_URL` is a postgres:// URL (dropped afterwards).
 
-use livestage::domain::LivePublisher;
+pub use livestage::domain::{ChannelId, LivePublisher};
 use livestage::server::clock::{Clock, ManualClock};
 use livestage::server::config::Settings;
 use livestage::server::http::AppState;
@@ -422,12 +422,15 @@ impl TestApp {
     /// Makes the publisher live on the master stage (as the media plane reports it).
     pub async fn go_live(&self) {
         let arn = self.master_arn().await;
-        self.signal().set_live(LivePublisher {
-            user_id: "broadcaster".into(),
-            participant_id: "pub123".into(),
-            stage_arn: arn,
-            since_ms: self.clock.now_ms(),
-        });
+        self.signal().set_live(
+            ChannelId::default(),
+            LivePublisher {
+                user_id: "broadcaster".into(),
+                participant_id: "pub123".into(),
+                stage_arn: arn,
+                since_ms: self.clock.now_ms(),
+            },
+        );
     }
 
     /// The embedded media plane's publisher signal.

@@ -220,7 +220,7 @@ async fn autoscaling_replicates_the_publisher_and_stops_replication_before_delet
     .await;
     let (master, host) = live_with_crowd(&fake, &app).await;
     fake.clear_calls();
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleUp);
+    assert_eq!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::ScaleUp);
 
     assert_eq!(fake.ops(), ["CreateStage", "StartParticipantReplication"]);
     let create = &fake.calls_to("CreateStage")[0];
@@ -250,7 +250,7 @@ async fn autoscaling_replicates_the_publisher_and_stops_replication_before_delet
     }
     app.advance_secs(301);
     fake.clear_calls();
-    assert!(matches!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleDown(_)));
+    assert!(matches!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::ScaleDown(_)));
     assert_eq!(fake.ops(), ["StopParticipantReplication", "DeleteStage"]);
     assert_eq!(
         fake.calls_to("StopParticipantReplication")[0],
@@ -267,7 +267,7 @@ async fn a_publisher_who_reconnects_is_replicated_again_under_the_new_participan
     let fake = FakeIvs::start().await;
     let app = spawn_ivs(&fake, small_stages).await;
     let (master, first) = live_with_crowd(&fake, &app).await;
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleUp);
+    assert_eq!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::ScaleUp);
     let auto = fake.state().replications[0].1.clone();
 
     // The broadcaster's connection drops and comes back: IVS gives it a new participant id.
@@ -612,7 +612,7 @@ async fn a_publisher_back_after_the_reconnect_window_is_replicated_again_under_i
     let fake = FakeIvs::start().await;
     let app = spawn_ivs(&fake, small_stages).await;
     let (master, host) = live_with_crowd(&fake, &app).await;
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleUp);
+    assert_eq!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::ScaleUp);
     let auto = fake.state().replications[0].1.clone();
 
     // OBS drops out for longer than the reconnect window: IVS ends the replication.

@@ -1,7 +1,7 @@
 //! WHIP publish and WHEP play through the embedded SFU, with real WebRTC peers (str0m) over
 //! loopback UDP: media forwarding, keyframes for late joiners, liveness, and every bad input.
 
-use crate::helpers::{eventually, small_stages, spawn_app, spawn_app_with, TestApp, API_KEY};
+use crate::helpers::{eventually, small_stages, spawn_app, spawn_app_with, ChannelId, TestApp, API_KEY};
 use livestage::domain::autoscale::ScaleDecision;
 use livestage::server::backend::jwt::TokenSigner;
 use livestage::testing::media::{payload_type, rtp_header, OPUS_SILENCE};
@@ -490,7 +490,7 @@ async fn scale_up(app: &TestApp) -> (String, String) {
     for u in ["a", "b", "c"] {
         assert_eq!(app.join(u).await.assert_ok()["stageArn"], master.as_str());
     }
-    assert_eq!(app.service.autoscaler().step().await.unwrap(), ScaleDecision::ScaleUp);
+    assert_eq!(app.service.autoscaler().step(&ChannelId::default()).await.unwrap(), ScaleDecision::ScaleUp);
     let stages = app.get("/api/stage/list").await.assert_ok()["stages"].as_array().unwrap().clone();
     let auto = stages.iter().find(|s| s["autoScaled"] == true).expect("an auto-scaled stage");
     (master, auto["stageArn"].as_str().unwrap().to_string())
@@ -701,4 +701,105 @@ async fn lost_packets_are_recovered_by_nack_and_retransmission() {
     assert_as_sent(&video, &feed, &frames, identical);
     let stats = app.service.media().plane().unwrap().server.stats();
     assert!(stats.frames_forwarded.load(Ordering::Relaxed) >= 60);
+}
+
+/// Creates channel `name`; returns its stream key and its stream-key WHIP URL.
+async fn create_channel(app: &TestApp, name: &str) -> (String, String) {
+    let created = app.post("/api/channels", json!({ "name": name })).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let d = created.data();
+    (d["streamKey"].as_str().unwrap().to_string(), d["channel"]["whipEndpoint"].as_str().unwrap().to_string())
+}
+
+async fn channel_publisher(app: &TestApp, channel: &str) -> Value {
+    app.get(&format!("/api/stats/publisher?channel={channel}")).await.assert_ok().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_channels_live_at_once_each_reach_only_their_own_viewers() {
+    let app = spawn_app().await;
+    let (key, whip) = create_channel(&app, "news").await;
+    assert_eq!(whip, format!("{}/whip/c/news", app.base));
+
+    // The default channel goes live with a token (VP8), news with its stream key (H.264, as OBS).
+    let vp8 = frames();
+    let (feed_default, _, _) = go_live(&app, "broadcaster", &vp8).await;
+    let h264 = Arc::new(h264_access_units(FIXTURE_H264));
+    let obs = open_session(&app.client, &whip, &key, PeerRole::Publish, VideoCodec::H264, Duration::from_secs(5)).await;
+    let feed_news = Feed::start(obs.peer, h264.clone());
+    assert!(
+        eventually(Duration::from_secs(5), || async { channel_publisher(&app, "news").await["isPublisherLive"] == true }).await,
+        "news is live once its media flows"
+    );
+    assert_eq!(channel_publisher(&app, "news").await["publisher"]["userId"], "stream-key");
+    assert_eq!(channel_publisher(&app, "default").await["publisher"]["userId"], "broadcaster", "each its own publisher");
+
+    // Each channel's viewer gets exactly its channel's stream, as sent.
+    let d = app.post("/api/token/viewer", json!({ "userId": "news-fan", "channel": "news" })).await.assert_ok().clone();
+    assert_eq!(d["channel"], "news");
+    let mut news_viewer = connect(&app, PeerRole::Play, d["whepEndpoint"].as_str().unwrap(), d["token"].as_str().unwrap()).await;
+    let (token, whep) = viewer_token(&app, "default-fan").await;
+    let mut default_viewer = connect(&app, PeerRole::Play, &whep, &token).await;
+    let (video, _) = collect(&mut news_viewer.peer, 20, 0, Duration::from_secs(8)).await;
+    assert!(video.len() >= 20, "news viewer got {} frames", video.len());
+    assert_as_sent(&video, &feed_news, &h264, |got, sent| nal_units(got) == nal_units(sent));
+    let (video, _) = collect(&mut default_viewer.peer, 20, 0, Duration::from_secs(8)).await;
+    assert!(video.len() >= 20, "default viewer got {} frames", video.len());
+    assert_as_sent(&video, &feed_default, &vp8, identical);
+
+    // Another user cannot take news while it is live; the default channel's publisher does not
+    // count against it.
+    let other = app.post("/api/token/publisher", json!({ "userId": "intruder", "channel": "news" })).await.assert_ok().clone();
+    assert_eq!(other["channel"], "news");
+    let (_, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
+    let resp = post_offer(&app, other["whipEndpoint"].as_str().unwrap(), other["token"].as_str(), "application/sdp", offer).await;
+    assert_eq!(error_of(resp).await, (StatusCode::CONFLICT, "CONFLICT".into()));
+
+    // The stream key ends its session, and may go live again at once.
+    let resp = app.client.delete(&obs.location).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        eventually(Duration::from_secs(5), || async { channel_publisher(&app, "news").await["isPublisherLive"] == false }).await,
+        "news goes offline when its encoder stops"
+    );
+    assert_eq!(channel_publisher(&app, "default").await["isPublisherLive"], true, "the default channel stays live");
+    let again = open_session(&app.client, &whip, &key, PeerRole::Publish, VideoCodec::H264, Duration::from_secs(5)).await;
+    assert!(again.location.starts_with(&format!("{whip}/")));
+    drop(feed_default);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_key_is_its_own_channels_only_and_stops_working_once_rotated() {
+    let app = spawn_app().await;
+    let (key, whip) = create_channel(&app, "news").await;
+    let (sports_key, _) = create_channel(&app, "sports").await;
+    let offer = || async { Peer::offer(PeerRole::Publish).await.unwrap().1 };
+    let refused = |resp| async { error_of(resp).await };
+    let unauthorized = (StatusCode::UNAUTHORIZED, "UNAUTHORIZED".to_string());
+    assert_eq!(refused(post_offer(&app, &whip, None, "application/sdp", offer().await).await).await, unauthorized);
+    assert_eq!(refused(post_offer(&app, &whip, Some(&sports_key), "application/sdp", offer().await).await).await, unauthorized);
+    assert_eq!(refused(post_offer(&app, &whip, Some("lsk_short"), "application/sdp", offer().await).await).await, unauthorized);
+    let (token, _) = publisher_token(&app, "host").await;
+    assert_eq!(refused(post_offer(&app, &whip, Some(&token), "application/sdp", offer().await).await).await, unauthorized);
+    let nowhere = format!("{}/whip/c/nowhere", app.base);
+    assert_eq!(refused(post_offer(&app, &nowhere, Some(&key), "application/sdp", offer().await).await).await, unauthorized);
+    let bad_name = format!("{}/whip/c/Not_A_Name", app.base);
+    assert_eq!(
+        refused(post_offer(&app, &bad_name, Some(&key), "application/sdp", offer().await).await).await,
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR".to_string())
+    );
+    assert_eq!(
+        refused(post_offer(&app, &whip, Some(&key), "text/plain", offer().await).await).await,
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE".to_string())
+    );
+
+    let session = open_session(&app.client, &whip, &key, PeerRole::Publish, VideoCodec::Vp8, Duration::from_secs(5)).await;
+    // Only the key that opened the session ends it.
+    let resp = app.client.delete(&session.location).bearer_auth(&sports_key).send().await.unwrap();
+    assert_eq!(error_of(resp).await, unauthorized);
+
+    let rotated =
+        app.post("/api/channels/news/stream-key", json!({})).await.assert_ok()["streamKey"].as_str().unwrap().to_string();
+    assert_eq!(refused(post_offer(&app, &whip, Some(&key), "application/sdp", offer().await).await).await, unauthorized);
+    open_session(&app.client, &whip, &rotated, PeerRole::Publish, VideoCodec::Vp8, Duration::from_secs(5)).await;
 }

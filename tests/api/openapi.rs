@@ -43,6 +43,8 @@ fn contract() -> Vec<(&'static str, &'static str, String)> {
         ("GET", "/api/stage/replication/status/{stageArn}", arn("/api/stage/replication/status/")),
         ("POST", "/whip", "/whip".into()),
         ("DELETE", "/whip/{id}", "/whip/no-such-session".into()),
+        ("POST", "/whip/c/{name}", "/whip/c/news".into()),
+        ("DELETE", "/whip/c/{name}/{id}", "/whip/c/news/no-such-session".into()),
         ("POST", "/whep", "/whep".into()),
         ("DELETE", "/whep/{id}", "/whep/no-such-session".into()),
     ]

@@ -26,8 +26,8 @@ async fn metrics_count_viewers_heartbeats_and_requests() {
     );
     let text = metrics(&app).await;
     for line in [
-        format!("livestage_viewers{{stage=\"{arn}\"}} 1"),
-        "livestage_publisher_live 1".to_string(),
+        format!("livestage_viewers{{stage=\"{arn}\",channel=\"default\"}} 1"),
+        "livestage_publisher_live{channel=\"default\"} 1".to_string(),
         "livestage_leader 1".to_string(),
         "livestage_heartbeats_total 1".to_string(),
         "livestage_http_requests_total{method=\"POST\",route=\"/api/viewer/heartbeat\",status=\"200\"} 1".to_string(),

@@ -42,7 +42,7 @@ async fn stats_reflect_viewers_stages_and_the_publisher() {
     app.get("/api/stats/stages?arn=arn:aws:ivs:us-east-1:000000000000:stage%2Fnone").await.assert_error(404, "NOT_FOUND");
     app.get("/api/stats/stages?arn=garbage").await.assert_error(400, "VALIDATION_ERROR");
 
-    app.signal().set_offline();
+    app.signal().set_offline(&ChannelId::default());
     assert_eq!(app.get("/api/stats").await.assert_ok()["isPublisherLive"], false);
     app.join("c").await.assert_error(404, "NOT_FOUND");
 }

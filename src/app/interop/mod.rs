@@ -1,6 +1,7 @@
 //! Browser interop, kept in one place. Everything here is a no-op during server rendering.
 
 use crate::api::LiveStats;
+use crate::domain::ChannelId;
 
 /// A stable anonymous viewer id for this browser, kept in localStorage.
 pub fn viewer_id() -> String {
@@ -24,14 +25,14 @@ pub fn viewer_id() -> String {
 
 /// Calls `on_update` with every `stats_update` from `/ws`. One socket per page, shared by
 /// every subscriber, reconnecting with backoff. Returns an id for [`unsubscribe_stats`].
-pub fn subscribe_stats(on_update: impl Fn(LiveStats) + 'static) -> u64 {
+pub fn subscribe_stats(channel: Option<ChannelId>, on_update: impl Fn(LiveStats) + 'static) -> u64 {
     #[cfg(feature = "hydrate")]
     {
-        ws::subscribe(std::rc::Rc::new(on_update))
+        ws::subscribe(channel.unwrap_or_default(), std::rc::Rc::new(on_update))
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        let _ = on_update;
+        let _ = (channel, on_update);
         0
     }
 }
@@ -59,6 +60,7 @@ pub fn now_ms() -> i64 {
 mod ws {
     use super::LiveStats;
     use crate::api::ws::{WsChannel, WsMessage, WsRequest};
+    use crate::domain::ChannelId;
     use std::cell::RefCell;
     use std::rc::Rc;
     use wasm_bindgen::prelude::*;
@@ -72,6 +74,8 @@ mod ws {
         next_id: u64,
         subscribers: Vec<(u64, Callback)>,
         socket: Option<WebSocket>,
+        /// The channel whose figures the socket follows (a page watches one).
+        channel: ChannelId,
         last: Option<LiveStats>,
     }
 
@@ -79,9 +83,17 @@ mod ws {
         static HUB: RefCell<Hub> = RefCell::new(Hub::default());
     }
 
-    pub fn subscribe(cb: Callback) -> u64 {
+    pub fn subscribe(channel: ChannelId, cb: Callback) -> u64 {
         let (id, open, last) = HUB.with(|h| {
             let mut h = h.borrow_mut();
+            if h.channel != channel {
+                // Another channel's page: its figures, not the last one's.
+                h.channel = channel;
+                h.last = None;
+                if let Some(socket) = &h.socket {
+                    let _ = socket.send_with_str(&WsRequest::subscribe(WsChannel::stats(h.channel.clone())).to_json());
+                }
+            }
             h.next_id += 1;
             let id = h.next_id;
             h.subscribers.push((id, cb.clone()));
@@ -121,7 +133,8 @@ mod ws {
 
         let s = socket.clone();
         let onopen = Closure::<dyn FnMut()>::new(move || {
-            let _ = s.send_with_str(&WsRequest::subscribe(WsChannel::Stats).to_json());
+            let channel = HUB.with(|h| h.borrow().channel.clone());
+            let _ = s.send_with_str(&WsRequest::subscribe(WsChannel::stats(channel)).to_json());
         });
         socket.set_onopen(Some(onopen.as_ref().unchecked_ref()));
         onopen.forget();

@@ -4,6 +4,7 @@
 //! One player per page, held in a thread-local, so components only keep `Copy` signals. Every
 //! function is a no-op during server rendering.
 
+use crate::domain::ChannelId;
 use leptos::prelude::*;
 
 /// What the viewer sees.
@@ -48,12 +49,13 @@ impl PlayerStatus {
     }
 }
 
-/// Starts the player for `user_id` into the `<video id=video_id>`; `status` follows it.
-pub fn start(video_id: &str, user_id: String, status: RwSignal<PlayerStatus>) {
+/// Starts the player of `channel` (`None`: the default one) for `user_id` into the
+/// `<video id=video_id>`; `status` follows it.
+pub fn start(video_id: &str, channel: Option<ChannelId>, user_id: String, status: RwSignal<PlayerStatus>) {
     #[cfg(feature = "hydrate")]
-    imp::start(video_id, user_id, status);
+    imp::start(video_id, channel, user_id, status);
     #[cfg(not(feature = "hydrate"))]
-    let _ = (video_id, user_id, status);
+    let _ = (video_id, channel, user_id, status);
 }
 
 /// The broadcast went live or offline (from `/ws`).
@@ -90,6 +92,7 @@ mod imp {
     use crate::app::interop::ivs;
     use crate::app::interop::session::{Connection, PeerState};
     use crate::app::interop::webrtc;
+    use crate::domain::ChannelId;
     use crate::rpc::{join_stream, send_heartbeat, LeaveStream};
     use futures_util::future::join as join_both;
     use leptos::prelude::*;
@@ -104,6 +107,8 @@ mod imp {
     const HEARTBEAT: Duration = Duration::from_secs(30);
 
     struct Player {
+        /// The channel watched (`None`: the default one), as the server functions take it.
+        channel: Option<String>,
         user_id: String,
         video: HtmlVideoElement,
         status: RwSignal<PlayerStatus>,
@@ -140,11 +145,12 @@ mod imp {
         web_sys::window()?.document()?.get_element_by_id(id)?.dyn_into().ok()
     }
 
-    pub fn start(video_id: &str, user_id: String, status: RwSignal<PlayerStatus>) {
+    pub fn start(video_id: &str, channel: Option<ChannelId>, user_id: String, status: RwSignal<PlayerStatus>) {
         stop();
         let Some(video) = video(video_id) else { return };
         video.set_muted(true);
         let shared = Rc::new(RefCell::new(Player {
+            channel: channel.map(String::from),
             user_id,
             video,
             status,
@@ -223,7 +229,7 @@ mod imp {
             if let Some(h) = p.retry.take() {
                 h.clear();
             }
-            (p.user_id.clone(), p.generation)
+            ((p.user_id.clone(), p.channel.clone()), p.generation)
         };
         let idle = shared.borrow().conn.is_none();
         if idle {
@@ -231,11 +237,14 @@ mod imp {
         }
         // Nothing plays yet: make the WHEP offer while the ticket is on its way.
         let (outcome, prepared) = if idle {
-            let (outcome, prepared) =
-                join_both(join_stream(user), webrtc::PreparedPlay::new(on_state_for(&shared, generation))).await;
+            let (outcome, prepared) = join_both(
+                join_stream(user.0.clone(), user.1.clone()),
+                webrtc::PreparedPlay::new(on_state_for(&shared, generation)),
+            )
+            .await;
             (outcome, prepared.ok())
         } else {
-            (join_stream(user).await, None)
+            (join_stream(user.0, user.1).await, None)
         };
         if shared.borrow().generation != generation {
             if let Some(p) = prepared {
@@ -434,8 +443,11 @@ mod imp {
         let refresh = move || {
             let Some(shared) = weak.upgrade() else { return };
             spawn_local(async move {
-                let user = shared.borrow().user_id.clone();
-                match join_stream(user).await {
+                let (user, channel) = {
+                    let p = shared.borrow();
+                    (p.user_id.clone(), p.channel.clone())
+                };
+                match join_stream(user, channel).await {
                     Ok(JoinOutcome::Joined(ticket)) => {
                         let moved = shared.borrow().ticket.as_ref().is_some_and(|t| t.stage_arn != ticket.stage_arn);
                         let lifetime = ticket.expires_in;

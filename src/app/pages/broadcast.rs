@@ -1,6 +1,7 @@
-//! `/broadcast`: sign-in, then the studio (preview, devices, go live / stop).
+//! `/broadcast` and `/c/NAME/broadcast`: sign-in, then the studio of that channel (preview,
+//! devices, go live / stop).
 
-use super::{use_live_stats, LiveBadge};
+use super::{page_channel, use_live_stats, LiveBadge};
 use crate::app::interop::{self, studio, studio::Devices, studio::PublishState};
 use crate::rpc::{broadcaster_signed_in, publisher_ticket, BroadcasterSignIn, BroadcasterSignOut};
 use leptos::prelude::*;
@@ -69,9 +70,12 @@ fn Studio(sign_out: ServerAction<BroadcasterSignOut>) -> impl IntoView {
     let microphone = RwSignal::new(String::new());
     let height = RwSignal::new(720u32);
     let hydrated = RwSignal::new(false);
-    let ticket = Resource::new(|| (), |_| publisher_ticket());
+    let channel = page_channel();
+    let name = channel.as_ref().map(|c| c.to_string());
+    let asked = name.clone();
+    let ticket = Resource::new(|| (), move |_| publisher_ticket(asked.clone()));
     let reveal = RwSignal::new(false);
-    let (stats, _) = use_live_stats(|_| {});
+    let (stats, _) = use_live_stats(channel.clone(), |_| {});
 
     Effect::new(move |_| {
         hydrated.set(true);
@@ -85,9 +89,10 @@ fn Studio(sign_out: ServerAction<BroadcasterSignOut>) -> impl IntoView {
     };
     let go_live = move |_| {
         state.set(PublishState::Connecting);
+        let name = name.clone();
         spawn_local(async move {
             // A fresh token for every broadcast.
-            match publisher_ticket().await {
+            match publisher_ticket(name).await {
                 Ok(t) => studio::go_live(t.whip_endpoint, t.token, t.sdk_url),
                 Err(e) => state.set(PublishState::Failed(format!("Could not get a publisher token: {e}"))),
             }
@@ -106,6 +111,7 @@ fn Studio(sign_out: ServerAction<BroadcasterSignOut>) -> impl IntoView {
         <div class="studio" data-ready=move || hydrated.get().to_string()>
             <div class="studio-head">
                 <h1>"Studio"</h1>
+                {channel.as_ref().map(|c| view! { <span class="muted" data-testid="studio-channel">{c.to_string()}</span> })}
                 <LiveBadge stats/>
                 <span class="count" data-testid="viewer-count">
                     {move || format!("{} watching", stats.get().map(|s| s.total_viewers).unwrap_or(0))}

@@ -16,7 +16,7 @@ const LIVE_POINTS: usize = 1440;
 pub fn DashboardPage() -> impl IntoView {
     let data = Resource::new(|| (), |_| dashboard_data());
     let feed: RwSignal<Vec<SeriesPoint>> = RwSignal::new(Vec::new());
-    let (stats, hydrated) = use_live_stats(move |s| {
+    let (stats, hydrated) = use_live_stats(None, move |s| {
         let point = SeriesPoint { at_ms: interop::now_ms(), viewers: s.total_viewers };
         let _ = feed.try_update(|f| {
             f.push(point);

@@ -1,6 +1,7 @@
-//! `/`: the player, its status and the live audience.
+//! `/` and `/c/NAME`: the player of a channel (the default one at `/`), its status and the live
+//! audience.
 
-use super::{use_live_stats, LiveBadge};
+use super::{page_channel, use_live_stats, LiveBadge};
 use crate::app::interop::{self, player, player::PlayerStatus};
 use leptos::prelude::*;
 
@@ -12,14 +13,21 @@ const PLAYER_ID: &str = "player";
 pub fn ViewerPage() -> impl IntoView {
     let status = RwSignal::new(PlayerStatus::Starting);
     let muted = RwSignal::new(true);
-    let (stats, hydrated) = use_live_stats(|s| player::set_live(s.is_publisher_live));
+    let channel = page_channel();
+    let (stats, hydrated) = use_live_stats(channel.clone(), |s| player::set_live(s.is_publisher_live));
 
-    Effect::new(move |_| player::start(VIDEO_ID, interop::viewer_id(), status));
+    let joined = channel.clone();
+    Effect::new(move |_| player::start(VIDEO_ID, joined.clone(), interop::viewer_id(), status));
     on_cleanup(player::stop);
 
     let viewers = move || stats.get().map(|s| s.total_viewers).unwrap_or(0);
     view! {
-        <section id="viewer" class="viewer" data-hydrated=move || hydrated.get().to_string()>
+        <section
+            id="viewer"
+            class="viewer"
+            data-channel=channel.as_ref().map(|c| c.to_string()).unwrap_or_else(|| "default".into())
+            data-hydrated=move || hydrated.get().to_string()
+        >
             <div id=PLAYER_ID class="player" data-state=move || status.get().key()>
                 <video id=VIDEO_ID data-testid="video" autoplay=true muted=true playsinline=true></video>
                 <div class="overlay" data-testid="player-state" role="status" aria-live="polite">

@@ -18,7 +18,7 @@ use super::jwt::TokenSigner;
 use super::{
     BackendCapabilities, BackendError, CreatedStage, IssuedToken, ListedStage, Playback, Replication, StageBackend, TokenRequest,
 };
-use crate::domain::{LivePublisher, ParticipantId, StageArn};
+use crate::domain::{ChannelId, LivePublisher, LivePublishers, ParticipantId, StageArn};
 use crate::server::config::{BackendKind, IvsSettings, Settings, TokenMode};
 use async_trait::async_trait;
 use aws_sdk_ivsrealtime::config::http::HttpResponse;
@@ -51,9 +51,10 @@ pub struct IvsBackend {
     data_dir: PathBuf,
     reconnect_window_secs: i32,
     poll_interval: Duration,
-    publisher: watch::Sender<Option<LivePublisher>>,
-    /// The master stage's active session, cached between polls.
-    session: Mutex<Option<String>>,
+    /// Who publishes on each channel's master stage, as the last polls found.
+    publisher: watch::Sender<LivePublishers>,
+    /// Each master stage's active session (by stage ARN), cached between polls.
+    sessions: Mutex<BTreeMap<String, String>>,
     stage_calls: Pacer,
     token_calls: Pacer,
     key_calls: Pacer,
@@ -225,26 +226,43 @@ impl IvsBackend {
         Ok(IssuedToken { token, participant_id, expires_at_ms: req.now_ms + req.duration_secs * 1000 })
     }
 
+    fn cached_sessions(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn active_session(&self, master_arn: &str) -> Result<Option<String>, BackendError> {
-        if let Some(s) = self.session.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(s) = self.cached_sessions().get(master_arn).cloned() {
             return Ok(Some(s));
         }
         let out = self.call(&self.stage_calls, "GetStage", || self.client.get_stage().arn(master_arn).send()).await?;
         let session = out.stage().and_then(|s| s.active_session_id()).filter(|s| !s.is_empty()).map(str::to_string);
-        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = session.clone();
+        if let Some(s) = &session {
+            self.cached_sessions().insert(master_arn.to_string(), s.clone());
+        }
         Ok(session)
     }
 
-    fn set_publisher(&self, p: Option<LivePublisher>) {
-        self.publisher.send_if_modified(|cur| {
+    fn set_publisher(&self, channel: &ChannelId, p: Option<LivePublisher>) {
+        self.publisher.send_if_modified(|live| {
+            let cur = live.get(channel);
             let changed =
-                cur.as_ref().map(|c| (&c.participant_id, &c.stage_arn)) != p.as_ref().map(|n| (&n.participant_id, &n.stage_arn));
+                cur.map(|c| (&c.participant_id, &c.stage_arn)) != p.as_ref().map(|n| (&n.participant_id, &n.stage_arn));
             if changed {
-                tracing::info!(live = p.is_some(), participant = ?p.as_ref().map(|p| &p.participant_id), "IVS publisher changed");
-                *cur = p.clone();
+                tracing::info!(%channel, live = p.is_some(), participant = ?p.as_ref().map(|p| &p.participant_id), "IVS publisher changed");
+                match &p {
+                    Some(p) => live.insert(channel.clone(), p.clone()),
+                    None => live.remove(channel),
+                };
             }
             changed
         });
+    }
+
+    /// Nobody publishes on `channel` as far as this instance knows; its master stage's session
+    /// is looked up again at the next poll.
+    fn forget_publisher(&self, channel: &ChannelId, master_arn: &str) {
+        self.cached_sessions().remove(master_arn);
+        self.set_publisher(channel, None);
     }
 
     /// The circuit breaker's state (for diagnostics and tests).
@@ -439,14 +457,14 @@ impl StageBackend for IvsBackend {
         }
     }
 
-    fn publisher(&self) -> watch::Receiver<Option<LivePublisher>> {
+    fn publisher(&self) -> watch::Receiver<LivePublishers> {
         self.publisher.subscribe()
     }
 
-    async fn poll_publisher(&self, master: &StageArn) -> Result<(), BackendError> {
+    async fn poll_publisher(&self, channel: &ChannelId, master: &StageArn) -> Result<(), BackendError> {
         let master_arn = master.as_str();
         let Some(session) = self.active_session(master_arn).await? else {
-            self.set_publisher(None);
+            self.set_publisher(channel, None);
             return Ok(());
         };
         // Every published participant of the session (viewers' tokens never publish, but each
@@ -470,7 +488,7 @@ impl StageBackend for IvsBackend {
                 Ok(out) => out,
                 Err(BackendError::NotFound | BackendError::Rejected(_)) => {
                     // The session is gone: the next poll looks for a new one.
-                    self.clear_publisher();
+                    self.forget_publisher(channel, master_arn);
                     return Ok(());
                 }
                 Err(e) => return Err(e),
@@ -491,21 +509,28 @@ impl StageBackend for IvsBackend {
             })
             .max_by_key(|p| p.first_join_time().and_then(|t| t.to_millis().ok()).unwrap_or(0));
         match live {
-            Some(p) => self.set_publisher(Some(LivePublisher {
-                user_id: p.user_id().unwrap_or_default().to_string(),
-                participant_id: p.participant_id().unwrap_or_default().to_string(),
-                stage_arn: master_arn.to_string(),
-                since_ms: p.first_join_time().and_then(|t| t.to_millis().ok()).unwrap_or_default(),
-            })),
+            Some(p) => self.set_publisher(
+                channel,
+                Some(LivePublisher {
+                    user_id: p.user_id().unwrap_or_default().to_string(),
+                    participant_id: p.participant_id().unwrap_or_default().to_string(),
+                    stage_arn: master_arn.to_string(),
+                    since_ms: p.first_join_time().and_then(|t| t.to_millis().ok()).unwrap_or_default(),
+                }),
+            ),
             // Nobody publishes in this session: it may be over, so look it up again.
-            None => self.clear_publisher(),
+            None => self.forget_publisher(channel, master_arn),
         }
         Ok(())
     }
 
     fn clear_publisher(&self) {
-        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        self.set_publisher(None);
+        self.cached_sessions().clear();
+        self.publisher.send_if_modified(|live| {
+            let had = !live.is_empty();
+            live.clear();
+            had
+        });
     }
 
     async fn list_stages(&self) -> Result<Vec<ListedStage>, BackendError> {
@@ -577,7 +602,7 @@ pub async fn delete_key(settings: &Settings, arn: &str) -> Result<(), BackendErr
 impl IvsBackend {
     /// A client without a registered signing key (tokens from CreateParticipantToken).
     async fn unregistered(region: &str, ivs: &IvsSettings, data_dir: &Path) -> Self {
-        let (tx, _rx) = watch::channel(None);
+        let (tx, _rx) = watch::channel(LivePublishers::new());
         let max_wait = Duration::from_millis(ivs.timeout_ms);
         Self {
             client: client(region, ivs).await,
@@ -588,7 +613,7 @@ impl IvsBackend {
             reconnect_window_secs: ivs.reconnect_window_secs,
             poll_interval: Duration::from_millis(ivs.poll_interval_ms),
             publisher: tx,
-            session: Mutex::new(None),
+            sessions: Mutex::default(),
             stage_calls: Pacer::per_second(ivs.stage_tps, max_wait),
             token_calls: Pacer::per_second(ivs.token_tps, max_wait),
             key_calls: Pacer::per_second(3.0, max_wait),

@@ -4,7 +4,7 @@
 
 use super::jwt::TokenSigner;
 use super::{BackendCapabilities, BackendError, CreatedStage, IssuedToken, Playback, Replication, StageBackend, TokenRequest};
-use crate::domain::{LivePublisher, ParticipantId, StageArn, WHEP_PATH, WHIP_PATH};
+use crate::domain::{LivePublishers, ParticipantId, StageArn, WHEP_PATH, WHIP_PATH};
 use crate::server::config::BackendKind;
 pub use crate::server::publisher::PublisherSignal; // re-export for media
 pub use crate::server::support::random_id; // re-export for media
@@ -93,7 +93,7 @@ impl StageBackend for LocalBackend {
         Ok(())
     }
 
-    fn publisher(&self) -> watch::Receiver<Option<LivePublisher>> {
+    fn publisher(&self) -> watch::Receiver<LivePublishers> {
         self.publisher.subscribe()
     }
 }

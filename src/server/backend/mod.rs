@@ -8,7 +8,7 @@ pub mod jwt;
 pub mod local;
 
 pub use crate::domain::LivePublisher; // re-export for media
-use crate::domain::{ParticipantId, StageArn};
+use crate::domain::{ChannelId, LivePublishers, ParticipantId, StageArn};
 use crate::server::config::BackendKind;
 use crate::server::support::{absolute, random_id};
 use async_trait::async_trait;
@@ -152,14 +152,15 @@ pub trait StageBackend: Send + Sync + 'static {
         destination: &StageArn,
         participant: &ParticipantId,
     ) -> Result<(), BackendError>;
-    /// The live publisher, as the media plane reports it; changes are pushed to receivers.
-    fn publisher(&self) -> watch::Receiver<Option<LivePublisher>>;
-    /// Asks who publishes on the master stage and updates [`StageBackend::publisher`]
+    /// The publisher live on each channel, as the media plane reports it; changes are pushed
+    /// to receivers.
+    fn publisher(&self) -> watch::Receiver<LivePublishers>;
+    /// Asks who publishes on `channel`'s master stage and updates [`StageBackend::publisher`]
     /// (backends with a [`BackendCapabilities::poll_interval`]).
-    async fn poll_publisher(&self, _master: &StageArn) -> Result<(), BackendError> {
+    async fn poll_publisher(&self, _channel: &ChannelId, _master: &StageArn) -> Result<(), BackendError> {
         Ok(())
     }
-    /// Forgets the polled publisher (another instance polls now).
+    /// Forgets every polled publisher (another instance polls now).
     fn clear_publisher(&self) {}
     /// The stages the backend holds, with their tags (backends that
     /// [`BackendCapabilities::lists_stages`]).

@@ -3,9 +3,9 @@
 use super::extract::{BaseUrl, ChannelPath, JsonBody, JsonRequest, QueryRequest, StagePath, UserPath};
 use super::AppState;
 use crate::api::request::{
-    path_param, ChannelCreateRequest, ChannelUpdateRequest, FromFields, HistoryQuery, MediaServerTokenRequest, PresenceRequest,
-    PublisherTokenRequest, RejoinRequest, ReplicationRequest, StageCreateRequest, StageStatsQuery, StageUpdateRequest,
-    ViewStatsQuery, ViewerTokenRequest,
+    path_param, ChannelCreateRequest, ChannelQuery, ChannelUpdateRequest, FromFields, HistoryQuery, MediaServerTokenRequest,
+    PresenceRequest, PublisherTokenRequest, RejoinRequest, ReplicationRequest, StageCreateRequest, StageStatsQuery,
+    StageUpdateRequest, ViewStatsQuery, ViewerTokenRequest,
 };
 use crate::domain::StageArn;
 use crate::server::error::{AppError, AppResult};
@@ -60,7 +60,7 @@ pub async fn viewer_token(
     BaseUrl(base): BaseUrl,
     JsonRequest(req): JsonRequest<ViewerTokenRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.tokens().issue_viewer_token(&req.user_id, req.stage_arn.as_ref(), &base).await?)
+    ok(state.service.tokens().issue_viewer_token(&req.channel, &req.user_id, req.stage_arn.as_ref(), &base).await?)
 }
 
 pub async fn publisher_token(
@@ -68,7 +68,7 @@ pub async fn publisher_token(
     BaseUrl(base): BaseUrl,
     JsonRequest(req): JsonRequest<PublisherTokenRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.tokens().issue_publisher_token(&req.user_id, &base).await?)
+    ok(state.service.tokens().issue_publisher_token(&req.channel, &req.user_id, &base).await?)
 }
 
 pub async fn mediaserver_token(
@@ -142,23 +142,32 @@ pub async fn viewer_stats(
 
 // ---- stats ----
 
-pub async fn stats(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stats().summary().await?)
+pub async fn stats(
+    State(state): State<AppState>,
+    QueryRequest(q): QueryRequest<ChannelQuery>,
+) -> AppResult<Data<impl Serialize>> {
+    ok(state.service.stats().summary(&q.channel).await?)
 }
 
-pub async fn stats_viewers(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stats().total_viewers().await?)
+pub async fn stats_viewers(
+    State(state): State<AppState>,
+    QueryRequest(q): QueryRequest<ChannelQuery>,
+) -> AppResult<Data<impl Serialize>> {
+    ok(state.service.stats().total_viewers(&q.channel).await?)
 }
 
 pub async fn stats_stages(
     State(state): State<AppState>,
     QueryRequest(q): QueryRequest<StageStatsQuery>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stats().stages(q.arn.as_ref().map(StageArn::as_str)).await?)
+    ok(state.service.stats().stages(&q.channel, q.arn.as_ref().map(StageArn::as_str)).await?)
 }
 
-pub async fn stats_publisher(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stats().publisher())
+pub async fn stats_publisher(
+    State(state): State<AppState>,
+    QueryRequest(q): QueryRequest<ChannelQuery>,
+) -> AppResult<Data<impl Serialize>> {
+    ok(state.service.stats().publisher(&q.channel).await?)
 }
 
 // ---- stages ----
@@ -167,8 +176,12 @@ pub async fn stage_list(State(state): State<AppState>) -> AppResult<Data<impl Se
     ok(state.service.stages().list().await?)
 }
 
-pub async fn stage_master(State(state): State<AppState>, BaseUrl(base): BaseUrl) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stages().master_info(&base).await?)
+pub async fn stage_master(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    QueryRequest(q): QueryRequest<ChannelQuery>,
+) -> AppResult<Data<impl Serialize>> {
+    ok(state.service.stages().master_info(&q.channel, &base).await?)
 }
 
 pub async fn stage_create(
@@ -237,27 +250,33 @@ pub async fn api_method_not_allowed() -> AppError {
 
 pub async fn channel_create(
     State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
     JsonRequest(req): JsonRequest<ChannelCreateRequest>,
 ) -> AppResult<Response> {
     let channels = state.service.channels();
     let new = NewChannel { name: req.name, title: req.title, description: req.description };
     let (record, key) = channels.create(new).await?;
-    let data = ChannelCreatedView { channel: channels.view(&record).await?, stream_key: key.as_str().to_string() };
+    let data = ChannelCreatedView { channel: channels.view(&record, &base).await?, stream_key: key.as_str().to_string() };
     Ok(envelope(StatusCode::CREATED, data, Some("channel created")))
 }
 
-pub async fn channel_list(State(state): State<AppState>) -> AppResult<Data<ChannelListView>> {
-    ok(state.service.channels().list_view().await?)
+pub async fn channel_list(State(state): State<AppState>, BaseUrl(base): BaseUrl) -> AppResult<Data<ChannelListView>> {
+    ok(state.service.channels().list_view(&base).await?)
 }
 
-pub async fn channel_get(State(state): State<AppState>, ChannelPath(name): ChannelPath) -> AppResult<Data<impl Serialize>> {
+pub async fn channel_get(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    ChannelPath(name): ChannelPath,
+) -> AppResult<Data<impl Serialize>> {
     let channels = state.service.channels();
     let record = channels.get(&name).await?;
-    ok(json!({ "channel": channels.view(&record).await? }))
+    ok(json!({ "channel": channels.view(&record, &base).await? }))
 }
 
 pub async fn channel_update(
     State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
     ChannelPath(name): ChannelPath,
     JsonRequest(req): JsonRequest<ChannelUpdateRequest>,
 ) -> AppResult<Data<impl Serialize>> {
@@ -268,7 +287,7 @@ pub async fn channel_update(
         Some(Some(d)) => DescriptionChange::Set(d),
     };
     let record = channels.update(&name, req.title.as_deref(), description).await?;
-    Ok(Data(json!({ "channel": channels.view(&record).await? }), Some("channel updated")))
+    Ok(Data(json!({ "channel": channels.view(&record, &base).await? }), Some("channel updated")))
 }
 
 pub async fn channel_delete(State(state): State<AppState>, ChannelPath(name): ChannelPath) -> AppResult<Response> {

@@ -1,15 +1,16 @@
 //! WHIP (RFC 9725) and WHEP endpoints of the embedded media server.
 //!
 //! `POST /whip` and `POST /whep` take an `application/sdp` offer with the participant token as
-//! `Authorization: Bearer`, answer `201 Created` with the SDP answer and the session resource in
+//! `Authorization: Bearer` (`POST /whip/c/{name}`: the channel's stream key instead), answer `201 Created` with the SDP answer and the session resource in
 //! `Location`; `DELETE` on that resource ends the session. Trickle ICE (`PATCH`) is not offered:
 //! the server is ICE-lite and its answer carries every candidate, so `PATCH` answers 405.
 
 use super::extract::BaseUrl;
 use super::{middleware, AppState};
-use crate::domain::{WHEP_PATH, WHIP_PATH};
+use crate::api::request::path_param;
+use crate::domain::{stream_key_whip_path, ChannelId, WHEP_PATH, WHIP_PATH};
 use crate::server::error::AppResult;
-use crate::server::media::Role;
+use crate::server::media::{Accepted, Role};
 use crate::server::service::MediaRequest;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -25,6 +26,8 @@ pub fn media_router() -> Router<AppState> {
     Router::new()
         .route(WHIP_PATH, post(whip_offer))
         .route(&format!("{WHIP_PATH}/{{id}}"), delete(whip_end))
+        .route(&format!("{WHIP_PATH}/c/{{name}}"), post(stream_key_offer))
+        .route(&format!("{WHIP_PATH}/c/{{name}}/{{id}}"), delete(stream_key_end))
         .route(WHEP_PATH, post(whep_offer))
         .route(&format!("{WHEP_PATH}/{{id}}"), delete(whep_end))
         .layer(axum::middleware::from_fn(middleware::envelope_errors))
@@ -44,6 +47,11 @@ async fn offer(state: AppState, role: Role, base: String, path: &str, headers: H
         body: &body,
     };
     let accepted = state.service.media().offer(role, req).await?;
+    Ok(created(&base, path, accepted))
+}
+
+/// `201 Created` with the SDP answer and the session resource under `path`.
+fn created(base: &str, path: &str, accepted: Accepted) -> Response {
     let location = format!("{base}{path}/{}", accepted.session_id);
     let mut resp = (StatusCode::CREATED, accepted.answer).into_response();
     let h = resp.headers_mut();
@@ -52,7 +60,39 @@ async fn offer(state: AppState, role: Role, base: String, path: &str, headers: H
         h.insert(header::LOCATION, v);
     }
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location"));
-    Ok(resp)
+    resp
+}
+
+/// `POST /whip/c/{name}` with the channel's stream key as the bearer: what OBS keeps as its one
+/// setting.
+async fn stream_key_offer(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Response> {
+    let name = channel_name(&name)?;
+    let channel = state.service.channels().authorize_stream_key(&name, bearer(&headers)).await?;
+    let req =
+        MediaRequest { bearer: None, content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), body: &body };
+    let accepted = state.service.media().publish_with_stream_key(&channel, req).await?;
+    Ok(created(&base, &stream_key_whip_path(&name), accepted))
+}
+
+async fn stream_key_end(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> AppResult<StatusCode> {
+    let name = channel_name(&name)?;
+    let channel = state.service.channels().authorize_stream_key(&name, bearer(&headers)).await?;
+    state.service.media().end_stream_key_session(&channel, &id).await?;
+    Ok(StatusCode::OK)
+}
+
+fn channel_name(raw: &str) -> AppResult<ChannelId> {
+    Ok(path_param("name", raw)?)
 }
 
 async fn whip_offer(

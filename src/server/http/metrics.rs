@@ -146,15 +146,27 @@ fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Displ
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let service = &state.service;
-    let stats = service.hub().current();
+    let channels = service.hub().all();
     let mut out = String::with_capacity(4096);
     out.push_str("# HELP livestage_viewers Viewers present, by stage.\n# TYPE livestage_viewers gauge\n");
-    for s in &stats.stages {
-        let _ = writeln!(out, "livestage_viewers{{stage=\"{}\"}} {}", s.stage_arn, s.viewer_count);
+    for (channel, stats) in &channels {
+        for s in &stats.stages {
+            let _ = writeln!(out, "livestage_viewers{{stage=\"{}\",channel=\"{channel}\"}} {}", s.stage_arn, s.viewer_count);
+        }
     }
-    gauge(&mut out, "livestage_viewers_total", "Viewers present on every stage.", stats.total_viewers);
-    gauge(&mut out, "livestage_stages", "Stages this deployment manages.", stats.active_stages);
-    gauge(&mut out, "livestage_publisher_live", "1 while the publisher is live.", u8::from(stats.is_publisher_live));
+    let total: u32 = channels.iter().map(|(_, s)| s.total_viewers).sum();
+    gauge(&mut out, "livestage_viewers_total", "Viewers present on every stage.", total);
+    let stages: u32 = channels.iter().map(|(_, s)| s.active_stages).sum();
+    gauge(&mut out, "livestage_stages", "Stages this deployment manages.", stages);
+    gauge(&mut out, "livestage_channels", "Channels, the default one included.", channels.len());
+    let live = channels.iter().filter(|(_, s)| s.is_publisher_live).count();
+    gauge(&mut out, "livestage_channels_live", "Channels whose publisher is live.", live);
+    out.push_str(
+        "# HELP livestage_publisher_live 1 while the channel's publisher is live.\n# TYPE livestage_publisher_live gauge\n",
+    );
+    for (channel, stats) in &channels {
+        let _ = writeln!(out, "livestage_publisher_live{{channel=\"{channel}\"}} {}", u8::from(stats.is_publisher_live));
+    }
     gauge(
         &mut out,
         "livestage_ws_subscribers",

@@ -42,6 +42,8 @@ pub enum Auth {
     Internal,
     /// A participant token as `Authorization: Bearer` (WHIP/WHEP).
     Bearer,
+    /// A channel's stream key as `Authorization: Bearer`.
+    StreamKey,
 }
 
 const ARN: &[Field] = &[f("stageArn", "string")];
@@ -50,6 +52,8 @@ const PRESENCE: &[Field] = &[f("userId", "string"), f("stageArn", "string")];
 const REPLICATION: &[Field] = &[f("sourceStageArn", "string"), f("destinationStageArn", "string"), f("participantId", "string")];
 const SESSION: &[Field] = &[f("id", "string")];
 const CHANNEL: &[Field] = &[f("name", "string")];
+const CHANNEL_SESSION: &[Field] = &[f("name", "string"), f("id", "string")];
+const CHANNEL_QUERY: &[Field] = &[opt("channel", "string")];
 
 macro_rules! op {
     ($m:literal $p:literal, $tag:literal, $sum:literal, $auth:ident, path $pp:expr, query $q:expr, body $b:expr, $ok:literal, [$($e:literal),*]) => {
@@ -60,8 +64,9 @@ macro_rules! op {
 pub const OPERATIONS: &[Operation] = &[
     op!("get" "/api/health", "health", "Service health", None, path &[], query &[], body &[], 200, [503]),
     op!("post" "/api/token/viewer", "tokens", "Viewer token and stage assignment", ApiKey, path &[], query &[],
-        body &[f("userId", "string"), opt("stageArn", "string")], 200, [400, 401, 404, 429, 503]),
-    op!("post" "/api/token/publisher", "tokens", "Publisher token on the master stage", ApiKey, path &[], query &[], body USER, 200, [400, 401, 429]),
+        body &[f("userId", "string"), opt("stageArn", "string"), opt("channel", "string")], 200, [400, 401, 404, 429, 503]),
+    op!("post" "/api/token/publisher", "tokens", "Publisher token on a channel's master stage", ApiKey, path &[], query &[],
+        body &[f("userId", "string"), opt("channel", "string")], 200, [400, 401, 404, 429]),
     op!("post" "/api/token/mediaserver", "tokens", "Publish+subscribe token for an internal media server", Internal, path &[], query &[],
         body &[f("serverId", "string"), f("stageArn", "string")], 200, [400, 401, 403]),
     op!("post" "/api/viewer/heartbeat", "viewers", "Viewer heartbeat (every 30 s)", ApiKey, path &[], query &[], body PRESENCE, 200, [400, 401, 404]),
@@ -74,10 +79,11 @@ pub const OPERATIONS: &[Operation] = &[
         query &[opt("limit", "integer")], body &[], 200, [400, 401]),
     op!("get" "/api/viewer/stats/{stageArn}", "viewers", "Viewing statistics of a stage", ApiKey, path ARN,
         query &[opt("days", "integer")], body &[], 200, [400, 401, 404]),
-    op!("get" "/api/stats", "stats", "Live totals", ApiKey, path &[], query &[], body &[], 200, [401]),
-    op!("get" "/api/stats/viewers", "stats", "Total viewers", ApiKey, path &[], query &[], body &[], 200, [401]),
-    op!("get" "/api/stats/stages", "stats", "Per-stage viewer counts", ApiKey, path &[], query &[opt("arn", "string")], body &[], 200, [400, 401, 404]),
-    op!("get" "/api/stats/publisher", "stats", "Whether the publisher is live", ApiKey, path &[], query &[], body &[], 200, [401]),
+    op!("get" "/api/stats", "stats", "A channel's live totals", ApiKey, path &[], query CHANNEL_QUERY, body &[], 200, [400, 401, 404]),
+    op!("get" "/api/stats/viewers", "stats", "A channel's total viewers", ApiKey, path &[], query CHANNEL_QUERY, body &[], 200, [400, 401, 404]),
+    op!("get" "/api/stats/stages", "stats", "Per-stage viewer counts of a channel", ApiKey, path &[],
+        query &[opt("arn", "string"), opt("channel", "string")], body &[], 200, [400, 401, 404]),
+    op!("get" "/api/stats/publisher", "stats", "Whether a channel's publisher is live", ApiKey, path &[], query CHANNEL_QUERY, body &[], 200, [400, 401, 404]),
     op!("get" "/api/channels", "channels", "Every channel, live ones first, with the totals", ApiKey, path &[], query &[], body &[], 200, [401]),
     op!("post" "/api/channels", "channels", "Create a channel: its master stage and stream key", ApiKey, path &[], query &[],
         body &[f("name", "string"), opt("title", "string"), opt("description", "string")], 201, [400, 401, 409, 503]),
@@ -89,7 +95,7 @@ pub const OPERATIONS: &[Operation] = &[
     op!("post" "/api/stage", "stages", "Create a stage", ApiKey, path &[], query &[],
         body &[f("name", "string"), opt("tags", "object")], 201, [400, 401, 503]),
     op!("get" "/api/stage/list", "stages", "List stages", ApiKey, path &[], query &[], body &[], 200, [401]),
-    op!("get" "/api/stage/master/info", "stages", "The master stage", ApiKey, path &[], query &[], body &[], 200, [401, 404]),
+    op!("get" "/api/stage/master/info", "stages", "A channel's master stage", ApiKey, path &[], query CHANNEL_QUERY, body &[], 200, [400, 401, 404]),
     op!("get" "/api/stage/{stageArn}", "stages", "A stage", ApiKey, path ARN, query &[], body &[], 200, [400, 401, 404]),
     op!("put" "/api/stage/{stageArn}", "stages", "Rename or retag a stage", ApiKey, path ARN, query &[],
         body &[opt("name", "string"), opt("tags", "object")], 200, [400, 401, 404]),
@@ -101,6 +107,10 @@ pub const OPERATIONS: &[Operation] = &[
     op!("get" "/api/stage/replication/status/{stageArn}", "stages", "Replications of a stage", ApiKey, path ARN, query &[], body &[], 200, [400, 401, 404]),
     op!("post" "/whip", "media", "WHIP: publish (SDP offer in, SDP answer out)", Bearer, path &[], query &[], body &[], 201, [400, 401, 403, 409, 413, 415, 503]),
     op!("delete" "/whip/{id}", "media", "WHIP: end the broadcast", Bearer, path SESSION, query &[], body &[], 200, [401, 403, 404]),
+    op!("post" "/whip/c/{name}", "media", "WHIP with a channel's stream key as the bearer: publish on the channel", StreamKey,
+        path CHANNEL, query &[], body &[], 201, [400, 401, 409, 413, 415, 503]),
+    op!("delete" "/whip/c/{name}/{id}", "media", "WHIP: end a stream-key broadcast", StreamKey, path CHANNEL_SESSION, query &[],
+        body &[], 200, [400, 401, 403, 404]),
     op!("post" "/whep", "media", "WHEP: play (SDP offer in, SDP answer out)", Bearer, path &[], query &[], body &[], 201, [400, 401, 403, 404, 413, 415, 503]),
     op!("delete" "/whep/{id}", "media", "WHEP: stop playing", Bearer, path SESSION, query &[], body &[], 200, [401, 403, 404]),
 ];
@@ -127,7 +137,7 @@ fn parameters(op: &Operation) -> Vec<Value> {
 }
 
 fn operation(op: &Operation) -> Value {
-    let sdp = op.auth == Auth::Bearer;
+    let sdp = matches!(op.auth, Auth::Bearer | Auth::StreamKey);
     let mut responses = Map::new();
     let ok = if sdp && op.method == "post" {
         json!({ "description": "SDP answer; the session resource is in Location",
@@ -153,6 +163,7 @@ fn operation(op: &Operation) -> Value {
             Auth::None => json!([]),
             Auth::ApiKey | Auth::Internal => json!([{ "apiKey": [] }]),
             Auth::Bearer => json!([{ "participantToken": [] }]),
+            Auth::StreamKey => json!([{ "streamKey": [] }]),
         },
     });
     if sdp && op.method == "post" {
@@ -183,6 +194,7 @@ pub fn document() -> Value {
             "securitySchemes": {
                 "apiKey": { "type": "apiKey", "in": "header", "name": "x-api-key" },
                 "participantToken": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT (ES384)" },
+                "streamKey": { "type": "http", "scheme": "bearer", "bearerFormat": "lsk_ + 40 characters" },
             },
             "schemas": {
                 "Success": { "type": "object", "required": ["success", "data", "timestamp"], "properties": {

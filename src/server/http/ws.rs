@@ -1,5 +1,7 @@
-//! `/ws`: live stats for subscribed clients. Each connection reads the hub's `watch` channel,
-//! so a slow client only ever skips to the newest snapshot and never holds anyone up.
+//! `/ws`: live stats for subscribed clients. Each connection reads the hub's `watch` channel of
+//! the one broadcast channel it subscribed to (`stats` or `stats:NAME`; a new subscription
+//! replaces the old), so a slow client only ever skips to the newest snapshot and never holds
+//! anyone up.
 
 use super::AppState;
 use crate::api::ws::{WsAction, WsError, WsErrorCode, WsMessage, WsRequest};
@@ -41,9 +43,9 @@ fn stats_message(stats: &LiveStats) -> Message {
 
 async fn client(state: AppState, socket: WebSocket) {
     let hub = state.service.hub();
-    let mut stats = hub.subscribe();
+    // The subscribed channel's snapshots; `None` while not subscribed.
+    let mut stats: Option<tokio::sync::watch::Receiver<Arc<LiveStats>>> = None;
     let (mut tx, mut rx) = socket.split();
-    let mut subscribed = false;
     let mut push = interval(PUSH_EVERY);
     push.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ping = interval(PING_EVERY);
@@ -58,23 +60,27 @@ async fn client(state: AppState, socket: WebSocket) {
                 last_seen = Instant::now();
                 match msg {
                     Message::Text(text) => match WsRequest::parse(text.as_str()) {
-                        Ok(WsRequest { action: WsAction::Subscribe, channel }) => {
-                            if !subscribed {
-                                hub.subscriber_joined();
+                        Ok(WsRequest { action: WsAction::Subscribe, channel }) => match hub.subscribe(&channel.stats_of) {
+                            Some(mut rx) => {
+                                if stats.is_none() {
+                                    hub.subscriber_joined();
+                                }
+                                let reply = message(&WsMessage::Subscribed { channel, timestamp: iso_now() });
+                                if timeout(SEND_TIMEOUT, tx.send(reply)).await.map_or(true, |r| r.is_err()) {
+                                    break;
+                                }
+                                rx.mark_changed();
+                                stats = Some(rx);
+                                None
                             }
-                            subscribed = true;
-                            let reply = message(&WsMessage::Subscribed { channel, timestamp: iso_now() });
-                            if timeout(SEND_TIMEOUT, tx.send(reply)).await.map_or(true, |r| r.is_err()) {
-                                break;
-                            }
-                            stats.mark_changed();
-                            None
-                        }
+                            None => Some(message(&WsMessage::Error {
+                                error: WsError::new(WsErrorCode::UnknownChannel, format!("No channel named {:?}", channel.stats_of.as_str())),
+                            })),
+                        },
                         Ok(WsRequest { action: WsAction::Unsubscribe, channel }) => {
-                            if subscribed {
+                            if stats.take().is_some() {
                                 hub.subscriber_left();
                             }
-                            subscribed = false;
                             Some(message(&WsMessage::Unsubscribed { channel, timestamp: iso_now() }))
                         }
                         Ok(WsRequest { action: WsAction::Ping, .. }) => Some(message(&WsMessage::Pong { timestamp: iso_now() })),
@@ -87,14 +93,19 @@ async fn client(state: AppState, socket: WebSocket) {
                     Message::Ping(_) | Message::Pong(_) => None,
                 }
             }
-            changed = stats.changed(), if subscribed => {
-                if changed.is_err() { break; }
+            changed = async { stats.as_mut()?.changed().await.ok() }, if stats.is_some() => {
+                let Some(()) = changed else {
+                    // The channel was deleted: its figures end.
+                    stats = None;
+                    hub.subscriber_left();
+                    continue;
+                };
                 push.reset();
-                let snapshot: Arc<LiveStats> = stats.borrow_and_update().clone();
+                let snapshot: Arc<LiveStats> = stats.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
                 Some(stats_message(&snapshot))
             }
-            _ = push.tick(), if subscribed => {
-                let mut snapshot = (*stats.borrow_and_update().clone()).clone();
+            _ = push.tick(), if stats.is_some() => {
+                let mut snapshot = stats.as_mut().map(|rx| (*rx.borrow_and_update().clone()).clone()).unwrap_or_default();
                 snapshot.timestamp = iso_now();
                 Some(stats_message(&snapshot))
             }
@@ -118,7 +129,7 @@ async fn client(state: AppState, socket: WebSocket) {
             }
         }
     }
-    if subscribed {
+    if stats.is_some() {
         hub.subscriber_left();
     }
 }

@@ -4,7 +4,6 @@
 //! liveness on the [`PublisherSignal`].
 
 use super::engine::{Engine, Event, Input, NewSession, Now, Output};
-use super::route::{RouteKey, StageGroups};
 use super::{MediaError, MediaStats, Role};
 use crate::server::backend::local::PublisherSignal;
 use crate::server::config::MediaSettings;
@@ -45,7 +44,7 @@ pub(crate) async fn run(
     let readers: Vec<_> =
         sockets.iter().map(|b| tokio::spawn(read_socket(b.socket.clone(), b.announced, dgram_tx.clone()))).collect();
     drop(dgram_tx);
-    let mut engine = Engine::new(Instant::now(), StageGroups::default(), stats);
+    let mut engine = Engine::new(Instant::now(), stats);
 
     loop {
         let deadline = engine.poll_timeout();
@@ -94,18 +93,16 @@ fn output(output: Output, sockets: &[Bound], signal: &PublisherSignal) {
         Output::Event(Event::Closed { session, role, user_id }) => {
             tracing::info!(%session, ?role, user = %user_id, "media session closed")
         }
-        // The signal carries the server's one stage group.
-        Output::Event(Event::Liveness { group, publisher }) if group == RouteKey::default() => match publisher {
+        Output::Event(Event::Liveness { group, publisher }) => match publisher {
             Some(p) => {
-                tracing::info!(user = %p.user_id, "publisher live");
-                signal.set_live(p);
+                tracing::info!(channel = %group, user = %p.user_id, "publisher live");
+                signal.set_live(group, p);
             }
             None => {
-                tracing::info!("publisher offline");
-                signal.set_offline();
+                tracing::info!(channel = %group, "publisher offline");
+                signal.set_offline(&group);
             }
         },
-        Output::Event(Event::Liveness { .. }) => {}
     }
 }
 

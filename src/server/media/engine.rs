@@ -7,7 +7,7 @@
 //! (str0m's contract), and what one session's `Rtc` says that concerns another (media to
 //! forward, a keyframe wanted) is queued as [`Propagated`] and handled before `handle` returns.
 
-use super::route::{RouteKey, Routes, SessionId, StageGroups};
+use super::route::{RouteKey, Routes, SessionId};
 use super::{MediaError, Participant, Role, MAX_SESSIONS};
 use crate::server::backend::LivePublisher;
 use std::collections::{HashMap, VecDeque};
@@ -145,7 +145,6 @@ impl Session {
 pub(crate) struct Engine {
     sessions: HashMap<SessionId, Session>,
     by_source: HashMap<SocketAddr, SessionId>,
-    groups: StageGroups,
     routes: Routes,
     /// Tokens whose session was ended with `DELETE`, until they expire (seconds since the epoch).
     ended: HashMap<String, i64>,
@@ -155,11 +154,10 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(start: Instant, groups: StageGroups, stats: Arc<MediaStats>) -> Self {
+    pub(crate) fn new(start: Instant, stats: Arc<MediaStats>) -> Self {
         Self {
             sessions: HashMap::new(),
             by_source: HashMap::new(),
-            groups,
             routes: Routes::default(),
             ended: HashMap::new(),
             last_tick: start,
@@ -207,7 +205,7 @@ impl Engine {
         if self.ended.contains_key(&new.participant.participant_id) {
             return Err(MediaError::TokenEnded);
         }
-        let group = self.groups.group_of(&new.participant.stage_arn);
+        let group = new.participant.channel.clone();
         // The same token connecting again replaces its earlier session (a reconnect).
         let previous: Vec<SessionId> = self
             .sessions
@@ -266,7 +264,10 @@ impl Engine {
             None => return Err(MediaError::NotFound),
         }
         if let Some(s) = self.end(now, id, out) {
-            self.ended.insert(s.participant.participant_id, s.participant.expires_at);
+            // A credential that does not expire (a stream key) may go live again at once.
+            if let Some(expires_at) = s.participant.expires_at {
+                self.ended.insert(s.participant.participant_id, expires_at);
+            }
         }
         Ok(())
     }

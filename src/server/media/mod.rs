@@ -1,6 +1,6 @@
 //! The embedded media server: a WebRTC SFU on str0m that takes a publisher over WHIP and
 //! forwards its audio and video, without transcoding, to the WHEP viewers of its stage group
-//! (every stage of this server is one group today).
+//! (the stages of one channel): one publisher per channel, any number of channels.
 //!
 //! All WebRTC traffic shares one UDP port. ICE-lite: the server only answers connectivity
 //! checks, so it needs no STUN/TURN of its own; it announces one host candidate per bound address
@@ -18,6 +18,7 @@ mod tests;
 
 pub use engine::MediaStats;
 
+use crate::domain::ChannelId;
 use crate::server::backend::local::{random_id, PublisherSignal};
 use crate::server::config::MediaSettings;
 use driver::Command;
@@ -46,15 +47,19 @@ pub struct Participant {
     /// The token's `jti`.
     pub participant_id: String,
     pub stage_arn: String,
-    /// Token expiry, seconds since the epoch.
-    pub expires_at: i64,
+    /// The channel of that stage: the group whose publisher a viewer receives, or whose
+    /// publisher slot a publisher takes.
+    pub channel: ChannelId,
+    /// Token expiry, seconds since the epoch; `None` for a credential that does not expire (a
+    /// stream key), which may open sessions again as soon as one ends.
+    pub expires_at: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MediaError {
     #[error("the SDP offer is malformed: {0}")]
     BadOffer(String),
-    #[error("another publisher is live on this stage")]
+    #[error("another publisher is live on this channel")]
     PublisherBusy,
     #[error("media session not found")]
     NotFound,

@@ -1,35 +1,24 @@
 //! The routing table: which viewer sessions receive which publisher's tracks.
 //!
-//! Sessions are routed by stage group. A publisher's audio and video tracks go to the matching
+//! Sessions are routed by stage group, which is their channel (each session is admitted with
+//! the channel of its token's stage). A publisher's audio and video tracks go to the matching
 //! m-line of every viewer in its group, and to no one else. Each group has its own publisher
-//! slot and its own liveness, so a second channel is a second group, not a new code path.
+//! slot and its own liveness; a frame is written once per viewer of its own group, whatever
+//! the number of groups.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::domain::ChannelId;
 use crate::server::backend::LivePublisher;
 
 /// A media session's resource id (the last segment of its WHIP/WHEP URL).
 pub(crate) type SessionId = Arc<str>;
 
-/// A stage group: the stages whose viewers all receive the same publisher. The default key is
-/// the group of every stage [`StageGroups`] does not name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub(crate) struct RouteKey(pub(super) String);
-
-/// Which group each stage belongs to. The server runs one group today (the master stage and the
-/// replicas auto-scaling adds to it): an empty table, where every stage is in the default group.
-#[derive(Debug, Default)]
-pub(crate) struct StageGroups {
-    pub(super) by_stage: HashMap<String, RouteKey>,
-}
-
-impl StageGroups {
-    pub(crate) fn group_of(&self, stage_arn: &str) -> RouteKey {
-        self.by_stage.get(stage_arn).cloned().unwrap_or_default()
-    }
-}
+/// A stage group: every stage of one channel (its master and the stages auto-scaling adds),
+/// whose viewers all receive that channel's publisher.
+pub(crate) type RouteKey = ChannelId;
 
 /// One group's route: its publisher, the viewers its tracks go to, and what is known of its
 /// liveness.
@@ -103,15 +92,7 @@ mod tests {
     use super::*;
 
     fn key(k: &str) -> RouteKey {
-        RouteKey(k.into())
-    }
-
-    #[test]
-    fn stages_not_in_the_table_are_in_the_default_group() {
-        let groups = StageGroups { by_stage: HashMap::from([("arn:b".to_string(), key("b"))]) };
-        assert_eq!(groups.group_of("arn:a"), RouteKey::default());
-        assert_eq!(groups.group_of("arn:other"), RouteKey::default());
-        assert_eq!(groups.group_of("arn:b"), key("b"));
+        ChannelId::parse(k).unwrap()
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! the test moves the clock by hand. No sockets, no sleeps, no tokio.
 
 use super::engine::{Engine, Event, Input, NewSession, Now, Output};
-use super::route::{RouteKey, StageGroups};
+use super::route::RouteKey;
 use super::{answer, rtc_config, MediaError, MediaStats, Participant, Role};
+use crate::domain::ChannelId;
 use crate::testing::media;
 use crate::testing::peer::{client_offer, write_media, ClientOffer, PeerRole, VideoCodec};
 use std::cell::RefCell;
@@ -92,11 +93,17 @@ struct Sim {
 }
 
 fn participant(user: &str, token: &str, stage: &str) -> Participant {
+    participant_on(&ChannelId::default(), user, token, stage)
+}
+
+/// A participant on a stage of `channel`.
+fn participant_on(channel: &RouteKey, user: &str, token: &str, stage: &str) -> Participant {
     Participant {
         user_id: user.into(),
         participant_id: token.into(),
         stage_arn: stage.into(),
-        expires_at: UNIX_START_MS / 1000 + TOKEN_LIFETIME_S,
+        channel: channel.clone(),
+        expires_at: Some(UNIX_START_MS / 1000 + TOKEN_LIFETIME_S),
     }
 }
 
@@ -115,7 +122,7 @@ fn rtp_header(datagram: &[u8], pt: u8) -> Option<(u32, u16)> {
 }
 
 impl Sim {
-    fn new(groups: StageGroups) -> Self {
+    fn new() -> Self {
         let start = Instant::now();
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let cert = crypto.dtls_provider.generate_certificate().expect("a DTLS certificate");
@@ -123,7 +130,7 @@ impl Sim {
         Sim {
             start,
             now: start,
-            engine: Engine::new(start, groups, stats.clone()),
+            engine: Engine::new(start, stats.clone()),
             stats,
             crypto,
             cert,
@@ -302,10 +309,15 @@ impl Sim {
     }
 
     fn liveness(&self) -> Vec<(Duration, Option<String>)> {
+        self.liveness_of(&ChannelId::default())
+    }
+
+    /// What was reported of `channel`'s publisher, and when.
+    fn liveness_of(&self, channel: &RouteKey) -> Vec<(Duration, Option<String>)> {
         self.events
             .iter()
             .filter_map(|(at, e)| match e {
-                Event::Liveness { group, publisher } if *group == RouteKey::default() => {
+                Event::Liveness { group, publisher } if group == channel => {
                     Some((*at - self.start, publisher.as_ref().map(|p| p.user_id.clone())))
                 }
                 _ => None,
@@ -355,7 +367,7 @@ fn drain_peer(peer: &mut TestPeer, now: Instant, wire: &mut VecDeque<Packet>) {
 
 #[test]
 fn a_publisher_is_live_while_its_media_flows_and_offline_after_silence() {
-    let mut sim = Sim::new(StageGroups::default());
+    let mut sim = Sim::new();
     let publisher = sim.connect(Role::Publisher, participant("broadcaster", "token-1", STAGE));
     sim.run_for(Duration::from_secs(1));
     assert!(sim.liveness().is_empty(), "connected but sending nothing is not live: {:?}", sim.liveness());
@@ -395,7 +407,7 @@ fn a_publisher_is_live_while_its_media_flows_and_offline_after_silence() {
 
 #[test]
 fn a_late_joiner_gets_nothing_until_the_keyframe_the_engine_asks_for() {
-    let mut sim = Sim::new(StageGroups::default());
+    let mut sim = Sim::new();
     let publisher = sim.connect(Role::Publisher, participant("broadcaster", "p", STAGE));
     let early = sim.connect(Role::Viewer, participant("early", "v1", STAGE));
     // The publisher's only keyframe is its first frame; it sends no other unless asked.
@@ -445,7 +457,7 @@ fn a_late_joiner_gets_nothing_until_the_keyframe_the_engine_asks_for() {
 
 #[test]
 fn video_lost_on_the_way_to_a_viewer_is_recovered_by_nack() {
-    let mut sim = Sim::new(StageGroups::default());
+    let mut sim = Sim::new();
     let publisher = sim.connect(Role::Publisher, participant("broadcaster", "p", STAGE));
     let viewer = sim.connect(Role::Viewer, participant("lossy", "v", STAGE));
     let pt = sim.peers[viewer].vp8_pt;
@@ -481,13 +493,12 @@ fn video_lost_on_the_way_to_a_viewer_is_recovered_by_nack() {
 #[test]
 fn viewers_receive_their_own_groups_publisher_and_no_other() {
     let stage = |id: &str| format!("arn:aws:ivs:local:000000000000:stage/{id}");
-    let (a, b) = (RouteKey("a".into()), RouteKey("b".into()));
-    let by_stage = HashMap::from([(stage("a1"), a.clone()), (stage("a2"), a), (stage("b1"), b)]);
-    let mut sim = Sim::new(StageGroups { by_stage });
-    let alice = sim.connect(Role::Publisher, participant("alice", "pa", &stage("a1")));
-    let on_a1 = sim.connect(Role::Viewer, participant("v1", "v1", &stage("a1")));
-    let on_a2 = sim.connect(Role::Viewer, participant("v2", "v2", &stage("a2")));
-    let on_b1 = sim.connect(Role::Viewer, participant("v3", "v3", &stage("b1")));
+    let (a, b) = (ChannelId::parse("a").unwrap(), ChannelId::parse("b").unwrap());
+    let mut sim = Sim::new();
+    let alice = sim.connect(Role::Publisher, participant_on(&a, "alice", "pa", &stage("a1")));
+    let on_a1 = sim.connect(Role::Viewer, participant_on(&a, "v1", "v1", &stage("a1")));
+    let on_a2 = sim.connect(Role::Viewer, participant_on(&a, "v2", "v2", &stage("a2")));
+    let on_b1 = sim.connect(Role::Viewer, participant_on(&b, "v3", "v3", &stage("b1")));
 
     sim.stream(&[alice], 0..30);
     let from =
@@ -497,8 +508,12 @@ fn viewers_receive_their_own_groups_publisher_and_no_other() {
     assert_eq!(sim.video(on_b1).len(), 0, "a viewer of another group gets nothing");
 
     // Group b gets its own publisher, while alice is live: each group sees only its own.
-    let bob = sim.connect(Role::Publisher, participant("bob", "pb", &stage("b1")));
+    // Another user publishing in group b is not refused: the busy slot is a's.
+    let bob = sim.connect(Role::Publisher, participant_on(&b, "bob", "pb", &stage("b1")));
     sim.stream(&[alice, bob], 30..60);
+    let live = |sim: &Sim, c: &RouteKey| sim.liveness_of(c).into_iter().map(|(_, p)| p).collect::<Vec<_>>();
+    assert_eq!(live(&sim, &a), [Some("alice".to_string())], "each group's liveness is its own");
+    assert_eq!(live(&sim, &b), [Some("bob".to_string())]);
     assert_eq!(from(&sim, on_b1, bob), 30);
     assert_eq!(from(&sim, on_b1, alice), 0);
     assert_eq!((from(&sim, on_a1, alice), from(&sim, on_a1, bob)), (60, 0));
@@ -516,7 +531,7 @@ fn viewers_receive_their_own_groups_publisher_and_no_other() {
 
 #[test]
 fn sessions_follow_their_tokens() {
-    let mut sim = Sim::new(StageGroups::default());
+    let mut sim = Sim::new();
     let viewer = sim.connect(Role::Viewer, participant("viewer", "v", STAGE));
 
     // The same token again is a reconnect: it replaces the session.
@@ -553,7 +568,7 @@ fn sessions_follow_their_tokens() {
 
 #[test]
 fn a_session_that_never_connects_is_dropped_after_the_connect_timeout() {
-    let mut sim = Sim::new(StageGroups::default());
+    let mut sim = Sim::new();
     let opened = sim.now;
     let peer = sim.join(Role::Viewer, participant("viewer", "v", STAGE)).unwrap();
     // The peer never gets the answer: nothing reaches the server.

@@ -33,18 +33,34 @@ impl Autoscaler {
         Self { stages, publishers, capacity, clock, kick: Notify::new(), lock: Mutex::new(()), steps: AtomicU64::new(0) }
     }
 
-    /// One auto-scaling step: evaluates the rule and carries out its decision.
-    pub async fn step(&self) -> AppResult<ScaleDecision> {
+    /// One auto-scaling step for every channel that has stages; returns each channel's
+    /// decision. A channel whose step fails holds up no other.
+    pub async fn step_all(&self) -> Vec<(ChannelId, AppResult<ScaleDecision>)> {
+        let channels = match self.stages.channels().await {
+            Ok(channels) => channels,
+            Err(e) => return vec![(ChannelId::default(), Err(e))],
+        };
+        let mut decisions = Vec::with_capacity(channels.len());
+        for channel in channels {
+            let decision = self.step(&channel).await;
+            decisions.push((channel, decision));
+        }
+        decisions
+    }
+
+    /// One auto-scaling step of `channel`: evaluates the rule over its stages and carries out
+    /// the decision (a new stage is the channel's, and replicates the channel's publisher).
+    pub async fn step(&self, channel: &ChannelId) -> AppResult<ScaleDecision> {
         let _guard = self.exclusive().await;
         self.steps.fetch_add(1, Ordering::Relaxed);
-        let loads = self.stages.loads().await?;
+        let loads = self.stages.loads_of(channel).await?;
         let decision = decide(&loads, &self.capacity);
         match &decision {
             ScaleDecision::ScaleUp => {
                 let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
-                let name = format!("auto-stage-{}", self.clock.now_ms());
+                let name = format!("{}-auto-{}", channel, self.clock.now_ms());
                 let stage = self.stages.create(&name, BTreeMap::new(), parent.as_deref(), "").await?;
-                let publisher = self.publishers.live(&ChannelId::default());
+                let publisher = self.publishers.live(channel);
                 if let Some(p) = publisher {
                     let (src, dst, pid) = (
                         StageArn::parse(p.stage_arn.clone()),

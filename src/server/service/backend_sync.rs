@@ -65,27 +65,31 @@ impl BackendSync {
         }
     }
 
-    /// One poll of the backend (leader only): the publisher's state, its replicas, and now and
-    /// then the list of stages.
+    /// One poll of the backend (leader only): each channel's publisher and its replicas, and
+    /// now and then the list of stages.
     pub async fn poll(&self) {
         if !self.cluster.is_leader() {
             self.backend.clear_publisher();
             return;
         }
-        let master = match self.store.stages().master(&ChannelId::default()).await {
-            Ok(Some(m)) => m,
-            Ok(None) => return,
-            Err(e) => return tracing::warn!(error = %e, "backend poll: no master stage"),
+        let stages = match self.store.stages().list().await {
+            Ok(stages) => stages,
+            Err(e) => return tracing::warn!(error = %e, "backend poll: the stages could not be read"),
         };
-        let master = match super::stored_arn(&master.arn) {
-            Ok(arn) => arn,
-            Err(e) => return tracing::warn!(error = ?e, "backend poll: the master stage's ARN does not parse"),
-        };
-        if let Err(e) = self.backend.poll_publisher(&master).await {
-            tracing::warn!(error = %e, "publisher liveness check failed");
-        }
-        if let Err(e) = self.sync_replications().await {
-            tracing::warn!(error = %e, "replication sync failed");
+        for master in stages.iter().filter(|s| s.is_master) {
+            let arn = match super::stored_arn(&master.arn) {
+                Ok(arn) => arn,
+                Err(e) => {
+                    tracing::warn!(error = ?e, channel = %master.channel, "backend poll: the master stage's ARN does not parse");
+                    continue;
+                }
+            };
+            if let Err(e) = self.backend.poll_publisher(&master.channel, &arn).await {
+                tracing::warn!(error = %e, channel = %master.channel, "publisher liveness check failed");
+            }
+            if let Err(e) = self.sync_replications(&master.channel).await {
+                tracing::warn!(error = %e, channel = %master.channel, "replication sync failed");
+            }
         }
         if self.polls.fetch_add(1, Ordering::Relaxed).is_multiple_of(RECONCILE_EVERY) {
             match self.reconcile_stages().await {
@@ -96,24 +100,24 @@ impl BackendSync {
         }
     }
 
-    /// Makes every auto-created stage replicate the current publisher: a new publisher (or one
-    /// that came back under a new participant id) replaces the old replication. A publisher
-    /// away for longer than the reconnect window has had its replications ended by the backend:
-    /// their records go, so its return starts them again. One stage failing holds up no other.
-    pub async fn sync_replications(&self) -> AppResult<usize> {
-        let channel = ChannelId::default();
-        let Some(p) = self.publishers.local(&channel) else {
-            self.forget_ended_replications(&channel).await?;
+    /// Makes every auto-created stage of `channel` replicate its current publisher: a new
+    /// publisher (or one that came back under a new participant id) replaces the old
+    /// replication. A publisher away for longer than the reconnect window has had its
+    /// replications ended by the backend: their records go, so its return starts them again.
+    /// One stage failing holds up no other.
+    pub async fn sync_replications(&self, channel: &ChannelId) -> AppResult<usize> {
+        let Some(p) = self.publishers.local(channel) else {
+            self.forget_ended_replications(channel).await?;
             return Ok(0);
         };
-        self.publishers.mark_local_present(&channel);
+        self.publishers.mark_local_present(channel);
         let (Ok(source), Ok(pid)) = (StageArn::parse(p.stage_arn.clone()), ParticipantId::parse(p.participant_id.clone())) else {
             return Ok(0);
         };
         // Not while the auto-scaler is between creating a stage and replicating into it.
         let _guard = self.autoscaler.exclusive().await;
         let mut started = 0;
-        for stage in self.store.stages().list().await?.into_iter().filter(|s| s.auto_scaled) {
+        for stage in self.store.stages().of_channel(channel).await?.into_iter().filter(|s| s.auto_scaled) {
             let Ok(dest) = StageArn::parse(stage.arn.clone()) else { continue };
             match self.replicate_into(&source, &dest, &pid).await {
                 Ok(true) => started += 1,
@@ -153,7 +157,7 @@ impl BackendSync {
             return Ok(());
         }
         let _guard = self.autoscaler.exclusive().await;
-        for stage in self.store.stages().list().await?.into_iter().filter(|s| s.auto_scaled) {
+        for stage in self.store.stages().of_channel(channel).await?.into_iter().filter(|s| s.auto_scaled) {
             if let Some(r) = self.store.stages().replication(&stage.arn).await? {
                 if let Err(e) = self.stages.stop_recorded_replication(&r).await {
                     tracing::debug!(error = %e, stage = %stage.arn, "replication already ended");

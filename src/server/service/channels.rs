@@ -5,11 +5,11 @@ use super::publishers::PublisherRegistry;
 use super::stages::Stages;
 use super::views::{ChannelListView, ChannelView};
 use crate::api::ErrorCode;
-use crate::domain::ChannelId;
+use crate::domain::{stream_key_whip_path, ChannelId};
 use crate::server::clock::Clock;
 use crate::server::error::AppError;
 use crate::server::store::{ChannelRecord, DescriptionChange, StageRecord, Store};
-use crate::server::support::random_id;
+use crate::server::support::{absolute, random_id};
 use crate::server::time::iso;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -28,6 +28,9 @@ pub enum ChannelError {
     Live(ChannelId),
     #[error("Stage limit reached ({0}): no stage can be created for a new channel")]
     StageLimit(u32),
+    /// No stream key sent, or not this channel's.
+    #[error("{0}")]
+    StreamKey(&'static str),
     #[error(transparent)]
     Failed(#[from] AppError),
 }
@@ -38,6 +41,7 @@ impl From<ChannelError> for AppError {
             ChannelError::Failed(inner) => return inner,
             ChannelError::Taken(_) => ErrorCode::Conflict,
             ChannelError::NotFound(_) => ErrorCode::NotFound,
+            ChannelError::StreamKey(_) => ErrorCode::Unauthorized,
             ChannelError::Permanent => ErrorCode::Forbidden,
             ChannelError::Live(_) => ErrorCode::ValidationError,
             ChannelError::StageLimit(_) => ErrorCode::StageLimitReached,
@@ -98,6 +102,9 @@ pub struct Channels {
     stages: Arc<Stages>,
     publishers: Arc<PublisherRegistry>,
     max_stages: u32,
+    /// Whether channels go live with their stream key at `/whip/c/NAME` (the embedded media
+    /// server; IVS takes participant tokens only).
+    stream_key_whip: bool,
 }
 
 impl Channels {
@@ -107,8 +114,9 @@ impl Channels {
         stages: Arc<Stages>,
         publishers: Arc<PublisherRegistry>,
         max_stages: u32,
+        stream_key_whip: bool,
     ) -> Self {
-        Self { store, clock, stages, publishers, max_stages }
+        Self { store, clock, stages, publishers, max_stages, stream_key_whip }
     }
 
     /// Creates a channel with its master stage and a stream key. If no stage can be created
@@ -197,22 +205,34 @@ impl Channels {
         Ok(self.store.channels().by_stream_key_hash(&hash_key(key)).await?)
     }
 
-    /// How a channel looks now: live or not, its viewers and stages.
-    pub async fn view(&self, record: &ChannelRecord) -> Result<ChannelView, ChannelError> {
+    /// The channel `name`, if `key` is its stream key. A missing key, a wrong one, another
+    /// channel's and a channel that does not exist are refused alike (401), so the answer tells
+    /// nothing of other channels' keys.
+    pub async fn authorize_stream_key(&self, name: &ChannelId, key: Option<&str>) -> Result<ChannelRecord, ChannelError> {
+        let key = key.ok_or(ChannelError::StreamKey("Send the channel's stream key as Authorization: Bearer <streamKey>"))?;
+        match self.by_stream_key(key).await? {
+            Some(channel) if channel.name == *name => Ok(channel),
+            _ => Err(ChannelError::StreamKey("The stream key is not valid for this channel")),
+        }
+    }
+
+    /// How a channel looks now: live or not, its viewers and stages; its WHIP URL under
+    /// `base_url`.
+    pub async fn view(&self, record: &ChannelRecord, base_url: &str) -> Result<ChannelView, ChannelError> {
         let counts = self.store.presence().counts().await?;
         let stages = self.store.stages().of_channel(&record.name).await?;
-        Ok(self.view_with(record, &stages, &counts))
+        Ok(self.view_with(record, &stages, &counts, base_url))
     }
 
     /// Every channel as it looks now, live ones first (then oldest first), with the totals.
-    pub async fn list_view(&self) -> Result<ChannelListView, ChannelError> {
+    pub async fn list_view(&self, base_url: &str) -> Result<ChannelListView, ChannelError> {
         let counts = self.store.presence().counts().await?;
         // One read of every stage, not one per channel.
         let stages = self.store.stages().list().await?;
         let mut channels: Vec<ChannelView> = Vec::new();
         for record in self.list().await? {
             let own: Vec<StageRecord> = stages.iter().filter(|s| s.channel == record.name).cloned().collect();
-            channels.push(self.view_with(&record, &own, &counts));
+            channels.push(self.view_with(&record, &own, &counts, base_url));
         }
         channels.sort_by_key(|c| !c.is_live); // stable: oldest first within each group
         Ok(ChannelListView {
@@ -222,7 +242,13 @@ impl Channels {
         })
     }
 
-    fn view_with(&self, record: &ChannelRecord, stages: &[StageRecord], counts: &HashMap<String, u32>) -> ChannelView {
+    fn view_with(
+        &self,
+        record: &ChannelRecord,
+        stages: &[StageRecord],
+        counts: &HashMap<String, u32>,
+        base_url: &str,
+    ) -> ChannelView {
         ChannelView {
             name: record.name.to_string(),
             title: record.title.clone(),
@@ -231,6 +257,7 @@ impl Channels {
             viewer_count: stages.iter().map(|s| counts.get(&s.arn).copied().unwrap_or(0)).sum(),
             active_stages: stages.len() as u32,
             master_stage_arn: record.master_stage_arn.as_ref().map(|a| a.to_string()),
+            whip_endpoint: self.stream_key_whip.then(|| absolute(base_url, &stream_key_whip_path(&record.name), false)),
             created_at: iso(record.created_at),
         }
     }

@@ -15,6 +15,7 @@ use crate::domain::ChannelId;
 use crate::server::store::DbKind;
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::Connection;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,13 +76,13 @@ pub fn spawn(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Vec<Join
     ]
 }
 
-/// Reports this instance's live publisher to the others and reads theirs.
+/// Reports this instance's live publishers (every channel's) to the others and reads theirs.
 async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
-    let channel = ChannelId::default();
-    let Some(mut local) = service.publishers().watch_local(&channel) else {
-        return tracing::error!(%channel, "no local publisher to report");
+    let Some(mut local) = service.publishers().watch_local() else {
+        return tracing::error!("no local publisher source to report");
     };
-    let mut reported: Option<String> = None;
+    // What this instance reported: each channel's participant id.
+    let mut reported: BTreeMap<ChannelId, String> = BTreeMap::new();
     let mut tick = tokio::time::interval(SHARE_EVERY);
     loop {
         tokio::select! {
@@ -93,25 +94,28 @@ async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bo
         let mine = local.borrow_and_update().clone();
         let store = &service.store;
         let result = async {
-            match (&mine, &reported) {
-                (Some(p), _) => store.publishers().share(&channel, p, now + SHARE_TTL_MS).await?,
-                (None, Some(pid)) => store.publishers().unshare(&channel, pid).await?,
-                (None, None) => {}
+            for (channel, p) in &mine {
+                store.publishers().share(channel, p, now + SHARE_TTL_MS).await?;
             }
-            store.publishers().shared(&channel, now).await
+            for (channel, pid) in &reported {
+                if !mine.contains_key(channel) {
+                    store.publishers().unshare(channel, pid).await?;
+                }
+            }
+            store.publishers().shared_all(now).await
         }
         .await;
         match result {
-            Ok(shared) => {
-                reported = mine.map(|p| p.participant_id);
-                let others = shared.filter(|p| Some(&p.participant_id) != reported.as_ref());
+            Ok(mut shared) => {
+                reported = mine.into_iter().map(|(c, p)| (c, p.participant_id)).collect();
+                shared.retain(|channel, p| reported.get(channel) != Some(&p.participant_id));
                 // A change wakes the stats hub (`PublisherRegistry::changes`).
-                service.publishers().set_remote(&channel, others);
+                service.publishers().set_remote(shared);
             }
             Err(e) => tracing::warn!(error = %e, "publisher report failed; will retry"),
         }
     }
-    if let Some(pid) = reported {
+    for (channel, pid) in reported {
         let _ = service.store.publishers().unshare(&channel, &pid).await;
     }
 }

@@ -2,13 +2,14 @@
 
 use super::stats::Stats;
 use crate::api::{DashboardData, SeriesPoint, StageRow};
+use crate::domain::ChannelId;
 use crate::server::error::AppResult;
 use std::collections::BTreeMap;
 
 impl Stats {
     pub async fn dashboard(&self) -> AppResult<DashboardData> {
         let now_ms = self.clock.now_ms();
-        let stats = self.live().await?;
+        let stats = self.live(&ChannelId::default()).await?;
         let stages = self
             .store
             .stages()

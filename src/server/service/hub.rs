@@ -1,14 +1,21 @@
-//! The live-stats hub: one current snapshot that every `/ws` subscriber reads. Writers mark it
-//! dirty; a background task recomputes it at most every 100 ms and at least every 5 s. Readers
-//! hold a `watch` receiver, so a slow client simply skips to the newest snapshot.
+//! The live-stats hub: each channel's current snapshot, which that channel's `/ws` subscribers
+//! read. Writers mark it dirty; a background task recomputes it at most every 100 ms and at
+//! least every 5 s. Readers hold a `watch` receiver of their channel only, so a change wakes
+//! that channel's subscribers and no others, and a slow client simply skips to the newest
+//! snapshot.
 
 use crate::api::LiveStats;
+use crate::domain::ChannelId;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
 
+type Snapshot = watch::Sender<Arc<LiveStats>>;
+
 pub struct StatsHub {
-    tx: watch::Sender<Arc<LiveStats>>,
+    /// Every channel the last refresh saw (the default one from the start).
+    channels: Mutex<HashMap<ChannelId, Snapshot>>,
     dirty: Notify,
     /// The pending change happened on this instance (so the others must hear of it).
     local: AtomicBool,
@@ -20,9 +27,9 @@ pub struct StatsHub {
 
 impl StatsHub {
     pub fn new() -> Self {
-        let (tx, _) = watch::channel(Arc::new(LiveStats::default()));
+        let channels = HashMap::from([(ChannelId::default(), watch::channel(Arc::new(LiveStats::default())).0)]);
         Self {
-            tx,
+            channels: Mutex::new(channels),
             dirty: Notify::new(),
             local: AtomicBool::new(false),
             subscribers: AtomicUsize::new(0),
@@ -55,24 +62,54 @@ impl StatsHub {
         self.dirty.notified().await
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Arc<LiveStats>> {
-        self.tx.subscribe()
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, Snapshot>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn current(&self) -> Arc<LiveStats> {
-        self.tx.borrow().clone()
+    /// Follows `channel`'s snapshots; `None` for a channel the last refresh did not see.
+    pub fn subscribe(&self, channel: &ChannelId) -> Option<watch::Receiver<Arc<LiveStats>>> {
+        self.channels().get(channel).map(watch::Sender::subscribe)
     }
 
-    /// Publishes a new snapshot; receivers are woken only if it differs (timestamp aside).
-    pub(crate) fn publish(&self, stats: LiveStats) -> bool {
-        self.tx.send_if_modified(|cur| {
-            let changed = cur.total_viewers != stats.total_viewers
-                || cur.active_stages != stats.active_stages
-                || cur.is_publisher_live != stats.is_publisher_live
-                || cur.stages != stats.stages;
-            *cur = Arc::new(stats);
-            changed
-        })
+    /// `channel`'s current snapshot (empty for a channel the last refresh did not see).
+    pub fn current(&self, channel: &ChannelId) -> Arc<LiveStats> {
+        self.channels().get(channel).map(|tx| tx.borrow().clone()).unwrap_or_default()
+    }
+
+    /// Every channel's current snapshot, by name.
+    pub fn all(&self) -> Vec<(ChannelId, Arc<LiveStats>)> {
+        let mut all: Vec<_> = self.channels().iter().map(|(c, tx)| (c.clone(), tx.borrow().clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Publishes a new snapshot of every channel (a channel missing is gone: its subscribers'
+    /// receivers end); each channel's receivers are woken only if its snapshot differs
+    /// (timestamp aside). Returns whether any did.
+    pub(crate) fn publish(&self, mut stats: BTreeMap<ChannelId, LiveStats>) -> bool {
+        let mut channels = self.channels();
+        let before = channels.len();
+        channels.retain(|channel, _| channel.is_default() || stats.contains_key(channel));
+        let mut changed = channels.len() != before;
+        for (channel, snapshot) in std::mem::take(&mut stats) {
+            match channels.get(&channel) {
+                Some(tx) => {
+                    changed |= tx.send_if_modified(|cur| {
+                        let differs = cur.total_viewers != snapshot.total_viewers
+                            || cur.active_stages != snapshot.active_stages
+                            || cur.is_publisher_live != snapshot.is_publisher_live
+                            || cur.stages != snapshot.stages;
+                        *cur = Arc::new(snapshot);
+                        differs
+                    })
+                }
+                None => {
+                    channels.insert(channel, watch::channel(Arc::new(snapshot)).0);
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     pub fn subscriber_count(&self) -> usize {

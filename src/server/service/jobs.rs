@@ -104,10 +104,14 @@ pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bo
             if !s.is_leader() {
                 continue;
             }
-            match s.autoscaler().step().await {
-                Ok(d) if d != crate::domain::autoscale::ScaleDecision::Hold => tracing::info!(decision = ?d, "auto-scaled"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "auto-scaling step failed"),
+            for (channel, decision) in s.autoscaler().step_all().await {
+                match decision {
+                    Ok(d) if d != crate::domain::autoscale::ScaleDecision::Hold => {
+                        tracing::info!(%channel, decision = ?d, "auto-scaled")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(%channel, error = %e, "auto-scaling step failed"),
+                }
             }
         }
     }));

@@ -6,8 +6,11 @@ use crate::server::backend::jwt::{JwtError, ParticipantClaims, TokenSigner};
 use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
 use crate::server::media::{Accepted, MediaError, MediaServer, Participant, Role};
-use crate::server::store::Store;
+use crate::server::store::{ChannelRecord, Store};
 use std::sync::{Arc, OnceLock};
+
+/// Who publishes with a channel's stream key.
+pub const STREAM_KEY_USER: &str = "stream-key";
 
 /// The local backend's media plane: the SFU and the key its tokens are checked against.
 pub struct MediaPlane {
@@ -81,25 +84,41 @@ impl MediaGateway {
         if !allowed {
             return Err(AppError::new(ErrorCode::Forbidden, format!("This token may not {}", role.noun())));
         }
-        let participant = participant(claims);
-        match role {
-            Role::Publisher => {
-                let master = self
-                    .store
-                    .stages()
-                    .master(&ChannelId::default())
-                    .await?
-                    .ok_or_else(|| AppError::not_found("Stage not found"))?;
-                if master.arn != participant.stage_arn {
-                    return Err(AppError::new(ErrorCode::Forbidden, "Publishing is only possible on the master stage"));
-                }
-            }
-            Role::Viewer => {
-                if self.store.stages().get(&participant.stage_arn).await?.is_none() {
-                    return Err(AppError::not_found("Stage not found"));
-                }
-            }
+        // The token's stage decides the channel: a publisher takes its channel's slot (only
+        // from the channel's master stage), a viewer gets its channel's media and no other.
+        let stage =
+            self.store.stages().get(claims.resource.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        if role == Role::Publisher && !stage.is_master {
+            return Err(AppError::new(ErrorCode::Forbidden, "Publishing is only possible on the channel's master stage"));
         }
+        let participant = participant(claims, stage.channel);
+        self.open(plane, role, participant, req).await
+    }
+
+    /// `POST` of a WHIP offer to a channel's stream-key URL: `channel` is the channel the key
+    /// belongs to (the caller looked it up). The session publishes on the channel's master
+    /// stage as the user `stream-key`, under a participant id fixed by the key, so the same key
+    /// replaces its own earlier session (an encoder reconnecting), ends it with `DELETE`, and
+    /// may go live again at once.
+    pub async fn publish_with_stream_key(&self, channel: &ChannelRecord, req: MediaRequest<'_>) -> AppResult<Accepted> {
+        let plane = self.media_plane()?;
+        let master = self
+            .store
+            .stages()
+            .master(&channel.name)
+            .await?
+            .ok_or_else(|| AppError::new(ErrorCode::ServiceUnavailable, "The channel has no master stage yet"))?;
+        self.open(plane, Role::Publisher, stream_key_participant(channel, master.arn), req).await
+    }
+
+    /// `DELETE` of a stream-key WHIP session by the key that opened it.
+    pub async fn end_stream_key_session(&self, channel: &ChannelRecord, session_id: &str) -> AppResult<()> {
+        let plane = self.media_plane()?;
+        let participant = stream_key_participant(channel, String::new());
+        Ok(plane.server.close(Role::Publisher, session_id, &participant.participant_id).await?)
+    }
+
+    async fn open(&self, plane: &MediaPlane, role: Role, participant: Participant, req: MediaRequest<'_>) -> AppResult<Accepted> {
         let content_type = req.content_type.unwrap_or_default();
         if !content_type.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/sdp") {
             return Err(AppError::new(ErrorCode::UnsupportedMediaType, "The offer must be sent as application/sdp"));
@@ -115,8 +134,7 @@ impl MediaGateway {
     pub async fn end(&self, role: Role, session_id: &str, bearer: Option<&str>) -> AppResult<()> {
         let plane = self.media_plane()?;
         let claims = self.check_token(plane, bearer, true)?;
-        let participant = participant(claims);
-        Ok(plane.server.close(role, session_id, &participant.participant_id).await?)
+        Ok(plane.server.close(role, session_id, &claims.jti).await?)
     }
 
     fn check_token(&self, plane: &MediaPlane, bearer: Option<&str>, allow_expired: bool) -> AppResult<ParticipantClaims> {
@@ -135,6 +153,25 @@ impl MediaGateway {
     }
 }
 
-fn participant(claims: ParticipantClaims) -> Participant {
-    Participant { user_id: claims.user_id, participant_id: claims.jti, stage_arn: claims.resource.into(), expires_at: claims.exp }
+/// The publisher a stream key stands for: its participant id is fixed by the key (a prefix of
+/// the key's hash, which the key's holder alone can produce).
+fn stream_key_participant(channel: &ChannelRecord, stage_arn: String) -> Participant {
+    let hash = channel.stream_key_hash.as_deref().unwrap_or_default();
+    Participant {
+        user_id: STREAM_KEY_USER.into(),
+        participant_id: format!("sk-{}", &hash[..hash.len().min(20)]),
+        stage_arn,
+        channel: channel.name.clone(),
+        expires_at: None,
+    }
+}
+
+fn participant(claims: ParticipantClaims, channel: ChannelId) -> Participant {
+    Participant {
+        user_id: claims.user_id,
+        participant_id: claims.jti,
+        stage_arn: claims.resource.into(),
+        channel,
+        expires_at: Some(claims.exp),
+    }
 }

@@ -67,7 +67,7 @@ impl Service {
         let media = MediaGateway::new(store.clone(), clock.clone());
         let presence =
             Arc::new(Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs));
-        let publishers = Arc::new(PublisherRegistry::new().follow_local(ChannelId::default(), backend.publisher()));
+        let publishers = Arc::new(PublisherRegistry::new().follow_local(backend.publisher()));
         let stages =
             Arc::new(Stages::new(store.clone(), backend.clone(), clock.clone(), hub.clone(), presence.clone(), &settings));
         let autoscaler = Arc::new(Autoscaler::new(stages.clone(), publishers.clone(), settings.stage.capacity(), clock.clone()));
@@ -102,7 +102,15 @@ impl Service {
             publishers.clone(),
             settings.presence.snapshot_retention_days,
         );
-        let channels = Channels::new(store.clone(), clock.clone(), stages.clone(), publishers.clone(), settings.stage.max_stages);
+        let stream_key_whip = matches!(backend.capabilities().playback, crate::server::backend::Playback::Whep { .. });
+        let channels = Channels::new(
+            store.clone(),
+            clock.clone(),
+            stages.clone(),
+            publishers.clone(),
+            settings.stage.max_stages,
+            stream_key_whip,
+        );
         Arc::new(Self {
             settings,
             tokens,

@@ -1,26 +1,25 @@
 //! Who is live where: the one owner of the publishers, keyed by channel.
 //!
 //! - **Local** publishers are the ones this instance's stage backend reports (the embedded
-//!   media plane, or the IVS poll); the registry follows the backend's `watch` of each channel.
+//!   media plane, or the IVS poll), every channel in one `watch` the registry follows.
 //! - **Remote** publishers are the ones other instances of the deployment report
 //!   (`cluster.rs` reads them from the shared database and sets them here).
 //! - The **live** publisher of a channel is the local one, else the remote one.
 //! - **Absence:** since when a channel's local publisher has been away, as the backend sync
 //!   (`BackendSync`) has seen it, to end its replications once the reconnect window has passed.
 
-use crate::domain::{ChannelId, LivePublisher};
-use futures_util::future::select_all;
+use crate::domain::{ChannelId, LivePublisher, LivePublishers};
 use std::collections::BTreeMap;
 use std::future::pending;
 use std::sync::Mutex;
 use tokio::sync::watch;
 
-/// A local publisher as its source reports it.
-pub type LocalSource = watch::Receiver<Option<LivePublisher>>;
+/// The local publishers, every channel's, as their source reports them.
+pub type LocalSource = watch::Receiver<LivePublishers>;
 
 pub struct PublisherRegistry {
-    local: BTreeMap<ChannelId, LocalSource>,
-    remote: watch::Sender<BTreeMap<ChannelId, LivePublisher>>,
+    local: Option<LocalSource>,
+    remote: watch::Sender<LivePublishers>,
     /// Since when each channel's local publisher has been away (absent: not known to be away).
     local_away_since: Mutex<BTreeMap<ChannelId, i64>>,
 }
@@ -28,12 +27,12 @@ pub struct PublisherRegistry {
 impl PublisherRegistry {
     /// A registry that follows no local source and knows no remote publisher.
     pub fn new() -> Self {
-        Self { local: BTreeMap::new(), remote: watch::channel(BTreeMap::new()).0, local_away_since: Mutex::default() }
+        Self { local: None, remote: watch::channel(LivePublishers::new()).0, local_away_since: Mutex::default() }
     }
 
-    /// Follows `source` as the local publisher of `channel` (replacing any source it had).
-    pub fn follow_local(mut self, channel: ChannelId, source: LocalSource) -> Self {
-        self.local.insert(channel, source);
+    /// Follows `source` as this instance's publishers (replacing any source it had).
+    pub fn follow_local(mut self, source: LocalSource) -> Self {
+        self.local = Some(source);
         self
     }
 
@@ -43,9 +42,21 @@ impl PublisherRegistry {
         self.local(channel).or_else(|| self.remote(channel))
     }
 
+    /// Every channel that has a live publisher, with it (local ones first, as in [`Self::live`]).
+    pub fn all_live(&self) -> LivePublishers {
+        let mut all = self.remote.borrow().clone();
+        all.extend(self.all_local());
+        all
+    }
+
     /// The publisher this instance's backend reports live on `channel`.
     pub fn local(&self, channel: &ChannelId) -> Option<LivePublisher> {
-        self.local.get(channel).and_then(|source| source.borrow().clone())
+        self.local.as_ref().and_then(|source| source.borrow().get(channel).cloned())
+    }
+
+    /// Every publisher this instance's backend reports live.
+    pub fn all_local(&self) -> LivePublishers {
+        self.local.as_ref().map(|source| source.borrow().clone()).unwrap_or_default()
     }
 
     /// The publisher another instance reports live on `channel`.
@@ -53,30 +64,27 @@ impl PublisherRegistry {
         self.remote.borrow().get(channel).cloned()
     }
 
-    /// Records what the other instances report live on `channel` (`None`: nothing); returns
-    /// whether that changed, in which case [`PublisherChanges`] fire.
-    pub fn set_remote(&self, channel: &ChannelId, publisher: Option<LivePublisher>) -> bool {
+    /// Records what the other instances report live, every channel's at once (a channel
+    /// missing: nothing); returns whether that changed, in which case [`PublisherChanges`] fire.
+    pub fn set_remote(&self, publishers: LivePublishers) -> bool {
         self.remote.send_if_modified(|remote| {
-            if remote.get(channel) == publisher.as_ref() {
+            if *remote == publishers {
                 return false;
             }
-            match publisher {
-                Some(p) => remote.insert(channel.clone(), p),
-                None => remote.remove(channel),
-            };
+            *remote = publishers;
             true
         })
     }
 
     /// Follows every change of a publisher, local or remote, on any channel, from now on.
     pub fn changes(&self) -> PublisherChanges {
-        PublisherChanges { local: self.local.values().map(subscribe).collect(), remote: Some(self.remote.subscribe()) }
+        PublisherChanges { local: self.local.as_ref().map(subscribe), remote: Some(self.remote.subscribe()) }
     }
 
-    /// Follows the local publisher of `channel` from now on (`None`: the registry follows no
-    /// source for it). The receiver ends when the source does.
-    pub fn watch_local(&self, channel: &ChannelId) -> Option<LocalSource> {
-        self.local.get(channel).map(subscribe)
+    /// Follows the local publishers from now on (`None`: the registry follows no source).
+    /// The receiver ends when the source does.
+    pub fn watch_local(&self) -> Option<LocalSource> {
+        self.local.as_ref().map(subscribe)
     }
 
     /// Notes that the local publisher of `channel` was seen live: its absence, if any, is over.
@@ -102,7 +110,7 @@ impl Default for PublisherRegistry {
 }
 
 /// A receiver of `source` that has seen its current value.
-fn subscribe(source: &LocalSource) -> LocalSource {
+fn subscribe<T>(source: &watch::Receiver<T>) -> watch::Receiver<T> {
     let mut rx = source.clone();
     rx.borrow_and_update();
     rx
@@ -110,50 +118,37 @@ fn subscribe(source: &LocalSource) -> LocalSource {
 
 /// A subscription to [`PublisherRegistry::changes`].
 pub struct PublisherChanges {
-    local: Vec<LocalSource>,
-    remote: Option<watch::Receiver<BTreeMap<ChannelId, LivePublisher>>>,
+    local: Option<LocalSource>,
+    remote: Option<watch::Receiver<LivePublishers>>,
 }
 
 impl PublisherChanges {
     /// Resolves once a publisher may have changed since the last call: a local one changed, or
-    /// its source stopped (it is followed no more), or a remote one changed. Never resolves once
-    /// every source has stopped. Cancel safe.
+    /// the local source stopped (it is followed no more), or a remote one changed. Never
+    /// resolves once every source has stopped. Cancel safe.
     pub async fn changed(&mut self) {
-        enum Woke {
-            Local(usize, bool),
-            Remote(bool),
+        async fn next(rx: &mut Option<watch::Receiver<LivePublishers>>) -> bool {
+            match rx {
+                Some(rx) => rx.changed().await.is_ok(),
+                None => pending().await,
+            }
         }
         loop {
-            let woke = {
-                let Self { local, remote } = &mut *self;
-                let local_changed = async {
-                    if local.is_empty() {
-                        return pending().await;
-                    }
-                    let (r, i, _) = select_all(local.iter_mut().map(|rx| Box::pin(rx.changed()))).await;
-                    (i, r.is_ok())
-                };
-                let remote_changed = async {
-                    match remote {
-                        Some(rx) => rx.changed().await.is_ok(),
-                        None => pending().await,
-                    }
-                };
-                tokio::select! {
-                    (i, open) = local_changed => Woke::Local(i, open),
-                    open = remote_changed => Woke::Remote(open),
-                }
-            };
-            match woke {
-                Woke::Local(i, open) => {
+            let Self { local, remote } = &mut *self;
+            tokio::select! {
+                open = next(local) => {
                     if !open {
-                        self.local.swap_remove(i);
+                        self.local = None;
                     }
                     return;
                 }
-                Woke::Remote(true) => return,
-                // The registry is gone and reported nothing: keep waiting on the rest.
-                Woke::Remote(false) => self.remote = None,
+                open = next(remote) => {
+                    if open {
+                        return;
+                    }
+                    // The registry is gone and reported nothing: keep waiting on the rest.
+                    self.remote = None;
+                }
             }
         }
     }
@@ -177,10 +172,14 @@ mod tests {
         ChannelId::parse(name).unwrap()
     }
 
-    /// A registry following one local source for the default channel, and that source.
-    fn registry() -> (PublisherRegistry, watch::Sender<Option<LivePublisher>>) {
-        let (tx, rx) = watch::channel(None);
-        (PublisherRegistry::new().follow_local(ChannelId::default(), rx), tx)
+    fn only(channel: &ChannelId, p: LivePublisher) -> LivePublishers {
+        LivePublishers::from([(channel.clone(), p)])
+    }
+
+    /// A registry following one local source, and that source.
+    fn registry() -> (PublisherRegistry, watch::Sender<LivePublishers>) {
+        let (tx, rx) = watch::channel(LivePublishers::new());
+        (PublisherRegistry::new().follow_local(rx), tx)
     }
 
     async fn fires(changes: &mut PublisherChanges) -> bool {
@@ -194,19 +193,21 @@ mod tests {
         assert_eq!(reg.live(&main), None);
         assert_eq!(reg.local(&main), None);
         assert_eq!(reg.remote(&main), None);
+        assert!(reg.all_live().is_empty());
     }
 
     #[test]
     fn the_local_publisher_wins_over_the_remote_one() {
         let (reg, tx) = registry();
         let main = ChannelId::default();
-        assert!(reg.set_remote(&main, Some(publisher("remote"))));
+        assert!(reg.set_remote(only(&main, publisher("remote"))));
         assert_eq!(reg.live(&main), Some(publisher("remote")));
-        tx.send_replace(Some(publisher("local")));
+        tx.send_replace(only(&main, publisher("local")));
         assert_eq!(reg.live(&main), Some(publisher("local")));
+        assert_eq!(reg.all_live(), only(&main, publisher("local")));
         assert_eq!(reg.local(&main), Some(publisher("local")));
         assert_eq!(reg.remote(&main), Some(publisher("remote")));
-        tx.send_replace(None);
+        tx.send_replace(LivePublishers::new());
         assert_eq!(reg.live(&main), Some(publisher("remote")), "the remote one again once the local one leaves");
     }
 
@@ -214,10 +215,10 @@ mod tests {
     fn a_cleared_remote_publisher_is_no_longer_live() {
         let (reg, _tx) = registry();
         let main = ChannelId::default();
-        assert!(reg.set_remote(&main, Some(publisher("remote"))));
-        assert!(!reg.set_remote(&main, Some(publisher("remote"))), "the same report is no change");
-        assert!(reg.set_remote(&main, None));
-        assert!(!reg.set_remote(&main, None));
+        assert!(reg.set_remote(only(&main, publisher("remote"))));
+        assert!(!reg.set_remote(only(&main, publisher("remote"))), "the same report is no change");
+        assert!(reg.set_remote(LivePublishers::new()));
+        assert!(!reg.set_remote(LivePublishers::new()));
         assert_eq!(reg.remote(&main), None);
         assert_eq!(reg.live(&main), None);
     }
@@ -225,16 +226,18 @@ mod tests {
     #[test]
     fn channels_are_independent() {
         let (reg, tx) = registry();
-        let (main, other) = (ChannelId::default(), channel("other"));
-        tx.send_replace(Some(publisher("local")));
-        assert!(reg.set_remote(&other, Some(publisher("remote"))));
+        let (main, other, third) = (ChannelId::default(), channel("other"), channel("third"));
+        tx.send_replace(LivePublishers::from([(main.clone(), publisher("local")), (third.clone(), publisher("local-3"))]));
+        assert!(reg.set_remote(only(&other, publisher("remote"))));
         assert_eq!(reg.live(&main), Some(publisher("local")));
+        assert_eq!(reg.live(&third), Some(publisher("local-3")));
         assert_eq!(reg.remote(&main), None);
         assert_eq!(reg.live(&other), Some(publisher("remote")));
-        assert_eq!(reg.local(&other), None, "no local source follows that channel");
-        assert!(reg.watch_local(&other).is_none());
-        assert!(reg.set_remote(&other, None));
+        assert_eq!(reg.local(&other), None, "the local source reports nobody there");
+        assert_eq!(reg.all_live().len(), 3);
+        assert!(reg.set_remote(LivePublishers::new()));
         assert_eq!(reg.live(&main), Some(publisher("local")));
+        assert_eq!(reg.live(&other), None);
 
         assert_eq!(reg.local_away_since(&main, 10), 10);
         assert_eq!(reg.local_away_since(&other, 20), 20);
@@ -256,45 +259,44 @@ mod tests {
     async fn changes_fire_on_local_and_remote_changes_only() {
         let (reg, tx) = registry();
         let main = ChannelId::default();
-        tx.send_replace(Some(publisher("before")));
+        tx.send_replace(only(&main, publisher("before")));
         let mut changes = reg.changes();
         assert!(!fires(&mut changes).await, "what happened before subscribing is no change");
 
-        tx.send_replace(Some(publisher("local")));
+        tx.send_replace(only(&main, publisher("local")));
         assert!(fires(&mut changes).await);
         assert!(!fires(&mut changes).await, "one change fires once");
 
-        reg.set_remote(&channel("other"), Some(publisher("remote")));
+        reg.set_remote(only(&channel("other"), publisher("remote")));
         assert!(fires(&mut changes).await);
-        reg.set_remote(&channel("other"), Some(publisher("remote")));
+        reg.set_remote(only(&channel("other"), publisher("remote")));
         assert!(!fires(&mut changes).await, "the same remote report is no change");
-        reg.set_remote(&main, None);
-        assert!(!fires(&mut changes).await);
     }
 
     #[tokio::test]
     async fn a_stopped_source_fires_once_and_is_followed_no_more() {
         let (reg, tx) = registry();
         let mut changes = reg.changes();
-        let mut local = reg.watch_local(&ChannelId::default()).unwrap();
+        let mut local = reg.watch_local().unwrap();
         drop(tx);
         assert!(fires(&mut changes).await);
         assert!(!fires(&mut changes).await);
         assert!(local.changed().await.is_err(), "the local watch ends with its source");
-        reg.set_remote(&ChannelId::default(), Some(publisher("remote")));
+        reg.set_remote(only(&ChannelId::default(), publisher("remote")));
         assert!(fires(&mut changes).await, "remote changes still fire");
     }
 
     #[tokio::test]
     async fn the_local_watch_sees_local_changes_from_now_on() {
         let (reg, tx) = registry();
-        tx.send_replace(Some(publisher("before")));
-        let mut local = reg.watch_local(&ChannelId::default()).unwrap();
+        let main = ChannelId::default();
+        tx.send_replace(only(&main, publisher("before")));
+        let mut local = reg.watch_local().unwrap();
         assert!(!local.has_changed().unwrap());
-        reg.set_remote(&ChannelId::default(), Some(publisher("remote")));
+        reg.set_remote(only(&main, publisher("remote")));
         assert!(!local.has_changed().unwrap(), "remote reports are not local changes");
-        tx.send_replace(None);
+        tx.send_replace(LivePublishers::new());
         assert!(local.has_changed().unwrap());
-        assert_eq!(*local.borrow_and_update(), None);
+        assert!(local.borrow_and_update().is_empty());
     }
 }

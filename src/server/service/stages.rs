@@ -124,12 +124,16 @@ impl Stages {
         ])
     }
 
-    pub(crate) async fn master(&self) -> AppResult<StageRecord> {
-        self.store
-            .stages()
-            .master(&ChannelId::default())
-            .await?
-            .ok_or_else(|| AppError::new(ErrorCode::ServiceUnavailable, "No master stage is configured"))
+    /// The master stage of `channel`: 404 for a channel that does not exist, 503 while the
+    /// channel's master stage is not there (the default one's, before start-up set it up).
+    pub(crate) async fn master(&self, channel: &ChannelId) -> AppResult<StageRecord> {
+        if let Some(master) = self.store.stages().master(channel).await? {
+            return Ok(master);
+        }
+        if !channel.is_default() && self.store.channels().get(channel).await?.is_none() {
+            return Err(AppError::not_found("Channel not found"));
+        }
+        Err(AppError::new(ErrorCode::ServiceUnavailable, "No master stage is configured"))
     }
 
     fn endpoints_for(&self, stage: &StageRecord, base_url: &str) -> BTreeMap<String, String> {
@@ -201,9 +205,28 @@ impl Stages {
         Ok(record)
     }
 
+    /// The channels that have a stage, each once.
+    pub(crate) async fn channels(&self) -> AppResult<Vec<ChannelId>> {
+        let mut channels: Vec<ChannelId> = self.store.stages().list().await?.into_iter().map(|s| s.channel).collect();
+        channels.sort();
+        channels.dedup();
+        Ok(channels)
+    }
+
+    /// Every stage's load.
     pub(crate) async fn loads(&self) -> AppResult<Vec<StageLoad>> {
-        let now = self.now_ms();
         let stages = self.store.stages().list().await?;
+        self.loads_from(stages).await
+    }
+
+    /// The loads of `channel`'s stages.
+    pub(crate) async fn loads_of(&self, channel: &ChannelId) -> AppResult<Vec<StageLoad>> {
+        let stages = self.store.stages().of_channel(channel).await?;
+        self.loads_from(stages).await
+    }
+
+    async fn loads_from(&self, stages: Vec<StageRecord>) -> AppResult<Vec<StageLoad>> {
+        let now = self.now_ms();
         let counts = self.store.presence().counts().await?;
         Ok(stages
             .into_iter()
@@ -220,8 +243,17 @@ impl Stages {
             .collect())
     }
 
+    /// Every stage (`GET /api/stages`), each with its channel.
     pub async fn list(&self) -> AppResult<StageListView> {
-        let stages = self.store.stages().list().await?;
+        self.list_of(None).await
+    }
+
+    /// The stages of `channel`, or every stage.
+    pub async fn list_of(&self, channel: Option<&ChannelId>) -> AppResult<StageListView> {
+        let stages = match channel {
+            Some(channel) => self.store.stages().of_channel(channel).await?,
+            None => self.store.stages().list().await?,
+        };
         let counts = self.store.presence().counts().await?;
         let items: Vec<StageListItem> = stages
             .iter()
@@ -233,13 +265,14 @@ impl Stages {
                 is_master: s.is_master,
                 created_at: iso(s.created_at),
                 tags: s.tags.clone(),
+                channel: s.channel.clone(),
             })
             .collect();
         Ok(StageListView { total_stages: items.len(), stages: items, next_token: Some(None) })
     }
 
-    pub async fn master_info(&self, base_url: &str) -> AppResult<StageDetailView> {
-        let master = self.master().await?;
+    pub async fn master_info(&self, channel: &ChannelId, base_url: &str) -> AppResult<StageDetailView> {
+        let master = self.master(channel).await?;
         let viewer_count = self.store.presence().count(&master.arn).await?;
         Ok(StageDetailView { stage: self.view(&master, base_url), viewer_count: Some(viewer_count), is_master_stage: Some(true) })
     }

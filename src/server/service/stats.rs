@@ -11,8 +11,9 @@ use crate::api::{LiveStats, StageCount};
 use crate::domain::ChannelId;
 use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
-use crate::server::store::Store;
+use crate::server::store::{StageRecord, Store};
 use crate::server::time::{iso, iso_now};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Reads the audience: live totals (and their publication to the hub), the stats routes'
@@ -38,37 +39,71 @@ impl Stats {
         Self { store, clock, hub, stages, publishers, snapshot_retention_days }
     }
 
-    pub fn is_publisher_live(&self) -> bool {
-        self.publishers.live(&ChannelId::default()).is_some()
+    pub fn is_publisher_live(&self, channel: &ChannelId) -> bool {
+        self.publishers.live(channel).is_some()
     }
 
-    /// Recomputes the live totals from the store.
-    pub async fn live(&self) -> AppResult<LiveStats> {
+    /// 404 unless `channel` exists.
+    pub(super) async fn check_channel(&self, channel: &ChannelId) -> AppResult<()> {
+        if channel.is_default() || self.store.channels().get(channel).await?.is_some() {
+            Ok(())
+        } else {
+            Err(AppError::not_found("Channel not found"))
+        }
+    }
+
+    /// Recomputes the live totals of `channel` from the store.
+    pub async fn live(&self, channel: &ChannelId) -> AppResult<LiveStats> {
+        self.check_channel(channel).await?;
+        let stages = self.store.stages().of_channel(channel).await?;
+        let counts = self.store.presence().counts().await?;
+        Ok(self.live_of(channel, &stages, &counts))
+    }
+
+    /// Recomputes every channel's live totals from the store (two queries whatever the number
+    /// of channels).
+    pub async fn live_all(&self) -> AppResult<BTreeMap<ChannelId, LiveStats>> {
         let stages = self.store.stages().list().await?;
         let counts = self.store.presence().counts().await?;
+        let mut by_channel: BTreeMap<ChannelId, Vec<StageRecord>> = BTreeMap::new();
+        by_channel.entry(ChannelId::default()).or_default();
+        for stage in stages {
+            by_channel.entry(stage.channel.clone()).or_default().push(stage);
+        }
+        Ok(by_channel
+            .into_iter()
+            .map(|(channel, stages)| {
+                let live = self.live_of(&channel, &stages, &counts);
+                (channel, live)
+            })
+            .collect())
+    }
+
+    fn live_of(&self, channel: &ChannelId, stages: &[StageRecord], counts: &HashMap<String, u32>) -> LiveStats {
         let stages: Vec<StageCount> = stages
             .iter()
             .map(|s| StageCount { stage_arn: s.arn.clone(), viewer_count: counts.get(&s.arn).copied().unwrap_or(0) })
             .collect();
-        Ok(LiveStats {
+        LiveStats {
             total_viewers: stages.iter().map(|s| s.viewer_count).sum(),
             active_stages: stages.len() as u32,
-            is_publisher_live: self.is_publisher_live(),
+            is_publisher_live: self.is_publisher_live(channel),
             stages,
             timestamp: iso_now(),
-        })
+        }
     }
 
-    /// Recomputes and publishes the live totals; true when they changed.
+    /// Recomputes and publishes every channel's live totals; true when any changed.
     pub async fn refresh(&self) -> AppResult<bool> {
         let _turn = self.hub.refreshing().await;
-        let stats = self.live().await?;
+        let stats = self.live_all().await?;
         Ok(self.hub.publish(stats))
     }
 
     /// `GET /api/stats`.
-    pub async fn summary(&self) -> AppResult<StatsView> {
-        let stages = self.store.stages().list().await?;
+    pub async fn summary(&self, channel: &ChannelId) -> AppResult<StatsView> {
+        self.check_channel(channel).await?;
+        let stages = self.store.stages().of_channel(channel).await?;
         let counts = self.store.presence().counts().await?;
         let items: Vec<StatsStageItem> = stages
             .iter()
@@ -83,17 +118,20 @@ impl Stats {
         Ok(StatsView {
             total_viewers: items.iter().map(|s| s.viewer_count).sum(),
             active_stages: items.len() as u32,
-            is_publisher_live: self.is_publisher_live(),
+            is_publisher_live: self.is_publisher_live(channel),
             stages: items,
         })
     }
 
-    pub async fn total_viewers(&self) -> AppResult<TotalViewersView> {
-        let total: u32 = self.store.presence().counts().await?.values().sum();
-        Ok(TotalViewersView { total_viewers: total, calculated_from: "real-time sum" })
+    /// `GET /api/stats/viewers`: the channel's viewers, summed over its stages.
+    pub async fn total_viewers(&self, channel: &ChannelId) -> AppResult<TotalViewersView> {
+        let live = self.live(channel).await?;
+        Ok(TotalViewersView { total_viewers: live.total_viewers, calculated_from: "real-time sum" })
     }
 
-    pub async fn stages(&self, arn: Option<&str>) -> AppResult<StagesStatsView> {
+    /// `GET /api/stats/stages`: one stage, or every stage of `channel`.
+    pub async fn stages(&self, channel: &ChannelId, arn: Option<&str>) -> AppResult<StagesStatsView> {
+        self.check_channel(channel).await?;
         match arn {
             Some(raw) => {
                 let arn = super::parse_stage_arn("arn", raw)?;
@@ -112,19 +150,21 @@ impl Stats {
                     },
                 }))
             }
-            // The same list as `GET /api/stages`, without its `nextToken`.
-            None => Ok(StagesStatsView::All(StageListView { next_token: None, ..self.stages.list().await? })),
+            // The same list as `GET /api/stages` (the channel's stages), without its `nextToken`.
+            None => Ok(StagesStatsView::All(StageListView { next_token: None, ..self.stages.list_of(Some(channel)).await? })),
         }
     }
 
-    pub fn publisher(&self) -> PublisherStatsView {
-        let publisher = self.publishers.live(&ChannelId::default()).map(|p| PublisherView {
+    /// `GET /api/stats/publisher`.
+    pub async fn publisher(&self, channel: &ChannelId) -> AppResult<PublisherStatsView> {
+        self.check_channel(channel).await?;
+        let publisher = self.publishers.live(channel).map(|p| PublisherView {
             user_id: p.user_id,
             participant_id: p.participant_id,
             stage_arn: p.stage_arn,
             since: iso(p.since_ms),
         });
-        PublisherStatsView { is_publisher_live: publisher.is_some(), publisher }
+        Ok(PublisherStatsView { is_publisher_live: publisher.is_some(), publisher })
     }
 
     /// Records every stage's viewer count and prunes snapshots past retention.

@@ -19,6 +19,7 @@ use crate::server::error::{AppError, AppResult};
 use crate::server::store::{JoinResult, StageRecord, Store, StoreError};
 use crate::server::support::{absolute, secrets_match};
 use crate::server::time::iso;
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -30,6 +31,11 @@ pub enum JoinError {
     Offline,
     #[error("Stage not found")]
     StageNotFound,
+    #[error("Channel not found")]
+    ChannelNotFound,
+    /// The asked-for stage is another channel's.
+    #[error("stageArn is not a stage of channel {0}")]
+    OtherChannel(ChannelId),
     /// Every stage is full (or the chosen one filled up meanwhile); the auto-scaler is woken.
     #[error("{0}")]
     Full(&'static str),
@@ -47,7 +53,10 @@ impl From<StoreError> for JoinError {
 impl From<JoinError> for AppError {
     fn from(e: JoinError) -> Self {
         match e {
-            JoinError::Offline | JoinError::StageNotFound => AppError::not_found(e.to_string()),
+            JoinError::Offline | JoinError::StageNotFound | JoinError::ChannelNotFound => AppError::not_found(e.to_string()),
+            JoinError::OtherChannel(_) => {
+                AppError::with_details(ErrorCode::ValidationError, e.to_string(), json!({ "invalidFields": ["stageArn"] }))
+            }
             JoinError::Full(message) => AppError::new(ErrorCode::StageFull, message),
             JoinError::Failed(e) => e,
         }
@@ -111,30 +120,39 @@ impl Tokens {
         })
     }
 
-    /// Issues a SUBSCRIBE token, places the viewer on a stage and opens its watch session.
+    /// Issues a SUBSCRIBE token, places the viewer on one of `channel`'s stages and opens its
+    /// watch session.
     #[tracing::instrument(skip(self, base_url), fields(user = %user_id))]
     pub async fn issue_viewer_token(
         &self,
+        channel: &ChannelId,
         user_id: &UserId,
         stage_arn: Option<&StageArn>,
         base_url: &str,
     ) -> Result<ViewerTokenView, JoinError> {
         let p = &self.parts;
-        if p.publishers.live(&ChannelId::default()).is_none() {
+        if p.publishers.live(channel).is_none() {
+            if !channel.is_default() && p.store.channels().get(channel).await?.is_none() {
+                return Err(JoinError::ChannelNotFound);
+            }
             return Err(JoinError::Offline);
         }
         let cap = p.settings.stage.capacity();
         let stage = match stage_arn {
-            Some(arn) => p.store.stages().get(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?,
+            Some(arn) => {
+                let stage = p.store.stages().get(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?;
+                if stage.channel != *channel {
+                    return Err(JoinError::OtherChannel(channel.clone()));
+                }
+                stage
+            }
             None => {
-                let loads = p.stages.loads().await?;
-                // A viewer already counted somewhere (a reload, a retry) keeps its stage.
-                let existing = match p.store.presence().stage_of(user_id.as_str()).await? {
-                    Some(arn) => p.store.stages().get(&arn).await?,
-                    None => None,
-                };
-                match existing {
-                    Some(stage) => stage,
+                let loads = p.stages.loads_of(channel).await?;
+                // A viewer already counted on one of the channel's stages (a reload, a retry)
+                // keeps it.
+                let counted = p.store.presence().stages_of(user_id.as_str()).await?;
+                match loads.iter().find(|l| counted.iter().any(|c| c == l.arn.as_str())) {
+                    Some(load) => p.store.stages().get(load.arn.as_str()).await?.ok_or(JoinError::StageNotFound)?,
                     None => {
                         let Some(arn) = choose_stage(&loads, &cap) else {
                             p.autoscaler.kick();
@@ -177,6 +195,7 @@ impl Tokens {
                 Playback::Whep { path } => Some(absolute(base_url, path, false)),
                 Playback::IvsSdk => None,
             },
+            channel: stage.channel,
         })
     }
 
@@ -186,10 +205,15 @@ impl Tokens {
         (p.backend.capabilities().playback == Playback::IvsSdk).then(|| p.settings.ivs.web_sdk_url.clone())
     }
 
-    /// Issues a PUBLISH token on the master stage.
+    /// Issues a PUBLISH token on `channel`'s master stage.
     #[tracing::instrument(skip(self, base_url), fields(user = %user_id))]
-    pub async fn issue_publisher_token(&self, user_id: &UserId, base_url: &str) -> AppResult<PublisherTokenView> {
-        let stage = self.parts.stages.master().await?;
+    pub async fn issue_publisher_token(
+        &self,
+        channel: &ChannelId,
+        user_id: &UserId,
+        base_url: &str,
+    ) -> AppResult<PublisherTokenView> {
+        let stage = self.parts.stages.master(channel).await?;
         let duration = self.parts.settings.tokens.publisher_token_duration;
         let issued = self.issue(&stage, user_id.as_str(), Capabilities::PUBLISH, duration, "publisher", base_url).await?;
         let now = self.parts.clock.now_ms();
@@ -221,6 +245,7 @@ impl Tokens {
             expires_at: iso(issued.expires_at_ms),
             expires_in: seconds_until(issued.expires_at_ms, now),
             whip_endpoint: whip,
+            channel: stage.channel,
         })
     }
 

@@ -1,5 +1,6 @@
 //! Response bodies of the public contract (the `data` of the envelope).
 
+use crate::domain::ChannelId;
 use crate::server::store::StageRecord;
 use crate::server::time::iso;
 use serde::Serialize;
@@ -19,6 +20,8 @@ pub struct ViewerTokenView {
     pub is_new_viewer: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub whep_endpoint: Option<String>,
+    /// The channel the viewer watches.
+    pub channel: ChannelId,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +36,8 @@ pub struct PublisherTokenView {
     pub expires_in: i64,
     pub whip_endpoint: String,
     pub instructions: PublishInstructions,
+    /// The channel the token publishes on.
+    pub channel: ChannelId,
 }
 
 /// How to go live with the token: from OBS (or any WHIP encoder) and from the browser.
@@ -131,6 +136,8 @@ pub struct StageListItem {
     pub is_master: bool,
     pub created_at: String,
     pub tags: BTreeMap<String, String>,
+    /// The channel whose stage group the stage is in.
+    pub channel: ChannelId,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -421,6 +428,9 @@ pub struct ChannelView {
     pub viewer_count: u32,
     pub active_stages: u32,
     pub master_stage_arn: Option<String>,
+    /// The channel's stream-key WHIP URL (`null` on backends without the embedded media
+    /// server).
+    pub whip_endpoint: Option<String>,
     pub created_at: String,
 }
 

@@ -169,12 +169,13 @@ impl PresenceRows<'_> {
     }
 
     /// The stage a user is present on, if any (the oldest presence when several).
-    pub async fn stage_of(&self, user_id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT stage_arn FROM presence WHERE user_id = $1 ORDER BY joined_at LIMIT 1")
+    /// The stages `user_id` is counted on, first joined first.
+    pub async fn stages_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT stage_arn FROM presence WHERE user_id = $1 ORDER BY joined_at")
             .bind(user_id)
-            .fetch_optional(&self.0.pool)
+            .fetch_all(&self.0.pool)
             .await?;
-        Ok(row.map(|r| r.try_get::<String, _>("stage_arn")).transpose()?)
+        Ok(rows.iter().map(|r| r.try_get::<String, _>("stage_arn")).collect::<Result<_, _>>()?)
     }
 
     pub async fn get(&self, stage_arn: &str, user_id: &str) -> Result<Option<PresenceRecord>, StoreError> {

@@ -2,7 +2,7 @@
 //! report expires.
 
 use super::{Store, StoreError};
-use crate::domain::{ChannelId, LivePublisher};
+use crate::domain::{ChannelId, LivePublisher, LivePublishers};
 use sqlx::Row;
 
 /// The `publisher_live` table: which publisher some instance reports live, so every instance
@@ -49,14 +49,32 @@ impl PublisherRows<'_> {
         .bind(now_ms)
         .fetch_optional(&self.0.pool)
         .await?;
-        row.map(|r| {
-            Ok(LivePublisher {
-                user_id: r.try_get("user_id")?,
-                participant_id: r.try_get("participant_id")?,
-                stage_arn: r.try_get("stage_arn")?,
-                since_ms: r.try_get("since_ms")?,
-            })
-        })
-        .transpose()
+        Ok(row.map(|r| publisher(&r)).transpose()?)
     }
+
+    /// Every channel's publisher some instance reports live, unless its report expired.
+    pub async fn shared_all(&self, now_ms: i64) -> Result<LivePublishers, StoreError> {
+        let rows =
+            sqlx::query("SELECT channel, user_id, participant_id, stage_arn, since_ms FROM publisher_live WHERE expires_ms > $1")
+                .bind(now_ms)
+                .fetch_all(&self.0.pool)
+                .await?;
+        let mut live = LivePublishers::new();
+        for r in rows {
+            let channel: String = r.try_get("channel")?;
+            // A row of a channel name this version cannot read is no publisher of its channels.
+            let Ok(channel) = ChannelId::parse(channel) else { continue };
+            live.insert(channel, publisher(&r)?);
+        }
+        Ok(live)
+    }
+}
+
+fn publisher(r: &sqlx::any::AnyRow) -> Result<LivePublisher, sqlx::Error> {
+    Ok(LivePublisher {
+        user_id: r.try_get("user_id")?,
+        participant_id: r.try_get("participant_id")?,
+        stage_arn: r.try_get("stage_arn")?,
+        since_ms: r.try_get("since_ms")?,
+    })
 }
