@@ -273,14 +273,20 @@ async fn a_publisher_who_reconnects_is_replicated_again_under_the_new_participan
     // The broadcaster's connection drops and comes back: IVS gives it a new participant id.
     fake.disconnect_participant(&master, &first);
     let second = fake.connect_participant(&master, "host", true);
-    assert!(eventually(Duration::from_secs(8), || async { fake.state().replications.iter().any(|r| r.2 == second) }).await);
+    // The server records the replication once IVS has answered: wait for its record, then check
+    // what IVS was asked.
+    let status = format!("/api/stage/replication/status/{}", enc(&auto));
+    assert!(
+        eventually(Duration::from_secs(8), || async {
+            app.get(&status).await.assert_ok()["replicationInfo"]["participantId"] == second.as_str()
+        })
+        .await
+    );
     assert_eq!(fake.state().replications, [(master.clone(), auto.clone(), second.clone(), 60)]);
     assert_eq!(
         fake.calls_to("StopParticipantReplication"),
         [json!({ "sourceStageArn": master, "destinationStageArn": auto, "participantId": first })]
     );
-    let rep = app.get(&format!("/api/stage/replication/status/{}", enc(&auto))).await;
-    assert_eq!(rep.assert_ok()["replicationInfo"]["participantId"], second.as_str());
     let p = app.get("/api/stats/publisher").await;
     assert_eq!(p.assert_ok()["publisher"]["participantId"], second.as_str());
 }
@@ -626,10 +632,16 @@ async fn a_publisher_back_after_the_reconnect_window_is_replicated_again_under_i
     // It comes back with the same token, so under the same participant id: replicated again.
     fake.clear_calls();
     fake.connect_participant_as(&master, "host", &host);
-    assert!(eventually(Duration::from_secs(5), || async { !fake.state().replications.is_empty() }).await);
+    // The server records the replication once IVS has answered: wait for its record, then check
+    // what IVS was asked.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.get(&status).await.assert_ok()["replicationInfo"]["participantId"] == host.as_str()
+        })
+        .await
+    );
     assert_eq!(fake.state().replications, [(master.clone(), auto.clone(), host.clone(), 60)]);
     assert_eq!(fake.calls_to("StartParticipantReplication").len(), 1);
-    assert_eq!(app.get(&status).await.assert_ok()["replicationInfo"]["participantId"], host.as_str());
 }
 
 #[tokio::test]
