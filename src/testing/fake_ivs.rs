@@ -27,6 +27,8 @@ pub const EVENTS_URL: &str = "wss://global.events.live-video.net";
 pub struct Call {
     pub op: String,
     pub body: Value,
+    /// When the fake received it.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -256,7 +258,7 @@ async fn handle(State(state): State<Arc<Mutex<IvsState>>>, Path(op): Path<String
     };
     let fault = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-        s.calls.push(Call { op: op.clone(), body: body.clone() });
+        s.calls.push(Call { op: op.clone(), body: body.clone(), at: std::time::Instant::now() });
         if s.throttle_next > 0 {
             s.throttle_next -= 1;
             return error(429, "ThrottlingException", "Rate exceeded");

@@ -799,3 +799,102 @@ async fn assert_degraded(app: &TestApp) {
     assert_eq!(ready.status(), 503);
     app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_error(503, "SERVICE_UNAVAILABLE");
 }
+
+// ---- channels on IVS ----
+
+#[tokio::test]
+async fn a_channel_makes_and_removes_its_own_tagged_master_stage_on_ivs() {
+    let fake = FakeIvs::start().await;
+    let app = spawn_ivs(&fake, |_| {}).await;
+    fake.clear_calls();
+    let created = app.post("/api/channels", json!({ "name": "news", "title": "News" })).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.data()["channel"]["whipEndpoint"], Value::Null, "IVS takes participant tokens, not stream keys");
+    let master = created.data()["channel"]["masterStageArn"].as_str().unwrap().to_string();
+    assert_eq!(fake.ops(), ["CreateStage"], "one stage is made for the channel, nothing else");
+    let create = &fake.calls_to("CreateStage")[0];
+    assert_eq!(create["tags"]["LivestageChannel"], "news");
+    assert_eq!(create["tags"]["ManagedBy"], "livestage");
+    assert!(create["tags"]["AutoScaled"].is_null());
+    assert_eq!(fake.state().stages[&master]["tags"]["LivestageChannel"], "news");
+
+    // Its viewers and publisher get tokens for its own stage.
+    let t = app.post("/api/token/publisher", json!({ "userId": "anchor", "channel": "news" })).await;
+    assert_eq!(t.assert_ok()["stageArn"], master.as_str());
+
+    fake.clear_calls();
+    app.delete("/api/channels/news", None).await.assert_ok();
+    assert_eq!(fake.calls_to("DeleteStage"), [json!({ "arn": master })]);
+    assert_eq!(fake.ops(), ["DeleteStage"]);
+    assert!(!fake.state().stages.contains_key(&master));
+}
+
+/// The most stage calls in any `window` of `calls` (those of the stage quota only).
+fn busiest(calls: &[livestage::testing::fake_ivs::Call], window: Duration) -> usize {
+    let stage: Vec<Instant> =
+        calls.iter().filter(|c| !c.op.contains("Token") && !c.op.contains("PublicKey")).map(|c| c.at).collect();
+    stage.iter().map(|&from| stage.iter().filter(|&&t| t >= from && t < from + window).count()).max().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn twenty_channels_flip_live_and_offline_within_the_stated_time_inside_the_stage_quota() {
+    use livestage::server::backend::ivs::POLL_SHARE;
+    let fake = FakeIvs::start().await;
+    let app = spawn_ivs(&fake, |s| s.stage.max_stages = 64).await;
+    let names: Vec<String> = (1..=20).map(|i| format!("ch-{i:02}")).collect();
+    let mut masters = Vec::new();
+    for name in &names {
+        let created = app.post("/api/channels", json!({ "name": name })).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        masters.push(created.data()["channel"]["masterStageArn"].as_str().unwrap().to_string());
+    }
+    // The stated worst case: the poll interval, then two calls per master stage (the default
+    // channel's too) at polling's share of the 5 TPS quota.
+    let stages = (names.len() + 1) as f64;
+    let bound = Duration::from_secs_f64(0.4 + 2.0 * stages / (POLL_SHARE * 5.0));
+    // Plus the calls' own latency and the store work between them (under a busy test
+    // machine), seen through the API, which is read every 100 ms.
+    let limit = bound + Duration::from_secs(2);
+
+    /// When each channel was first seen with `live` as its state, from `start`.
+    async fn flips(app: &TestApp, names: &[String], live: bool, start: Instant, limit: Duration) -> Vec<Duration> {
+        let mut seen: Vec<Option<Duration>> = vec![None; names.len()];
+        while seen.iter().any(Option::is_none) && start.elapsed() < limit + Duration::from_secs(5) {
+            let list = app.get("/api/channels").await;
+            for c in list.assert_ok()["channels"].as_array().unwrap() {
+                if let Some(i) = names.iter().position(|n| c["name"] == n.as_str()) {
+                    if c["isLive"] == live && seen[i].is_none() {
+                        seen[i] = Some(start.elapsed());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let missing: Vec<&String> = names.iter().zip(&seen).filter(|(_, s)| s.is_none()).map(|(n, _)| n).collect();
+        assert!(missing.is_empty(), "never seen live={live}: {missing:?}");
+        seen.into_iter().flatten().collect()
+    }
+
+    fake.clear_calls();
+    let start = Instant::now();
+    let hosts: Vec<String> = masters.iter().map(|m| fake.connect_participant(m, "host", true)).collect();
+    let went_live = flips(&app, &names, true, start, limit).await;
+    let slowest = went_live.iter().max().unwrap();
+    println!("20 channels live within {slowest:?} (stated bound {bound:?})");
+    assert!(*slowest <= limit, "a channel went live after {slowest:?}, over the stated {bound:?}");
+
+    let start = Instant::now();
+    for (master, host) in masters.iter().zip(&hosts) {
+        fake.disconnect_participant(master, host);
+    }
+    let went_offline = flips(&app, &names, false, start, limit).await;
+    let slowest = went_offline.iter().max().unwrap();
+    println!("20 channels offline within {slowest:?}");
+    assert!(*slowest <= limit, "a channel went offline after {slowest:?}, over the stated {bound:?}");
+
+    // Every stage call of the run stayed within the quota, over any two seconds.
+    let calls = fake.calls();
+    let most = busiest(&calls, Duration::from_secs(2));
+    assert!(most <= 11, "{most} stage calls within two seconds: over 5 TPS");
+    assert!(calls.iter().any(|c| c.op == "ListParticipants"), "liveness came from polling");
+}

@@ -56,10 +56,20 @@ pub struct IvsBackend {
     /// Each master stage's active session (by stage ARN), cached between polls.
     sessions: Mutex<BTreeMap<String, String>>,
     stage_calls: Pacer,
+    /// The share of `stage_calls` that liveness polling may take (see [`POLL_SHARE`]).
+    poll_calls: Pacer,
     token_calls: Pacer,
     key_calls: Pacer,
     breaker: Breaker,
 }
+
+/// The share of the stage-operation quota that publisher liveness polling may take, so that
+/// stage creation, replication and reconciliation always find free slots. Polling takes one
+/// call per channel (its master stage's participants; a `GetStage` first when the stage's
+/// session is not known), so with `N` channels a change is seen within
+/// `IVS_POLL_INTERVAL_MS + 2·N / (POLL_SHARE · stage_tps)` plus the calls' own latency: 12 s
+/// for 20 channels at 5 TPS with the default 2-second interval.
+pub const POLL_SHARE: f64 = 0.8;
 
 /// Builds an IVS client for `region` from the standard AWS chain and the `[ivs]` settings.
 pub async fn client(region: &str, ivs: &IvsSettings) -> Client {
@@ -234,12 +244,20 @@ impl IvsBackend {
         if let Some(s) = self.cached_sessions().get(master_arn).cloned() {
             return Ok(Some(s));
         }
+        self.poll_slot("GetStage").await?;
         let out = self.call(&self.stage_calls, "GetStage", || self.client.get_stage().arn(master_arn).send()).await?;
         let session = out.stage().and_then(|s| s.active_session_id()).filter(|s| !s.is_empty()).map(str::to_string);
         if let Some(s) = &session {
             self.cached_sessions().insert(master_arn.to_string(), s.clone());
         }
         Ok(session)
+    }
+
+    /// Waits for polling's share of the stage quota.
+    async fn poll_slot(&self, op: &'static str) -> Result<(), BackendError> {
+        self.poll_calls.acquire().await.map_err(|queue| {
+            BackendError::Unavailable(format!("{op}: over the polling share of the IVS quota ({} ms queued)", queue.as_millis()))
+        })
     }
 
     fn set_publisher(&self, channel: &ChannelId, p: Option<LivePublisher>) {
@@ -472,6 +490,7 @@ impl StageBackend for IvsBackend {
         let mut published = Vec::new();
         let mut next: Option<String> = None;
         for _ in 0..10 {
+            self.poll_slot("ListParticipants").await?;
             let listed = self
                 .call(&self.stage_calls, "ListParticipants", || {
                     self.client
@@ -615,6 +634,7 @@ impl IvsBackend {
             publisher: tx,
             sessions: Mutex::default(),
             stage_calls: Pacer::per_second(ivs.stage_tps, max_wait),
+            poll_calls: Pacer::per_second(ivs.stage_tps * POLL_SHARE, max_wait),
             token_calls: Pacer::per_second(ivs.token_tps, max_wait),
             key_calls: Pacer::per_second(3.0, max_wait),
             breaker: Breaker::new(ivs.breaker_failures, Duration::from_secs(ivs.breaker_cooldown_secs)),
