@@ -267,6 +267,12 @@ pub struct StageSettings {
     pub scale_up_utilisation: f64,
     pub scale_down_threshold: u32,
     pub max_stages: u32,
+    /// Most stages one channel's audience may take (its master included), so that one channel's
+    /// crowd leaves the rest of `max_stages` to the others.
+    pub max_stages_per_channel: u32,
+    /// How long a join that finds every stage of its channel full waits for the auto-scaler
+    /// to add one before it is answered `STAGE_FULL`.
+    pub join_wait_ms: u64,
     pub autoscale: bool,
     pub autoscale_interval_secs: u64,
     pub stage_warmup_secs: i64,
@@ -278,7 +284,7 @@ impl StageSettings {
             max_viewers_per_stage: self.max_viewers_per_stage,
             scale_up_threshold: self.scale_up_threshold,
             scale_down_threshold: self.scale_down_threshold,
-            max_stages: self.max_stages,
+            max_stages: self.max_stages_per_channel.min(self.max_stages),
             warmup_secs: self.stage_warmup_secs,
             scale_up_utilisation: self.scale_up_utilisation,
         }
@@ -427,6 +433,8 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("SCALE_UP_UTILISATION", "fraction of total threshold capacity that triggers a new stage", |s, v| { s.stage.scale_up_utilisation = parse(v)?; Ok(()) }),
     ("SCALE_DOWN_THRESHOLD", "auto-created stages at or below this many viewers are removed", |s, v| { s.stage.scale_down_threshold = parse(v)?; Ok(()) }),
     ("MAX_STAGES", "most stages this server manages", |s, v| { s.stage.max_stages = parse(v)?; Ok(()) }),
+    ("MAX_STAGES_PER_CHANNEL", "most stages one channel's audience takes", |s, v| { s.stage.max_stages_per_channel = parse(v)?; Ok(()) }),
+    ("JOIN_WAIT_MS", "milliseconds a join that finds every stage full waits for a new one", |s, v| { s.stage.join_wait_ms = parse(v)?; Ok(()) }),
     ("AUTOSCALE", "true or false: create and remove stages automatically", |s, v| { s.stage.autoscale = parse(v)?; Ok(()) }),
     ("AUTOSCALE_INTERVAL_SECS", "seconds between auto-scaling checks", |s, v| { s.stage.autoscale_interval_secs = parse(v)?; Ok(()) }),
     ("STAGE_WARMUP_SECS", "seconds before an auto-created stage may be removed", |s, v| { s.stage.stage_warmup_secs = parse(v)?; Ok(()) }),
@@ -511,8 +519,11 @@ impl Settings {
         if s.scale_up_threshold == 0 || s.scale_up_threshold > s.max_viewers_per_stage {
             return bad("scale_up_threshold must be between 1 and max_viewers_per_stage");
         }
-        if s.max_stages == 0 {
-            return bad("max_stages must be at least 1");
+        if s.join_wait_ms > 60_000 {
+            return bad("join_wait_ms must be at most 60000");
+        }
+        if s.max_stages == 0 || s.max_stages_per_channel == 0 {
+            return bad("max_stages and max_stages_per_channel must be at least 1");
         }
         if !(s.scale_up_utilisation > 0.0 && s.scale_up_utilisation <= 1.0) {
             return bad("scale_up_utilisation must be in (0, 1]");
@@ -703,6 +714,8 @@ mod tests {
         ("SCALE_UP_THRESHOLD", "40", |s| s.stage.scale_up_threshold == 40),
         ("SCALE_DOWN_THRESHOLD", "3", |s| s.stage.scale_down_threshold == 3),
         ("MAX_STAGES", "7", |s| s.stage.max_stages == 7),
+        ("MAX_STAGES_PER_CHANNEL", "3", |s| s.stage.max_stages_per_channel == 3),
+        ("JOIN_WAIT_MS", "1000", |s| s.stage.join_wait_ms == 1000),
         ("AUTOSCALE_INTERVAL_SECS", "15", |s| s.stage.autoscale_interval_secs == 15),
         ("STAGE_WARMUP_SECS", "120", |s| s.stage.stage_warmup_secs == 120),
         ("VIEWER_TOKEN_DURATION", "1800", |s| s.tokens.viewer_token_duration == 1800),

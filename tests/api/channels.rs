@@ -524,3 +524,103 @@ async fn each_channel_scales_on_its_own_audience() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn one_channels_crowd_leaves_stages_for_the_others() {
+    use livestage::domain::autoscale::ScaleDecision;
+    let mut app = spawn_app_with(|s| {
+        small_stages(s);
+        s.stage.max_stages = 4;
+        s.stage.max_stages_per_channel = 2;
+    })
+    .await;
+    let news = create(&app, "news").await;
+    go_live_on(&app, "news", &news, "anchor");
+    app.go_live().await;
+    let autoscaler = app.service.autoscaler();
+    let join_news = |u: String| app.post("/api/token/viewer", json!({ "userId": u, "channel": "news" }));
+    for i in 0..3 {
+        join_news(format!("n{i}")).await.assert_ok();
+    }
+    assert_eq!(autoscaler.step(&channel("news")).await.unwrap(), ScaleDecision::ScaleUp);
+    for i in 3..6 {
+        join_news(format!("n{i}")).await.assert_ok();
+    }
+    // News is at its own cap of two stages; the fourth stage of the server stays free.
+    assert_eq!(autoscaler.step(&channel("news")).await.unwrap(), ScaleDecision::Hold, "news is at its cap");
+    for u in ["d1", "d2", "d3"] {
+        app.join(u).await.assert_ok();
+    }
+    assert_eq!(autoscaler.step(&ChannelId::default()).await.unwrap(), ScaleDecision::ScaleUp, "default still scales");
+    assert_eq!(app.get("/api/stats/stages").await.assert_ok()["totalStages"], 2);
+    assert_eq!(app.get("/api/stats/stages?channel=news").await.assert_ok()["totalStages"], 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_flash_crowd_is_placed_on_stages_made_for_it_without_stage_full() {
+    let mut app = spawn_app_with(|s| {
+        s.stage.autoscale = true;
+        s.stage.max_viewers_per_stage = 50;
+        s.stage.scale_up_threshold = 45;
+        s.stage.max_stages = 21;
+        s.stage.max_stages_per_channel = 20;
+        // Time for every join of the crowd, however busy the machine running the tests is.
+        s.stage.join_wait_ms = 60_000;
+    })
+    .await;
+    let master = create(&app, "concert").await;
+    go_live_on(&app, "concert", &master, "band");
+    // The waiting audience joins at once when the broadcast starts.
+    let started = std::time::Instant::now();
+    let joins = (0..500).map(|i| {
+        let app = &app;
+        async move { app.post("/api/token/viewer", json!({ "userId": format!("fan-{i}"), "channel": "concert" })).await }
+    });
+    let answers = futures_util::future::join_all(joins).await;
+    let elapsed = started.elapsed();
+    let refused: Vec<_> = answers.iter().filter(|r| r.status != 200).map(|r| (r.status, r.body.clone())).collect();
+    assert!(refused.is_empty(), "{} of 500 joins refused, e.g. {:?}", refused.len(), refused.first());
+    println!("500 simultaneous joins placed in {} ms", elapsed.as_millis());
+    let stages = app.get("/api/stats/stages?channel=concert").await;
+    let stages = stages.assert_ok()["stages"].as_array().unwrap().clone();
+    let counts: Vec<u64> = stages.iter().map(|s| s["viewerCount"].as_u64().unwrap()).collect();
+    assert_eq!(counts.iter().sum::<u64>(), 500, "{counts:?}");
+    assert!(counts.iter().all(|&c| c <= 50), "no stage over its capacity: {counts:?}");
+    assert!(stages.len() >= 10 && stages.len() <= 20, "{} stages for 500 viewers: {counts:?}", stages.len());
+    assert!(stages.iter().all(|s| s["channel"] == "concert"));
+    assert_eq!(app.get("/api/stats?channel=concert").await.assert_ok()["totalViewers"], 500);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn joins_past_the_channels_stage_cap_are_refused_without_waiting() {
+    let mut app = spawn_app_with(|s| {
+        s.stage.autoscale = true;
+        s.stage.max_viewers_per_stage = 2;
+        s.stage.scale_up_threshold = 2;
+        s.stage.max_stages = 10;
+        s.stage.max_stages_per_channel = 2;
+        s.stage.join_wait_ms = 60_000;
+    })
+    .await;
+    let master = create(&app, "club").await;
+    go_live_on(&app, "club", &master, "dj");
+    let started = std::time::Instant::now();
+    let joins = (0..6).map(|i| {
+        let app = &app;
+        async move { app.post("/api/token/viewer", json!({ "userId": format!("v{i}"), "channel": "club" })).await }
+    });
+    let answers = futures_util::future::join_all(joins).await;
+    let placed = answers.iter().filter(|r| r.status == 200).count();
+    let full: Vec<_> = answers.iter().filter(|r| r.status != 200).collect();
+    assert_eq!(placed, 4, "two stages of two");
+    assert_eq!(full.len(), 2);
+    for r in full {
+        assert_eq!((r.status.as_u16(), r.body["error"]["code"].as_str()), (503, Some("STAGE_FULL")));
+    }
+    // At the cap, a join does not wait out JOIN_WAIT_MS.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+    assert_eq!(app.get("/api/stats/stages?channel=club").await.assert_ok()["totalStages"], 2);
+    app.stop().await;
+}

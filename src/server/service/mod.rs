@@ -70,7 +70,13 @@ impl Service {
         let publishers = Arc::new(PublisherRegistry::new().follow_local(backend.publisher()));
         let stages =
             Arc::new(Stages::new(store.clone(), backend.clone(), clock.clone(), hub.clone(), presence.clone(), &settings));
-        let autoscaler = Arc::new(Autoscaler::new(stages.clone(), publishers.clone(), settings.stage.capacity(), clock.clone()));
+        let autoscaler = Arc::new(Autoscaler::new(
+            stages.clone(),
+            publishers.clone(),
+            settings.stage.capacity(),
+            clock.clone(),
+            settings.stage.autoscale,
+        ));
         let cluster = Arc::new(cluster::Cluster::default());
         let backend_sync = BackendSync::new(BackendSyncParts {
             store: store.clone(),

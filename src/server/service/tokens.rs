@@ -10,7 +10,7 @@ use super::views::{
     MediaServerTokenView, ObsInstructions, ObsSettings, PublishInstructions, PublisherTokenView, ViewerTokenView, WebInstructions,
 };
 use crate::api::ErrorCode;
-use crate::domain::assignment::choose_stage;
+use crate::domain::assignment::{choose_stage, Capacity, StageLoad};
 use crate::domain::{ChannelId, StageArn, UserId};
 use crate::server::backend::{BackendError, Capabilities, IssuedToken, Playback, StageBackend, TokenRequest};
 use crate::server::clock::Clock;
@@ -79,6 +79,56 @@ pub struct TokensParts {
 /// Issues tokens and places viewers: the one way onto a stage.
 pub struct Tokens {
     parts: TokensParts,
+    seats: Seats,
+}
+
+/// Seats given to joins that have not yet been counted on their stage (their token is being
+/// issued), by stage ARN: placement counts them, so that joins arriving together spread over
+/// the stages instead of all picking the same least-loaded one.
+#[derive(Default)]
+struct Seats(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+/// A seat on a stage, held until the join is counted there (or fails).
+struct Seat<'a> {
+    seats: &'a Seats,
+    stage: String,
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        let mut held = self.seats.lock();
+        if let Some(n) = held.get_mut(&self.stage) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.stage);
+            }
+        }
+    }
+}
+
+impl Seats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the seats held on each stage to its load.
+    fn add_to(&self, loads: &mut [StageLoad]) {
+        let held = self.lock();
+        for l in loads {
+            l.viewers += held.get(l.arn.as_str()).copied().unwrap_or(0);
+        }
+    }
+
+    /// Chooses a stage by the rule over the loads with the seats held, and holds a seat there.
+    fn take(&self, mut loads: Vec<StageLoad>, cap: &Capacity) -> Option<(StageArn, Seat<'_>)> {
+        let mut held = self.lock();
+        for l in &mut loads {
+            l.viewers += held.get(l.arn.as_str()).copied().unwrap_or(0);
+        }
+        let arn = choose_stage(&loads, cap)?.clone();
+        *held.entry(arn.to_string()).or_default() += 1;
+        Some((arn.clone(), Seat { seats: self, stage: arn.to_string() }))
+    }
 }
 
 /// Whole seconds from `now_ms` until `at_ms`, rounded up (tokens expire on whole seconds).
@@ -88,7 +138,7 @@ fn seconds_until(at_ms: i64, now_ms: i64) -> i64 {
 
 impl Tokens {
     pub fn new(parts: TokensParts) -> Self {
-        Self { parts }
+        Self { parts, seats: Seats::default() }
     }
 
     async fn issue(
@@ -120,6 +170,39 @@ impl Tokens {
         })
     }
 
+    /// The stage of `channel` a new viewer goes to, with its seat held there: the one it is
+    /// already counted on (a reload, a retry), else the rule's choice; `None` when every stage
+    /// is full.
+    async fn place(
+        &self,
+        channel: &ChannelId,
+        user_id: &UserId,
+        cap: &Capacity,
+    ) -> Result<Option<(StageRecord, Option<Seat<'_>>)>, JoinError> {
+        let p = &self.parts;
+        let loads = p.stages.loads_of(channel).await?;
+        let counted = p.store.presence().stages_of(user_id.as_str()).await?;
+        let (arn, seat) = match loads.iter().find(|l| counted.iter().any(|c| c == l.arn.as_str())) {
+            Some(load) => (load.arn.clone(), None),
+            None => match self.seats.take(loads, cap) {
+                Some((arn, seat)) => (arn, Some(seat)),
+                None => return Ok(None),
+            },
+        };
+        let stage = p.store.stages().get(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?;
+        Ok(Some((stage, seat)))
+    }
+
+    /// Asks the auto-scaler for room in `channel` and waits for it until `deadline`; whether
+    /// there is room to try again.
+    async fn wait_for_room(&self, channel: &ChannelId, deadline: tokio::time::Instant) -> Result<bool, JoinError> {
+        let room = self.parts.autoscaler.make_room(channel, |loads| self.seats.add_to(loads));
+        match tokio::time::timeout_at(deadline, room).await {
+            Ok(room) => Ok(room?),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Issues a SUBSCRIBE token, places the viewer on one of `channel`'s stages and opens its
     /// watch session.
     #[tracing::instrument(skip(self, base_url), fields(user = %user_id))]
@@ -138,42 +221,42 @@ impl Tokens {
             return Err(JoinError::Offline);
         }
         let cap = p.settings.stage.capacity();
-        let stage = match stage_arn {
-            Some(arn) => {
-                let stage = p.store.stages().get(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?;
-                if stage.channel != *channel {
-                    return Err(JoinError::OtherChannel(channel.clone()));
-                }
-                stage
-            }
-            None => {
-                let loads = p.stages.loads_of(channel).await?;
-                // A viewer already counted on one of the channel's stages (a reload, a retry)
-                // keeps it.
-                let counted = p.store.presence().stages_of(user_id.as_str()).await?;
-                match loads.iter().find(|l| counted.iter().any(|c| c == l.arn.as_str())) {
-                    Some(load) => p.store.stages().get(load.arn.as_str()).await?.ok_or(JoinError::StageNotFound)?,
-                    None => {
-                        let Some(arn) = choose_stage(&loads, &cap) else {
-                            p.autoscaler.kick();
-                            return Err(JoinError::Full("All stages are full, try again shortly"));
-                        };
-                        p.store.stages().get(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?
+        // A join that finds every stage full waits (bounded) for the stages it makes room in.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(p.settings.stage.join_wait_ms);
+        let (stage, issued, now, is_new, current_viewers) = loop {
+            let (stage, _seat) = match stage_arn {
+                Some(arn) => {
+                    let stage = p.store.stages().get(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?;
+                    if stage.channel != *channel {
+                        return Err(JoinError::OtherChannel(channel.clone()));
                     }
+                    (stage, None)
+                }
+                None => match self.place(channel, user_id, &cap).await? {
+                    Some(placed) => placed,
+                    None if self.wait_for_room(channel, deadline).await? => continue,
+                    None => {
+                        p.autoscaler.kick();
+                        return Err(JoinError::Full("All stages are full, try again shortly"));
+                    }
+                },
+            };
+            let duration = p.settings.tokens.viewer_token_duration;
+            let issued = self.issue(&stage, user_id.as_str(), Capabilities::SUBSCRIBE, duration, "viewer", base_url).await?;
+            let now = p.clock.now_ms();
+            let joined = p
+                .store
+                .presence()
+                .join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage))
+                .await?;
+            match joined {
+                JoinResult::Joined { is_new, current_viewers, .. } => break (stage, issued, now, is_new, current_viewers),
+                _ if stage_arn.is_none() && self.wait_for_room(channel, deadline).await? => continue,
+                _ => {
+                    p.autoscaler.kick();
+                    return Err(JoinError::Full("The stage is full, try again shortly"));
                 }
             }
-        };
-        let duration = p.settings.tokens.viewer_token_duration;
-        let issued = self.issue(&stage, user_id.as_str(), Capabilities::SUBSCRIBE, duration, "viewer", base_url).await?;
-        let now = p.clock.now_ms();
-        let joined = p
-            .store
-            .presence()
-            .join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage))
-            .await?;
-        let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
-            p.autoscaler.kick();
-            return Err(JoinError::Full("The stage is full, try again shortly"));
         };
         p.presence.mark_present(&stage.arn, user_id.as_str());
         p.hub.mark_dirty();
