@@ -15,6 +15,9 @@ pub struct StageCount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveStats {
+    /// The channel these totals are of.
+    #[serde(default)]
+    pub channel: crate::domain::ChannelId,
     pub total_viewers: u32,
     pub active_stages: u32,
     pub is_publisher_live: bool,
@@ -22,10 +25,57 @@ pub struct LiveStats {
     pub timestamp: String,
 }
 
+/// One channel as the directory lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryEntry {
+    pub name: crate::domain::ChannelId,
+    pub title: String,
+    pub description: Option<String>,
+    pub is_live: bool,
+    pub viewer_count: u32,
+}
+
+/// The channel directory: every channel, live ones first (then oldest first), with the
+/// totals; the `data` of a `channels_update` message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Directory {
+    pub channels: Vec<DirectoryEntry>,
+    pub total_channels: u32,
+    pub total_viewers: u32,
+    pub live_channels: u32,
+    pub timestamp: String,
+}
+
+impl Directory {
+    /// Orders `channels` (given oldest first) live first and adds the totals.
+    pub fn new(mut channels: Vec<DirectoryEntry>, timestamp: String) -> Self {
+        channels.sort_by_key(|c| !c.is_live); // stable: oldest first within each group
+        Self {
+            total_channels: channels.len() as u32,
+            total_viewers: channels.iter().map(|c| c.viewer_count).sum(),
+            live_channels: channels.iter().filter(|c| c.is_live).count() as u32,
+            channels,
+            timestamp,
+        }
+    }
+
+    /// The same listing, whatever the time it was taken.
+    pub fn same_listing(&self, other: &Self) -> bool {
+        self.channels == other.channels
+    }
+}
+
 /// What the server hands each page as it renders: a channel's live totals as the stats hub
 /// holds them (`None`: no such channel), so the first render shows them without a round trip.
 #[derive(Clone)]
 pub struct CurrentStats(pub std::sync::Arc<StatsOf>);
+
+/// What the server hands each page as it renders: the channel directory as the stats hub
+/// holds it.
+#[derive(Clone)]
+pub struct CurrentDirectory(pub std::sync::Arc<dyn Fn() -> Directory + Send + Sync>);
 
 /// A channel's live totals, `None` for no such channel.
 pub type StatsOf = dyn Fn(&crate::domain::ChannelId) -> Option<LiveStats> + Send + Sync;

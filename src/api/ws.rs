@@ -1,27 +1,39 @@
 //! The messages of `/ws`, both ways: what a client sends ([`WsRequest`]) and what the server
 //! answers and pushes ([`WsMessage`]).
 
-use super::LiveStats;
+use super::{Directory, LiveStats};
 use crate::domain::ChannelId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
 
 /// A channel a client can subscribe to: a broadcast channel's live totals, pushed as
-/// `stats_update`. Written `"stats"` for the default channel's and `"stats:NAME"` for channel
-/// NAME's.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct WsChannel {
-    pub stats_of: ChannelId,
+/// `stats_update` (written `"stats"` for the default channel's and `"stats:NAME"` for channel
+/// NAME's), or the channel directory, pushed as `channels_update` (written `"channels"`). A
+/// client follows at most one channel's totals (a new one replaces the old) and, beside them,
+/// the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsChannel {
+    Stats(ChannelId),
+    Directory,
+}
+
+impl Default for WsChannel {
+    fn default() -> Self {
+        Self::Stats(ChannelId::default())
+    }
 }
 
 impl WsChannel {
     /// The live totals of `channel`.
     pub fn stats(channel: ChannelId) -> Self {
-        Self { stats_of: channel }
+        Self::Stats(channel)
     }
 
     fn parse(raw: &str) -> Option<Self> {
+        if raw == "channels" {
+            return Some(Self::Directory);
+        }
         match raw.strip_prefix("stats") {
             Some("") => Some(Self::default()),
             Some(rest) => rest.strip_prefix(':').and_then(|name| ChannelId::parse(name).ok()).map(Self::stats),
@@ -30,10 +42,10 @@ impl WsChannel {
     }
 
     fn name(&self) -> String {
-        if self.stats_of.is_default() {
-            "stats".into()
-        } else {
-            format!("stats:{}", self.stats_of)
+        match self {
+            Self::Stats(channel) if channel.is_default() => "stats".into(),
+            Self::Stats(channel) => format!("stats:{channel}"),
+            Self::Directory => "channels".into(),
         }
     }
 }
@@ -99,7 +111,7 @@ impl WsRequest {
             Some(channel) => Ok(Self { action, channel }),
             None => Err(WsError::new(
                 WsErrorCode::UnknownChannel,
-                format!("Unknown channel {channel:?}; available: \"stats\" and \"stats:NAME\" for a channel NAME"),
+                format!("Unknown channel {channel:?}; available: \"stats\", \"stats:NAME\" for a channel NAME, and \"channels\""),
             )),
         }
     }
@@ -112,6 +124,10 @@ pub enum WsMessage<'a> {
     /// Live totals, to subscribers only.
     StatsUpdate {
         data: Cow<'a, LiveStats>,
+    },
+    /// The channel directory, to its subscribers only.
+    ChannelsUpdate {
+        data: Cow<'a, Directory>,
     },
     Subscribed {
         channel: WsChannel,
@@ -168,6 +184,7 @@ pub enum WsErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::DirectoryEntry;
     use serde_json::json;
 
     fn code(text: &str) -> WsErrorCode {
@@ -194,7 +211,7 @@ mod tests {
         assert_eq!(code(r#"{"action":"dance"}"#), WsErrorCode::UnknownAction);
         assert_eq!(code(r#"{"action":"subscribe","channel":"chat"}"#), WsErrorCode::UnknownChannel);
         let e = WsRequest::parse(r#"{"action":"subscribe","channel":"chat"}"#).unwrap_err();
-        assert_eq!(e.message, r#"Unknown channel "chat"; available: "stats" and "stats:NAME" for a channel NAME"#);
+        assert_eq!(e.message, r#"Unknown channel "chat"; available: "stats", "stats:NAME" for a channel NAME, and "channels""#);
         assert_eq!(code(r#"{"action":"subscribe","channel":"stats:Not A Name"}"#), WsErrorCode::UnknownChannel);
         assert_eq!(code(r#"{"action":"subscribe","channel":"stats:"}"#), WsErrorCode::UnknownChannel);
         assert_eq!(code(r#"{"action":"subscribe","channel":"statsnews"}"#), WsErrorCode::UnknownChannel);
@@ -216,6 +233,36 @@ mod tests {
     }
 
     #[test]
+    fn the_directory_is_channels() {
+        let r = WsRequest::parse(r#"{"action":"subscribe","channel":"channels"}"#).unwrap();
+        assert_eq!(r.channel, WsChannel::Directory);
+        assert_eq!(
+            serde_json::from_str::<Value>(&WsRequest::subscribe(WsChannel::Directory).to_json()).unwrap(),
+            json!({ "action": "subscribe", "channel": "channels" })
+        );
+        assert_eq!(code(r#"{"action":"subscribe","channel":"channels:news"}"#), WsErrorCode::UnknownChannel);
+        let entry = |name: &str, is_live, viewer_count| DirectoryEntry {
+            name: ChannelId::parse(name).unwrap(),
+            title: name.into(),
+            description: None,
+            is_live,
+            viewer_count,
+        };
+        let dir = Directory::new(vec![entry("default", false, 0), entry("news", true, 4), entry("talk", true, 2)], "t".into());
+        let names: Vec<&str> = dir.channels.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["news", "talk", "default"], "live first, oldest first within each group");
+        assert_eq!((dir.total_channels, dir.total_viewers, dir.live_channels), (3, 6, 2));
+        let push = WsMessage::ChannelsUpdate { data: Cow::Borrowed(&dir) };
+        let v: Value = serde_json::from_str(&push.to_json()).unwrap();
+        assert_eq!(v["type"], "channels_update");
+        assert_eq!(
+            v["data"]["channels"][0],
+            json!({ "name": "news", "title": "news", "description": null, "isLive": true, "viewerCount": 4 })
+        );
+        assert_eq!(WsMessage::parse(&push.to_json()), Some(WsMessage::ChannelsUpdate { data: Cow::Owned(dir) }));
+    }
+
+    #[test]
     fn the_client_sends_what_the_server_reads() {
         let sent = WsRequest::subscribe(WsChannel::default()).to_json();
         assert_eq!(serde_json::from_str::<Value>(&sent).unwrap(), json!({ "action": "subscribe", "channel": "stats" }));
@@ -229,6 +276,7 @@ mod tests {
         let v: Value = serde_json::from_str(&push.to_json()).unwrap();
         assert_eq!(v["type"], "stats_update");
         assert_eq!(v["data"]["totalViewers"], 3);
+        assert_eq!(v["data"]["channel"], "default", "every update says whose totals it carries");
         assert_eq!(WsMessage::parse(&push.to_json()), Some(WsMessage::StatsUpdate { data: Cow::Owned(stats) }));
 
         let reply = WsMessage::Subscribed { channel: WsChannel::default(), timestamp: "t".into() };

@@ -43,7 +43,7 @@ pub fn App() -> impl IntoView {
             </header>
             <main>
                 <Routes fallback=|| view! { <p class="notice">"Page not found."</p> }>
-                    <Route path=StaticSegment("") view=pages::ViewerPage/>
+                    <Route path=StaticSegment("") view=pages::HomePage/>
                     <Route path=(StaticSegment("c"), ParamSegment("name")) view=pages::ViewerPage/>
                     <Route path=(StaticSegment("c"), ParamSegment("name"), StaticSegment("broadcast")) view=pages::BroadcastPage/>
                     <Route path=StaticSegment("broadcast") view=pages::BroadcastPage/>

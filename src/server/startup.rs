@@ -195,6 +195,8 @@ impl Application {
                     provide_context(crate::api::CurrentStats(Arc::new(move |channel| {
                         hub.hub().subscribe(channel).map(|rx| (**rx.borrow()).clone())
                     })));
+                    let hub = ctx_service.clone();
+                    provide_context(crate::api::CurrentDirectory(Arc::new(move || (*hub.hub().directory()).clone())));
                     provide_context(ctx_service.clone());
                     provide_context(ctx_key.clone());
                 },

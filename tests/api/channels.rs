@@ -483,9 +483,11 @@ async fn a_channels_live_totals_are_pushed_to_its_own_subscribers() {
     app.post("/api/token/viewer", json!({ "userId": "a", "channel": "news" })).await.assert_ok();
     let m = next_json(&mut news_ws, Duration::from_secs(1)).await.expect("the viewer within 1 s");
     assert_eq!(m["data"]["totalViewers"], 1);
+    assert_eq!(m["data"]["channel"], "news", "every update says whose totals it carries");
     // The default channel's subscribers hear nothing of it (the next is the 5-second repeat).
     let m = next_json(&mut default_ws, Duration::from_secs(6)).await.expect("the periodic repeat");
     assert_eq!((m["data"]["isPublisherLive"].as_bool(), m["data"]["totalViewers"].as_u64()), (Some(false), Some(0)));
+    assert_eq!(m["data"]["channel"], "default");
 
     // An unknown channel is refused and the connection stays usable.
     send(&mut default_ws, json!({ "action": "subscribe", "channel": "stats:nope" })).await;
@@ -590,6 +592,78 @@ async fn a_flash_crowd_is_placed_on_stages_made_for_it_without_stage_full() {
     assert!(stages.len() >= 10 && stages.len() <= 20, "{} stages for 500 viewers: {counts:?}", stages.len());
     assert!(stages.iter().all(|s| s["channel"] == "concert"));
     assert_eq!(app.get("/api/stats?channel=concert").await.assert_ok()["totalViewers"], 500);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_directory_is_pushed_within_a_second_of_each_change() {
+    use crate::websocket::{connect, next_json, send};
+    use std::time::Duration;
+    let mut app = spawn_app().await;
+    app.service.stats().refresh().await.unwrap();
+    let mut ws = connect(&app).await;
+    // The directory beside a channel's totals: neither replaces the other.
+    send(&mut ws, json!({ "action": "subscribe", "channel": "stats" })).await;
+    assert_eq!(next_json(&mut ws, Duration::from_secs(2)).await.expect("subscribed")["channel"], "stats");
+    assert_eq!(next_json(&mut ws, Duration::from_secs(2)).await.expect("stats")["type"], "stats_update");
+    send(&mut ws, json!({ "action": "subscribe", "channel": "channels" })).await;
+    let m = next_json(&mut ws, Duration::from_secs(2)).await.expect("subscribed");
+    assert_eq!((m["type"].as_str(), m["channel"].as_str()), (Some("subscribed"), Some("channels")));
+    let m = next_json(&mut ws, Duration::from_secs(2)).await.expect("the directory");
+    assert_eq!(m["type"], "channels_update");
+    assert_eq!(m["data"]["totalChannels"], 1);
+    assert_eq!(m["data"]["channels"][0]["name"], "default");
+
+    // Skips the 5-second repeat of the default channel's totals.
+    async fn next_listing(ws: &mut crate::websocket::Ws, what: &str) -> serde_json::Value {
+        for _ in 0..3 {
+            let m = next_json(ws, Duration::from_secs(1)).await.unwrap_or_else(|| panic!("{what} within 1 s"));
+            if m["type"] == "channels_update" {
+                return m["data"].clone();
+            }
+        }
+        panic!("no directory update for {what}")
+    }
+    let news = create(&app, "news").await;
+    let d = next_listing(&mut ws, "a new channel").await;
+    assert_eq!(d["totalChannels"], 2);
+    let listed = d["channels"].as_array().unwrap().iter().find(|c| c["name"] == "news").cloned();
+    assert_eq!(
+        listed,
+        Some(json!({ "name": "news", "title": "news", "description": null, "isLive": false, "viewerCount": 0 }))
+    );
+
+    go_live_on(&app, "news", &news, "anchor");
+    let d = next_listing(&mut ws, "news going live").await;
+    assert_eq!(
+        (d["channels"][0]["name"].as_str(), d["channels"][0]["isLive"].as_bool()),
+        (Some("news"), Some(true)),
+        "live first"
+    );
+    assert_eq!(d["liveChannels"], 1);
+
+    app.post("/api/token/viewer", json!({ "userId": "a", "channel": "news" })).await.assert_ok();
+    let d = next_listing(&mut ws, "a viewer").await;
+    assert_eq!((d["channels"][0]["viewerCount"].as_u64(), d["totalViewers"].as_u64()), (Some(1), Some(1)));
+
+    app.put("/api/channels/news", json!({ "title": "Evening news" })).await.assert_ok();
+    let d = next_listing(&mut ws, "a new title").await;
+    assert_eq!(d["channels"][0]["title"], "Evening news");
+
+    app.signal().set_offline(&channel("news"));
+    let d = next_listing(&mut ws, "news going offline").await;
+    assert_eq!(d["liveChannels"], 0);
+    app.delete("/api/channels/news", None).await.assert_ok();
+    let d = next_listing(&mut ws, "the channel deleted").await;
+    assert_eq!(d["totalChannels"], 1);
+
+    // Unsubscribed, no more listings; the channel's totals go on.
+    send(&mut ws, json!({ "action": "unsubscribe", "channel": "channels" })).await;
+    let m = next_json(&mut ws, Duration::from_secs(2)).await.expect("unsubscribed");
+    assert_eq!((m["type"].as_str(), m["channel"].as_str()), (Some("unsubscribed"), Some("channels")));
+    create(&app, "later").await;
+    let m = next_json(&mut ws, Duration::from_secs(6)).await.expect("the totals' repeat");
+    assert_eq!(m["type"], "stats_update");
     app.stop().await;
 }
 

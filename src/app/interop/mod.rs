@@ -1,6 +1,6 @@
 //! Browser interop, kept in one place. Everything here is a no-op during server rendering.
 
-use crate::api::LiveStats;
+use crate::api::{Directory, LiveStats};
 use crate::domain::ChannelId;
 
 /// A stable anonymous viewer id for this browser, kept in localStorage.
@@ -37,6 +37,21 @@ pub fn subscribe_stats(channel: Option<ChannelId>, on_update: impl Fn(LiveStats)
     }
 }
 
+/// Calls `on_update` with every `channels_update` (the channel directory) from `/ws`, over the
+/// page's one socket. Returns an id for [`unsubscribe_stats`].
+pub fn subscribe_directory(on_update: impl Fn(Directory) + 'static) -> u64 {
+    #[cfg(feature = "hydrate")]
+    {
+        ws::subscribe_directory(std::rc::Rc::new(on_update))
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = on_update;
+        0
+    }
+}
+
+/// Stops the calls of [`subscribe_stats`] or [`subscribe_directory`] that returned `id`.
 pub fn unsubscribe_stats(id: u64) {
     #[cfg(feature = "hydrate")]
     ws::unsubscribe(id);
@@ -58,7 +73,7 @@ pub fn now_ms() -> i64 {
 
 #[cfg(feature = "hydrate")]
 mod ws {
-    use super::LiveStats;
+    use super::{Directory, LiveStats};
     use crate::api::ws::{WsChannel, WsMessage, WsRequest};
     use crate::domain::ChannelId;
     use std::cell::RefCell;
@@ -68,11 +83,17 @@ mod ws {
     use web_sys::{MessageEvent, WebSocket};
 
     type Callback = Rc<dyn Fn(LiveStats)>;
+    type DirectoryCallback = Rc<dyn Fn(Directory)>;
 
     #[derive(Default)]
     struct Hub {
         next_id: u64,
         subscribers: Vec<(u64, Callback)>,
+        /// Followers of the directory; the socket subscribes to it while there are any.
+        directory_subscribers: Vec<(u64, DirectoryCallback)>,
+        last_directory: Option<Directory>,
+        /// Whether the socket is open (subscriptions can be sent).
+        open: bool,
         socket: Option<WebSocket>,
         /// The channel whose figures the socket follows (a page watches one).
         channel: ChannelId,
@@ -108,8 +129,46 @@ mod ws {
         id
     }
 
+    pub fn subscribe_directory(cb: DirectoryCallback) -> u64 {
+        let (id, connect_now, last) = HUB.with(|h| {
+            let mut h = h.borrow_mut();
+            h.next_id += 1;
+            let id = h.next_id;
+            let first = h.directory_subscribers.is_empty();
+            h.directory_subscribers.push((id, cb.clone()));
+            if first && h.open {
+                if let Some(socket) = &h.socket {
+                    let _ = socket.send_with_str(&WsRequest::subscribe(WsChannel::Directory).to_json());
+                }
+            }
+            (id, h.socket.is_none(), h.last_directory.clone())
+        });
+        if let Some(directory) = last {
+            cb(directory);
+        }
+        if connect_now {
+            connect(0);
+        }
+        id
+    }
+
     pub fn unsubscribe(id: u64) {
-        HUB.with(|h| h.borrow_mut().subscribers.retain(|(i, _)| *i != id));
+        HUB.with(|h| {
+            let mut h = h.borrow_mut();
+            h.subscribers.retain(|(i, _)| *i != id);
+            h.directory_subscribers.retain(|(i, _)| *i != id);
+        });
+    }
+
+    fn publish_directory(directory: Directory) {
+        let subscribers: Vec<DirectoryCallback> = HUB.with(|h| {
+            let mut h = h.borrow_mut();
+            h.last_directory = Some(directory.clone());
+            h.directory_subscribers.iter().map(|(_, c)| c.clone()).collect()
+        });
+        for cb in subscribers {
+            cb(directory.clone());
+        }
     }
 
     fn publish(stats: LiveStats) {
@@ -133,22 +192,32 @@ mod ws {
 
         let s = socket.clone();
         let onopen = Closure::<dyn FnMut()>::new(move || {
-            let channel = HUB.with(|h| h.borrow().channel.clone());
+            let (channel, directory) = HUB.with(|h| {
+                let mut h = h.borrow_mut();
+                h.open = true;
+                (h.channel.clone(), !h.directory_subscribers.is_empty())
+            });
             let _ = s.send_with_str(&WsRequest::subscribe(WsChannel::stats(channel)).to_json());
+            if directory {
+                let _ = s.send_with_str(&WsRequest::subscribe(WsChannel::Directory).to_json());
+            }
         });
         socket.set_onopen(Some(onopen.as_ref().unchecked_ref()));
         onopen.forget();
 
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
             let Some(text) = ev.data().as_string() else { return };
-            if let Some(WsMessage::StatsUpdate { data }) = WsMessage::parse(&text) {
-                publish(data.into_owned());
+            match WsMessage::parse(&text) {
+                Some(WsMessage::StatsUpdate { data }) => publish(data.into_owned()),
+                Some(WsMessage::ChannelsUpdate { data }) => publish_directory(data.into_owned()),
+                _ => {}
             }
         });
         socket.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
         onmessage.forget();
 
         let onclose = Closure::<dyn FnMut()>::new(move || {
+            HUB.with(|h| h.borrow_mut().open = false);
             let delay = (1000 * 2u32.pow(attempt.min(5))).min(30_000);
             let retry = Closure::once_into_js(move || connect(attempt + 1));
             if let Some(w) = web_sys::window() {

@@ -2,16 +2,27 @@
 
 mod broadcast;
 mod dashboard;
+pub(crate) mod directory;
 mod viewer;
 
 pub use broadcast::BroadcastPage;
 pub use dashboard::DashboardPage;
+pub use directory::ChannelDirectory;
 pub use viewer::ViewerPage;
 
 use crate::api::LiveStats;
 use crate::app::interop;
 use crate::domain::ChannelId;
 use leptos::prelude::*;
+
+/// `/`: the default channel's player, then the directory of every channel.
+#[component]
+pub fn HomePage() -> impl IntoView {
+    view! {
+        <ViewerPage/>
+        <ChannelDirectory/>
+    }
+}
 
 /// The channel a page under `/c/NAME` is about (`None`: the default one, or a name that is not
 /// a channel's).

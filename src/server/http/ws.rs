@@ -1,11 +1,11 @@
 //! `/ws`: live stats for subscribed clients. Each connection reads the hub's `watch` channel of
 //! the one broadcast channel it subscribed to (`stats` or `stats:NAME`; a new subscription
-//! replaces the old), so a slow client only ever skips to the newest snapshot and never holds
-//! anyone up.
+//! replaces the old) and, if it asked for it, the directory's (`channels`), so a slow client
+//! only ever skips to the newest snapshot and never holds anyone up.
 
 use super::AppState;
-use crate::api::ws::{WsAction, WsError, WsErrorCode, WsMessage, WsRequest};
-use crate::api::LiveStats;
+use crate::api::ws::{WsAction, WsChannel, WsError, WsErrorCode, WsMessage, WsRequest};
+use crate::api::{Directory, LiveStats};
 use crate::server::time::iso_now;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -45,6 +45,8 @@ async fn client(state: AppState, socket: WebSocket) {
     let hub = state.service.hub();
     // The subscribed channel's snapshots; `None` while not subscribed.
     let mut stats: Option<tokio::sync::watch::Receiver<Arc<LiveStats>>> = None;
+    // The directory's; `None` while not subscribed to it.
+    let mut directory: Option<tokio::sync::watch::Receiver<Arc<Directory>>> = None;
     let (mut tx, mut rx) = socket.split();
     let mut push = interval(PUSH_EVERY);
     push.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -60,12 +62,22 @@ async fn client(state: AppState, socket: WebSocket) {
                 last_seen = Instant::now();
                 match msg {
                     Message::Text(text) => match WsRequest::parse(text.as_str()) {
-                        Ok(WsRequest { action: WsAction::Subscribe, channel }) => match hub.subscribe(&channel.stats_of) {
+                        Ok(WsRequest { action: WsAction::Subscribe, channel: WsChannel::Directory }) => {
+                            let reply = message(&WsMessage::Subscribed { channel: WsChannel::Directory, timestamp: iso_now() });
+                            if timeout(SEND_TIMEOUT, tx.send(reply)).await.map_or(true, |r| r.is_err()) {
+                                break;
+                            }
+                            let mut rx = hub.subscribe_directory();
+                            rx.mark_changed();
+                            directory = Some(rx);
+                            None
+                        }
+                        Ok(WsRequest { action: WsAction::Subscribe, channel: WsChannel::Stats(of) }) => match hub.subscribe(&of) {
                             Some(mut rx) => {
                                 if stats.is_none() {
                                     hub.subscriber_joined();
                                 }
-                                let reply = message(&WsMessage::Subscribed { channel, timestamp: iso_now() });
+                                let reply = message(&WsMessage::Subscribed { channel: WsChannel::Stats(of), timestamp: iso_now() });
                                 if timeout(SEND_TIMEOUT, tx.send(reply)).await.map_or(true, |r| r.is_err()) {
                                     break;
                                 }
@@ -74,9 +86,13 @@ async fn client(state: AppState, socket: WebSocket) {
                                 None
                             }
                             None => Some(message(&WsMessage::Error {
-                                error: WsError::new(WsErrorCode::UnknownChannel, format!("No channel named {:?}", channel.stats_of.as_str())),
+                                error: WsError::new(WsErrorCode::UnknownChannel, format!("No channel named {:?}", of.as_str())),
                             })),
                         },
+                        Ok(WsRequest { action: WsAction::Unsubscribe, channel: WsChannel::Directory }) => {
+                            directory = None;
+                            Some(message(&WsMessage::Unsubscribed { channel: WsChannel::Directory, timestamp: iso_now() }))
+                        }
                         Ok(WsRequest { action: WsAction::Unsubscribe, channel }) => {
                             if stats.take().is_some() {
                                 hub.subscriber_left();
@@ -103,6 +119,14 @@ async fn client(state: AppState, socket: WebSocket) {
                 push.reset();
                 let snapshot: Arc<LiveStats> = stats.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
                 Some(stats_message(&snapshot))
+            }
+            changed = async { directory.as_mut()?.changed().await.ok() }, if directory.is_some() => {
+                let Some(()) = changed else {
+                    directory = None;
+                    continue;
+                };
+                let listing: Arc<Directory> = directory.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
+                Some(message(&WsMessage::ChannelsUpdate { data: Cow::Borrowed(&listing) }))
             }
             _ = push.tick(), if stats.is_some() => {
                 let mut snapshot = stats.as_mut().map(|rx| (*rx.borrow_and_update().clone()).clone()).unwrap_or_default();

@@ -1,6 +1,7 @@
 //! Channels: each broadcaster's name, title, stream key and stage group (a master stage plus
 //! the stages auto-scaling adds). The channel `default` always exists and cannot be deleted.
 
+use super::hub::StatsHub;
 use super::publishers::PublisherRegistry;
 use super::stages::Stages;
 use super::views::{ChannelListView, ChannelView};
@@ -101,6 +102,8 @@ pub struct Channels {
     clock: Arc<dyn Clock>,
     stages: Arc<Stages>,
     publishers: Arc<PublisherRegistry>,
+    /// Told of every change, so that the directory follows.
+    hub: Arc<StatsHub>,
     max_stages: u32,
     /// Whether channels go live with their stream key at `/whip/c/NAME` (the embedded media
     /// server; IVS takes participant tokens only).
@@ -113,10 +116,11 @@ impl Channels {
         clock: Arc<dyn Clock>,
         stages: Arc<Stages>,
         publishers: Arc<PublisherRegistry>,
+        hub: Arc<StatsHub>,
         max_stages: u32,
         stream_key_whip: bool,
     ) -> Self {
-        Self { store, clock, stages, publishers, max_stages, stream_key_whip }
+        Self { store, clock, stages, publishers, hub, max_stages, stream_key_whip }
     }
 
     /// Creates a channel with its master stage and a stream key. If no stage can be created
@@ -148,6 +152,7 @@ impl Channels {
             return Err(e.into());
         }
         let record = self.get(&record.name).await?;
+        self.hub.mark_dirty();
         tracing::info!(channel = %record.name, "channel created");
         Ok((record, key))
     }
@@ -168,7 +173,14 @@ impl Channels {
         description: DescriptionChange<'_>,
     ) -> Result<ChannelRecord, ChannelError> {
         let now = self.clock.now_ms();
-        self.store.channels().update(name, title, description, now).await?.ok_or_else(|| ChannelError::NotFound(name.clone()))
+        let updated = self
+            .store
+            .channels()
+            .update(name, title, description, now)
+            .await?
+            .ok_or_else(|| ChannelError::NotFound(name.clone()))?;
+        self.hub.mark_dirty();
+        Ok(updated)
     }
 
     /// Deletes a channel and its stages. The default channel stays; a live one is refused.
@@ -182,6 +194,7 @@ impl Channels {
         }
         self.stages.delete_channel_stages(name).await?;
         self.store.channels().delete(name).await?;
+        self.hub.mark_dirty();
         tracing::info!(channel = %name, "channel deleted");
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! that channel's subscribers and no others, and a slow client simply skips to the newest
 //! snapshot.
 
-use crate::api::LiveStats;
+use crate::api::{Directory, LiveStats};
 use crate::domain::ChannelId;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,6 +16,8 @@ type Snapshot = watch::Sender<Arc<LiveStats>>;
 pub struct StatsHub {
     /// Every channel the last refresh saw (the default one from the start).
     channels: Mutex<HashMap<ChannelId, Snapshot>>,
+    /// The channel directory as the last refresh saw it.
+    directory: watch::Sender<Arc<Directory>>,
     dirty: Notify,
     /// The pending change happened on this instance (so the others must hear of it).
     local: AtomicBool,
@@ -30,6 +32,7 @@ impl StatsHub {
         let channels = HashMap::from([(ChannelId::default(), watch::channel(Arc::new(LiveStats::default())).0)]);
         Self {
             channels: Mutex::new(channels),
+            directory: watch::channel(Arc::new(Directory::default())).0,
             dirty: Notify::new(),
             local: AtomicBool::new(false),
             subscribers: AtomicUsize::new(0),
@@ -110,6 +113,26 @@ impl StatsHub {
             }
         }
         changed
+    }
+
+    /// Follows the channel directory.
+    pub fn subscribe_directory(&self) -> watch::Receiver<Arc<Directory>> {
+        self.directory.subscribe()
+    }
+
+    /// The channel directory as the last refresh saw it.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.borrow().clone()
+    }
+
+    /// Publishes the directory; its followers are woken only if the listing changed (the
+    /// timestamp aside). Returns whether it did.
+    pub(crate) fn publish_directory(&self, directory: Directory) -> bool {
+        self.directory.send_if_modified(|cur| {
+            let differs = !cur.same_listing(&directory);
+            *cur = Arc::new(directory);
+            differs
+        })
     }
 
     pub fn subscriber_count(&self) -> usize {

@@ -114,6 +114,7 @@ impl Service {
             clock.clone(),
             stages.clone(),
             publishers.clone(),
+            hub.clone(),
             settings.stage.max_stages,
             stream_key_whip,
         );

@@ -7,7 +7,7 @@ use super::views::{
     PublisherStatsView, PublisherView, StageInfo, StageListView, StageStatsView, StagesStatsView, StatsStageItem, StatsView,
     TotalViewersView,
 };
-use crate::api::{LiveStats, StageCount};
+use crate::api::{Directory, DirectoryEntry, LiveStats, StageCount};
 use crate::domain::ChannelId;
 use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
@@ -85,6 +85,7 @@ impl Stats {
             .map(|s| StageCount { stage_arn: s.arn.clone(), viewer_count: counts.get(&s.arn).copied().unwrap_or(0) })
             .collect();
         LiveStats {
+            channel: channel.clone(),
             total_viewers: stages.iter().map(|s| s.viewer_count).sum(),
             active_stages: stages.len() as u32,
             is_publisher_live: self.is_publisher_live(channel),
@@ -93,11 +94,27 @@ impl Stats {
         }
     }
 
-    /// Recomputes and publishes every channel's live totals; true when any changed.
+    /// Recomputes and publishes every channel's live totals and the directory; true when any
+    /// changed.
     pub async fn refresh(&self) -> AppResult<bool> {
         let _turn = self.hub.refreshing().await;
         let stats = self.live_all().await?;
-        Ok(self.hub.publish(stats))
+        let records = self.store.channels().list().await?;
+        let entries = records
+            .into_iter()
+            .map(|r| {
+                let live = stats.get(&r.name);
+                DirectoryEntry {
+                    is_live: self.is_publisher_live(&r.name),
+                    viewer_count: live.map_or(0, |l| l.total_viewers),
+                    name: r.name,
+                    title: r.title,
+                    description: r.description,
+                }
+            })
+            .collect();
+        let directory_changed = self.hub.publish_directory(Directory::new(entries, iso_now()));
+        Ok(self.hub.publish(stats) | directory_changed)
     }
 
     /// `GET /api/stats`.
