@@ -150,5 +150,15 @@ pub struct DashboardData {
     pub stages: Vec<StageRow>,
     /// Total viewers per snapshot over the last 24 hours, oldest first.
     pub series: Vec<SeriesPoint>,
+    /// The same, per channel (a channel without snapshots is left out).
+    pub channel_series: Vec<ChannelSeries>,
     pub now_ms: i64,
+}
+
+/// One channel's viewers over time, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelSeries {
+    pub channel: crate::domain::ChannelId,
+    pub points: Vec<SeriesPoint>,
 }

@@ -1,10 +1,13 @@
 //! `/dashboard`: live totals, the stage table and the viewers-over-time chart.
 
+use super::directory::use_directory;
 use super::{use_live_stats, LiveBadge};
 use crate::api::SeriesPoint;
 use crate::app::interop;
+use crate::domain::ChannelId;
 use crate::rpc::dashboard_data;
 use leptos::prelude::*;
+use std::collections::BTreeMap;
 
 const CHART_W: i64 = 640;
 const CHART_H: i64 = 200;
@@ -26,6 +29,29 @@ pub fn DashboardPage() -> impl IntoView {
         });
     });
     let stats = Signal::derive(move || stats.get().or_else(|| data.get().and_then(Result::ok).map(|d| d.stats)));
+    // Each channel's audience as the directory pushes it: a live point per update.
+    let channel_feed: RwSignal<BTreeMap<ChannelId, Vec<SeriesPoint>>> = RwSignal::new(BTreeMap::new());
+    let directory = use_directory(move |d| {
+        let at_ms = interop::now_ms();
+        let _ = channel_feed.try_update(|feed| {
+            for c in &d.channels {
+                let points = feed.entry(c.name.clone()).or_default();
+                points.push(SeriesPoint { at_ms, viewers: c.viewer_count });
+                if points.len() > LIVE_POINTS {
+                    points.remove(0);
+                }
+            }
+        });
+    });
+    let channel_series = move |channel: &ChannelId| {
+        let mut points = data
+            .get()
+            .and_then(Result::ok)
+            .and_then(|d| d.channel_series.into_iter().find(|s| s.channel == *channel).map(|s| s.points))
+            .unwrap_or_default();
+        points.extend(channel_feed.with(|f| f.get(channel).cloned().unwrap_or_default()));
+        points
+    };
     let series = move || {
         let mut points = data.get().and_then(Result::ok).map(|d| d.series).unwrap_or_default();
         points.extend(feed.get());
@@ -61,6 +87,37 @@ pub fn DashboardPage() -> impl IntoView {
             <div class="card">
                 <h2>"Viewers over time"</h2>
                 <Chart points=Signal::derive(series)/>
+            </div>
+            <div class="card">
+                <h2>"Channels"</h2>
+                <table class="stages" data-testid="channel-table">
+                    <thead>
+                        <tr>
+                            <th scope="col">"Channel"</th>
+                            <th scope="col">"Status"</th>
+                            <th scope="col" class="num">"Viewers"</th>
+                            <th scope="col">"Viewers over time"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        <For
+                            each=move || directory.get().channels
+                            key=|c| (c.name.clone(), c.title.clone(), c.is_live, c.viewer_count)
+                            children=move |c| {
+                                let name = c.name.clone();
+                                let points = Signal::derive(move || channel_series(&name));
+                                view! {
+                                    <tr data-testid="channel-row" data-channel=c.name.to_string()>
+                                        <td><a href=format!("/c/{}", c.name)>{c.title}</a>" "<span class="muted mono">{c.name.to_string()}</span></td>
+                                        <td data-testid="channel-status">{if c.is_live { "Live" } else { "Offline" }}</td>
+                                        <td class="num" data-testid="channel-viewers">{c.viewer_count}</td>
+                                        <td class="spark"><Chart points/></td>
+                                    </tr>
+                                }
+                            }
+                        />
+                    </tbody>
+                </table>
             </div>
             <div class="card">
                 <h2>"Stages"</h2>

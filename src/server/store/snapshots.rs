@@ -34,6 +34,19 @@ impl SnapshotRows<'_> {
     }
 
     /// Snapshots since `since`, oldest first: (stage ARN, taken at, viewer count).
+    /// Each channel's total viewers per snapshot since `since`: `(channel, taken_at, viewers)`,
+    /// oldest first.
+    pub async fn channel_totals_since(&self, since: i64) -> Result<Vec<(String, i64, u32)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel, taken_at, CAST(SUM(viewer_count) AS BIGINT) AS viewers FROM viewer_snapshots WHERE taken_at >= $1 \
+             GROUP BY channel, taken_at ORDER BY taken_at, channel",
+        )
+        .bind(since)
+        .fetch_all(&self.0.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("channel")?, r.try_get("taken_at")?, count(r, "viewers")?))).collect()
+    }
+
     pub async fn since(&self, since: i64) -> Result<Vec<(String, i64, u32)>, StoreError> {
         let rows = sqlx::query(
             "SELECT stage_arn, taken_at, viewer_count FROM viewer_snapshots WHERE taken_at >= $1 ORDER BY taken_at, stage_arn",
