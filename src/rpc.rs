@@ -114,15 +114,29 @@ mod session {
         Ok(leptos_axum::extract().await?)
     }
 
-    pub async fn signed_in(now_secs: i64) -> Result<bool, RpcError> {
+    /// Whether this browser's session allows `channel`'s studio.
+    pub async fn signed_in(now_secs: i64, channel: &crate::domain::ChannelId) -> Result<bool, RpcError> {
         let key = key()?;
         let headers = headers().await?;
-        Ok(headers
+        let service = super::ssr::service()?;
+        let values: Vec<String> = headers
             .get_all(axum::http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .filter_map(session::from_cookie_header)
-            .any(|v| session::verify(&key.0, v, now_secs)))
+            .map(str::to_string)
+            .collect();
+        for value in values {
+            // A channel's session holds while the channel's stream key is the one it was opened with.
+            let key_hash = match session::claimed_channel(&value) {
+                Some(claimed) => service.channels().get(&claimed).await.ok().and_then(|c| c.stream_key_hash),
+                None => None,
+            };
+            if session::verify(&key.0, &value, now_secs, key_hash.as_deref()).is_some_and(|scope| scope.allows(channel)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub fn check_key(given: &str) -> Result<bool, RpcError> {
@@ -140,26 +154,56 @@ mod session {
     pub fn issue(now_secs: i64) -> Result<String, RpcError> {
         Ok(session::issue(&key()?.0, now_secs))
     }
-}
 
-/// Whether this browser is signed in as the broadcaster.
-#[server(input = Json)]
-pub async fn broadcaster_signed_in() -> Result<bool, RpcError> {
-    let now = ssr::service()?.now_ms().div_euclid(1000);
-    session::signed_in(now).await
-}
-
-/// Signs the broadcaster in with the API key; `false` when the key is wrong.
-#[server(input = Json)]
-pub async fn broadcaster_sign_in(api_key: String) -> Result<bool, RpcError> {
-    let service = ssr::service()?;
-    if !session::check_key(&api_key)? {
-        return Ok(false);
+    /// Whether this browser holds a session opened with the API key (every channel's, and the
+    /// channels' administration).
+    pub async fn is_admin(now_secs: i64) -> Result<bool, RpcError> {
+        let key = key()?;
+        let headers = headers().await?;
+        Ok(headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(session::from_cookie_header)
+            .any(|v| session::verify(&key.0, v, now_secs, None) == Some(session::Scope::AnyChannel)))
     }
+
+    /// A session for `channel`'s studio only, bound to its stream key's hash.
+    pub fn issue_for_channel(channel: &crate::domain::ChannelId, key_hash: &str, now_secs: i64) -> Result<String, RpcError> {
+        Ok(session::issue_for_channel(&key()?.0, channel, key_hash, now_secs))
+    }
+}
+
+/// Whether this browser is signed in as the broadcaster of `channel` (absent: the default one).
+#[server(input = Json)]
+pub async fn broadcaster_signed_in(channel: Option<String>) -> Result<bool, RpcError> {
+    let service = ssr::service()?;
+    let channel = ssr::channel(channel)?;
+    session::signed_in(service.now_ms().div_euclid(1000), &channel).await
+}
+
+/// Signs the broadcaster in with the API key (every channel's studio) or, on a channel's studio,
+/// with that channel's stream key (its studio only); `false` when the key is neither.
+#[server(input = Json)]
+pub async fn broadcaster_sign_in(api_key: String, channel: Option<String>) -> Result<bool, RpcError> {
+    let service = ssr::service()?;
+    let channel = ssr::channel(channel)?;
+    let now = service.now_ms().div_euclid(1000);
+    let value = if session::check_key(&api_key)? {
+        session::issue(now)?
+    } else {
+        match service.channels().authorize_stream_key(&channel, Some(api_key.trim())).await {
+            Ok(record) => match record.stream_key_hash {
+                Some(hash) => session::issue_for_channel(&channel, &hash, now)?,
+                None => return Ok(false),
+            },
+            Err(crate::server::service::ChannelError::StreamKey(_)) => return Ok(false),
+            Err(e) => return Err(ssr::fail(e.into())),
+        }
+    };
     let headers = session::headers().await?;
     let secure = headers.get("x-forwarded-proto").is_some_and(|p| p == "https")
         || service.settings().server.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-    let value = session::issue(service.now_ms().div_euclid(1000))?;
     session::set_cookie(crate::server::http::session::set_cookie(&value, secure));
     Ok(true)
 }
@@ -177,8 +221,8 @@ pub async fn publisher_ticket(channel: Option<String>) -> Result<crate::api::Pub
     use crate::domain::UserId;
     let service = ssr::service()?;
     let channel = ssr::channel(channel)?;
-    if !session::signed_in(service.now_ms().div_euclid(1000)).await? {
-        return Err(RpcError::new(ErrorCode::Unauthorized, "sign in as the broadcaster first"));
+    if !session::signed_in(service.now_ms().div_euclid(1000), &channel).await? {
+        return Err(RpcError::new(ErrorCode::Unauthorized, "sign in as this channel's broadcaster first"));
     }
     let headers = session::headers().await?;
     let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
@@ -192,11 +236,45 @@ pub async fn publisher_ticket(channel: Option<String>) -> Result<crate::api::Pub
         expires_in: t.expires_in,
         whip_endpoint: t.whip_endpoint,
         sdk_url: service.tokens().web_sdk_url(),
+        stream_key_endpoint: match service.channels().get(&channel).await {
+            Ok(record) => service.channels().view(&record, &base).await.ok().and_then(|v| v.whip_endpoint),
+            Err(_) => None,
+        },
     })
+}
+
+/// Creates channel `name` (with `title`), or with `rotate` gives it a new stream key (the old
+/// one stops working); for a browser signed in with the API key only. The new stream key is
+/// shown this once.
+#[server(input = Json)]
+pub async fn manage_channel(name: String, title: Option<String>, rotate: bool) -> Result<crate::api::IssuedStreamKey, RpcError> {
+    use crate::api::request::{ChannelCreateRequest, FromFields};
+    use crate::api::ErrorCode;
+    let service = ssr::service()?;
+    if !session::is_admin(service.now_ms().div_euclid(1000)).await? {
+        return Err(RpcError::new(ErrorCode::Unauthorized, "sign in with the API key first"));
+    }
+    if rotate {
+        let channel = ssr::channel(Some(name.trim().to_string()))?;
+        let key = service.channels().rotate_stream_key(&channel).await.map_err(|e| ssr::fail(e.into()))?;
+        return Ok(crate::api::IssuedStreamKey { channel, stream_key: key.as_str().to_string() });
+    }
+    let mut fields = serde_json::Map::new();
+    fields.insert("name".into(), name.trim().into());
+    if let Some(title) = title.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()) {
+        fields.insert("title".into(), title.into());
+    }
+    let req = ChannelCreateRequest::from_fields(&fields).map_err(|e| RpcError::new(ErrorCode::ValidationError, e.message()))?;
+    let new = crate::server::service::NewChannel { name: req.name, title: req.title, description: req.description };
+    let (record, key) = service.channels().create(new).await.map_err(|e| ssr::fail(e.into()))?;
+    Ok(crate::api::IssuedStreamKey { channel: record.name, stream_key: key.as_str().to_string() })
 }
 
 /// Live totals, the stage table and the last 24 hours of snapshots.
 #[server(input = Json)]
 pub async fn dashboard_data() -> Result<crate::api::DashboardData, RpcError> {
-    ssr::service()?.stats().dashboard().await.map_err(ssr::fail)
+    let service = ssr::service()?;
+    let mut data = service.stats().dashboard().await.map_err(ssr::fail)?;
+    data.can_manage = session::is_admin(service.now_ms().div_euclid(1000)).await?;
+    Ok(data)
 }

@@ -121,6 +121,17 @@ pub struct PublisherTicket {
     /// The IVS Web Broadcast SDK to publish with from the browser (IVS backend); `None`
     /// means the browser publishes over WHIP itself.
     pub sdk_url: Option<String>,
+    /// The channel's stream-key WHIP URL, for encoders (OBS) that keep one setting; `None` on
+    /// backends without one (IVS).
+    pub stream_key_endpoint: Option<String>,
+}
+
+/// A channel's new stream key, as the dashboard shows it once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedStreamKey {
+    pub channel: crate::domain::ChannelId,
+    pub stream_key: String,
 }
 
 /// One point of the viewers-over-time chart.
@@ -153,6 +164,8 @@ pub struct DashboardData {
     /// The same, per channel (a channel without snapshots is left out).
     pub channel_series: Vec<ChannelSeries>,
     pub now_ms: i64,
+    /// Whether this browser may create channels and rotate their keys (an API-key session).
+    pub can_manage: bool,
 }
 
 /// One channel's viewers over time, oldest first.

@@ -13,7 +13,9 @@ const RESOLUTIONS: [(u32, &str); 3] = [(720, "720p (HD)"), (1080, "1080p (Full H
 /// The broadcaster page: sign in with the API key, then the studio.
 #[component]
 pub fn BroadcastPage() -> impl IntoView {
-    let signed_in = Resource::new(|| (), |_| broadcaster_signed_in());
+    let page = page_channel().map(|c| c.to_string());
+    let asked = page.clone();
+    let signed_in = Resource::new(|| (), move |_| broadcaster_signed_in(asked.clone()));
     let sign_in = ServerAction::<BroadcasterSignIn>::new();
     let sign_out = ServerAction::<BroadcasterSignOut>::new();
     let hydrated = RwSignal::new(false);
@@ -28,7 +30,7 @@ pub fn BroadcastPage() -> impl IntoView {
             <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
                 {move || match signed_in.get() {
                     Some(Ok(true)) => view! { <Studio sign_out/> }.into_any(),
-                    Some(_) => view! { <SignIn sign_in/> }.into_any(),
+                    Some(_) => view! { <SignIn sign_in channel=page.clone()/> }.into_any(),
                     None => view! { <p class="muted">"Loading…"</p> }.into_any(),
                 }}
             </Suspense>
@@ -37,26 +39,34 @@ pub fn BroadcastPage() -> impl IntoView {
 }
 
 #[component]
-fn SignIn(sign_in: ServerAction<BroadcasterSignIn>) -> impl IntoView {
+fn SignIn(sign_in: ServerAction<BroadcasterSignIn>, channel: Option<String>) -> impl IntoView {
     let wrong = move || matches!(sign_in.value().get(), Some(Ok(false)));
     let key = NodeRef::<leptos::html::Input>::new();
+    let (hint, label, refused) = match &channel {
+        Some(name) => (
+            format!("Sign in with channel {name}'s stream key, or the server's API key, to go live."),
+            "Stream key or API key",
+            "That is neither this channel's stream key nor the API key.",
+        ),
+        None => ("Sign in with the server's API key to go live.".to_string(), "API key", "That API key is not valid."),
+    };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         if let Some(input) = key.get() {
-            sign_in.dispatch(BroadcasterSignIn { api_key: input.value() });
+            sign_in.dispatch(BroadcasterSignIn { api_key: input.value(), channel: channel.clone() });
         }
     };
     view! {
         <div class="card narrow" id="sign-in">
             <h1>"Broadcast"</h1>
-            <p class="muted">"Sign in with the server's API key to go live."</p>
+            <p class="muted">{hint}</p>
             <form on:submit=submit>
-                <label for="api-key">"API key"</label>
+                <label for="api-key">{label}</label>
                 <input id="api-key" node_ref=key name="api_key" type="password" autocomplete="current-password" required=true data-testid="api-key"/>
                 <button class="primary" type="submit" data-testid="sign-in">"Sign in"</button>
             </form>
             <p class="error" role="alert" data-testid="sign-in-error">
-                {move || wrong().then_some("That API key is not valid.")}
+                {move || wrong().then_some(refused)}
             </p>
         </div>
     }
@@ -189,6 +199,18 @@ fn Studio(sign_out: ServerAction<BroadcasterSignOut>) -> impl IntoView {
                                     <button class="ghost" on:click=move |_| interop::copy_text(&token_c)>"Copy"</button>
                                 </div>
                                 <p class="muted small">{format!("The token is valid until {}.", t.expires_at)}</p>
+                                {t.stream_key_endpoint.clone().map(|endpoint| {
+                                    let copy = endpoint.clone();
+                                    view! {
+                                        <p class="muted small">
+                                            "Or one setting that never expires: this Server with the channel's stream key as the Bearer token."
+                                        </p>
+                                        <div class="copy-row">
+                                            <input readonly=true value=endpoint data-testid="obs-stream-key-server" aria-label="Server for the stream key"/>
+                                            <button class="ghost" on:click=move |_| interop::copy_text(&copy)>"Copy"</button>
+                                        </div>
+                                    }
+                                })}
                             }
                             .into_any()
                         }

@@ -5,7 +5,7 @@ use super::{use_live_stats, LiveBadge};
 use crate::api::SeriesPoint;
 use crate::app::interop;
 use crate::domain::ChannelId;
-use crate::rpc::dashboard_data;
+use crate::rpc::{dashboard_data, ManageChannel};
 use leptos::prelude::*;
 use std::collections::BTreeMap;
 
@@ -88,6 +88,7 @@ pub fn DashboardPage() -> impl IntoView {
                 <h2>"Viewers over time"</h2>
                 <Chart points=Signal::derive(series)/>
             </div>
+            {move || data.get().and_then(Result::ok).filter(|d| d.can_manage).map(|_| view! { <ChannelAdmin/> })}
             <div class="card">
                 <h2>"Channels"</h2>
                 <table class="stages" data-testid="channel-table">
@@ -100,22 +101,18 @@ pub fn DashboardPage() -> impl IntoView {
                         </tr>
                     </thead>
                     <tbody>
-                        <For
-                            each=move || directory.get().channels
-                            key=|c| (c.name.clone(), c.title.clone(), c.is_live, c.viewer_count)
-                            children=move |c| {
-                                let name = c.name.clone();
-                                let points = Signal::derive(move || channel_series(&name));
-                                view! {
-                                    <tr data-testid="channel-row" data-channel=c.name.to_string()>
-                                        <td><a href=format!("/c/{}", c.name)>{c.title}</a>" "<span class="muted mono">{c.name.to_string()}</span></td>
-                                        <td data-testid="channel-status">{if c.is_live { "Live" } else { "Offline" }}</td>
-                                        <td class="num" data-testid="channel-viewers">{c.viewer_count}</td>
-                                        <td class="spark"><Chart points/></td>
-                                    </tr>
-                                }
+                        {move || directory.get().channels.into_iter().map(|c| {
+                            let name = c.name.clone();
+                            let points = Signal::derive(move || channel_series(&name));
+                            view! {
+                                <tr data-testid="channel-row" data-channel=c.name.to_string()>
+                                    <td><a href=format!("/c/{}", c.name)>{c.title}</a>" "<span class="muted mono">{c.name.to_string()}</span></td>
+                                    <td data-testid="channel-status">{if c.is_live { "Live" } else { "Offline" }}</td>
+                                    <td class="num" data-testid="channel-viewers">{c.viewer_count}</td>
+                                    <td class="spark"><Chart points/></td>
+                                </tr>
                             }
-                        />
+                        }).collect_view()}
                     </tbody>
                 </table>
             </div>
@@ -145,6 +142,58 @@ pub fn DashboardPage() -> impl IntoView {
             </div>
           </Suspense>
         </section>
+    }
+}
+
+/// Creating channels and rotating their stream keys, for a browser signed in with the API key
+/// (at `/broadcast`). A new key is shown once.
+#[component]
+fn ChannelAdmin() -> impl IntoView {
+    let manage = ServerAction::<ManageChannel>::new();
+    let name = NodeRef::<leptos::html::Input>::new();
+    let title = NodeRef::<leptos::html::Input>::new();
+    let rotate_name = NodeRef::<leptos::html::Input>::new();
+    let on_create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if let (Some(n), Some(t)) = (name.get(), title.get()) {
+            let title = Some(t.value()).filter(|t| !t.trim().is_empty());
+            manage.dispatch(ManageChannel { name: n.value(), title, rotate: false });
+        }
+    };
+    let on_rotate = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if let Some(n) = rotate_name.get() {
+            manage.dispatch(ManageChannel { name: n.value(), title: None, rotate: true });
+        }
+    };
+    view! {
+        <div class="card" data-testid="channel-admin">
+            <h2>"Manage channels"</h2>
+            <form class="inline-form" on:submit=on_create>
+                <label for="new-channel">"New channel"</label>
+                <input id="new-channel" node_ref=name required=true placeholder="name (a-z, 0-9, -)" data-testid="new-channel-name"/>
+                <input node_ref=title placeholder="title" aria-label="title" data-testid="new-channel-title"/>
+                <button class="primary" type="submit" data-testid="create-channel">"Create"</button>
+            </form>
+            <form class="inline-form" on:submit=on_rotate>
+                <label for="rotate-channel">"New stream key for"</label>
+                <input id="rotate-channel" node_ref=rotate_name required=true placeholder="channel name" data-testid="rotate-channel-name"/>
+                <button class="ghost" type="submit" data-testid="rotate-key">"Rotate"</button>
+            </form>
+            {move || manage.value().get().map(|r| match r {
+                Ok(k) => {
+                    let copy = k.stream_key.clone();
+                    view! {
+                        <p class="muted small">{format!("Stream key of {} (shown only now):", k.channel)}</p>
+                        <div class="copy-row">
+                            <input readonly=true value=k.stream_key data-testid="issued-stream-key" aria-label="stream key"/>
+                            <button class="ghost" on:click=move |_| interop::copy_text(&copy)>"Copy"</button>
+                        </div>
+                    }.into_any()
+                }
+                Err(e) => view! { <p class="error" role="alert" data-testid="channel-admin-error">{e.to_string()}</p> }.into_any(),
+            })}
+        </div>
     }
 }
 

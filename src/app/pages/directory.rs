@@ -35,6 +35,21 @@ pub(crate) fn use_directory(on_update: impl Fn(&Directory) + 'static) -> Signal<
     Signal::derive(move || pushed.get().or_else(|| initial.clone()).unwrap_or_default())
 }
 
+/// One channel's card.
+fn card(c: DirectoryEntry) -> impl IntoView {
+    let href = format!("/c/{}", c.name);
+    view! {
+        <li class="card channel-card" data-testid="channel-card" data-channel=c.name.to_string() data-live=c.is_live.to_string()>
+            <a href=href>
+                <span class="badge" class:live=c.is_live>{if c.is_live { "● LIVE" } else { "OFFLINE" }}</span>
+                <strong class="channel-title">{c.title}</strong>
+                <span class="count" data-testid="channel-viewers">{format!("{} watching", c.viewer_count)}</span>
+                {c.description.map(|d| view! { <span class="muted channel-description">{d}</span> })}
+            </a>
+        </li>
+    }
+}
+
 #[component]
 pub fn ChannelDirectory() -> impl IntoView {
     let directory = use_directory(|_| {});
@@ -45,32 +60,7 @@ pub fn ChannelDirectory() -> impl IntoView {
                 "Channels " <span class="muted" data-testid="live-channels">{move || format!("{} live", live())}</span>
             </h2>
             <ul class="channel-cards">
-                <For
-                    each=move || directory.get().channels
-                    key=|c| (c.name.clone(), c.title.clone(), c.is_live, c.viewer_count)
-                    children=|c: DirectoryEntry| {
-                        let href = format!("/c/{}", c.name);
-                        view! {
-                            <li
-                                class="card channel-card"
-                                data-testid="channel-card"
-                                data-channel=c.name.to_string()
-                                data-live=c.is_live.to_string()
-                            >
-                                <a href=href>
-                                    <span class="badge" class:live=c.is_live>
-                                        {if c.is_live { "● LIVE" } else { "OFFLINE" }}
-                                    </span>
-                                    <strong class="channel-title">{c.title}</strong>
-                                    <span class="count" data-testid="channel-viewers">
-                                        {format!("{} watching", c.viewer_count)}
-                                    </span>
-                                    {c.description.map(|d| view! { <span class="muted channel-description">{d}</span> })}
-                                </a>
-                            </li>
-                        }
-                    }
-                />
+                {move || directory.get().channels.into_iter().map(card).collect_view()}
             </ul>
         </section>
     }

@@ -31,6 +31,6 @@ impl Stats {
             }
         }
         let channel_series = per_channel.into_iter().map(|(channel, points)| ChannelSeries { channel, points }).collect();
-        Ok(DashboardData { stats, stages, series, channel_series, now_ms })
+        Ok(DashboardData { stats, stages, series, channel_series, now_ms, can_manage: false })
     }
 }
