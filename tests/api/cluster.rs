@@ -239,3 +239,63 @@ async fn an_instance_killed_mid_session_loses_no_watch_session() {
     assert_eq!(h.assert_ok()["totalRecords"], 1, "one session, not one per instance");
     assert_eq!(b.get("/api/stats").await.assert_ok()["totalViewers"], 0);
 }
+
+async fn news_live(app: &TestApp) -> bool {
+    app.get("/api/stats/publisher?channel=news").await.assert_ok()["isPublisherLive"] == true
+}
+
+#[tokio::test]
+#[ignore = "PostgreSQL only"]
+async fn each_channels_counts_liveness_and_pushes_are_the_same_on_every_instance() {
+    use livestage::domain::LivePublisher;
+    let (a, b) = spawn_pair().await.expect(NEEDS_POSTGRES);
+    let created = a.post("/api/channels", json!({ "name": "news" })).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let master = created.data()["channel"]["masterStageArn"].as_str().unwrap().to_string();
+    let news = ChannelId::parse("news").unwrap();
+    a.go_live().await;
+    // Only A's media plane carries news' publisher.
+    let anchor = LivePublisher { user_id: "anchor".into(), participant_id: "anchor-1".into(), stage_arn: master, since_ms: 1 };
+    a.signal().set_live(news.clone(), anchor);
+    assert!(eventually(Duration::from_secs(3), || news_live(&b)).await, "B reports A's news publisher live");
+
+    let mut ws = connect(&b).await;
+    send(&mut ws, json!({ "action": "subscribe", "channel": "stats:news" })).await;
+    next_json(&mut ws, Duration::from_secs(2)).await.expect("subscribed");
+    for (app, user) in [(&a, "n1"), (&a, "n2"), (&b, "n3"), (&b, "n1")] {
+        // n1 a second time, through the other instance: still one viewer
+        app.post("/api/token/viewer", json!({ "userId": user, "channel": "news" })).await.assert_ok();
+    }
+    b.join("d1").await.assert_ok();
+    // B's subscriber of news sees the three viewers, whichever instance counted them.
+    let mut seen = false;
+    for _ in 0..20 {
+        match next_json(&mut ws, Duration::from_secs(1)).await {
+            Some(m) if m["type"] == "stats_update" && m["data"]["totalViewers"] == 3 => {
+                assert_eq!(m["data"]["channel"], "news");
+                seen = true;
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    assert!(seen, "B pushed news' three viewers");
+    for app in [&a, &b] {
+        assert_eq!(app.get("/api/stats?channel=news").await.assert_ok()["totalViewers"], 3);
+        assert_eq!(app.get("/api/stats").await.assert_ok()["totalViewers"], 1);
+        let list = app.get("/api/channels").await;
+        let mut counts: Vec<(String, u64, bool)> = list.assert_ok()["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap().to_string(), c["viewerCount"].as_u64().unwrap(), c["isLive"] == true))
+            .collect();
+        counts.sort();
+        assert_eq!(counts, [("default".to_string(), 1, true), ("news".to_string(), 3, true)], "{counts:?}");
+    }
+    // News stops on A: both instances report it offline, the default channel stays live.
+    a.signal().set_offline(&news);
+    assert!(eventually(Duration::from_secs(3), || async { !news_live(&b).await }).await, "B reports news offline");
+    assert_eq!(b.get("/api/stats/publisher").await.assert_ok()["isPublisherLive"], true);
+}
