@@ -628,10 +628,7 @@ async fn the_directory_is_pushed_within_a_second_of_each_change() {
     let d = next_listing(&mut ws, "a new channel").await;
     assert_eq!(d["totalChannels"], 2);
     let listed = d["channels"].as_array().unwrap().iter().find(|c| c["name"] == "news").cloned();
-    assert_eq!(
-        listed,
-        Some(json!({ "name": "news", "title": "news", "description": null, "isLive": false, "viewerCount": 0 }))
-    );
+    assert_eq!(listed, Some(json!({ "name": "news", "title": "news", "description": null, "isLive": false, "viewerCount": 0 })));
 
     go_live_on(&app, "news", &news, "anchor");
     let d = next_listing(&mut ws, "news going live").await;
