@@ -114,19 +114,23 @@ mod session {
         Ok(leptos_axum::extract().await?)
     }
 
-    /// Whether this browser's session allows `channel`'s studio.
-    pub async fn signed_in(now_secs: i64, channel: &crate::domain::ChannelId) -> Result<bool, RpcError> {
-        let key = key()?;
-        let headers = headers().await?;
-        let service = super::ssr::service()?;
-        let values: Vec<String> = headers
+    /// The session cookies' values among the request's cookies.
+    fn cookie_values(headers: &axum::http::HeaderMap) -> Vec<String> {
+        headers
             .get_all(axum::http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .filter_map(session::from_cookie_header)
             .map(str::to_string)
-            .collect();
-        for value in values {
+            .collect()
+    }
+
+    /// Whether this browser's session allows `channel`'s studio.
+    pub async fn signed_in(now_secs: i64, channel: &crate::domain::ChannelId) -> Result<bool, RpcError> {
+        let key = key()?;
+        let headers = headers().await?;
+        let service = super::ssr::service()?;
+        for value in cookie_values(&headers) {
             // A channel's session holds while the channel's stream key is the one it was opened with.
             let key_hash = match session::claimed_channel(&value) {
                 Some(claimed) => service.channels().get(&claimed).await.ok().and_then(|c| c.stream_key_hash),
@@ -160,12 +164,7 @@ mod session {
     pub async fn is_admin(now_secs: i64) -> Result<bool, RpcError> {
         let key = key()?;
         let headers = headers().await?;
-        Ok(headers
-            .get_all(axum::http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(session::from_cookie_header)
-            .any(|v| session::verify(&key.0, v, now_secs, None) == Some(session::Scope::AnyChannel)))
+        Ok(cookie_values(&headers).iter().any(|v| session::verify(&key.0, v, now_secs, None) == Some(session::Scope::AnyChannel)))
     }
 
     /// A session for `channel`'s studio only, bound to its stream key's hash.
@@ -236,10 +235,7 @@ pub async fn publisher_ticket(channel: Option<String>) -> Result<crate::api::Pub
         expires_in: t.expires_in,
         whip_endpoint: t.whip_endpoint,
         sdk_url: service.tokens().web_sdk_url(),
-        stream_key_endpoint: match service.channels().get(&channel).await {
-            Ok(record) => service.channels().view(&record, &base).await.ok().and_then(|v| v.whip_endpoint),
-            Err(_) => None,
-        },
+        stream_key_endpoint: service.channels().whip_endpoint(&channel, &base),
     })
 }
 

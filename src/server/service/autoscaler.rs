@@ -68,6 +68,7 @@ impl Autoscaler {
     /// rather than leaving them to the next interval. Returns whether the channel has room now
     /// (another join may have made it meanwhile); `false` when the caps are reached or
     /// auto-scaling is off.
+    ///
     /// `seated` adds the seats given out but not yet taken to the stages' loads.
     pub async fn make_room(&self, channel: &ChannelId, seated: impl Fn(&mut [StageLoad])) -> AppResult<bool> {
         if !self.enabled {

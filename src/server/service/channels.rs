@@ -229,6 +229,11 @@ impl Channels {
         }
     }
 
+    /// Channel `name`'s stream-key WHIP URL under `base_url`; `None` on backends without one.
+    pub fn whip_endpoint(&self, name: &ChannelId, base_url: &str) -> Option<String> {
+        self.stream_key_whip.then(|| absolute(base_url, &stream_key_whip_path(name), false))
+    }
+
     /// How a channel looks now: live or not, its viewers and stages; its WHIP URL under
     /// `base_url`.
     pub async fn view(&self, record: &ChannelRecord, base_url: &str) -> Result<ChannelView, ChannelError> {
@@ -270,7 +275,7 @@ impl Channels {
             viewer_count: stages.iter().map(|s| counts.get(&s.arn).copied().unwrap_or(0)).sum(),
             active_stages: stages.len() as u32,
             master_stage_arn: record.master_stage_arn.as_ref().map(|a| a.to_string()),
-            whip_endpoint: self.stream_key_whip.then(|| absolute(base_url, &stream_key_whip_path(&record.name), false)),
+            whip_endpoint: self.whip_endpoint(&record.name, base_url),
             created_at: iso(record.created_at),
         }
     }

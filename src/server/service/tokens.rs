@@ -111,20 +111,23 @@ impl Seats {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds the seats held on each stage to its load.
-    fn add_to(&self, loads: &mut [StageLoad]) {
-        let held = self.lock();
+    /// Adds the seats in `held` on each stage to its load.
+    fn count_held(held: &std::collections::HashMap<String, u32>, loads: &mut [StageLoad]) {
         for l in loads {
             l.viewers += held.get(l.arn.as_str()).copied().unwrap_or(0);
         }
     }
 
-    /// Chooses a stage by the rule over the loads with the seats held, and holds a seat there.
+    /// Adds the seats held on each stage to its load.
+    fn add_to(&self, loads: &mut [StageLoad]) {
+        Self::count_held(&self.lock(), loads);
+    }
+
+    /// Chooses a stage by the rule over the loads with the seats held, and holds a seat there
+    /// (under one lock, so two joins never take the last seat twice).
     fn take(&self, mut loads: Vec<StageLoad>, cap: &Capacity) -> Option<(StageArn, Seat<'_>)> {
         let mut held = self.lock();
-        for l in &mut loads {
-            l.viewers += held.get(l.arn.as_str()).copied().unwrap_or(0);
-        }
+        Self::count_held(&held, &mut loads);
         let arn = choose_stage(&loads, cap)?.clone();
         *held.entry(arn.to_string()).or_default() += 1;
         Some((arn.clone(), Seat { seats: self, stage: arn.to_string() }))
