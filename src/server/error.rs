@@ -99,10 +99,14 @@ impl IntoResponse for AppError {
             _ => None,
         };
         let mut resp = error_response(self.code(), &self.public_message(), details);
-        if let Self::RateLimited { retry_after_secs } = self {
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        let retry_after = match self {
+            Self::RateLimited { retry_after_secs } => Some(retry_after_secs.max(1)),
+            // busy, locked or shutting down: worth another try in a moment
+            Self::DatabaseUnavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(v) = retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }

@@ -54,16 +54,33 @@ impl StoreError {
     }
 }
 
+/// Database errors that pass: SQLite busy or locked (every extended code of both) or out of
+/// disk; PostgreSQL shutting down, not accepting connections yet, out of connections, out of
+/// disk or memory, or a transaction that lost a serialization race.
+fn is_retryable(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = db.code();
+    let code = code.as_deref().unwrap_or_default();
+    if let Ok(n) = code.parse::<u32>() {
+        // SQLite result codes: the primary code is the low byte of an extended one.
+        return matches!(n & 0xff, 5 | 6 | 13);
+    }
+    matches!(code, "57P01" | "57P02" | "57P03" | "53000" | "53100" | "53200" | "53300" | "40001" | "40P01")
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 Self::Unavailable(e)
             }
+            sqlx::Error::Database(ref db) if is_retryable(db.as_ref()) => Self::Unavailable(e),
             other => Self::Query(other),
         }
     }
 }
+
+/// The longest a write waits for SQLite's one writer before the database counts as busy.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Store {
@@ -184,7 +201,11 @@ impl Store {
 
     pub(crate) async fn write_tx(&self) -> Result<WriteTx<'_>, StoreError> {
         let guard = match &self.write_lock {
-            Some(lock) => Some(lock.lock().await),
+            Some(lock) => Some(
+                tokio::time::timeout(WRITE_WAIT, lock.lock())
+                    .await
+                    .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))?,
+            ),
             None => None,
         };
         let tx = self.pool.begin().await?;
