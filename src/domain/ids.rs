@@ -13,6 +13,8 @@ pub enum IdError {
     TooLong(usize),
     #[error("must not contain control characters")]
     ControlCharacter,
+    #[error("must not contain invisible formatting characters (bidi controls, zero-width characters)")]
+    FormatCharacter,
     #[error("is not a valid stage ARN")]
     NotAStageArn,
     #[error("must be lowercase letters, digits and inner hyphens (e.g. `my-channel`)")]
@@ -54,6 +56,31 @@ macro_rules! text_conversions {
     };
 }
 
+/// Unicode's invisible formatting characters (general category Cf): bidi controls, zero-width
+/// characters and the like, which make two ids look the same or reorder what is shown.
+fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2 | 0x180E
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
+        | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+/// An id as text: checked like any text, free of formatting characters, and in Unicode's
+/// composed form (NFC), so the same id typed two ways is one id.
+fn id_text(raw: String, max: usize) -> Result<String, IdError> {
+    use unicode_normalization::UnicodeNormalization;
+    check_text(&raw, max)?;
+    if raw.chars().any(is_format_char) {
+        return Err(IdError::FormatCharacter);
+    }
+    if raw.is_ascii() {
+        return Ok(raw);
+    }
+    let composed: String = raw.nfc().collect();
+    check_text(&composed, max)?;
+    Ok(composed)
+}
+
 macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident, $max:expr) => {
         $(#[$doc])*
@@ -64,9 +91,7 @@ macro_rules! text_id {
         impl $name {
             pub const MAX_LEN: usize = $max;
             pub fn parse(raw: impl Into<String>) -> Result<Self, IdError> {
-                let raw = raw.into();
-                check_text(&raw, $max)?;
-                Ok(Self(raw))
+                Ok(Self(id_text(raw.into(), $max)?))
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -82,12 +107,13 @@ macro_rules! text_id {
 }
 
 text_id!(
-    /// A viewer's or broadcaster's id as chosen by the client: 1-128 characters, no control characters.
+    /// A viewer's or broadcaster's id as chosen by the client: 1-128 characters, no control or
+    /// formatting characters, in NFC.
     UserId,
     128
 );
 text_id!(
-    /// A participant id: 1-128 characters, no control characters.
+    /// A participant id: 1-128 characters, no control or formatting characters, in NFC.
     ParticipantId,
     128
 );
@@ -193,6 +219,17 @@ mod tests {
         assert_eq!(UserId::parse("x".repeat(129)), Err(IdError::TooLong(128)));
         assert_eq!(UserId::parse("a\nb"), Err(IdError::ControlCharacter));
         assert_eq!(UserId::parse("a\u{0}b"), Err(IdError::ControlCharacter));
+        for invisible in ["a\u{202E}b", "a\u{200B}b", "a\u{2066}b", "\u{FEFF}a", "a\u{00AD}b"] {
+            assert_eq!(UserId::parse(invisible), Err(IdError::FormatCharacter), "{invisible:?}");
+        }
+    }
+
+    #[test]
+    fn a_user_id_typed_two_ways_is_one_id() {
+        let composed = UserId::parse("caf\u{e9}").unwrap();
+        let decomposed = UserId::parse("cafe\u{301}").unwrap();
+        assert_eq!(composed, decomposed);
+        assert_eq!(decomposed.as_str(), "caf\u{e9}");
     }
 
     #[test]
