@@ -327,6 +327,7 @@ async fn run() {
     settings.stage.max_stages_per_channel = settings.stage.max_stages;
     settings.rate_limit.max_requests = 1_000_000;
     settings.media.udp_port = 0;
+    livestage::testing::lift_client_limits(&mut settings);
     let app = Application::build_with_clock(settings, Arc::new(SystemClock)).await.expect("app builds");
     app.service().readiness().wait_for(|ready| *ready).await.expect("the stage backend is set up");
     let base = format!("http://127.0.0.1:{}", app.port());

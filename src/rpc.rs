@@ -41,25 +41,38 @@ mod ssr {
     }
 }
 
-/// Current live totals of `channel` (absent: the default one).
+/// Current live totals of `channel` (absent: the default one), as the stats hub holds them.
 #[server(input = Json)]
 pub async fn get_live_stats(channel: Option<String>) -> Result<LiveStats, RpcError> {
     let channel = ssr::channel(channel)?;
-    ssr::service()?.stats().live(&channel).await.map_err(ssr::fail)
+    let service = ssr::service()?;
+    if let Some(current) = service.hub().subscribe(&channel) {
+        return Ok((**current.borrow()).clone());
+    }
+    service.stats().live(&channel).await.map_err(ssr::fail)
 }
 
-/// Joins `channel`'s broadcast (absent: the default one) as `user_id`: a viewer token and a
-/// stage, or why not.
+/// Joins `channel`'s broadcast (absent: the default one) as this browser's viewer: a viewer
+/// token and a stage, or why not. The viewer is the one its cookie names, or a new one the
+/// server mints (and sets the cookie for); a client gets a bounded number of viewers and joins.
 #[server(input = Json)]
-pub async fn join_stream(user_id: String, channel: Option<String>) -> Result<JoinOutcome, RpcError> {
-    use crate::api::ViewerTicket;
-    use crate::domain::UserId;
+pub async fn join_stream(channel: Option<String>) -> Result<JoinOutcome, RpcError> {
+    use crate::api::{ErrorCode, ViewerTicket};
     use crate::server::service::JoinError;
     let service = ssr::service()?;
-    let user = UserId::parse(user_id).map_err(ssr::invalid("userId"))?;
     let channel = ssr::channel(channel)?;
-    let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
-    let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
+    let caller = viewer::caller().await?;
+    if let Err(retry) = caller.guards.joins.check(caller.client.key) {
+        return Err(RpcError::new(ErrorCode::TooManyRequests, format!("Too many joins from this address; retry in {retry} s")));
+    }
+    let (user, minted) = viewer::identity(&caller)?;
+    if !caller.guards.viewers.admit(caller.client.key, user.as_str()) {
+        return Err(RpcError::new(ErrorCode::TooManyRequests, "This address is watching with as many viewers as it may"));
+    }
+    if minted {
+        viewer::set_cookie(&caller, &user);
+    }
+    let base = crate::server::http::extract::base_url_from(&caller.headers, service.settings().server.public_url.as_deref());
     match service.tokens().issue_viewer_token(&channel, &user, None, &base).await {
         Ok(v) => Ok(JoinOutcome::Joined(ViewerTicket {
             token: v.token,
@@ -79,35 +92,107 @@ pub async fn join_stream(user_id: String, channel: Option<String>) -> Result<Joi
     }
 }
 
-/// Records a heartbeat; `NOT_FOUND` when the server no longer counts this viewer (rejoin).
+/// Records this browser's viewer's heartbeat on the ticket `participant_id`; `NOT_FOUND` when
+/// the server no longer counts it (rejoin).
 #[server(input = Json)]
-pub async fn send_heartbeat(user_id: String, stage_arn: String) -> Result<(), RpcError> {
-    use crate::domain::{StageArn, UserId};
+pub async fn send_heartbeat(stage_arn: String, participant_id: String) -> Result<(), RpcError> {
+    use crate::domain::{ParticipantId, StageArn};
     let service = ssr::service()?;
-    let user = UserId::parse(user_id).map_err(ssr::invalid("userId"))?;
     let stage = StageArn::parse(stage_arn).map_err(ssr::invalid("stageArn"))?;
-    service.presence().record_heartbeat(&user, &stage).await.map_err(ssr::fail)
+    let participant = ParticipantId::parse(participant_id).map_err(ssr::invalid("participantId"))?;
+    let caller = viewer::caller().await?;
+    let user = viewer::known(&caller)?;
+    service.presence().record_heartbeat(&user, &stage, Some(&participant)).await.map_err(ssr::fail)?;
+    caller.guards.viewers.admit(caller.client.key, user.as_str());
+    Ok(())
 }
 
-/// Leaves the broadcast (idempotent).
+/// This browser's viewer leaves the stage of the ticket `participant_id` (idempotent).
 // Form-encoded: the page sends it with `navigator.sendBeacon` as it unloads.
 #[server]
-pub async fn leave_stream(user_id: String, stage_arn: String) -> Result<(), RpcError> {
-    use crate::domain::{StageArn, UserId};
+pub async fn leave_stream(stage_arn: String, participant_id: String) -> Result<(), RpcError> {
+    use crate::domain::{ParticipantId, StageArn};
     let service = ssr::service()?;
-    let user = UserId::parse(user_id).map_err(ssr::invalid("userId"))?;
     let stage = StageArn::parse(stage_arn).map_err(ssr::invalid("stageArn"))?;
-    service.presence().leave(&user, &stage).await.map(|_| ()).map_err(ssr::fail)
+    let participant = ParticipantId::parse(participant_id).map_err(ssr::invalid("participantId"))?;
+    let caller = viewer::caller().await?;
+    let user = viewer::known(&caller)?;
+    if service.presence().leave(&user, &stage, Some(&participant)).await.map_err(ssr::fail)? {
+        caller.guards.viewers.release(caller.client.key, user.as_str());
+    }
+    Ok(())
+}
+
+/// Who calls a page's server function: the client, its limits, and the cookie key.
+#[cfg(feature = "ssr")]
+mod viewer {
+    use crate::api::{ErrorCode, RpcError};
+    use crate::domain::UserId;
+    use crate::server::http::client::Client;
+    use crate::server::http::guard::Guards;
+    use crate::server::http::session::{self, CookieKey};
+    use leptos::prelude::*;
+    use std::sync::Arc;
+
+    pub struct Caller {
+        pub client: Client,
+        pub headers: axum::http::HeaderMap,
+        pub guards: Arc<Guards>,
+        key: CookieKey,
+    }
+
+    pub async fn caller() -> Result<Caller, RpcError> {
+        let client: Client = leptos_axum::extract().await?;
+        let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
+        let guards = use_context::<Arc<Guards>>().ok_or_else(super::ssr::unavailable)?;
+        let key = use_context::<CookieKey>().ok_or_else(super::ssr::unavailable)?;
+        Ok(Caller { client, headers, guards, key })
+    }
+
+    /// The viewer this browser's cookie names, if it carries a valid one.
+    fn from_cookie(caller: &Caller) -> Option<UserId> {
+        caller
+            .headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|h| session::cookie_in(h, session::VIEWER_COOKIE))
+            .find_map(|v| session::verify_viewer(&caller.key.0, v))
+            .and_then(|id| UserId::parse(id).ok())
+    }
+
+    /// The cookie's viewer, or a new one (`true`: minted now, the cookie is to be set).
+    pub fn identity(caller: &Caller) -> Result<(UserId, bool), RpcError> {
+        if let Some(user) = from_cookie(caller) {
+            return Ok((user, false));
+        }
+        let id = format!("viewer-{}", crate::server::support::random_id(20).to_ascii_lowercase());
+        let user = UserId::parse(id).map_err(|e| RpcError::new(ErrorCode::InternalError, e.to_string()))?;
+        Ok((user, true))
+    }
+
+    /// The cookie's viewer; without one the call names no viewer this server counts.
+    pub fn known(caller: &Caller) -> Result<UserId, RpcError> {
+        from_cookie(caller).ok_or_else(|| RpcError::new(ErrorCode::NotFound, "Viewer session not found"))
+    }
+
+    pub fn set_cookie(caller: &Caller, user: &UserId) {
+        let value = session::issue_viewer(&caller.key.0, user.as_str());
+        let service = super::ssr::service().ok();
+        let secure = super::session::secure(&caller.headers, service.as_deref());
+        super::session::set_cookie(session::set_viewer_cookie(&value, secure));
+    }
 }
 
 #[cfg(feature = "ssr")]
 mod session {
     use crate::api::RpcError;
-    use crate::server::http::session::{self, ApiKey};
+    use crate::server::http::session::{self, ApiKey, CookieKey, Scope};
+    use crate::server::service::Service;
     use leptos::prelude::*;
 
-    fn key() -> Result<ApiKey, RpcError> {
-        use_context::<ApiKey>().ok_or_else(super::ssr::unavailable)
+    fn key() -> Result<CookieKey, RpcError> {
+        use_context::<CookieKey>().ok_or_else(super::ssr::unavailable)
     }
 
     pub async fn headers() -> Result<axum::http::HeaderMap, RpcError> {
@@ -125,26 +210,54 @@ mod session {
             .collect()
     }
 
-    /// Whether this browser's session allows `channel`'s studio.
-    pub async fn signed_in(now_secs: i64, channel: &crate::domain::ChannelId) -> Result<bool, RpcError> {
+    /// A studio's current session epoch (signing out advances it).
+    pub async fn epoch(service: &Service, scope: &Scope) -> Result<u64, RpcError> {
+        let raw = service.store().settings().get(&session::epoch_setting(scope)).await.map_err(|e| super::ssr::fail(e.into()))?;
+        Ok(raw.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Ends every session of `scope`'s studio.
+    pub async fn advance_epoch(service: &Service, scope: &Scope) -> Result<(), RpcError> {
+        let next = epoch(service, scope).await? + 1;
+        service
+            .store()
+            .settings()
+            .put(&session::epoch_setting(scope), &next.to_string())
+            .await
+            .map_err(|e| super::ssr::fail(e.into()))
+    }
+
+    /// The valid sessions among this browser's cookies.
+    pub async fn scopes(now_secs: i64) -> Result<Vec<Scope>, RpcError> {
         let key = key()?;
         let headers = headers().await?;
         let service = super::ssr::service()?;
+        let mut scopes = Vec::new();
         for value in cookie_values(&headers) {
             // A channel's session holds while the channel's stream key is the one it was opened with.
-            let key_hash = match session::claimed_channel(&value) {
-                Some(claimed) => service.channels().get(&claimed).await.ok().and_then(|c| c.stream_key_hash),
-                None => None,
+            let (scope, key_hash) = match session::claimed_channel(&value) {
+                Some(claimed) => {
+                    let hash = service.channels().get(&claimed).await.ok().and_then(|c| c.stream_key_hash);
+                    (Scope::Channel(claimed), hash)
+                }
+                None => (Scope::AnyChannel, None),
             };
-            if session::verify(&key.0, &value, now_secs, key_hash.as_deref()).is_some_and(|scope| scope.allows(channel)) {
-                return Ok(true);
+            let epoch = epoch(&service, &scope).await?;
+            if let Some(valid) = session::verify(&key.0, &value, now_secs, key_hash.as_deref(), epoch) {
+                scopes.push(valid);
             }
         }
-        Ok(false)
+        Ok(scopes)
+    }
+
+    /// Whether this browser's session allows `channel`'s studio.
+    pub async fn signed_in(now_secs: i64, channel: &crate::domain::ChannelId) -> Result<bool, RpcError> {
+        Ok(scopes(now_secs).await?.iter().any(|s| s.allows(channel)))
     }
 
     pub fn check_key(given: &str) -> Result<bool, RpcError> {
-        Ok(crate::server::support::secrets_match(given.trim(), &key()?.0))
+        let key = use_context::<ApiKey>().ok_or_else(super::ssr::unavailable)?;
+        Ok(crate::server::support::secrets_match(given.trim(), &key.0))
     }
 
     pub fn set_cookie(value: String) {
@@ -155,21 +268,32 @@ mod session {
         }
     }
 
-    pub fn issue(now_secs: i64) -> Result<String, RpcError> {
-        Ok(session::issue(&key()?.0, now_secs))
+    /// Whether cookies set now are `Secure`: whenever the app is reached over https (its public
+    /// URL says so, or a trusted proxy does).
+    pub fn secure(headers: &axum::http::HeaderMap, service: Option<&Service>) -> bool {
+        headers.get("x-forwarded-proto").is_some_and(|p| p == "https")
+            || service.and_then(|s| s.settings().server.public_url.as_deref()).is_some_and(|u| u.starts_with("https://"))
+    }
+
+    pub async fn issue(service: &Service, now_secs: i64) -> Result<String, RpcError> {
+        Ok(session::issue(&key()?.0, now_secs, epoch(service, &Scope::AnyChannel).await?))
     }
 
     /// Whether this browser holds a session opened with the API key (every channel's, and the
     /// channels' administration).
     pub async fn is_admin(now_secs: i64) -> Result<bool, RpcError> {
-        let key = key()?;
-        let headers = headers().await?;
-        Ok(cookie_values(&headers).iter().any(|v| session::verify(&key.0, v, now_secs, None) == Some(session::Scope::AnyChannel)))
+        Ok(scopes(now_secs).await?.contains(&Scope::AnyChannel))
     }
 
     /// A session for `channel`'s studio only, bound to its stream key's hash.
-    pub fn issue_for_channel(channel: &crate::domain::ChannelId, key_hash: &str, now_secs: i64) -> Result<String, RpcError> {
-        Ok(session::issue_for_channel(&key()?.0, channel, key_hash, now_secs))
+    pub async fn issue_for_channel(
+        service: &Service,
+        channel: &crate::domain::ChannelId,
+        key_hash: &str,
+        now_secs: i64,
+    ) -> Result<String, RpcError> {
+        let epoch = epoch(service, &Scope::Channel(channel.clone())).await?;
+        Ok(session::issue_for_channel(&key()?.0, channel, key_hash, now_secs, epoch))
     }
 }
 
@@ -182,33 +306,50 @@ pub async fn broadcaster_signed_in(channel: Option<String>) -> Result<bool, RpcE
 }
 
 /// Signs the broadcaster in with the API key (every channel's studio) or, on a channel's studio,
-/// with that channel's stream key (its studio only); `false` when the key is neither.
+/// with that channel's stream key (its studio only); `false` when the key is neither. After a
+/// few failures from one client each next attempt waits, twice as long every time.
 #[server(input = Json)]
 pub async fn broadcaster_sign_in(api_key: String, channel: Option<String>) -> Result<bool, RpcError> {
+    use crate::api::ErrorCode;
     let service = ssr::service()?;
     let channel = ssr::channel(channel)?;
+    let caller = viewer::caller().await?;
+    if let Err(retry) = caller.guards.sign_in.check(caller.client.key) {
+        return Err(RpcError::new(ErrorCode::TooManyRequests, format!("Too many failed sign-ins; try again in {retry} s")));
+    }
     let now = service.now_ms().div_euclid(1000);
     let value = if session::check_key(&api_key)? {
-        session::issue(now)?
+        session::issue(&service, now).await?
     } else {
         match service.channels().authorize_stream_key(&channel, Some(api_key.trim())).await {
             Ok(record) => match record.stream_key_hash {
-                Some(hash) => session::issue_for_channel(&channel, &hash, now)?,
-                None => return Ok(false),
+                Some(hash) => session::issue_for_channel(&service, &channel, &hash, now).await?,
+                None => {
+                    caller.guards.sign_in.failed(caller.client.key);
+                    return Ok(false);
+                }
             },
-            Err(crate::server::service::ChannelError::StreamKey(_)) => return Ok(false),
+            Err(crate::server::service::ChannelError::StreamKey(_)) => {
+                caller.guards.sign_in.failed(caller.client.key);
+                return Ok(false);
+            }
             Err(e) => return Err(ssr::fail(e.into())),
         }
     };
-    let headers = session::headers().await?;
-    let secure = headers.get("x-forwarded-proto").is_some_and(|p| p == "https")
-        || service.settings().server.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    caller.guards.sign_in.succeeded(caller.client.key);
+    let secure = session::secure(&caller.headers, Some(&service));
     session::set_cookie(crate::server::http::session::set_cookie(&value, secure));
     Ok(true)
 }
 
+/// Signs out: this browser's cookie is cleared and every session of its studio ends (a copy of
+/// the cookie elsewhere stops working too).
 #[server(input = Json)]
 pub async fn broadcaster_sign_out() -> Result<(), RpcError> {
+    let service = ssr::service()?;
+    for scope in session::scopes(service.now_ms().div_euclid(1000)).await? {
+        session::advance_epoch(&service, &scope).await?;
+    }
     session::set_cookie(crate::server::http::session::clear_cookie());
     Ok(())
 }

@@ -103,6 +103,11 @@ test("go live from the browser, watch from others, counts follow, stop turns vie
   expect(audio.live, "an audio track is live").toBeGreaterThan(0);
   expect(audio.peak, "the audio carries sound").toBeGreaterThan(0.001);
   await expect(a.getByTestId("viewer-count")).toHaveText("1 watching");
+  // A's viewer is the one the server minted: a signed HttpOnly cookie the page's script never sees.
+  const minted = (await aContext.cookies()).find((c) => c.name === "livestage_viewer");
+  expect(minted?.httpOnly, "the viewer cookie is HttpOnly").toBe(true);
+  expect(minted?.value).toMatch(/^viewer-[0-9a-z]+\.[0-9a-f]{64}$/);
+  expect(await a.evaluate(() => document.cookie)).not.toContain("livestage_viewer");
 
   // Viewer B joins: 2 everywhere.
   const b = await newPage(browser, "/");

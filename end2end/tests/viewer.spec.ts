@@ -18,15 +18,6 @@ test("the viewer page hydrates and says the broadcast is offline", async ({ page
   expect(errors).toEqual([]);
 });
 
-test("the viewer id is stable for a browser", async ({ page }) => {
-  await open(page);
-  await expect.poll(() => page.evaluate(() => localStorage.getItem("livestage.viewerId"))).toMatch(/^viewer-[0-9a-f]+$/);
-  const id = await page.evaluate(() => localStorage.getItem("livestage.viewerId"));
-  await page.reload();
-  await expect(page.locator('[data-hydrated="true"]').first()).toBeVisible();
-  expect(await page.evaluate(() => localStorage.getItem("livestage.viewerId"))).toBe(id);
-});
-
 test("the public API answers in the envelope", async ({ request }) => {
   const health = await request.get("/api/health");
   expect(health.status()).toBe(200);

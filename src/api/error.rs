@@ -87,7 +87,9 @@ impl std::fmt::Display for ErrorCode {
 
 /// Why a server function failed: the server answered with one of the contract's codes, or the
 /// call itself did not get through (network, encoding). The pages branch on [`RpcError::code`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// On the wire it is the contract's error envelope, `{"success":false,"error":{"code","message"}}`,
+/// so a server function's refusal reads like the REST API's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RpcError {
     /// The server function ran and refused, as the REST contract would with this code.
     Api { code: ErrorCode, message: String },
@@ -106,6 +108,8 @@ impl RpcError {
         match self {
             Self::Api { code, .. } => *code,
             Self::Call(ServerFnErrorErr::Request(_)) => ErrorCode::ServiceUnavailable,
+            Self::Call(ServerFnErrorErr::Args(_) | ServerFnErrorErr::MissingArg(_)) => ErrorCode::ValidationError,
+            Self::Call(ServerFnErrorErr::UnsupportedRequestMethod(_)) => ErrorCode::MethodNotAllowed,
             Self::Call(_) => ErrorCode::InternalError,
         }
     }
@@ -122,6 +126,41 @@ impl std::fmt::Display for RpcError {
 }
 
 impl std::error::Error for RpcError {}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    success: bool,
+    error: EnvelopeError,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EnvelopeError {
+    code: ErrorCode,
+    message: String,
+    /// How a call that did not get through failed (never sent by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    call: Option<ServerFnErrorErr>,
+}
+
+impl Serialize for RpcError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let error = match self {
+            Self::Api { code, message } => EnvelopeError { code: *code, message: message.clone(), call: None },
+            Self::Call(e) => EnvelopeError { code: self.code(), message: e.to_string(), call: Some(e.clone()) },
+        };
+        Envelope { success: false, error }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RpcError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Envelope { error, .. } = Envelope::deserialize(d)?;
+        Ok(match error.call {
+            Some(call) => Self::Call(call),
+            None => Self::Api { code: error.code, message: error.message },
+        })
+    }
+}
 
 impl From<ServerFnErrorErr> for RpcError {
     fn from(e: ServerFnErrorErr) -> Self {
@@ -157,5 +196,19 @@ mod tests {
         assert_eq!(e.to_string(), "error reaching server to call server function: offline");
         let e = RpcError::de("not json".into());
         assert_eq!(e.code(), ErrorCode::InternalError);
+        let e = RpcError::from_server_fn_error(ServerFnErrorErr::Args("missing field".into()));
+        assert_eq!(RpcError::de(e.ser()), e);
+        assert_eq!(e.code(), ErrorCode::ValidationError);
+    }
+
+    #[test]
+    fn an_rpc_error_is_the_contracts_envelope_on_the_wire() {
+        let e = RpcError::new(ErrorCode::TooManyRequests, "slow down");
+        let wire: serde_json::Value = serde_json::from_slice(&e.ser()).unwrap();
+        assert_eq!(wire, serde_json::json!({"success": false, "error": {"code": "TOO_MANY_REQUESTS", "message": "slow down"}}));
+        // as the server sends it, with the envelope's timestamp and details
+        let sent =
+            r#"{"success":false,"error":{"code":"STAGE_FULL","message":"full","details":{}},"timestamp":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(RpcError::de(sent.into()), RpcError::new(ErrorCode::StageFull, "full"));
     }
 }

@@ -351,11 +351,13 @@ impl FromFields for MediaServerTokenRequest {
     }
 }
 
-/// A viewer on a stage: the heartbeat and leave bodies, the watch-duration query.
+/// A viewer on a stage: the heartbeat and leave bodies, the watch-duration query. A heartbeat
+/// or leave that names the ticket's `participantId` counts only for that ticket's viewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceRequest {
     pub user_id: UserId,
     pub stage_arn: StageArn,
+    pub participant_id: Option<ParticipantId>,
 }
 
 impl FromFields for PresenceRequest {
@@ -363,7 +365,8 @@ impl FromFields for PresenceRequest {
         let mut f = Fields::new(obj);
         let user_id = f.required("userId");
         let stage_arn = f.required("stageArn");
-        f.finish(|| Some(Self { user_id: user_id?, stage_arn: stage_arn? }))
+        let participant_id = f.optional("participantId");
+        f.finish(|| Some(Self { user_id: user_id?, stage_arn: stage_arn?, participant_id: participant_id? }))
     }
 }
 

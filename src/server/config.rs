@@ -19,6 +19,7 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub presence: PresenceSettings,
     pub rate_limit: RateLimitSettings,
+    pub limits: LimitSettings,
     pub media: MediaSettings,
     pub ivs: IvsSettings,
 }
@@ -30,6 +31,9 @@ pub struct ServerSettings {
     pub data_dir: PathBuf,
     pub database_url: Option<DatabaseUrl>,
     pub api_secret_key: Option<Secret>,
+    /// Signs the app's cookies (default: generated once and kept in the database, so every
+    /// instance of a deployment shares it).
+    pub cookie_secret: Option<Secret>,
     pub internal_secret: Option<Secret>,
     pub public_url: Option<PublicUrl>,
     pub cors_origins: Vec<Origin>,
@@ -316,6 +320,87 @@ pub struct RateLimitSettings {
     pub max_requests: u32,
 }
 
+/// What one anonymous client may take: the limits that keep the public pages, media and
+/// connections available to everyone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` names the client.
+    pub trusted_proxies: Vec<Cidr>,
+    pub header_read_timeout_ms: u64,
+    pub max_connections: usize,
+    pub websockets_per_client: usize,
+    pub shutdown_deadline_ms: u64,
+    /// Server-function calls per client per rate-limit window.
+    pub page_requests: u32,
+    /// Failed sign-ins per client before each further attempt waits (doubling).
+    pub sign_in_failures: u32,
+    /// Viewer identities one client holds at once on the pages.
+    pub viewers_per_client: usize,
+    pub joins_per_minute: u32,
+    /// WHIP/WHEP offers per client per rate-limit window.
+    pub media_offers: u32,
+    /// Media sessions still connecting, per client and in all.
+    pub media_connecting_per_client: usize,
+    pub media_connecting_max: usize,
+    pub media_connect_timeout_ms: u64,
+}
+
+/// An IP network (`10.0.0.0/8`, `fd00::/8`), or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        let v = v.trim();
+        let bad = || format!("{v:?} is not an IP network: expected an address or address/prefix, like 10.0.0.0/8 or fd00::/8");
+        let (addr, prefix) = match v.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (v, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaSettings {
@@ -413,6 +498,7 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("APP_DATA_DIR", "directory for the SQLite file, keys and generated secrets", |s, v| { s.server.data_dir = v.into(); Ok(()) }),
     ("DATABASE_URL", "sqlite://… or postgres://… (default: sqlite://<data dir>/app.db)", |s, v| { s.server.database_url = optional(v)?; Ok(()) }),
     ("API_SECRET_KEY", "x-api-key value (default: generated on first start, kept in the data dir)", |s, v| { s.server.api_secret_key = non_empty(v).map(Secret); Ok(()) }),
+    ("COOKIE_SECRET", "signs the session and viewer cookies (default: generated once, kept in the database)", |s, v| { s.server.cookie_secret = non_empty(v).map(Secret); Ok(()) }),
     ("INTERNAL_SECRET", "x-internal-secret for /api/token/mediaserver (unset: refused)", |s, v| { s.server.internal_secret = non_empty(v).map(Secret); Ok(()) }),
     ("PUBLIC_URL", "public base URL of this server for WHIP/WHEP endpoints (default: request host)", |s, v| { s.server.public_url = optional(v)?; Ok(()) }),
     ("CORS_ORIGINS", "comma-separated origins allowed to call the REST API (default: same origin)", |s, v| {
@@ -447,6 +533,21 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("SNAPSHOT_RETENTION_DAYS", "days snapshots are kept", |s, v| { s.presence.snapshot_retention_days = parse(v)?; Ok(()) }),
     ("RATE_LIMIT_WINDOW_MS", "rate-limit window in milliseconds", |s, v| { s.rate_limit.window_ms = parse(v)?; Ok(()) }),
     ("RATE_LIMIT_MAX_REQUESTS", "requests per client IP per window on /api/*", |s, v| { s.rate_limit.max_requests = parse(v)?; Ok(()) }),
+    ("TRUSTED_PROXIES", "comma-separated CIDRs of proxies whose X-Forwarded-For / Forwarded is believed", |s, v| {
+        s.limits.trusted_proxies = v.split(',').filter_map(non_empty).map(|c| c.parse()).collect::<Result<_, _>>()?; Ok(())
+    }),
+    ("HEADER_READ_TIMEOUT_MS", "milliseconds a client has to send a request's headers", |s, v| { s.limits.header_read_timeout_ms = parse(v)?; Ok(()) }),
+    ("MAX_CONNECTIONS", "most HTTP connections served at once", |s, v| { s.limits.max_connections = parse(v)?; Ok(()) }),
+    ("WEBSOCKETS_PER_CLIENT", "most /ws sockets one client address holds", |s, v| { s.limits.websockets_per_client = parse(v)?; Ok(()) }),
+    ("SHUTDOWN_DEADLINE_MS", "milliseconds open connections get to finish on shutdown", |s, v| { s.limits.shutdown_deadline_ms = parse(v)?; Ok(()) }),
+    ("PAGE_RATE_LIMIT", "server-function calls from the pages per client per rate-limit window", |s, v| { s.limits.page_requests = parse(v)?; Ok(()) }),
+    ("SIGN_IN_FAILURES", "failed studio sign-ins per client before each next attempt waits longer", |s, v| { s.limits.sign_in_failures = parse(v)?; Ok(()) }),
+    ("VIEWERS_PER_CLIENT", "viewer identities one client address holds at once on the pages", |s, v| { s.limits.viewers_per_client = parse(v)?; Ok(()) }),
+    ("JOINS_PER_MINUTE", "joins per client address per minute on the pages", |s, v| { s.limits.joins_per_minute = parse(v)?; Ok(()) }),
+    ("MEDIA_OFFERS", "WHIP/WHEP offers per client per rate-limit window", |s, v| { s.limits.media_offers = parse(v)?; Ok(()) }),
+    ("MEDIA_CONNECTING_PER_CLIENT", "media sessions one client address may have still connecting", |s, v| { s.limits.media_connecting_per_client = parse(v)?; Ok(()) }),
+    ("MEDIA_CONNECTING_MAX", "media sessions still connecting, in all", |s, v| { s.limits.media_connecting_max = parse(v)?; Ok(()) }),
+    ("MEDIA_CONNECT_TIMEOUT_MS", "milliseconds a media session has to connect", |s, v| { s.limits.media_connect_timeout_ms = parse(v)?; Ok(()) }),
     ("MEDIA_UDP_PORT", "UDP port of the embedded media server", |s, v| { s.media.udp_port = parse(v)?; Ok(()) }),
     ("MEDIA_CANDIDATE_ADDR", "address announced to WebRTC peers (behind NAT): IP or IP:port", |s, v| { s.media.candidate_addr = non_empty(v); Ok(()) }),
     ("IVS_TOKEN_MODE", "self-signed (ES384 key imported into IVS) or api (CreateParticipantToken)", |s, v| { s.ivs.token_mode = parse(v)?; Ok(()) }),
@@ -538,6 +639,19 @@ impl Settings {
         }
         if self.rate_limit.window_ms == 0 || self.rate_limit.max_requests == 0 {
             return bad("rate limit window and maximum must be positive");
+        }
+        let l = &self.limits;
+        if l.header_read_timeout_ms == 0 || l.max_connections == 0 || l.websockets_per_client == 0 {
+            return bad("header_read_timeout_ms, max_connections and websockets_per_client must be positive");
+        }
+        if l.page_requests == 0 || l.sign_in_failures == 0 || l.viewers_per_client == 0 || l.joins_per_minute == 0 {
+            return bad("page_requests, sign_in_failures, viewers_per_client and joins_per_minute must be positive");
+        }
+        if l.media_offers == 0 || l.media_connecting_per_client == 0 || l.media_connecting_max == 0 {
+            return bad("media_offers, media_connecting_per_client and media_connecting_max must be positive");
+        }
+        if !(500..=60_000).contains(&l.media_connect_timeout_ms) {
+            return bad("media_connect_timeout_ms must be between 500 and 60000");
         }
         let i = &self.ivs;
         if !(0..=60).contains(&i.reconnect_window_secs) {
@@ -746,6 +860,22 @@ mod tests {
         ("IVS_BREAKER_FAILURES", "4", |s| s.ivs.breaker_failures == 4),
         ("IVS_BREAKER_COOLDOWN_SECS", "20", |s| s.ivs.breaker_cooldown_secs == 20),
         ("IVS_WEB_SDK_URL", "/sdk/ivs.js", |s| s.ivs.web_sdk_url == "/sdk/ivs.js"),
+        ("COOKIE_SECRET", "c-123", |s| s.server.cookie_secret.as_ref().map(Secret::expose) == Some("c-123")),
+        ("TRUSTED_PROXIES", "10.0.0.0/8, fd00::1", |s| {
+            s.limits.trusted_proxies == ["10.0.0.0/8".parse().unwrap(), "fd00::1/128".parse::<Cidr>().unwrap()]
+        }),
+        ("HEADER_READ_TIMEOUT_MS", "3000", |s| s.limits.header_read_timeout_ms == 3000),
+        ("MAX_CONNECTIONS", "100", |s| s.limits.max_connections == 100),
+        ("WEBSOCKETS_PER_CLIENT", "4", |s| s.limits.websockets_per_client == 4),
+        ("SHUTDOWN_DEADLINE_MS", "2000", |s| s.limits.shutdown_deadline_ms == 2000),
+        ("PAGE_RATE_LIMIT", "50", |s| s.limits.page_requests == 50),
+        ("SIGN_IN_FAILURES", "3", |s| s.limits.sign_in_failures == 3),
+        ("VIEWERS_PER_CLIENT", "5", |s| s.limits.viewers_per_client == 5),
+        ("JOINS_PER_MINUTE", "10", |s| s.limits.joins_per_minute == 10),
+        ("MEDIA_OFFERS", "20", |s| s.limits.media_offers == 20),
+        ("MEDIA_CONNECTING_PER_CLIENT", "3", |s| s.limits.media_connecting_per_client == 3),
+        ("MEDIA_CONNECTING_MAX", "50", |s| s.limits.media_connecting_max == 50),
+        ("MEDIA_CONNECT_TIMEOUT_MS", "8000", |s| s.limits.media_connect_timeout_ms == 8000),
     ];
 
     /// Read by the AWS SDK's own configuration chain, not by these settings.
@@ -784,6 +914,23 @@ mod tests {
             assert!(known.contains(&var) || AWS_CHAIN.contains(&var), "{var} is documented but not checked here");
         }
         assert!(count >= 30, "found only {count} names");
+    }
+
+    #[test]
+    fn a_cidr_parses_and_contains_its_addresses() {
+        let net: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()), "an IPv4-mapped address is its IPv4 address");
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("203.0.113.1".parse().unwrap()));
+        let one: Cidr = "192.0.2.7".parse().unwrap();
+        assert_eq!(one.prefix, 32);
+        for bad in ["10.0.0.0/33", "fd00::/129", "example.com/8", "10.0.0.0/", ""] {
+            assert!(bad.parse::<Cidr>().unwrap_err().contains("not an IP network"), "{bad}");
+        }
     }
 
     #[test]

@@ -7,14 +7,17 @@ use crate::server::backend::local::LocalBackend;
 use crate::server::backend::StageBackend;
 use crate::server::clock::{Clock, SystemClock};
 use crate::server::config::{BackendKind, Settings};
-use crate::server::http::middleware::RateLimiter;
-use crate::server::http::session::ApiKey;
+use crate::server::http::client::TrustedProxies;
+use crate::server::http::metrics;
+use crate::server::http::middleware::{self, RateLimiter};
+use crate::server::http::session::{ApiKey, CookieKey};
 use crate::server::http::{contract_router, AppState};
 use crate::server::media::MediaServer;
 use crate::server::publisher::PublisherSignal;
 use crate::server::service::{spawn_background_jobs, MediaPlane, Service};
 use crate::server::store::{Store, StoreError};
 use crate::server::support::{random_id, write_private_file};
+use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
@@ -61,6 +64,9 @@ fn api_key(settings: &Settings) -> Result<(String, Option<std::path::PathBuf>), 
     write_private_file(&path, key.as_bytes()).map_err(|e| StartupError::DataDir(path.display().to_string(), e))?;
     Ok((key, Some(path)))
 }
+
+/// Where the generated cookie key is kept (in the database: every instance shares it).
+const COOKIE_KEY_SETTING: &str = "cookie_key";
 
 /// What a first start tells its user: where the app is and what the generated key is for.
 fn welcome(url: &str, key: &str, saved_to: &std::path::Path) -> String {
@@ -117,6 +123,10 @@ impl Application {
         std::fs::create_dir_all(&data_dir).map_err(|e| StartupError::DataDir(data_dir.display().to_string(), e))?;
         let (api_key, generated_key) = api_key(&settings)?;
         let store = Store::connect(&settings.database_url()).await?;
+        let cookie_key: Arc<str> = match &settings.server.cookie_secret {
+            Some(secret) => secret.expose().into(),
+            None => store.settings().get_or_insert(COOKIE_KEY_SETTING, &random_id(48)).await?.into(),
+        };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (backend, local): (Arc<dyn StageBackend>, Option<(PublisherSignal, MediaPlane)>) = match settings.stage.backend {
@@ -127,7 +137,8 @@ impl Application {
                 let signer = Arc::new(signer);
                 let backend = LocalBackend::new(settings.stage.region.clone(), signer.clone());
                 let signal = backend.publisher_signal();
-                let server = MediaServer::start(&settings.media, signal.clone(), shutdown_rx.clone())
+                let admission = crate::server::media::Admission::from_settings(&settings.limits);
+                let server = MediaServer::start(&settings.media, admission, signal.clone(), shutdown_rx.clone())
                     .await
                     .map_err(|e| StartupError::Backend(e.to_string()))?;
                 (Arc::new(backend), Some((signal, MediaPlane { server, signer })))
@@ -164,11 +175,13 @@ impl Application {
             service: service.clone(),
             leptos_options: leptos_options(addr),
             api_key: api_key.into(),
+            cookie_key,
             requests: Arc::default(),
             limiter: Arc::new(RateLimiter::new(
                 Duration::from_millis(settings.rate_limit.window_ms),
                 settings.rate_limit.max_requests,
             )),
+            guards: Arc::new(crate::server::http::guard::Guards::new(&settings)),
             shutdown: shutdown_rx.clone(),
         };
         let router = Self::router(state.clone(), Router::new());
@@ -182,10 +195,12 @@ impl Application {
         let routes = generate_route_list(App);
         let ctx_service = state.service.clone();
         let ctx_key = ApiKey(state.api_key.clone());
+        let ctx_cookie_key = CookieKey(state.cookie_key.clone());
         let options = state.leptos_options.clone();
-        let mut router = Router::new()
-            .merge(contract_router(&state))
-            .merge(extra)
+        let ctx_guards = state.guards.clone();
+        // The pages and the server functions they call: the functions are routes of their own
+        // (`/api/<name><hash>`), so they get their own limits, body cap and metrics here.
+        let pages = Router::new()
             .leptos_routes_with_context(
                 &state,
                 routes,
@@ -199,9 +214,18 @@ impl Application {
                     provide_context(crate::api::CurrentDirectory(Arc::new(move || (*hub.hub().directory()).clone())));
                     provide_context(ctx_service.clone());
                     provide_context(ctx_key.clone());
+                    provide_context(ctx_cookie_key.clone());
+                    provide_context(ctx_guards.clone());
                 },
                 move || shell(options.clone()),
             )
+            .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::server_fns))
+            .layer(DefaultBodyLimit::max(state.service.settings().server.body_limit_bytes))
+            .layer(axum::middleware::from_fn_with_state(state.requests.clone(), metrics::track));
+        let mut router = Router::new()
+            .merge(contract_router(&state))
+            .merge(extra)
+            .merge(pages)
             .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell));
         let origins: Vec<axum::http::HeaderValue> =
             state.service.settings().server.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
@@ -220,8 +244,10 @@ impl Application {
         // happen, not again for their status); a handler that panics becomes the
         // envelope's 500 `INTERNAL_ERROR` (the panic message stays in the log) and the server
         // goes on serving.
+        let proxies = TrustedProxies::new(&state.service.settings().limits.trusted_proxies);
         router.with_state(state).layer(
             ServiceBuilder::new()
+                .layer(axum::Extension(proxies))
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(TraceLayer::new_for_http().make_span_with(request_span).on_failure(()))
@@ -278,9 +304,8 @@ impl Application {
             tracing::info!("shutting down");
             tx.send_replace(true);
         };
-        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(signal)
-            .await;
+        let limits = state.service.settings().limits.clone();
+        let result = serve(listener, router, &limits, signal).await;
         shutdown_tx.send_replace(true);
         for job in jobs {
             let _ = tokio::time::timeout(Duration::from_secs(10), job).await;
@@ -288,6 +313,78 @@ impl Application {
         state.service.store().close().await;
         result
     }
+}
+
+/// Serves HTTP/1.1 on `listener` until `stop` completes: at most `max_connections` at once
+/// (past it, new ones wait to be accepted), each with `header_read_timeout_ms` to send a
+/// request's headers (a connection that trickles them, or sends none, is closed), WebSocket
+/// upgrades included. On `stop` the listener closes, idle connections close, and those in a
+/// request get `shutdown_deadline_ms` to finish before they are dropped.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &crate::server::config::LimitSettings,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let header_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    let (closing_tx, closing) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot { Ok(s) => s, Err(_) => break },
+            _ = &mut stop => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // wait a moment rather than spin.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
+        let mut closing = closing.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async { drop(closing.wait_for(|c| *c).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    closing_tx.send_replace(true);
+    let deadline = Duration::from_millis(limits.shutdown_deadline_ms);
+    let drained = tokio::time::timeout(deadline, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(left = connections.len(), "connections still open at the shutdown deadline are closed");
+        connections.abort_all();
+    }
+    Ok(())
 }
 
 /// The span a request runs in.

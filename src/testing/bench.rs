@@ -51,7 +51,8 @@ pub fn server(binary: &str, env: &[(&str, &str)]) -> ServerProcess {
             .env("RATE_LIMIT_MAX_REQUESTS", "100000000")
             .env("MAX_VIEWERS_PER_STAGE", "1000000")
             .env("SCALE_UP_THRESHOLD", "1000000")
-            .env("RUST_LOG", "warn,livestage=info");
+            .env("RUST_LOG", "warn,livestage=info")
+            .envs(super::LIFTED_CLIENT_LIMITS.iter().copied());
         for (k, v) in env {
             cmd.env(k, v);
         }

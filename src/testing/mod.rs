@@ -9,3 +9,27 @@ pub mod fake_ivs;
 pub mod media;
 pub mod peer;
 pub mod process;
+
+use crate::server::config::Settings;
+
+/// Lifts the per-client limits (see `LimitSettings`): tests and benches open many pages and
+/// media sessions from one address. The abuse tests keep the defaults.
+pub fn lift_client_limits(s: &mut Settings) {
+    let l = &mut s.limits;
+    l.page_requests = 1_000_000;
+    l.joins_per_minute = 1_000_000;
+    l.viewers_per_client = 1_000_000;
+    l.media_offers = 1_000_000;
+    l.media_connecting_per_client = 10_000;
+    l.media_connecting_max = 10_000;
+}
+
+/// [`lift_client_limits`], as the environment of a server process.
+pub const LIFTED_CLIENT_LIMITS: &[(&str, &str)] = &[
+    ("PAGE_RATE_LIMIT", "1000000"),
+    ("JOINS_PER_MINUTE", "1000000"),
+    ("VIEWERS_PER_CLIENT", "1000000"),
+    ("MEDIA_OFFERS", "1000000"),
+    ("MEDIA_CONNECTING_PER_CLIENT", "10000"),
+    ("MEDIA_CONNECTING_MAX", "10000"),
+];

@@ -91,6 +91,7 @@ pub fn test_settings(dir: &std::path::Path, db: &TestDb) -> Settings {
     s.server.database_url = (!db.url.is_empty()).then(|| db.url.parse().expect("a test database URL"));
     s.stage.autoscale = false;
     s.rate_limit.max_requests = 100_000;
+    livestage::testing::lift_client_limits(&mut s);
     s.presence.heartbeat_flush_ms = 50;
     s.media.udp_port = 0;
     s
@@ -201,6 +202,7 @@ pub async fn start_process(db: &TestDb, env: &[(&str, &str)]) -> ServerProcess {
             .env("API_SECRET_KEY", API_KEY)
             .env("AUTOSCALE", "false")
             .env("RATE_LIMIT_MAX_REQUESTS", "100000")
+            .envs(livestage::testing::LIFTED_CLIENT_LIMITS.iter().copied())
             .env("HEARTBEAT_FLUSH_MS", "50")
             .env("RUST_LOG", "warn,livestage=info");
         for (k, v) in env {

@@ -150,7 +150,6 @@ impl Drop for Feed {
 struct Session {
     peer: PeerHandle,
     location: String,
-    token: String,
 }
 
 async fn publisher_token(app: &TestApp, user: &str) -> (String, String) {
@@ -185,7 +184,7 @@ async fn connect(app: &TestApp, role: PeerRole, url: &str, token: &str) -> Sessi
 
 async fn connect_with(app: &TestApp, role: PeerRole, codec: VideoCodec, url: &str, token: &str) -> Session {
     let s = open_session(&app.client, url, token, role, codec, Duration::from_secs(5)).await;
-    Session { peer: s.peer, location: s.location, token: token.to_string() }
+    Session { peer: s.peer, location: s.location }
 }
 
 async fn go_live(app: &TestApp, user: &str, frames: &Arc<Vec<Vec<u8>>>) -> (Feed, String, String) {
@@ -367,24 +366,29 @@ async fn liveness_follows_the_publishers_media() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_publisher_is_refused_but_the_same_user_may_reconnect() {
+async fn a_live_publisher_is_never_taken_over_and_gives_way_once_it_falls_silent() {
     let app = spawn_app().await;
-    let (token, whip) = publisher_token(&app, "host").await;
-    let first = connect(&app, PeerRole::Publish, &whip, &token).await;
+    let (feed, first_location, token) = go_live(&app, "host", &frames()).await;
 
-    let (other, _) = publisher_token(&app, "intruder").await;
-    let (_, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
-    let (status, code) = error_of(post_offer(&app, &whip, Some(&other), "application/sdp", offer).await).await;
-    assert_eq!((status.as_u16(), code.as_str()), (409, "CONFLICT"));
-
-    let (again, _) = publisher_token(&app, "host").await;
-    let second = connect(&app, PeerRole::Publish, &whip, &again).await;
-    assert_ne!(first.location, second.location);
+    // While it sends, another user's token and another token of the same user are refused.
+    for user in ["intruder", "host"] {
+        let (other, whip) = publisher_token(&app, user).await;
+        let (_, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
+        let (status, code) = error_of(post_offer(&app, &whip, Some(&other), "application/sdp", offer).await).await;
+        assert_eq!((status.as_u16(), code.as_str()), (409, "CONFLICT"), "{user}'s new token");
+    }
     let stats = app.service.media().plane().unwrap().server.stats();
-    assert_eq!(stats.publishers.load(Ordering::Relaxed), 1, "the reconnect replaced the old session");
-    // the replaced session is gone
-    let resp = app.client.delete(&first.location).bearer_auth(&first.token).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(stats.publishers.load(Ordering::Relaxed), 1);
+
+    // Abandoned without DELETE: silent for longer than the liveness window, it gives way.
+    feed.pause();
+    assert!(eventually(Duration::from_secs(6), || async { !is_live(&app).await }).await, "offline once silent");
+    let (again, whip) = publisher_token(&app, "host").await;
+    let second = connect(&app, PeerRole::Publish, &whip, &again).await;
+    assert_ne!(first_location, second.location);
+    assert_eq!(stats.publishers.load(Ordering::Relaxed), 1, "the new session replaced the silent one");
+    let resp = app.client.delete(&first_location).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "the replaced session is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

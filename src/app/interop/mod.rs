@@ -3,26 +3,6 @@
 use crate::api::{Directory, LiveStats};
 use crate::domain::ChannelId;
 
-/// A stable anonymous viewer id for this browser, kept in localStorage.
-pub fn viewer_id() -> String {
-    #[cfg(feature = "hydrate")]
-    {
-        let storage = web_sys::window().and_then(|w| w.local_storage().ok().flatten());
-        if let Some(id) = storage.as_ref().and_then(|s| s.get_item("livestage.viewerId").ok().flatten()) {
-            return id;
-        }
-        let id = format!("viewer-{:012x}", (js_sys::Math::random() * 2f64.powi(48)) as u64);
-        if let Some(s) = storage {
-            let _ = s.set_item("livestage.viewerId", &id);
-        }
-        id
-    }
-    #[cfg(not(feature = "hydrate"))]
-    {
-        String::from("viewer-server")
-    }
-}
-
 /// Calls `on_update` with every `stats_update` from `/ws`. One socket per page, shared by
 /// every subscriber, reconnecting with backoff. Returns an id for [`unsubscribe_stats`].
 pub fn subscribe_stats(channel: Option<ChannelId>, on_update: impl Fn(LiveStats) + 'static) -> u64 {

@@ -49,13 +49,13 @@ impl PlayerStatus {
     }
 }
 
-/// Starts the player of `channel` (`None`: the default one) for `user_id` into the
-/// `<video id=video_id>`; `status` follows it.
-pub fn start(video_id: &str, channel: Option<ChannelId>, user_id: String, status: RwSignal<PlayerStatus>) {
+/// Starts the player of `channel` (`None`: the default one) into the `<video id=video_id>`;
+/// `status` follows it. The viewer is the one the server's cookie names.
+pub fn start(video_id: &str, channel: Option<ChannelId>, status: RwSignal<PlayerStatus>) {
     #[cfg(feature = "hydrate")]
-    imp::start(video_id, channel, user_id, status);
+    imp::start(video_id, channel, status);
     #[cfg(not(feature = "hydrate"))]
-    let _ = (video_id, channel, user_id, status);
+    let _ = (video_id, channel, status);
 }
 
 /// The broadcast went live or offline (from `/ws`).
@@ -109,7 +109,6 @@ mod imp {
     struct Player {
         /// The channel watched (`None`: the default one), as the server functions take it.
         channel: Option<String>,
-        user_id: String,
         video: HtmlVideoElement,
         status: RwSignal<PlayerStatus>,
         live: Option<bool>,
@@ -145,13 +144,12 @@ mod imp {
         web_sys::window()?.document()?.get_element_by_id(id)?.dyn_into().ok()
     }
 
-    pub fn start(video_id: &str, channel: Option<ChannelId>, user_id: String, status: RwSignal<PlayerStatus>) {
+    pub fn start(video_id: &str, channel: Option<ChannelId>, status: RwSignal<PlayerStatus>) {
         stop();
         let Some(video) = video(video_id) else { return };
         video.set_muted(true);
         let shared = Rc::new(RefCell::new(Player {
             channel: channel.map(String::from),
-            user_id,
             video,
             status,
             live: None,
@@ -187,7 +185,10 @@ mod imp {
             conn.close();
         }
         if let Some(t) = p.ticket.take() {
-            crate::app::interop::send_beacon(LeaveStream::PATH, &[("user_id", &t.user_id), ("stage_arn", &t.stage_arn)]);
+            crate::app::interop::send_beacon(
+                LeaveStream::PATH,
+                &[("stage_arn", &t.stage_arn), ("participant_id", &t.participant_id)],
+            );
         }
     }
 
@@ -223,13 +224,13 @@ mod imp {
     }
 
     async fn join(shared: Shared) {
-        let (user, generation) = {
+        let (channel, generation) = {
             let mut p = shared.borrow_mut();
             p.generation += 1;
             if let Some(h) = p.retry.take() {
                 h.clear();
             }
-            ((p.user_id.clone(), p.channel.clone()), p.generation)
+            (p.channel.clone(), p.generation)
         };
         let idle = shared.borrow().conn.is_none();
         if idle {
@@ -237,14 +238,11 @@ mod imp {
         }
         // Nothing plays yet: make the WHEP offer while the ticket is on its way.
         let (outcome, prepared) = if idle {
-            let (outcome, prepared) = join_both(
-                join_stream(user.0.clone(), user.1.clone()),
-                webrtc::PreparedPlay::new(on_state_for(&shared, generation)),
-            )
-            .await;
+            let (outcome, prepared) =
+                join_both(join_stream(channel.clone()), webrtc::PreparedPlay::new(on_state_for(&shared, generation))).await;
             (outcome, prepared.ok())
         } else {
-            (join_stream(user.0, user.1).await, None)
+            (join_stream(channel).await, None)
         };
         if shared.borrow().generation != generation {
             if let Some(p) = prepared {
@@ -426,7 +424,7 @@ mod imp {
             let Some(t) = shared.borrow().ticket.clone() else { return };
             spawn_local(async move {
                 // The server no longer counts this viewer (swept after a long sleep): join again.
-                if matches!(send_heartbeat(t.user_id, t.stage_arn).await, Err(e) if e.code() == ErrorCode::NotFound) {
+                if matches!(send_heartbeat(t.stage_arn, t.participant_id).await, Err(e) if e.code() == ErrorCode::NotFound) {
                     join(shared).await;
                 }
             });
@@ -443,11 +441,8 @@ mod imp {
         let refresh = move || {
             let Some(shared) = weak.upgrade() else { return };
             spawn_local(async move {
-                let (user, channel) = {
-                    let p = shared.borrow();
-                    (p.user_id.clone(), p.channel.clone())
-                };
-                match join_stream(user, channel).await {
+                let channel = shared.borrow().channel.clone();
+                match join_stream(channel).await {
                     Ok(JoinOutcome::Joined(ticket)) => {
                         let moved = shared.borrow().ticket.as_ref().is_some_and(|t| t.stage_arn != ticket.stage_arn);
                         let lifetime = ticket.expires_in;

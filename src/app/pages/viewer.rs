@@ -17,7 +17,7 @@ pub fn ViewerPage() -> impl IntoView {
     let (stats, hydrated) = use_live_stats(channel.clone(), |s| player::set_live(s.is_publisher_live));
 
     let joined = channel.clone();
-    Effect::new(move |_| player::start(VIDEO_ID, joined.clone(), interop::viewer_id(), status));
+    Effect::new(move |_| player::start(VIDEO_ID, joined.clone(), status));
     on_cleanup(player::stop);
 
     let viewers = move || stats.get().map(|s| s.total_viewers).unwrap_or(0);

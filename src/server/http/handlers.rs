@@ -87,7 +87,7 @@ pub async fn mediaserver_token(
 // ---- viewers ----
 
 pub async fn heartbeat(State(state): State<AppState>, JsonRequest(req): JsonRequest<PresenceRequest>) -> AppResult<Response> {
-    state.service.presence().record_heartbeat(&req.user_id, &req.stage_arn).await?;
+    state.service.presence().record_heartbeat(&req.user_id, &req.stage_arn, req.participant_id.as_ref()).await?;
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Beat<'a> {
@@ -100,7 +100,7 @@ pub async fn heartbeat(State(state): State<AppState>, JsonRequest(req): JsonRequ
 }
 
 pub async fn leave(State(state): State<AppState>, JsonRequest(req): JsonRequest<PresenceRequest>) -> AppResult<Response> {
-    state.service.presence().leave(&req.user_id, &req.stage_arn).await?;
+    state.service.presence().leave(&req.user_id, &req.stage_arn, req.participant_id.as_ref()).await?;
     Ok(envelope(
         StatusCode::OK,
         json!({ "userId": req.user_id.as_str(), "stageArn": req.stage_arn.as_str(), "viewerLeft": true }),

@@ -5,11 +5,12 @@
 //! `Location`; `DELETE` on that resource ends the session. Trickle ICE (`PATCH`) is not offered:
 //! the server is ICE-lite and its answer carries every candidate, so `PATCH` answers 405.
 
+use super::client::Client;
 use super::extract::BaseUrl;
 use super::{middleware, AppState};
 use crate::api::request::path_param;
 use crate::domain::{stream_key_whip_path, ChannelId, WHEP_PATH, WHIP_PATH};
-use crate::server::error::AppResult;
+use crate::server::error::{AppError, AppResult};
 use crate::server::media::{Accepted, Role};
 use crate::server::service::MediaRequest;
 use axum::body::Bytes;
@@ -40,8 +41,28 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-async fn offer(state: AppState, role: Role, base: String, path: &str, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+/// Offers count against the client's budget before anything else is looked at (a token check
+/// costs a signature verification).
+fn check_budget(state: &AppState, client: &Client, role: Role) -> AppResult<()> {
+    let budget = match role {
+        Role::Publisher => &state.guards.publish_offers,
+        Role::Viewer => &state.guards.play_offers,
+    };
+    budget.check(client.key).map(|_| ()).map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })
+}
+
+async fn offer(
+    state: AppState,
+    client: Client,
+    role: Role,
+    base: String,
+    path: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Response> {
+    check_budget(&state, &client, role)?;
     let req = MediaRequest {
+        client: Some(client.key.ip()),
         bearer: bearer(&headers),
         content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
         body: &body,
@@ -67,15 +88,21 @@ fn created(base: &str, path: &str, accepted: Accepted) -> Response {
 /// setting.
 async fn stream_key_offer(
     State(state): State<AppState>,
+    client: Client,
     BaseUrl(base): BaseUrl,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> AppResult<Response> {
+    check_budget(&state, &client, Role::Publisher)?;
     let name = channel_name(&name)?;
     let channel = state.service.channels().authorize_stream_key(&name, bearer(&headers)).await?;
-    let req =
-        MediaRequest { bearer: None, content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()), body: &body };
+    let req = MediaRequest {
+        client: Some(client.key.ip()),
+        bearer: None,
+        content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        body: &body,
+    };
     let accepted = state.service.media().publish_with_stream_key(&channel, req).await?;
     Ok(created(&base, &stream_key_whip_path(&name), accepted))
 }
@@ -97,20 +124,22 @@ fn channel_name(raw: &str) -> AppResult<ChannelId> {
 
 async fn whip_offer(
     State(state): State<AppState>,
+    client: Client,
     BaseUrl(base): BaseUrl,
     headers: HeaderMap,
     body: Bytes,
 ) -> AppResult<Response> {
-    offer(state, Role::Publisher, base, WHIP_PATH, headers, body).await
+    offer(state, client, Role::Publisher, base, WHIP_PATH, headers, body).await
 }
 
 async fn whep_offer(
     State(state): State<AppState>,
+    client: Client,
     BaseUrl(base): BaseUrl,
     headers: HeaderMap,
     body: Bytes,
 ) -> AppResult<Response> {
-    offer(state, Role::Viewer, base, WHEP_PATH, headers, body).await
+    offer(state, client, Role::Viewer, base, WHEP_PATH, headers, body).await
 }
 
 async fn whip_end(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> AppResult<StatusCode> {

@@ -1,15 +1,15 @@
 //! API key check, per-IP rate limit, and the envelope for framework-generated errors.
 
+use super::client::{Client, ClientKey};
 use super::AppState;
 use crate::api::ErrorCode;
 use crate::server::error::{error_response, AppError};
 use crate::server::support::secrets_match;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -38,35 +38,55 @@ pub async fn require_api_key(State(state): State<AppState>, req: Request, next: 
     }
 }
 
-/// Fixed-window request counter per client IP.
+/// Most clients a limiter tracks at once; past it, new clients are refused until the next
+/// sweep (it fails closed rather than grow).
+const MAX_CLIENTS: usize = 200_000;
+
+/// Fixed-window request counter per client. Windows that ended are swept once per window, so
+/// no request pays for a scan of the whole map.
 pub struct RateLimiter {
     window: Duration,
     max: u32,
-    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+struct Windows {
+    counts: HashMap<ClientKey, (Instant, u32)>,
+    swept: Instant,
 }
 
 impl RateLimiter {
     pub fn new(window: Duration, max: u32) -> Self {
-        Self { window, max, windows: Mutex::new(HashMap::new()) }
+        Self { window, max, windows: Mutex::new(Windows { counts: HashMap::new(), swept: Instant::now() }) }
     }
 
-    /// `Ok` when allowed; `Err(seconds until the window resets)` when over the limit.
-    pub fn check(&self, ip: IpAddr) -> Result<u32, u64> {
+    /// `Ok(requests left)` when allowed; `Err(seconds until the window resets)` when over the limit.
+    pub fn check(&self, client: ClientKey) -> Result<u32, u64> {
         let now = Instant::now();
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() > 100_000 {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if now.duration_since(w.swept) >= self.window {
+            let window = self.window;
+            w.counts.retain(|_, (start, _)| now.duration_since(*start) < window);
+            w.swept = now;
         }
-        let entry = windows.entry(ip).or_insert((now, 0));
+        if w.counts.len() >= MAX_CLIENTS && !w.counts.contains_key(&client) {
+            return Err(self.window.saturating_sub(now.duration_since(w.swept)).as_secs_f64().ceil() as u64);
+        }
+        let entry = w.counts.entry(client).or_insert((now, 0));
         if now.duration_since(entry.0) >= self.window {
             *entry = (now, 0);
         }
         if entry.1 >= self.max {
             let left = self.window.saturating_sub(now.duration_since(entry.0));
-            return Err(left.as_secs_f64().ceil() as u64);
+            return Err(left.as_secs_f64().ceil().max(1.0) as u64);
         }
         entry.1 += 1;
         Ok(self.max - entry.1)
+    }
+
+    /// Clients tracked now.
+    pub fn clients(&self) -> usize {
+        self.windows.lock().unwrap_or_else(|e| e.into_inner()).counts.len()
     }
 }
 
@@ -74,8 +94,8 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     if is_unlimited(req.uri().path()) {
         return next.run(req).await;
     }
-    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    match state.limiter.check(ip) {
+    let client = Client::of_request(&req);
+    match state.limiter.check(client.key) {
         Ok(remaining) => {
             let mut resp = next.run(req).await;
             resp.headers_mut().insert("ratelimit-remaining", remaining.into());
@@ -88,7 +108,10 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
 /// Replaces bodies of errors produced outside our handlers (unmatched method, oversized body,
 /// undecodable path) with the envelope.
 pub async fn envelope_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+    envelope(next.run(req).await)
+}
+
+fn envelope(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
@@ -112,4 +135,103 @@ pub async fn envelope_errors(req: Request, next: Next) -> Response {
         out.headers_mut().insert(header::ALLOW, allow.clone());
     }
     out
+}
+
+/// The prefix of the server functions' routes (`/api/<name><hash>`): they are routes of their
+/// own, outside the contract's `/api` router and its layers.
+const SERVER_FN_PREFIX: &str = "/api/";
+
+/// The server functions' routes: the pages' own per-client budget, calls from this site only
+/// (`Origin`, `Sec-Fetch-Site`) with a body a browser's fetch or beacon sends (JSON or a form;
+/// never `text/plain`, which a cross-site form can post without asking), and errors in the
+/// contract's envelope with its status.
+pub async fn server_fns(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with(SERVER_FN_PREFIX) {
+        return next.run(req).await;
+    }
+    let client = Client::of_request(&req);
+    if let Err(retry_after_secs) = state.guards.pages.check(client.key) {
+        return AppError::RateLimited { retry_after_secs }.into_response();
+    }
+    if let Err(e) = from_this_site(&req, &state) {
+        return e.into_response();
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.service.settings().server.body_limit_bytes) {
+        return AppError::new(ErrorCode::PayloadTooLarge, "Request body is too large").into_response();
+    }
+    let resp = next.run(req).await;
+    server_fn_error(resp).await
+}
+
+fn from_this_site(req: &Request, state: &AppState) -> Result<(), AppError> {
+    let headers = req.headers();
+    let forbidden = || AppError::new(ErrorCode::Forbidden, "Server functions answer calls from this site's pages only");
+    if headers.get("sec-fetch-site").is_some_and(|v| v == "cross-site") {
+        return Err(forbidden());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let origin_host = origin.split_once("://").map_or("", |(_, h)| h);
+        let settings = state.service.settings();
+        let public =
+            settings.server.public_url.as_deref().and_then(|u| u.split_once("://")).map(|(_, h)| h.trim_end_matches('/'));
+        let allowed = (!host.is_empty() && origin_host.eq_ignore_ascii_case(host))
+            || public.is_some_and(|p| origin_host.eq_ignore_ascii_case(p))
+            || settings.server.cors_origins.iter().any(|o| o == &origin);
+        if !allowed {
+            return Err(forbidden());
+        }
+    }
+    if req.method() == axum::http::Method::POST {
+        let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let mime = ct.split(';').next().unwrap_or_default().trim();
+        if !(mime.eq_ignore_ascii_case("application/json") || mime.eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
+            return Err(AppError::new(
+                ErrorCode::UnsupportedMediaType,
+                "Send the arguments as application/json (or a form for the ones that take one)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A server function's error with its code's status (server_fn answers every error with 500)
+/// and in the full envelope; framework errors (an oversized body, an unknown function) too.
+async fn server_fn_error(resp: Response) -> Response {
+    if resp.headers().contains_key(server_fn_error_header()) {
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+        let e: crate::api::RpcError = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| crate::api::RpcError::new(ErrorCode::InternalError, "Internal server error"));
+        // A body past the limit (sent without a length) fails while it is read.
+        let too_large = matches!(&e, crate::api::RpcError::Call(c) if c.to_string().contains("length limit exceeded"));
+        // On the server, a body that does not deserialize is the caller's arguments.
+        let bad_args = matches!(&e, crate::api::RpcError::Call(leptos::server_fn::error::ServerFnErrorErr::Deserialization(_)));
+        let code = match () {
+            _ if too_large => ErrorCode::PayloadTooLarge,
+            _ if bad_args => ErrorCode::ValidationError,
+            _ => e.code(),
+        };
+        let message = match &e {
+            _ if too_large => "Request body is too large".to_string(),
+            crate::api::RpcError::Api { message, .. } => message.clone(),
+            crate::api::RpcError::Call(_) if code == ErrorCode::ValidationError => "The arguments are not valid".to_string(),
+            crate::api::RpcError::Call(_) => "Internal server error".to_string(),
+        };
+        let mut out = error_response(code, &message, None);
+        if let Some(v) = parts.headers.get(server_fn_error_header()) {
+            out.headers_mut().insert(server_fn_error_header(), v.clone());
+        }
+        return out;
+    }
+    let status = resp.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
+        return envelope(resp);
+    }
+    resp
+}
+
+fn server_fn_error_header() -> header::HeaderName {
+    header::HeaderName::from_static(leptos::server_fn::error::SERVER_FN_ERROR_HEADER)
 }

@@ -1,6 +1,8 @@
 //! HTTP surface: the public REST contract under `/api`, `/health`, `/ws`, and the app's pages.
 
+pub mod client;
 pub mod extract;
+pub mod guard;
 pub mod handlers;
 pub mod media;
 pub mod metrics;
@@ -22,7 +24,11 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub leptos_options: LeptosOptions,
     pub api_key: Arc<str>,
+    /// Signs the session and viewer cookies.
+    pub cookie_key: Arc<str>,
     pub limiter: Arc<RateLimiter>,
+    /// What each anonymous client may take of the pages, media and sockets.
+    pub guards: Arc<guard::Guards>,
     pub requests: Arc<metrics::RequestMetrics>,
     /// Turns true when the server shuts down; long-lived connections close on it.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

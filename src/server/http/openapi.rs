@@ -49,6 +49,7 @@ pub enum Auth {
 const ARN: &[Field] = &[f("stageArn", "string")];
 const USER: &[Field] = &[f("userId", "string")];
 const PRESENCE: &[Field] = &[f("userId", "string"), f("stageArn", "string")];
+const BEAT: &[Field] = &[f("userId", "string"), f("stageArn", "string"), opt("participantId", "string")];
 const REPLICATION: &[Field] = &[f("sourceStageArn", "string"), f("destinationStageArn", "string"), f("participantId", "string")];
 const SESSION: &[Field] = &[f("id", "string")];
 const CHANNEL: &[Field] = &[f("name", "string")];
@@ -69,8 +70,8 @@ pub const OPERATIONS: &[Operation] = &[
         body &[f("userId", "string"), opt("channel", "string")], 200, [400, 401, 404, 429]),
     op!("post" "/api/token/mediaserver", "tokens", "Publish+subscribe token for an internal media server", Internal, path &[], query &[],
         body &[f("serverId", "string"), f("stageArn", "string")], 200, [400, 401, 403]),
-    op!("post" "/api/viewer/heartbeat", "viewers", "Viewer heartbeat (every 30 s)", ApiKey, path &[], query &[], body PRESENCE, 200, [400, 401, 404]),
-    op!("post" "/api/viewer/leave", "viewers", "Viewer leaves (idempotent)", ApiKey, path &[], query &[], body PRESENCE, 200, [400, 401]),
+    op!("post" "/api/viewer/heartbeat", "viewers", "Viewer heartbeat (every 30 s)", ApiKey, path &[], query &[], body BEAT, 200, [400, 401, 404]),
+    op!("post" "/api/viewer/leave", "viewers", "Viewer leaves (idempotent)", ApiKey, path &[], query &[], body BEAT, 200, [400, 401]),
     op!("post" "/api/viewer/rejoin", "viewers", "Viewer rejoins after a reconnect", ApiKey, path &[], query &[],
         body &[f("userId", "string"), f("stageArn", "string"), f("participantId", "string")], 200, [400, 401, 404, 503]),
     op!("get" "/api/viewer/list/{stageArn}", "viewers", "Viewers present on a stage", ApiKey, path ARN, query &[], body &[], 200, [400, 401, 404]),

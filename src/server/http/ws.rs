@@ -3,12 +3,15 @@
 //! replaces the old) and, if it asked for it, the directory's (`channels`), so a slow client
 //! only ever skips to the newest snapshot and never holds anyone up.
 
+use super::client::Client;
 use super::AppState;
 use crate::api::ws::{WsAction, WsChannel, WsError, WsErrorCode, WsMessage, WsRequest};
 use crate::api::{Directory, LiveStats};
+use crate::server::error::AppError;
 use crate::server::time::iso_now;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use std::borrow::Cow;
@@ -22,7 +25,11 @@ const IDLE_LIMIT: Duration = Duration::from_secs(60);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 4096;
 
-pub async fn ws_handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+pub async fn ws_handler(State(state): State<AppState>, client: Client, upgrade: WebSocketUpgrade) -> Response {
+    // A client holds a few sockets (a tab each), not the server's file descriptors.
+    let Some(place) = state.guards.websockets.take(client.key) else {
+        return AppError::RateLimited { retry_after_secs: 60 }.into_response();
+    };
     // Messages are small both ways; small buffers keep tens of thousands of sockets cheap.
     upgrade
         .max_message_size(MAX_MESSAGE)
@@ -30,7 +37,10 @@ pub async fn ws_handler(State(state): State<AppState>, upgrade: WebSocketUpgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| client(state, socket))
+        .on_upgrade(move |socket| async move {
+            serve(state, socket).await;
+            drop(place);
+        })
 }
 
 fn message(m: &WsMessage<'_>) -> Message {
@@ -41,7 +51,7 @@ fn stats_message(stats: &LiveStats) -> Message {
     message(&WsMessage::StatsUpdate { data: Cow::Borrowed(stats) })
 }
 
-async fn client(state: AppState, socket: WebSocket) {
+async fn serve(state: AppState, socket: WebSocket) {
     let hub = state.service.hub();
     // The subscribed channel's snapshots; `None` while not subscribed.
     let mut stats: Option<tokio::sync::watch::Receiver<Arc<LiveStats>>> = None;

@@ -35,6 +35,7 @@ struct Datagram {
 /// session.
 pub(crate) async fn run(
     sockets: Vec<Bound>,
+    admission: super::Admission,
     signal: PublisherSignal,
     stats: Arc<MediaStats>,
     mut commands: mpsc::Receiver<Command>,
@@ -44,7 +45,7 @@ pub(crate) async fn run(
     let readers: Vec<_> =
         sockets.iter().map(|b| tokio::spawn(read_socket(b.socket.clone(), b.announced, dgram_tx.clone()))).collect();
     drop(dgram_tx);
-    let mut engine = Engine::new(Instant::now(), stats);
+    let mut engine = Engine::new(Instant::now(), stats, admission);
 
     loop {
         let deadline = engine.poll_timeout();

@@ -8,7 +8,7 @@
 //! forward, a keyframe wanted) is queued as [`Propagated`] and handled before `handle` returns.
 
 use super::route::{RouteKey, Routes, SessionId};
-use super::{MediaError, Participant, Role, MAX_SESSIONS};
+use super::{Admission, MediaError, Participant, Role, MAX_SESSIONS};
 use crate::server::backend::LivePublisher;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,8 +21,6 @@ use str0m::{Event as RtcEvent, IceConnectionState, Input as RtcInput, Output as 
 
 /// A publisher that sends nothing for this long is offline.
 const SILENCE: Duration = Duration::from_secs(3);
-/// A session that has not connected by then is dropped.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Upper bound between two housekeeping passes.
 const TICK: Duration = Duration::from_millis(200);
 /// Keyframe requests to the publisher are coalesced to one per this interval.
@@ -53,6 +51,8 @@ pub(crate) struct NewSession {
     pub id: String,
     pub role: Role,
     pub participant: Participant,
+    /// Who offered it (its address or IPv6 /64), for the per-client cap.
+    pub client: Option<std::net::IpAddr>,
     pub rtc: Rtc,
 }
 
@@ -120,6 +120,7 @@ struct Session {
     id: SessionId,
     role: Role,
     participant: Participant,
+    client: Option<std::net::IpAddr>,
     group: RouteKey,
     rtc: Rtc,
     created: Instant,
@@ -151,11 +152,13 @@ pub(crate) struct Engine {
     last_tick: Instant,
     stats: Arc<MediaStats>,
     propagated: VecDeque<Propagated>,
+    admission: Admission,
 }
 
 impl Engine {
-    pub(crate) fn new(start: Instant, stats: Arc<MediaStats>) -> Self {
+    pub(crate) fn new(start: Instant, stats: Arc<MediaStats>, admission: Admission) -> Self {
         Self {
+            admission,
             sessions: HashMap::new(),
             by_source: HashMap::new(),
             routes: Routes::default(),
@@ -214,14 +217,36 @@ impl Engine {
             .map(|s| s.id.clone())
             .collect();
         if new.role == Role::Publisher {
+            // One live publisher per group: while it is connected and sending, another token
+            // (an old one, a leaked one) cannot take over; the same token reconnecting may. A
+            // publisher that went silent (abandoned without DELETE) gives way.
             if let Some(current) = self.routes.publisher(&group).and_then(|id| self.sessions.get(id)) {
-                if current.rtc.is_alive() && current.participant.user_id != new.participant.user_id {
+                let sending =
+                    self.routes.get(&group).and_then(|r| r.last_media).is_some_and(|t| now.at.duration_since(t) < SILENCE);
+                if current.rtc.is_alive()
+                    && current.connected
+                    && sending
+                    && current.participant.participant_id != new.participant.participant_id
+                {
                     return Err(MediaError::PublisherBusy);
                 }
             }
-        }
-        if self.sessions.len() - previous.len() >= MAX_SESSIONS {
-            return Err(MediaError::Full);
+        } else {
+            // A group's publisher is always admitted; viewers within the caps.
+            let viewers = self.sessions.values().filter(|s| s.role == Role::Viewer).count();
+            if viewers - previous.len() >= MAX_SESSIONS {
+                return Err(MediaError::Full);
+            }
+            let connecting: Vec<&Session> =
+                self.sessions.values().filter(|s| s.role == Role::Viewer && !s.connected && !previous.contains(&s.id)).collect();
+            if connecting.len() >= self.admission.connecting_max {
+                return Err(MediaError::ConnectingFull);
+            }
+            if new.client.is_some()
+                && connecting.iter().filter(|s| s.client == new.client).count() >= self.admission.connecting_per_client
+            {
+                return Err(MediaError::ClientConnecting);
+            }
         }
         for id in previous {
             self.end(now.at, &id, out);
@@ -239,6 +264,7 @@ impl Engine {
             id: id.clone(),
             role: new.role,
             participant: new.participant,
+            client: new.client,
             group,
             rtc: new.rtc,
             created: now.at,
@@ -414,7 +440,7 @@ impl Engine {
         let dead: Vec<SessionId> = self
             .sessions
             .values()
-            .filter(|s| !s.rtc.is_alive() || (!s.connected && now.at.duration_since(s.created) > CONNECT_TIMEOUT))
+            .filter(|s| !s.rtc.is_alive() || (!s.connected && now.at.duration_since(s.created) > self.admission.connect_timeout))
             .map(|s| s.id.clone())
             .collect();
         for id in dead {

@@ -31,8 +31,28 @@ use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::{Candidate, Rtc, RtcConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Most concurrent media sessions one server holds.
+/// Most concurrent viewer sessions one server holds (a channel's publisher is always admitted).
 pub const MAX_SESSIONS: usize = 4000;
+
+/// What the engine admits beyond its session cap: viewer sessions still connecting are capped
+/// in all and per client, and any session that has not connected in time is dropped, so
+/// offers that never connect cannot hold the places real viewers need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    pub connect_timeout: std::time::Duration,
+    pub connecting_max: usize,
+    pub connecting_per_client: usize,
+}
+
+impl Admission {
+    pub fn from_settings(limits: &crate::server::config::LimitSettings) -> Self {
+        Self {
+            connect_timeout: std::time::Duration::from_millis(limits.media_connect_timeout_ms),
+            connecting_max: limits.media_connecting_max,
+            connecting_per_client: limits.media_connecting_per_client,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -69,6 +89,10 @@ pub enum MediaError {
     TokenEnded,
     #[error("the media server is at its session limit")]
     Full,
+    #[error("too many media sessions are connecting right now; retry shortly")]
+    ConnectingFull,
+    #[error("this address has too many media sessions still connecting")]
+    ClientConnecting,
     #[error("the media server is not running")]
     Stopped,
 }
@@ -94,6 +118,7 @@ impl MediaServer {
     /// Binds the media port and starts the SFU. Publisher liveness is reported on `signal`.
     pub async fn start(
         settings: &MediaSettings,
+        admission: Admission,
         signal: PublisherSignal,
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
@@ -114,7 +139,7 @@ impl MediaServer {
             .ok_or_else(|| std::io::Error::other("could not generate a DTLS certificate"))?;
         let stats = Arc::new(MediaStats::default());
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(driver::run(bound, signal, stats.clone(), rx, shutdown));
+        tokio::spawn(driver::run(bound, admission, signal, stats.clone(), rx, shutdown));
         Ok(Self { tx, stats, candidates: Arc::new(candidates), crypto, cert })
     }
 
@@ -127,12 +152,19 @@ impl MediaServer {
         &self.stats
     }
 
-    /// Accepts a WHIP (publisher) or WHEP (viewer) offer and starts the session.
-    pub async fn open(&self, role: Role, participant: Participant, offer: &str) -> Result<Accepted, MediaError> {
+    /// Accepts a WHIP (publisher) or WHEP (viewer) offer from `client` (its address, or its
+    /// IPv6 /64) and starts the session.
+    pub async fn open(
+        &self,
+        role: Role,
+        participant: Participant,
+        client: Option<std::net::IpAddr>,
+        offer: &str,
+    ) -> Result<Accepted, MediaError> {
         let (rtc, answer) = answer(rtc_config(&self.crypto, &self.cert), &self.candidates, offer, Instant::now())?;
         let session_id = random_id(24);
         let (reply, rx) = oneshot::channel();
-        let session = NewSession { id: session_id.clone(), role, participant, rtc };
+        let session = NewSession { id: session_id.clone(), role, participant, client, rtc };
         self.tx.send(Command::Open { session: Box::new(session), reply }).await.map_err(|_| MediaError::Stopped)?;
         rx.await.map_err(|_| MediaError::Stopped)??;
         Ok(Accepted { session_id, answer })

@@ -4,7 +4,7 @@
 
 use super::engine::{Engine, Event, Input, NewSession, Now, Output};
 use super::route::RouteKey;
-use super::{answer, rtc_config, MediaError, MediaStats, Participant, Role};
+use super::{answer, rtc_config, Admission, MediaError, MediaStats, Participant, Role};
 use crate::domain::ChannelId;
 use crate::testing::media;
 use crate::testing::peer::{client_offer, write_media, ClientOffer, PeerRole, VideoCodec};
@@ -31,6 +31,9 @@ const FRAME: Duration = Duration::from_micros(33_333);
 const UNIX_START_MS: i64 = 1_800_000_000_000;
 /// Tokens are valid this long after the simulation starts.
 const TOKEN_LIFETIME_S: i64 = 60;
+/// The admission limits of the simulated server.
+const ADMISSION: Admission =
+    Admission { connect_timeout: Duration::from_secs(5), connecting_max: 200, connecting_per_client: 10 };
 /// Frames an encoder takes to answer a keyframe request.
 const KEYFRAME_DELAY: u64 = 3;
 const STAGE: &str = "arn:aws:ivs:local:000000000000:stage/main";
@@ -123,6 +126,10 @@ fn rtp_header(datagram: &[u8], pt: u8) -> Option<(u32, u16)> {
 
 impl Sim {
     fn new() -> Self {
+        Self::with_admission(ADMISSION)
+    }
+
+    fn with_admission(admission: Admission) -> Self {
         let start = Instant::now();
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let cert = crypto.dtls_provider.generate_certificate().expect("a DTLS certificate");
@@ -130,7 +137,7 @@ impl Sim {
         Sim {
             start,
             now: start,
-            engine: Engine::new(start, stats.clone()),
+            engine: Engine::new(start, stats.clone(), admission),
             stats,
             crypto,
             cert,
@@ -152,8 +159,14 @@ impl Sim {
 
     /// Offers, as a browser or OBS would over WHIP/WHEP, and opens the session the answer is for.
     fn join(&mut self, role: Role, participant: Participant) -> Result<usize, MediaError> {
+        self.join_from(role, participant, None)
+    }
+
+    /// Like [`Sim::join`], with the offer sent from `client` (default: the peer's own address).
+    fn join_from(&mut self, role: Role, participant: Participant, client: Option<Ipv4Addr>) -> Result<usize, MediaError> {
         let index = self.peers.len();
         let addr = SocketAddr::from((Ipv4Addr::new(10, 0, 1, index as u8 + 1), 5000));
+        let client = Some(client.map_or(addr.ip(), std::net::IpAddr::V4));
         let peer_role = if role == Role::Publisher { PeerRole::Publish } else { PeerRole::Play };
         let ClientOffer { mut rtc, pending, video, audio, sdp: offer } =
             client_offer(peer_role, &[VideoCodec::Vp8], addr, self.now, Some(self.crypto.clone())).unwrap();
@@ -163,7 +176,7 @@ impl Sim {
         let (server_rtc, answer_sdp) = answer(config, &candidates, &offer, self.now)?;
         self.sessions += 1;
         let session = format!("session-{}", self.sessions);
-        let new = NewSession { id: session.clone(), role, participant: participant.clone(), rtc: server_rtc };
+        let new = NewSession { id: session.clone(), role, participant: participant.clone(), client, rtc: server_rtc };
         self.handle(Input::Open(Box::new(new)))?;
 
         rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer_sdp).unwrap()).unwrap();
@@ -557,12 +570,18 @@ fn sessions_follow_their_tokens() {
     sim.run_until(expiry + Duration::from_secs(2));
     assert!(sim.join(Role::Viewer, participant("viewer", "v", STAGE)).is_ok(), "accepted once expired");
 
-    // One publisher per group: another user is refused while it is connected; the same user
-    // with a new token replaces it.
+    // One publisher per group: while it is connected and sending, any other token is refused
+    // (another user's, or an old or leaked one of the same user); the same token reconnecting
+    // replaces it, and once it has fallen silent a new token takes over.
     let first = sim.connect(Role::Publisher, participant("broadcaster", "p1", STAGE));
+    sim.stream(&[first], 0..10);
     assert_eq!(sim.join(Role::Publisher, participant("intruder", "p2", STAGE)).err(), Some(MediaError::PublisherBusy));
+    assert_eq!(sim.join(Role::Publisher, participant("broadcaster", "p0", STAGE)).err(), Some(MediaError::PublisherBusy));
+    let again = sim.connect(Role::Publisher, participant("broadcaster", "p1", STAGE));
+    assert!(sim.closed(first), "the same token reconnecting replaces its session");
+    sim.run_for(Duration::from_secs(4));
     sim.connect(Role::Publisher, participant("broadcaster", "p3", STAGE));
-    assert!(sim.closed(first));
+    assert!(sim.closed(again), "a silent publisher gives way");
     assert_eq!(sim.stats.publishers.load(Ordering::Relaxed), 1);
 }
 
@@ -574,9 +593,45 @@ fn a_session_that_never_connects_is_dropped_after_the_connect_timeout() {
     // The peer never gets the answer: nothing reaches the server.
     sim.peers[peer].rtc.disconnect();
     sim.wire.clear();
-    sim.run_until(opened + Duration::from_millis(14_900));
-    assert!(!sim.closed(peer), "still waiting at 14.9 s");
-    sim.run_until(opened + Duration::from_millis(15_500));
-    assert!(sim.closed(peer), "dropped after 15 s");
+    sim.run_until(opened + ADMISSION.connect_timeout - Duration::from_millis(100));
+    assert!(!sim.closed(peer), "still waiting just before the connect timeout");
+    sim.run_until(opened + ADMISSION.connect_timeout + Duration::from_millis(500));
+    assert!(sim.closed(peer), "dropped after the connect timeout");
     assert_eq!(sim.stats.viewers.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn sessions_still_connecting_are_capped_per_client_and_in_all_but_the_publisher_always_gets_in() {
+    let admission = Admission { connect_timeout: Duration::from_secs(5), connecting_max: 4, connecting_per_client: 2 };
+    let mut sim = Sim::with_admission(admission);
+    let (x, y, z) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3));
+    let mut never = Vec::new();
+    let mut offer = |sim: &mut Sim, n: usize, client: Ipv4Addr| {
+        let r = sim.join_from(Role::Viewer, participant(&format!("v{n}"), &format!("t{n}"), STAGE), Some(client));
+        if let Ok(peer) = r {
+            // it never gets its answer: nothing of it reaches the server
+            sim.peers[peer].rtc.disconnect();
+            never.push(peer);
+        }
+        r.err()
+    };
+    assert_eq!(offer(&mut sim, 1, x), None);
+    assert_eq!(offer(&mut sim, 2, x), None);
+    assert_eq!(offer(&mut sim, 3, x), Some(MediaError::ClientConnecting), "a client's third offer still connecting");
+    assert_eq!(offer(&mut sim, 4, y), None);
+    assert_eq!(offer(&mut sim, 5, y), None);
+    assert_eq!(offer(&mut sim, 6, z), Some(MediaError::ConnectingFull), "four connecting in all");
+    sim.wire.clear();
+
+    // The publisher is admitted however many viewers are connecting.
+    let publisher = sim.connect(Role::Publisher, participant("broadcaster", "p", STAGE));
+    sim.stream(&[publisher], 0..5);
+    assert!(!sim.closed(publisher));
+
+    // Past the connect timeout the offers that never connected are gone, and a viewer gets in.
+    sim.run_for(admission.connect_timeout + Duration::from_millis(500));
+    assert!(never.iter().all(|p| sim.closed(*p)));
+    let viewer = sim.connect(Role::Viewer, participant("viewer", "v", STAGE));
+    sim.stream(&[publisher], 5..40);
+    assert!(!sim.peers[viewer].frames.is_empty(), "the real viewer plays");
 }

@@ -20,6 +20,8 @@ pub struct MediaPlane {
 
 /// What a WHIP/WHEP request carries, before it is checked.
 pub struct MediaRequest<'a> {
+    /// The client's address (an IPv6 client's /64), for the per-client caps.
+    pub client: Option<std::net::IpAddr>,
     pub bearer: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub body: &'a [u8],
@@ -42,7 +44,8 @@ impl From<MediaError> for AppError {
             MediaError::NotFound => ErrorCode::NotFound,
             MediaError::NotOwner => ErrorCode::Forbidden,
             MediaError::TokenEnded => ErrorCode::Unauthorized,
-            MediaError::Full | MediaError::Stopped => ErrorCode::ServiceUnavailable,
+            MediaError::Full | MediaError::ConnectingFull | MediaError::Stopped => ErrorCode::ServiceUnavailable,
+            MediaError::ClientConnecting => ErrorCode::TooManyRequests,
         };
         AppError::new(code, e.to_string())
     }
@@ -91,6 +94,14 @@ impl MediaGateway {
         if role == Role::Publisher && !stage.is_master {
             return Err(AppError::new(ErrorCode::Forbidden, "Publishing is only possible on the channel's master stage"));
         }
+        // A viewer's ticket plays while its viewer is counted: a token whose viewer left, was
+        // swept, or joined again with a newer ticket holds no media session.
+        if role == Role::Viewer && claims.attributes.get("role").is_some_and(|r| r == "viewer") {
+            let present = self.store.presence().get(claims.resource.as_str(), &claims.user_id).await?;
+            if present.is_none_or(|p| p.participant_id != claims.jti) {
+                return Err(AppError::new(ErrorCode::Forbidden, "This ticket's viewer is not present; join again"));
+            }
+        }
         let participant = participant(claims, stage.channel);
         self.open(plane, role, participant, req).await
     }
@@ -127,7 +138,7 @@ impl MediaGateway {
         if offer.trim().is_empty() {
             return Err(AppError::validation("The SDP offer is empty"));
         }
-        Ok(plane.server.open(role, participant, offer).await?)
+        Ok(plane.server.open(role, participant, req.client, offer).await?)
     }
 
     /// `DELETE` of a WHIP/WHEP session resource by the token that opened it (expired or not).

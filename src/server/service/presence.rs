@@ -11,7 +11,7 @@ use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::{JoinResult, Store};
 use crate::server::time::iso;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,8 +24,9 @@ pub struct Presence {
     hub: Arc<StatsHub>,
     /// A viewer silent for longer than this is dropped by the sweep.
     timeout_ms: i64,
-    /// Viewers this instance knows to be present, so a heartbeat needs no read.
-    known: Mutex<HashSet<ViewerKey>>,
+    /// Viewers this instance knows to be present, with their ticket's participant id, so a
+    /// heartbeat needs no read.
+    known: Mutex<HashMap<ViewerKey, String>>,
     /// Heartbeats waiting for the next batched write: viewer → newest beat (ms).
     pending: Mutex<HashMap<ViewerKey, i64>>,
     /// Heartbeats accepted since start.
@@ -54,9 +55,22 @@ impl Presence {
         self.accepted.load(Ordering::Relaxed)
     }
 
-    /// A viewer just joined `stage` (its presence row is written).
-    pub(crate) fn mark_present(&self, stage: &str, user: &str) {
-        self.known.lock().unwrap_or_else(|e| e.into_inner()).insert((stage.to_string(), user.to_string()));
+    /// A viewer just joined `stage` with the ticket `participant` (its presence row is written).
+    pub(crate) fn mark_present(&self, stage: &str, user: &str, participant: &str) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((stage.to_string(), user.to_string()), participant.to_string());
+    }
+
+    /// Whether `user` is present on `stage` with the ticket `participant`, as this instance
+    /// knows it or the store says.
+    pub async fn is_present(&self, user: &str, stage: &str, participant: &str) -> AppResult<bool> {
+        let key = (stage.to_string(), user.to_string());
+        if let Some(known) = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(known == participant);
+        }
+        Ok(self.store.presence().get(stage, user).await?.is_some_and(|p| p.participant_id == participant))
     }
 
     /// A viewer's presence row is gone (left, swept, its stage deleted).
@@ -67,15 +81,25 @@ impl Presence {
     }
 
     /// Records a heartbeat. The write is batched (see [`Presence::flush`]), so a beat costs no
-    /// database round-trip when this instance already knows the viewer.
-    pub async fn record_heartbeat(&self, user: &UserId, stage: &StageArn) -> AppResult<()> {
+    /// database round-trip when this instance already knows the viewer. With `participant`, the
+    /// beat counts only for the viewer of that ticket (another's is "not found").
+    pub async fn record_heartbeat(&self, user: &UserId, stage: &StageArn, participant: Option<&ParticipantId>) -> AppResult<()> {
         let key = (stage.to_string(), user.to_string());
-        let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).contains(&key);
-        if !known {
-            if self.store.presence().get(stage.as_str(), user.as_str()).await?.is_none() {
-                return Err(AppError::not_found("Viewer session not found"));
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        // A ticket this instance has not seen yet (a rejoin through another instance) is read.
+        let stale = known.as_ref().zip(participant).is_some_and(|(k, p)| k != p.as_str());
+        let current = match known {
+            Some(p) if !stale => p,
+            _ => {
+                let Some(row) = self.store.presence().get(stage.as_str(), user.as_str()).await? else {
+                    return Err(AppError::not_found("Viewer session not found"));
+                };
+                self.mark_present(stage.as_str(), user.as_str(), &row.participant_id);
+                row.participant_id
             }
-            self.mark_present(stage.as_str(), user.as_str());
+        };
+        if participant.is_some_and(|p| p.as_str() != current) {
+            return Err(AppError::not_found("Viewer session not found"));
         }
         let now = self.now_ms();
         self.accepted.fetch_add(1, Ordering::Relaxed);
@@ -113,8 +137,17 @@ impl Presence {
         }
     }
 
-    /// The viewer leaves: presence removed, watch session closed now. Idempotent.
-    pub async fn leave(&self, user: &UserId, stage: &StageArn) -> AppResult<bool> {
+    /// The viewer leaves: presence removed, watch session closed now. Idempotent. With
+    /// `participant`, only the viewer of that ticket leaves. A viewer not present costs one
+    /// read, never a write.
+    pub async fn leave(&self, user: &UserId, stage: &StageArn, participant: Option<&ParticipantId>) -> AppResult<bool> {
+        let Some(row) = self.store.presence().get(stage.as_str(), user.as_str()).await? else {
+            self.forget(stage.as_str(), user.as_str());
+            return Ok(false);
+        };
+        if participant.is_some_and(|p| p.as_str() != row.participant_id) {
+            return Ok(false);
+        }
         self.forget(stage.as_str(), user.as_str());
         let was_present = self.store.presence().leave(stage.as_str(), user.as_str(), self.now_ms()).await?;
         if was_present {
@@ -132,7 +165,7 @@ impl Presence {
         let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
             return Err(AppError::internal(std::io::Error::other("join without a limit reported full")));
         };
-        self.mark_present(stage.as_str(), user.as_str());
+        self.mark_present(stage.as_str(), user.as_str(), participant.as_str());
         self.hub.mark_dirty();
         Ok(RejoinView {
             user_id: user.to_string(),

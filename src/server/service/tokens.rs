@@ -261,7 +261,7 @@ impl Tokens {
                 }
             }
         };
-        p.presence.mark_present(&stage.arn, user_id.as_str());
+        p.presence.mark_present(&stage.arn, user_id.as_str(), &issued.participant_id);
         p.hub.mark_dirty();
         if current_viewers >= cap.scale_up_threshold {
             p.autoscaler.kick();

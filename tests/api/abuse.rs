@@ -1,0 +1,502 @@
+//! Attacks an anonymous visitor can make on the public surface, each against the real server
+//! with the default per-client limits, and what stops it.
+
+use crate::helpers::*;
+use futures_util::StreamExt;
+use leptos::server_fn::ServerFn;
+use livestage::rpc::{BroadcasterSignIn, JoinStream, LeaveStream, SendHeartbeat};
+use livestage::server::config::Settings;
+use livestage::testing::peer::{open_session, Peer, PeerEvent, PeerRole, VideoCodec};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The shipped per-client limits (the test defaults lift them).
+fn default_limits(s: &mut Settings) {
+    s.limits = Settings::defaults().limits;
+}
+
+/// A page's server-function call, as the page's fetch makes it: JSON, from the site itself.
+async fn call(client: &reqwest::Client, app: &TestApp, path: &str, args: Value) -> reqwest::Response {
+    client
+        .post(format!("{}{path}", app.base))
+        .header("content-type", "application/json")
+        .header("origin", &app.base)
+        .json(&args)
+        .send()
+        .await
+        .expect("server function call")
+}
+
+async fn envelope(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} answer is not JSON: {text:?}")))
+}
+
+/// A browser as far as cookies go: it keeps the one the server sets and sends it back.
+#[derive(Default)]
+struct Browser {
+    /// `name=value` of the cookie.
+    cookie: Option<String>,
+    /// The whole `Set-Cookie` header it came with.
+    set_cookie: String,
+}
+
+impl Browser {
+    async fn call(&mut self, app: &TestApp, path: &str, args: Value) -> (u16, Value) {
+        let mut req = app.client.post(format!("{}{path}", app.base)).header("origin", &app.base).json(&args);
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req.send().await.expect("server function call");
+        if let Some(set) = resp.headers().get("set-cookie").and_then(|v| v.to_str().ok()) {
+            self.set_cookie = set.to_string();
+            self.cookie = set.split(';').next().map(str::to_string);
+        }
+        envelope(resp).await
+    }
+}
+
+#[track_caller]
+fn assert_refused(status: u16, body: &Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+}
+
+async fn total_viewers(app: &TestApp) -> u64 {
+    app.get("/api/stats").await.assert_ok()["totalViewers"].as_u64().expect("totalViewers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_anonymous_joins_with_fresh_identities_add_at_most_the_per_client_cap() {
+    let app = spawn_app_with(|s| {
+        default_limits(s);
+        s.limits.joins_per_minute = 2_000; // the identity cap is what this test shows
+        s.stage.max_viewers_per_stage = 5_000;
+        s.stage.scale_up_threshold = 5_000;
+    })
+    .await;
+    app.go_live().await;
+    let cap = Settings::defaults().limits.viewers_per_client as u64;
+    let before = total_viewers(&app).await;
+
+    // No cookie kept: every call is a new browser, and it names a user id of its own (ignored).
+    let outcomes: Vec<(u16, Value)> = futures_util::stream::iter(0..1_000)
+        .map(|n| {
+            let app = &app;
+            async move {
+                let client = reqwest::Client::new();
+                envelope(call(&client, app, JoinStream::PATH, json!({ "channel": null, "user_id": format!("fake-{n}") })).await)
+                    .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let joined = outcomes.iter().filter(|(s, _)| *s == 200).count() as u64;
+    let refused: Vec<&(u16, Value)> = outcomes.iter().filter(|(s, _)| *s != 200).collect();
+    assert_eq!(joined, cap, "joined as fresh viewers");
+    for (status, body) in &refused {
+        assert_refused(*status, body, 429, "TOO_MANY_REQUESTS");
+    }
+    app.service.stats().refresh().await.unwrap();
+    let added = total_viewers(&app).await - before;
+    assert!(added <= cap, "1000 anonymous joins added {added} viewers (cap {cap})");
+
+    // Another address is not held back by this one.
+    let other = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
+    let (status, body) = envelope(call(&other, &app, JoinStream::PATH, json!({ "channel": null })).await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_keeps_one_viewer_identity_and_its_beats_and_leave_need_its_ticket() {
+    let app = spawn_app_with(default_limits).await;
+    app.go_live().await;
+    let mut browser = Browser::default();
+    let (status, first) = browser.call(&app, JoinStream::PATH, json!({ "channel": null })).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "joined", "{first}");
+    let user = first["userId"].as_str().expect("a viewer id").to_string();
+    assert!(user.starts_with("viewer-"), "{user}");
+    let cookie = browser.cookie.clone().expect("the server set the viewer cookie");
+    assert!(browser.set_cookie.contains("HttpOnly"), "{}", browser.set_cookie);
+    let (_, again) = browser.call(&app, JoinStream::PATH, json!({ "channel": null })).await;
+    assert_eq!(again["userId"], user.as_str(), "the cookie names the same viewer");
+    assert_eq!(again["isNewViewer"], false);
+    let (stage, participant) = (again["stageArn"].as_str().unwrap(), again["participantId"].as_str().unwrap());
+
+    let args = |participant: &str| json!({ "stage_arn": stage, "participant_id": participant });
+    assert_eq!(browser.call(&app, SendHeartbeat::PATH, args(participant)).await.0, 200);
+    // Another browser (no cookie) cannot beat for it, nor can an old ticket.
+    let (status, body) = Browser::default().call(&app, SendHeartbeat::PATH, args(participant)).await;
+    assert_refused(status, &body, 404, "NOT_FOUND");
+    let old = first["participantId"].as_str().unwrap();
+    let (status, body) = browser.call(&app, SendHeartbeat::PATH, args(old)).await;
+    assert_refused(status, &body, 404, "NOT_FOUND");
+
+    // REST: a participantId that is not the ticket's neither beats nor ends the viewer.
+    let r =
+        app.post("/api/viewer/heartbeat", json!({ "userId": user, "stageArn": stage, "participantId": "notTheTicket" })).await;
+    r.assert_error(404, "NOT_FOUND");
+    app.post("/api/viewer/leave", json!({ "userId": user, "stageArn": stage, "participantId": "notTheTicket" }))
+        .await
+        .assert_ok();
+    app.post("/api/viewer/heartbeat", json!({ "userId": user, "stageArn": stage, "participantId": participant }))
+        .await
+        .assert_ok();
+
+    // The page's leave is a form post (sendBeacon) with the ticket.
+    let resp = app
+        .client
+        .post(format!("{}{}", app.base, LeaveStream::PATH))
+        .header("origin", &app.base)
+        .header("cookie", &cookie)
+        .form(&[("stage_arn", stage), ("participant_id", participant)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    let r = app.post("/api/viewer/heartbeat", json!({ "userId": user, "stageArn": stage })).await;
+    r.assert_error(404, "NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_per_minute_are_capped_per_client() {
+    let app = spawn_app_with(default_limits).await;
+    app.go_live().await;
+    let per_minute = Settings::defaults().limits.joins_per_minute;
+    let mut browser = Browser::default();
+    for n in 0..per_minute {
+        let (status, body) = browser.call(&app, JoinStream::PATH, json!({ "channel": null })).await;
+        assert_eq!(status, 200, "join {n}: {body}");
+    }
+    let (status, body) = browser.call(&app, JoinStream::PATH, json!({ "channel": null })).await;
+    assert_refused(status, &body, 429, "TOO_MANY_REQUESTS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_functions_get_the_apis_limits_and_envelope() {
+    let app = spawn_app_with(|s| {
+        default_limits(s);
+        s.limits.page_requests = 6;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}{}", app.base, SendHeartbeat::PATH);
+
+    // An oversized body: the 64 KiB limit, in the envelope.
+    let big = json!({ "stage_arn": "x".repeat(100 * 1024), "participant_id": "p" });
+    let (status, body) = envelope(call(&client, &app, SendHeartbeat::PATH, big).await).await;
+    assert_refused(status, &body, 413, "PAYLOAD_TOO_LARGE");
+    // A function's own refusal has its code's status, not 500.
+    let args = json!({ "stage_arn": "arn:aws:ivs:us-east-1:123456789012:stage/abcdEFGH1234", "participant_id": "p" });
+    let (status, body) = envelope(call(&client, &app, SendHeartbeat::PATH, args.clone()).await).await;
+    assert_refused(status, &body, 404, "NOT_FOUND");
+    let (status, body) = envelope(call(&client, &app, SendHeartbeat::PATH, json!({ "stage_arn": "x" })).await).await;
+    assert_refused(status, &body, 400, "VALIDATION_ERROR");
+    // From another site, or as a body a cross-site form can send without asking: refused.
+    let r = client.post(&url).header("content-type", "application/json").header("origin", "https://evil.example").json(&args);
+    let (status, body) = envelope(r.send().await.unwrap()).await;
+    assert_refused(status, &body, 403, "FORBIDDEN");
+    let r = client.post(&url).header("content-type", "text/plain").header("origin", &app.base).body(args.to_string());
+    let (status, body) = envelope(r.send().await.unwrap()).await;
+    assert_refused(status, &body, 415, "UNSUPPORTED_MEDIA_TYPE");
+    // The sixth call in the window, then the limit.
+    let (status, _) = envelope(call(&client, &app, SendHeartbeat::PATH, args.clone()).await).await;
+    assert_eq!(status, 404);
+    let (status, body) = envelope(call(&client, &app, SendHeartbeat::PATH, args).await).await;
+    assert_refused(status, &body, 429, "TOO_MANY_REQUESTS");
+
+    // Counted in the request metrics under the function's route.
+    let metrics = client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    let route = format!("route=\"{}\",status=\"429\"", SendHeartbeat::PATH);
+    assert!(metrics.lines().any(|l| l.starts_with("livestage_http_requests_total") && l.contains(&route)), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn studio_sign_in_waits_longer_after_each_failure() {
+    let app = spawn_app_with(default_limits).await;
+    let client = reqwest::Client::new();
+    let free = Settings::defaults().limits.sign_in_failures;
+    let try_key = |key: &'static str| {
+        let client = client.clone();
+        let app = &app;
+        async move { envelope(call(&client, app, BroadcasterSignIn::PATH, json!({ "api_key": key, "channel": null })).await).await }
+    };
+    for n in 0..free {
+        let (status, body) = try_key("guess").await;
+        assert_eq!((status, &body), (200, &json!(false)), "attempt {n}");
+    }
+    // Now even the right key waits: guessing cannot go on at speed.
+    let (status, body) = try_key(API_KEY).await;
+    assert_refused(status, &body, 429, "TOO_MANY_REQUESTS");
+    // Another address signs in.
+    let other = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 3])).build().unwrap();
+    let (status, body) =
+        envelope(call(&other, &app, BroadcasterSignIn::PATH, json!({ "api_key": API_KEY, "channel": null })).await).await;
+    assert_eq!((status, body), (200, json!(true)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_requests_with_made_up_methods_leave_the_metrics_the_same_size() {
+    let app = spawn_app_with(default_limits).await;
+    let client = reqwest::Client::new();
+    let made_up = |n: u64| {
+        let token: String = (0..(8 + n % 56)).map(|i| (b'A' + ((n * 31 + i * 7) % 26) as u8) as char).collect();
+        reqwest::Method::from_bytes(format!("{token}{n}").as_bytes()).unwrap()
+    };
+    let send = |range: std::ops::Range<u64>| {
+        let client = client.clone();
+        let base = app.base.clone();
+        async move {
+            futures_util::stream::iter(range)
+                .map(|n| {
+                    let (client, base) = (client.clone(), base.clone());
+                    let path = ["/api/stats", "/whip", "/api/viewer/heartbeat", "/nowhere"][(n % 4) as usize];
+                    async move { client.request(made_up(n), format!("{base}{path}")).send().await.map(|r| r.status()) }
+                })
+                .buffer_unordered(32)
+                .collect::<Vec<_>>()
+                .await
+        }
+    };
+    let metrics = || async { client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap() };
+    let series = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("livestage_http_"))
+            .map(|l| l.rsplit_once(' ').unwrap().0.to_string())
+            .collect::<Vec<_>>()
+    };
+    // Every route and status the attack reaches, once.
+    assert!(send(0..40).await.iter().all(|r| r.as_ref().is_ok_and(StatusCode::is_client_error)));
+    let before = metrics().await;
+    let answers = send(40..10_040).await;
+    assert!(answers.iter().all(|r| r.as_ref().is_ok_and(StatusCode::is_client_error)), "every made-up method refused");
+    let after = metrics().await;
+    assert_eq!(series(&before), series(&after), "no new series");
+    // Only the counters' digits grow.
+    assert!(after.len() <= before.len() + 200, "/metrics grew from {} to {} bytes", before.len(), after.len());
+    assert!(after.contains("method=\"OTHER\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_half_open_connections_leave_a_request_answered_within_a_second_and_are_closed() {
+    let app = spawn_app_with(|s| {
+        default_limits(s);
+        s.limits.header_read_timeout_ms = 2_000;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        stream.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        idle.push(stream);
+    }
+    let started = Instant::now();
+    let r = app.client.get(format!("{}/health", app.base)).send().await.expect("a normal request");
+    assert_eq!(r.status(), 200);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "answered in {took:?} with 500 half-open connections held");
+
+    // Past the header-read timeout the server has closed every one of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for (n, stream) in idle.iter_mut().enumerate() {
+        let mut buf = [0u8; 512];
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await;
+        assert!(read.is_ok(), "connection {n} still open 10 s after it stopped sending");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holds_a_bounded_number_of_websockets() {
+    let app = spawn_app_with(default_limits).await;
+    let cap = Settings::defaults().limits.websockets_per_client;
+    let url = format!("{}/ws", app.base.replace("http://", "ws://"));
+    let mut open = Vec::new();
+    for n in 0..cap {
+        let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap_or_else(|e| panic!("socket {n}: {e}"));
+        open.push(ws);
+    }
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
+        other => panic!("a socket past the cap: {:?}", other.map(|_| ())),
+    }
+    drop(open.pop());
+    // The freed place is taken again (the server notices the close asynchronously).
+    let reopened = eventually(Duration::from_secs(5), || async { tokio_tungstenite::connect_async(&url).await.is_ok() }).await;
+    assert!(reopened, "a place freed by a closed socket");
+}
+
+/// A publisher token of `user` on the default channel: (WHIP endpoint, token).
+async fn publisher_token(app: &TestApp, user: &str) -> (String, String) {
+    let p = app.post("/api/token/publisher", json!({ "userId": user })).await;
+    let d = p.assert_ok();
+    (d["whipEndpoint"].as_str().unwrap().to_string(), d["token"].as_str().unwrap().to_string())
+}
+
+/// Sends audio frames as `peer` for `frames` × 20 ms.
+fn keep_sending(peer: livestage::testing::peer::PeerHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for n in 0u64..3000 {
+            peer.send_audio(livestage::testing::media::OPUS_SILENCE.to_vec(), n * 960);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+async fn live_participant(app: &TestApp) -> Option<String> {
+    let d = app.get("/api/stats/publisher").await;
+    d.data()["publisher"]["participantId"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_publisher_token_cannot_take_over_a_live_broadcast() {
+    let app = spawn_app_with(default_limits).await;
+    // An old token (an earlier studio render, a leaked OBS setting) and the one that goes live.
+    let (_, old) = publisher_token(&app, "broadcaster").await;
+    let (whip, live) = publisher_token(&app, "broadcaster").await;
+    let session = open_session(&app.client, &whip, &live, PeerRole::Publish, VideoCodec::Vp8, Duration::from_secs(5)).await;
+    let _sending = keep_sending(session.peer);
+    let live_id = eventually(Duration::from_secs(5), || async { live_participant(&app).await.is_some() }).await;
+    assert!(live_id, "the publisher went live");
+    let before = live_participant(&app).await;
+
+    let (_, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
+    let r = app.client.post(&whip).bearer_auth(&old).header("content-type", "application/sdp").body(offer).send().await.unwrap();
+    let (status, body) = envelope(r).await;
+    assert_refused(status, &body, 409, "CONFLICT");
+    assert!(
+        holds_for(Duration::from_secs(1), || async { live_participant(&app).await == before }).await,
+        "still the same publisher"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_never_connecting_offers_leave_the_publisher_and_a_real_viewer_in() {
+    let app = spawn_app_with(|s| {
+        default_limits(s);
+        s.stage.max_viewers_per_stage = 1_000;
+        s.stage.scale_up_threshold = 1_000;
+    })
+    .await;
+    // Tickets are issued while a broadcast is on (here the media plane's signal says so).
+    app.go_live().await;
+    // 500 tickets (the worst case: the attacker has real viewer tokens) and offers that never
+    // connect, from one address.
+    let tickets: Vec<(String, String)> = futures_util::stream::iter(0..500)
+        .map(|n| {
+            let app = &app;
+            async move {
+                let d = app.join(&format!("attacker-{n}")).await;
+                let d = d.assert_ok().clone();
+                (d["whepEndpoint"].as_str().unwrap_or_default().to_string(), d["token"].as_str().unwrap().to_string())
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let (_, offer) = Peer::offer(PeerRole::Play).await.unwrap();
+    let whep = format!("{}/whep", app.base);
+    let statuses: Vec<u16> = futures_util::stream::iter(tickets)
+        .map(|(_, token)| {
+            let (client, whep, offer) = (app.client.clone(), whep.clone(), offer.clone());
+            async move {
+                let r = client.post(&whep).bearer_auth(token).header("content-type", "application/sdp").body(offer).send().await;
+                r.map(|r| r.status().as_u16()).unwrap_or(0)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let accepted = statuses.iter().filter(|s| **s == 201).count();
+    let limits = Settings::defaults().limits;
+    assert!(accepted <= limits.media_connecting_per_client, "{accepted} sessions held by one address");
+    assert!(statuses.iter().all(|s| [201, 429].contains(s)), "{statuses:?}");
+
+    // The publisher goes live from the same address.
+    let p = app.post("/api/token/publisher", json!({ "userId": "broadcaster" })).await;
+    let p = p.assert_ok();
+    let (whip, token, id) =
+        (p["whipEndpoint"].as_str().unwrap(), p["token"].as_str().unwrap(), p["participantId"].as_str().unwrap().to_string());
+    let publisher = open_session(&app.client, whip, token, PeerRole::Publish, VideoCodec::Vp8, Duration::from_secs(5)).await;
+    let _sending = keep_sending(publisher.peer);
+    let live =
+        eventually(Duration::from_secs(5), || async { live_participant(&app).await.as_deref() == Some(id.as_str()) }).await;
+    assert!(live, "the broadcaster is live");
+
+    // A real viewer elsewhere plays.
+    let elsewhere = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 4])).build().unwrap();
+    let ticket = elsewhere
+        .post(format!("{}/api/token/viewer", app.base))
+        .header("x-api-key", API_KEY)
+        .json(&json!({ "userId": "real-viewer" }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let token = ticket["data"]["token"].as_str().unwrap();
+    let mut viewer = open_session(&elsewhere, &whep, token, PeerRole::Play, VideoCodec::Vp8, Duration::from_secs(5)).await.peer;
+    let mut frames = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while frames < 10 && tokio::time::Instant::now() < deadline {
+        if let Some(PeerEvent::Frame { .. }) = viewer.next_event(Duration::from_millis(500)).await {
+            frames += 1;
+        }
+    }
+    assert_eq!(frames, 10, "the real viewer receives the broadcast");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_ticket_plays_only_while_its_viewer_is_present() {
+    let app = spawn_app_with(default_limits).await;
+    app.go_live().await;
+    let d = app.join("leaver").await.assert_ok().clone();
+    let (stage, token) = (d["stageArn"].as_str().unwrap(), d["token"].as_str().unwrap());
+    app.post("/api/viewer/leave", json!({ "userId": "leaver", "stageArn": stage })).await.assert_ok();
+    let (_, offer) = Peer::offer(PeerRole::Play).await.unwrap();
+    let r = app
+        .client
+        .post(format!("{}/whep", app.base))
+        .bearer_auth(token)
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = envelope(r).await;
+    assert_refused(status, &body, 403, "FORBIDDEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_database_answers_503_with_retry_after_and_no_write_is_lost() {
+    use sqlx::Connection;
+    let app = spawn_app_with(default_limits).await;
+    if !app.db.url.is_empty() {
+        return; // SQLite's writer lock; PostgreSQL has none to hold
+    }
+    app.go_live().await;
+    app.join("before").await.assert_ok();
+    // Another process holds SQLite's write lock for longer than the server waits for it.
+    let path = app.dir.path().join("app.db");
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.expect("open the database");
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut other).await.expect("take the write lock");
+    let started = Instant::now();
+    let r = app.join("during").await;
+    let took = started.elapsed();
+    r.assert_error(503, "SERVICE_UNAVAILABLE");
+    assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"), "{:?}", r.headers);
+    assert!(took < Duration::from_secs(12), "answered after {took:?}, not held");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    // Once the lock is gone the same join succeeds, and the earlier viewer is still there.
+    app.join("during").await.assert_ok();
+    let viewers = app.get(&format!("/api/viewer/list/{}", enc(&app.master_arn().await))).await;
+    assert_eq!(viewers.assert_ok()["totalViewers"], 2);
+}
