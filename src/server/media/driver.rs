@@ -46,6 +46,9 @@ pub(crate) async fn run(
         sockets.iter().map(|b| tokio::spawn(read_socket(b.socket.clone(), b.announced, dgram_tx.clone()))).collect();
     drop(dgram_tx);
     let mut engine = Engine::new(Instant::now(), stats, admission);
+    // However this task ends (shutdown, or a panic the engine did not contain), no channel is
+    // left reported live with nothing behind it.
+    let _offline = OfflineOnExit(signal.clone());
 
     loop {
         let deadline = engine.poll_timeout();
@@ -55,19 +58,19 @@ pub(crate) async fn run(
             _ = shutdown.wait_for(|s| *s) => break,
             cmd = commands.recv() => match cmd {
                 Some(Command::Open { session, reply }) => {
-                    let _ = reply.send(engine.handle(now(), Input::Open(session), out));
+                    let _ = reply.send(contained(|| engine.handle(now(), Input::Open(session), out)));
                 }
                 Some(Command::Close { role, id, participant_id, reply }) => {
-                    let _ = reply.send(engine.handle(now(), Input::Close { role, id, participant_id }, out));
+                    let _ = reply.send(contained(|| engine.handle(now(), Input::Close { role, id, participant_id }, out)));
                 }
                 None => break,
             },
             Some(d) = datagrams.recv() => {
                 let input = Input::Receive { source: d.source, destination: d.destination, contents: &d.data };
-                let _ = engine.handle(now(), input, out);
+                let _ = contained(|| engine.handle(now(), input, out));
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
-                let _ = engine.handle(now(), Input::Timeout, out);
+                let _ = contained(|| engine.handle(now(), Input::Timeout, out));
             }
         }
     }
@@ -75,6 +78,24 @@ pub(crate) async fn run(
     let _ = engine.handle(now(), Input::Shutdown, &mut |o| output(o, &sockets, &signal));
     for r in readers {
         r.abort();
+    }
+}
+
+/// The engine contains a panic in one session's `Rtc` itself; one anywhere else in it is
+/// caught here, so the media task goes on for every other session.
+fn contained(f: impl FnOnce() -> Result<(), MediaError>) -> Result<(), MediaError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("the media engine panicked handling an input; it goes on");
+        Err(MediaError::Stopped)
+    })
+}
+
+/// Marks every channel offline when dropped.
+struct OfflineOnExit(PublisherSignal);
+
+impl Drop for OfflineOnExit {
+    fn drop(&mut self) {
+        self.0.clear();
     }
 }
 

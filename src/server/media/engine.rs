@@ -10,7 +10,8 @@
 use super::route::{RouteKey, Routes, SessionId};
 use super::{Admission, MediaError, Participant, Role, MAX_SESSIONS};
 use crate::server::backend::LivePublisher;
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -132,6 +133,11 @@ struct Session {
     needs_keyframe: bool,
     /// Publisher: when a keyframe was last requested.
     last_keyframe_request: Option<Instant>,
+    /// The timeout its entry on the timer heap is for (older entries are stale).
+    scheduled: Option<Instant>,
+    /// Its `Rtc` panicked: the session is ended at the next housekeeping and nothing else
+    /// touches it (one session's failure never stops the others).
+    failed: bool,
 }
 
 impl Session {
@@ -143,9 +149,20 @@ impl Session {
     }
 }
 
+/// When each session's `Rtc` wants its next timeout, earliest first. Entries are never
+/// removed in place: one whose time is no longer its session's is skipped when it comes up.
+type Timers = BinaryHeap<Reverse<(Instant, SessionId)>>;
+
 pub(crate) struct Engine {
     sessions: HashMap<SessionId, Session>,
     by_source: HashMap<SocketAddr, SessionId>,
+    /// Sessions by the server's ICE ufrag: how a STUN check from an address not seen yet finds
+    /// its session (any other datagram from an unknown address is dropped unread).
+    by_ufrag: HashMap<String, SessionId>,
+    timers: Timers,
+    /// Test hook: the session whose next datagram panics inside its `Rtc`.
+    #[cfg(test)]
+    pub(crate) panic_in: Option<SessionId>,
     routes: Routes,
     /// Tokens whose session was ended with `DELETE`, until they expire (seconds since the epoch).
     ended: HashMap<String, i64>,
@@ -161,6 +178,10 @@ impl Engine {
             admission,
             sessions: HashMap::new(),
             by_source: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            timers: BinaryHeap::new(),
+            #[cfg(test)]
+            panic_in: None,
             routes: Routes::default(),
             ended: HashMap::new(),
             last_tick: start,
@@ -201,7 +222,7 @@ impl Engine {
     /// When [`Input::Timeout`] is next due.
     pub(crate) fn poll_timeout(&self) -> Instant {
         let tick = self.last_tick + TICK;
-        self.sessions.values().map(|s| s.timeout).min().map_or(tick, |t| t.min(tick))
+        self.timers.peek().map_or(tick, |Reverse((t, _))| (*t).min(tick))
     }
 
     fn open(&mut self, now: Now, new: NewSession, out: Out<'_>) -> Result<(), MediaError> {
@@ -252,6 +273,8 @@ impl Engine {
             self.end(now.at, &id, out);
         }
         let id: SessionId = new.id.into();
+        let mut rtc = new.rtc;
+        self.by_ufrag.insert(rtc.direct_api().local_ice_credentials().ufrag, id.clone());
         if new.role == Role::Publisher {
             // The same user reconnecting: the old session goes, liveness carries over.
             if let Some(old) = self.routes.set_publisher(&group, id.clone()) {
@@ -266,15 +289,17 @@ impl Engine {
             participant: new.participant,
             client: new.client,
             group,
-            rtc: new.rtc,
+            rtc,
             created: now.at,
             connected: false,
             timeout: now.at,
             mids: Vec::new(),
             needs_keyframe: true,
             last_keyframe_request: None,
+            scheduled: None,
+            failed: false,
         };
-        drain(&mut session, now.at, out, &mut self.propagated);
+        guarded(&mut session, |s| drain(s, now.at, out, &mut self.propagated, &mut self.timers));
         let opened = Event::Opened { session: id.clone(), role: session.role, user_id: session.participant.user_id.clone() };
         out(Output::Event(opened));
         self.sessions.insert(id, session);
@@ -302,14 +327,19 @@ impl Engine {
     fn end(&mut self, now: Instant, id: &str, out: Out<'_>) -> Option<Session> {
         let mut s = self.sessions.remove(id)?;
         self.by_source.retain(|_, v| &**v != id);
+        self.by_ufrag.retain(|_, v| &**v != id);
         self.routes.remove(&s.group, id);
         self.count();
         let closed = Event::Closed { session: s.id.clone(), role: s.role, user_id: s.participant.user_id.clone() };
         out(Output::Event(closed));
-        s.rtc.disconnect();
         // What it says now concerns no one else.
-        let mut ignored = VecDeque::new();
-        drain(&mut s, now, out, &mut ignored);
+        let (mut ignored, mut no_timers) = (VecDeque::new(), BinaryHeap::new());
+        if !s.failed {
+            guarded(&mut s, |s| {
+                s.rtc.disconnect();
+                drain(s, now, out, &mut ignored, &mut no_timers)
+            });
+        }
         Some(s)
     }
 
@@ -320,38 +350,79 @@ impl Engine {
     }
 
     fn receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, contents: &[u8], out: Out<'_>) {
-        let Ok(contents) = contents.try_into() else {
+        let raw = contents;
+        let Ok(contents) = raw.try_into() else {
             return;
         };
         let input = RtcInput::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
         let known = self.by_source.get(&source).filter(|id| self.sessions.get(*id).is_some_and(|s| s.rtc.accepts(&input)));
         let id = match known {
             Some(id) => id.clone(),
-            None => match self.sessions.values().find(|s| s.rtc.accepts(&input)) {
-                Some(s) => {
-                    self.by_source.insert(source, s.id.clone());
-                    s.id.clone()
+            // An address not seen yet (a new peer, or one whose address changed): only a STUN
+            // binding request for one of the sessions' ufrags, which that session's `Rtc`
+            // then authenticates. Garbage costs a parse and a map lookup, never a scan.
+            None => match self.ufrag_session(raw) {
+                Some(id) if self.sessions.get(&id).is_some_and(|s| !s.failed && s.rtc.accepts(&input)) => {
+                    self.by_source.insert(source, id.clone());
+                    id
                 }
-                None => return,
+                _ => return,
             },
         };
         let Some(s) = self.sessions.get_mut(&id) else { return };
-        if let Err(e) = s.rtc.handle_input(input) {
-            tracing::debug!(session = %id, error = %e, "media session failed");
-            s.rtc.disconnect();
+        if s.failed {
+            return;
         }
-        drain(s, now, out, &mut self.propagated);
+        #[cfg(test)]
+        let panics = self.panic_in.as_ref() == Some(&id);
+        let (propagated, timers) = (&mut self.propagated, &mut self.timers);
+        guarded(s, |s| {
+            #[cfg(test)]
+            assert!(!panics, "a datagram this session's Rtc cannot take");
+            if let Err(e) = s.rtc.handle_input(input) {
+                tracing::debug!(session = %s.id, error = %e, "media session failed");
+                s.rtc.disconnect();
+            }
+            drain(s, now, out, propagated, timers)
+        });
     }
 
+    /// The session a STUN binding request is addressed to, by the server's ufrag in its
+    /// USERNAME (`server:peer`).
+    fn ufrag_session(&self, contents: &[u8]) -> Option<SessionId> {
+        // STUN: the first two bits are zero, the magic cookie follows the length.
+        if contents.len() < 20 || contents[0] & 0xC0 != 0 || contents[4..8] != [0x21, 0x12, 0xA4, 0x42] {
+            return None;
+        }
+        let msg = str0m::ice::StunMessage::parse(contents).ok()?;
+        if !msg.is_binding_request() {
+            return None;
+        }
+        let (local, _) = msg.split_username()?;
+        self.by_ufrag.get(local).cloned()
+    }
+
+    /// Feeds the timeout to every session whose `Rtc` is due, from the timer heap: the cost
+    /// follows the sessions due, not all of them.
     fn timeouts(&mut self, now: Instant, out: Out<'_>) {
-        for s in self.sessions.values_mut() {
-            if s.timeout <= now {
+        while let Some(Reverse((at, id))) = self.timers.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            if s.scheduled != Some(at) || s.failed {
+                continue; // superseded by a later entry
+            }
+            s.scheduled = None;
+            let (propagated, timers) = (&mut self.propagated, &mut self.timers);
+            guarded(s, |s| {
                 if let Err(e) = s.rtc.handle_input(RtcInput::Timeout(now)) {
                     tracing::debug!(session = %s.id, error = %e, "media session failed");
                     s.rtc.disconnect();
                 }
-                drain(s, now, out, &mut self.propagated);
-            }
+                drain(s, now, out, propagated, timers)
+            });
         }
     }
 
@@ -392,7 +463,7 @@ impl Engine {
         let mut forwarded = 0u64;
         for id in &route.viewers {
             let Some(v) = self.sessions.get_mut(id) else { continue };
-            if !v.connected || !v.rtc.is_alive() {
+            if !v.connected || v.failed || !v.rtc.is_alive() {
                 continue;
             }
             let Some(mid) = v.mid_for(kind) else { continue };
@@ -404,14 +475,18 @@ impl Engine {
                 v.needs_keyframe = false;
                 tracing::debug!(session = %v.id, "first keyframe forwarded");
             }
-            let Some(writer) = v.rtc.writer(mid) else { continue };
-            let Some(pt) = writer.match_params(data.params) else { continue };
-            if let Err(e) = writer.write(pt, data.network_time, data.time, payload.clone()) {
-                tracing::debug!(session = %v.id, error = %e, "forwarding failed");
-                v.rtc.disconnect();
-            }
-            forwarded += 1;
-            drain(v, now, out, &mut self.propagated);
+            let (propagated, timers) = (&mut self.propagated, &mut self.timers);
+            let written = guarded(v, |v| {
+                let Some(writer) = v.rtc.writer(mid) else { return false };
+                let Some(pt) = writer.match_params(data.params) else { return false };
+                if let Err(e) = writer.write(pt, data.network_time, data.time, payload.clone()) {
+                    tracing::debug!(session = %v.id, error = %e, "forwarding failed");
+                    v.rtc.disconnect();
+                }
+                drain(v, now, out, propagated, timers);
+                true
+            });
+            forwarded += u64::from(written == Some(true));
         }
         self.stats.frames_forwarded.fetch_add(forwarded, Ordering::Relaxed);
         self.stats.bytes_forwarded.fetch_add(forwarded * payload.len() as u64, Ordering::Relaxed);
@@ -423,24 +498,31 @@ impl Engine {
     /// Asks a group's publisher for a keyframe (a viewer joined, lost packets or asked itself).
     fn request_keyframe(&mut self, now: Instant, group: &RouteKey, kind: KeyframeRequestKind, out: Out<'_>) {
         let Some(p) = self.routes.publisher(group).and_then(|id| self.sessions.get_mut(id)) else { return };
-        if !p.connected || p.last_keyframe_request.is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL) {
+        if !p.connected || p.failed || p.last_keyframe_request.is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL) {
             return;
         }
         let Some(mid) = p.mid_for(MediaKind::Video) else { return };
-        let Some(mut writer) = p.rtc.writer(mid) else { return };
-        if writer.is_request_keyframe_possible(kind) && writer.request_keyframe(None, kind).is_ok() {
-            tracing::debug!(publisher = %p.id, ?kind, "keyframe requested");
-            p.last_keyframe_request = Some(now);
-            self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-        }
-        drain(p, now, out, &mut self.propagated);
+        let (propagated, timers, stats) = (&mut self.propagated, &mut self.timers, &self.stats);
+        guarded(p, |p| {
+            let Some(mut writer) = p.rtc.writer(mid) else { return };
+            if writer.is_request_keyframe_possible(kind) && writer.request_keyframe(None, kind).is_ok() {
+                tracing::debug!(publisher = %p.id, ?kind, "keyframe requested");
+                p.last_keyframe_request = Some(now);
+                stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            }
+            drain(p, now, out, propagated, timers);
+        });
     }
 
     fn housekeeping(&mut self, now: Now, out: Out<'_>) {
         let dead: Vec<SessionId> = self
             .sessions
             .values()
-            .filter(|s| !s.rtc.is_alive() || (!s.connected && now.at.duration_since(s.created) > self.admission.connect_timeout))
+            .filter(|s| {
+                s.failed
+                    || !s.rtc.is_alive()
+                    || (!s.connected && now.at.duration_since(s.created) > self.admission.connect_timeout)
+            })
             .map(|s| s.id.clone())
             .collect();
         for id in dead {
@@ -492,9 +574,31 @@ impl Engine {
     }
 }
 
+/// Runs `f` on one session; a panic in it (str0m meeting input it cannot take, or a bug) marks
+/// that session failed, to be ended, and the engine goes on with every other session.
+fn guarded<R>(s: &mut Session, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *s))) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            tracing::error!(session = %s.id, role = ?s.role, "media session panicked; it is dropped");
+            s.failed = true;
+            None
+        }
+    }
+}
+
 /// Polls an `Rtc` until its next timeout: its datagrams go to `out`, what concerns other
-/// sessions to `propagated`, and what concerns only this session is applied to it.
-fn drain(s: &mut Session, now: Instant, out: Out<'_>, propagated: &mut VecDeque<Propagated>) {
+/// sessions to `propagated`, what concerns only this session is applied to it, and its next
+/// timeout goes on `timers`.
+fn drain(s: &mut Session, now: Instant, out: Out<'_>, propagated: &mut VecDeque<Propagated>, timers: &mut Timers) {
+    drain_outputs(s, now, out, propagated);
+    if s.scheduled != Some(s.timeout) {
+        s.scheduled = Some(s.timeout);
+        timers.push(Reverse((s.timeout, s.id.clone())));
+    }
+}
+
+fn drain_outputs(s: &mut Session, now: Instant, out: Out<'_>, propagated: &mut VecDeque<Propagated>) {
     let mut ice_disconnected = false;
     loop {
         match s.rtc.poll_output() {

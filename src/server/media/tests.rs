@@ -635,3 +635,41 @@ fn sessions_still_connecting_are_capped_per_client_and_in_all_but_the_publisher_
     sim.stream(&[publisher], 5..40);
     assert!(!sim.peers[viewer].frames.is_empty(), "the real viewer plays");
 }
+
+#[test]
+fn a_panic_in_one_session_drops_that_session_and_no_other() {
+    let mut sim = Sim::new();
+    let publisher = sim.connect(Role::Publisher, participant("broadcaster", "p", STAGE));
+    let a = sim.connect(Role::Viewer, participant("a", "ta", STAGE));
+    let b = sim.connect(Role::Viewer, participant("b", "tb", STAGE));
+    sim.stream(&[publisher], 0..10);
+    // The next datagram from `a` makes its Rtc panic.
+    sim.engine.panic_in = Some(sim.peers[a].session.as_str().into());
+    sim.stream(&[publisher], 10..100);
+    assert!(sim.closed(a), "the session that panicked is dropped");
+    let before = sim.peers[b].frames.len();
+    sim.stream(&[publisher], 100..130);
+    assert!(sim.peers[b].frames.len() > before, "the other viewer goes on receiving");
+    assert!(!sim.closed(publisher) && !sim.closed(b));
+    assert_eq!(sim.stats.viewers.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn datagrams_from_unknown_addresses_reach_no_session_unless_they_are_its_stun_check() {
+    let mut sim = Sim::new();
+    let publisher = sim.connect(Role::Publisher, participant("broadcaster", "p", STAGE));
+    let viewer = sim.connect(Role::Viewer, participant("v", "tv", STAGE));
+    sim.stream(&[publisher], 0..10);
+    // Garbage and a STUN check for no session, from an address no session has.
+    let stranger = SocketAddr::from((Ipv4Addr::new(198, 51, 100, 7), 40000));
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    stun.extend_from_slice(&[7; 12]);
+    for datagram in [vec![0x80; 200], vec![0x16; 100], stun] {
+        let input = Input::Receive { source: stranger, destination: SERVER, contents: &datagram };
+        assert_eq!(sim.handle(input), Ok(()));
+    }
+    assert!(sim.wire.iter().all(|d| d.destination != stranger), "nothing is sent back to a stranger");
+    let before = sim.peers[viewer].frames.len();
+    sim.stream(&[publisher], 10..40);
+    assert!(sim.peers[viewer].frames.len() > before, "the sessions go on");
+}
