@@ -26,7 +26,9 @@ pub struct Presence {
     timeout_ms: i64,
     /// Viewers this instance knows to be present, with their ticket's participant id, so a
     /// heartbeat needs no read.
-    known: Mutex<HashMap<ViewerKey, String>>,
+    /// An entry not beaten on this instance for the heartbeat timeout is dropped by the sweep
+    /// (the viewer may have left or been swept through another instance).
+    known: Mutex<HashMap<ViewerKey, (String, i64)>>,
     /// Heartbeats waiting for the next batched write: viewer → newest beat (ms).
     pending: Mutex<HashMap<ViewerKey, i64>>,
     /// Heartbeats accepted since start.
@@ -57,20 +59,11 @@ impl Presence {
 
     /// A viewer just joined `stage` with the ticket `participant` (its presence row is written).
     pub(crate) fn mark_present(&self, stage: &str, user: &str, participant: &str) {
+        let now = self.now_ms();
         self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((stage.to_string(), user.to_string()), participant.to_string());
-    }
-
-    /// Whether `user` is present on `stage` with the ticket `participant`, as this instance
-    /// knows it or the store says.
-    pub async fn is_present(&self, user: &str, stage: &str, participant: &str) -> AppResult<bool> {
-        let key = (stage.to_string(), user.to_string());
-        if let Some(known) = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Ok(known == participant);
-        }
-        Ok(self.store.presence().get(stage, user).await?.is_some_and(|p| p.participant_id == participant))
+            .insert((stage.to_string(), user.to_string()), (participant.to_string(), now));
     }
 
     /// A viewer's presence row is gone (left, swept, its stage deleted).
@@ -85,7 +78,11 @@ impl Presence {
     /// beat counts only for the viewer of that ticket (another's is "not found").
     pub async fn record_heartbeat(&self, user: &UserId, stage: &StageArn, participant: Option<&ParticipantId>) -> AppResult<()> {
         let key = (stage.to_string(), user.to_string());
-        let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let now = self.now_ms();
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key).map(|(p, seen)| {
+            *seen = now;
+            p.clone()
+        });
         // A ticket this instance has not seen yet (a rejoin through another instance) is read.
         let stale = known.as_ref().zip(participant).is_some_and(|(k, p)| k != p.as_str());
         let current = match known {
@@ -101,7 +98,6 @@ impl Presence {
         if participant.is_some_and(|p| p.as_str() != current) {
             return Err(AppError::not_found("Viewer session not found"));
         }
-        let now = self.now_ms();
         self.accepted.fetch_add(1, Ordering::Relaxed);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let slot = pending.entry(key).or_insert(now);
@@ -181,6 +177,7 @@ impl Presence {
     pub async fn sweep(&self) -> AppResult<usize> {
         self.flush().await?;
         let cutoff = self.now_ms() - self.timeout_ms;
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, seen)| *seen >= cutoff);
         let removed = self.store.presence().sweep(cutoff).await?;
         for p in &removed {
             self.forget(&p.stage_arn, &p.user_id);
