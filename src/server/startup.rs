@@ -100,6 +100,9 @@ pub struct Application {
     state: AppState,
     local: Option<PublisherSignal>,
     shutdown_tx: watch::Sender<bool>,
+    /// Stops the background jobs: only once HTTP has drained, so the last heartbeats accepted
+    /// are in the final flush.
+    jobs_tx: watch::Sender<bool>,
     jobs: Vec<JoinHandle<()>>,
     /// Where the API key generated on this (first) start was saved.
     generated_key: Option<std::path::PathBuf>,
@@ -185,9 +188,10 @@ impl Application {
             shutdown: shutdown_rx.clone(),
         };
         let router = Self::router(state.clone(), Router::new());
-        let mut jobs = vec![spawn_backend_setup(service.clone(), shutdown_rx.clone())];
-        jobs.extend(spawn_background_jobs(service, shutdown_rx));
-        Ok(Self { listener, router, state, local, shutdown_tx, jobs, generated_key })
+        let (jobs_tx, jobs_rx) = watch::channel(false);
+        let mut jobs = vec![spawn_backend_setup(service.clone(), shutdown_rx)];
+        jobs.extend(spawn_background_jobs(service, jobs_rx));
+        Ok(Self { listener, router, state, local, shutdown_tx, jobs_tx, jobs, generated_key })
     }
 
     /// The app's routes and `extra`, behind the middleware every request goes through.
@@ -291,9 +295,10 @@ impl Application {
     }
 
     /// Serves until Ctrl-C / SIGTERM (or the shutdown handle fires), then drains: open
-    /// WebSockets are closed, background jobs stop, pending heartbeats are written.
+    /// WebSockets are closed, requests under way finish (within the shutdown deadline), then
+    /// background jobs stop and pending heartbeats are written.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let Self { listener, router, state, shutdown_tx, jobs, .. } = self;
+        let Self { listener, router, state, shutdown_tx, jobs_tx, jobs, .. } = self;
         let mut stop = shutdown_tx.subscribe();
         let tx = shutdown_tx.clone();
         let signal = async move {
@@ -307,8 +312,10 @@ impl Application {
         let limits = state.service.settings().limits.clone();
         let result = serve(listener, router, &limits, signal).await;
         shutdown_tx.send_replace(true);
-        for job in jobs {
-            let _ = tokio::time::timeout(Duration::from_secs(10), job).await;
+        jobs_tx.send_replace(true);
+        let all = futures_util::future::join_all(jobs);
+        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+            tracing::warn!("background jobs did not stop within 10 s");
         }
         state.service.store().close().await;
         result

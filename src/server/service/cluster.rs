@@ -132,7 +132,12 @@ async fn lead(service: Arc<Service>, url: String, mut shutdown: watch::Receiver<
                     // Hold the lock while the session lives; check it every period.
                     loop {
                         tokio::time::sleep(RETRY).await;
-                        conn.ping().await?;
+                        // A ping that hangs (a network black hole) loses the lead: the lock may
+                        // be another instance's by now.
+                        match tokio::time::timeout(RETRY.max(Duration::from_secs(2)), conn.ping()).await {
+                            Ok(result) => result?,
+                            Err(_) => return Err(sqlx::Error::PoolTimedOut),
+                        }
                     }
                 }
                 tokio::time::sleep(RETRY).await;
