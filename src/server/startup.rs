@@ -224,6 +224,7 @@ impl Application {
                 move || shell(options.clone()),
             )
             .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::server_fns))
+            .layer(axum::middleware::from_fn(middleware::page_headers))
             .layer(DefaultBodyLimit::max(state.service.settings().server.body_limit_bytes))
             .layer(axum::middleware::from_fn_with_state(state.requests.clone(), metrics::track));
         let mut router = Router::new()

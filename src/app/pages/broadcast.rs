@@ -40,7 +40,6 @@ pub fn BroadcastPage() -> impl IntoView {
 
 #[component]
 fn SignIn(sign_in: ServerAction<BroadcasterSignIn>, channel: Option<String>) -> impl IntoView {
-    let wrong = move || matches!(sign_in.value().get(), Some(Ok(false)));
     let key = NodeRef::<leptos::html::Input>::new();
     let (hint, label, refused) = match &channel {
         Some(name) => (
@@ -66,7 +65,12 @@ fn SignIn(sign_in: ServerAction<BroadcasterSignIn>, channel: Option<String>) -> 
                 <button class="primary" type="submit" data-testid="sign-in">"Sign in"</button>
             </form>
             <p class="error" role="alert" data-testid="sign-in-error">
-                {move || wrong().then_some(refused)}
+                {move || match sign_in.value().get() {
+                    Some(Ok(false)) => Some(refused.to_string()),
+                    // e.g. too many failed attempts: how long to wait
+                    Some(Err(crate::api::RpcError::Api { message, .. })) => Some(message),
+                    _ => None,
+                }}
             </p>
         </div>
     }

@@ -235,3 +235,29 @@ async fn server_fn_error(resp: Response) -> Response {
 fn server_fn_error_header() -> header::HeaderName {
     header::HeaderName::from_static(leptos::server_fn::error::SERVER_FN_ERROR_HEADER)
 }
+
+/// Headers of the app's pages: none may be framed by another site (clickjacking), nor its
+/// type guessed, and the studio and dashboard (whose HTML carries a publisher token or the
+/// channels' administration) are never cached.
+pub async fn page_headers(req: Request, next: Next) -> Response {
+    let private = {
+        let path = req.uri().path();
+        path == "/broadcast" || path == "/dashboard" || (path.starts_with("/c/") && path.ends_with("/broadcast"))
+    };
+    let mut resp = next.run(req).await;
+    let html = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/html"));
+    let h = resp.headers_mut();
+    if html {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static("frame-ancestors 'none'; base-uri 'self'; object-src 'none'; form-action 'self'"),
+        );
+        h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+        h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("same-origin"));
+    }
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    if private {
+        h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    }
+    resp
+}
