@@ -500,3 +500,26 @@ async fn a_busy_database_answers_503_with_retry_after_and_no_write_is_lost() {
     let viewers = app.get(&format!("/api/viewer/list/{}", enc(&app.master_arn().await))).await;
     assert_eq!(viewers.assert_ok()["totalViewers"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_history_is_kept_as_long_as_snapshots_and_no_longer() {
+    let app = spawn_app_with(default_limits).await;
+    app.go_live().await;
+    let stage = app.master_arn().await;
+    let history = |user: &'static str| {
+        let app = &app;
+        async move { app.get(&format!("/api/viewer/history/{user}")).await.assert_ok()["totalRecords"].as_u64().unwrap() }
+    };
+    app.join("old").await.assert_ok();
+    app.post("/api/viewer/leave", json!({ "userId": "old", "stageArn": stage })).await.assert_ok();
+    let retention_days = Settings::defaults().presence.snapshot_retention_days;
+    app.advance_secs(retention_days * 86_400 - 3_600);
+    app.join("recent").await.assert_ok();
+    app.post("/api/viewer/leave", json!({ "userId": "recent", "stageArn": stage })).await.assert_ok();
+    app.service.stats().take_snapshot().await.unwrap();
+    assert_eq!((history("old").await, history("recent").await), (1, 1), "both within the retention");
+    app.advance_secs(2 * 3_600);
+    app.service.stats().take_snapshot().await.unwrap();
+    assert_eq!((history("old").await, history("recent").await), (0, 1), "the old one is past it");
+}
+

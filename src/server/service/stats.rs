@@ -184,7 +184,8 @@ impl Stats {
         Ok(PublisherStatsView { is_publisher_live: publisher.is_some(), publisher })
     }
 
-    /// Records every stage's viewer count and prunes snapshots past retention.
+    /// Records every stage's viewer count, and prunes snapshots and ended watch sessions past
+    /// the retention (so a join/leave loop cannot grow the history without bound).
     pub async fn take_snapshot(&self) -> AppResult<usize> {
         let now = self.clock.now_ms();
         let loads = self.stages.loads().await?;
@@ -192,6 +193,10 @@ impl Stats {
         self.store.snapshots().insert(now, &counts).await?;
         let retention_ms = self.snapshot_retention_days * 86_400_000;
         self.store.snapshots().prune(now - retention_ms).await?;
+        let pruned = self.store.sessions().prune(now - retention_ms).await?;
+        if pruned > 0 {
+            tracing::info!(pruned, "watch sessions past the retention removed");
+        }
         Ok(counts.len())
     }
 

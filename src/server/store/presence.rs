@@ -292,6 +292,18 @@ impl PresenceRows<'_> {
 pub struct SessionRows<'a>(pub(super) &'a Store);
 
 impl SessionRows<'_> {
+    /// Deletes watch sessions that ended before `before` (the history's retention); returns
+    /// how many.
+    pub async fn prune(&self, before: i64) -> Result<u64, StoreError> {
+        let mut w = self.0.write_tx().await?;
+        let n = sqlx::query("DELETE FROM watch_sessions WHERE left_at IS NOT NULL AND left_at < $1")
+            .bind(before)
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(n.rows_affected())
+    }
+
     /// Closes sessions left open without a presence row (e.g. written before a crash by an
     /// older process): each is closed at its start, since no heartbeat of it survives.
     pub async fn close_orphans(&self) -> Result<u64, StoreError> {
