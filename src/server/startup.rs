@@ -16,7 +16,7 @@ use crate::server::media::MediaServer;
 use crate::server::publisher::PublisherSignal;
 use crate::server::service::{spawn_background_jobs, MediaPlane, Service};
 use crate::server::store::{Store, StoreError};
-use crate::server::support::{random_id, write_private_file};
+use crate::server::support::{create_private_dir, make_private, random_id, write_private_file};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use leptos::config::LeptosOptions;
@@ -123,9 +123,12 @@ impl Application {
         let addr = listener.local_addr().map_err(|e| StartupError::Bind(site_addr.to_string(), e))?;
 
         let data_dir = settings.server.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|e| StartupError::DataDir(data_dir.display().to_string(), e))?;
+        // The data dir holds the keys and the database: this user's only.
+        create_private_dir(&data_dir).map_err(|e| StartupError::DataDir(data_dir.display().to_string(), e))?;
         let (api_key, generated_key) = api_key(&settings)?;
         let store = Store::connect(&settings.database_url()).await?;
+        let db_files = ["app.db", "app.db-wal", "app.db-shm"].map(|f| data_dir.join(f));
+        make_private(&db_files).map_err(|e| StartupError::DataDir(data_dir.display().to_string(), e))?;
         let cookie_key: Arc<str> = match &settings.server.cookie_secret {
             Some(secret) => secret.expose().into(),
             None => store.settings().get_or_insert(COOKIE_KEY_SETTING, &random_id(48)).await?.into(),

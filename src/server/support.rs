@@ -33,6 +33,27 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// Creates `dir` (and its parents) readable by this user only when it does not exist yet.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes the files at `paths` that exist readable by this user only.
+pub fn make_private(paths: &[std::path::PathBuf]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    for p in paths.iter().filter(|p| p.exists()) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = paths;
+    Ok(())
+}
+
 /// Compares two secrets in time independent of where they differ (and of their lengths).
 pub fn secrets_match(given: &str, expected: &str) -> bool {
     use sha2::{Digest, Sha256};

@@ -523,3 +523,16 @@ async fn watch_history_is_kept_as_long_as_snapshots_and_no_longer() {
     assert_eq!((history("old").await, history("recent").await), (0, 1), "the old one is past it");
 }
 
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_and_the_database_are_readable_by_their_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app_with(|s| s.server.data_dir = s.server.data_dir.join("fresh")).await;
+    let dir = app.dir.path().join("fresh");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the data dir");
+    if app.db.url.is_empty() {
+        assert_eq!(mode(&dir.join("app.db")), 0o600, "the SQLite file");
+    }
+}
+
