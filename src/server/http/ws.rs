@@ -51,6 +51,27 @@ fn stats_message(stats: &LiveStats) -> Message {
     message(&WsMessage::StatsUpdate { data: Cow::Borrowed(stats) })
 }
 
+/// The `stats_update` of each channel's newest snapshot, encoded once for all its
+/// subscribers (each holds the same `Arc` from the hub's watch channel).
+fn shared_stats_message(snapshot: &Arc<LiveStats>) -> Message {
+    type Encoded = std::sync::Mutex<std::collections::HashMap<String, (Arc<LiveStats>, Utf8Bytes)>>;
+    static ENCODED: std::sync::OnceLock<Encoded> = std::sync::OnceLock::new();
+    let encoded = ENCODED.get_or_init(Default::default);
+    let mut encoded = encoded.lock().unwrap_or_else(|e| e.into_inner());
+    let key = snapshot.channel.as_str();
+    if let Some((arc, bytes)) = encoded.get(key) {
+        if Arc::ptr_eq(arc, snapshot) {
+            return Message::Text(bytes.clone());
+        }
+    }
+    let bytes = Utf8Bytes::from(WsMessage::StatsUpdate { data: Cow::Borrowed(&**snapshot) }.to_json());
+    if encoded.len() > 10_000 {
+        encoded.clear();
+    }
+    encoded.insert(key.to_string(), (snapshot.clone(), bytes.clone()));
+    Message::Text(bytes)
+}
+
 async fn serve(state: AppState, socket: WebSocket) {
     let hub = state.service.hub();
     // The subscribed channel's snapshots; `None` while not subscribed.
@@ -128,7 +149,7 @@ async fn serve(state: AppState, socket: WebSocket) {
                 };
                 push.reset();
                 let snapshot: Arc<LiveStats> = stats.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
-                Some(stats_message(&snapshot))
+                Some(shared_stats_message(&snapshot))
             }
             changed = async { directory.as_mut()?.changed().await.ok() }, if directory.is_some() => {
                 let Some(()) = changed else {
