@@ -35,6 +35,8 @@ pub struct ServerSettings {
     /// instance of a deployment shares it).
     pub cookie_secret: Option<Secret>,
     pub internal_secret: Option<Secret>,
+    /// When set, `/metrics` answers only with it as `Authorization: Bearer`.
+    pub metrics_token: Option<Secret>,
     pub public_url: Option<PublicUrl>,
     pub cors_origins: Vec<Origin>,
     pub body_limit_bytes: usize,
@@ -499,6 +501,7 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("DATABASE_URL", "sqlite://… or postgres://… (default: sqlite://<data dir>/app.db)", |s, v| { s.server.database_url = optional(v)?; Ok(()) }),
     ("API_SECRET_KEY", "x-api-key value (default: generated on first start, kept in the data dir)", |s, v| { s.server.api_secret_key = non_empty(v).map(Secret); Ok(()) }),
     ("COOKIE_SECRET", "signs the session and viewer cookies (default: generated once, kept in the database)", |s, v| { s.server.cookie_secret = non_empty(v).map(Secret); Ok(()) }),
+    ("METRICS_TOKEN", "bearer token /metrics asks for (unset: /metrics is open, for a scraper on a private network)", |s, v| { s.server.metrics_token = non_empty(v).map(Secret); Ok(()) }),
     ("INTERNAL_SECRET", "x-internal-secret for /api/token/mediaserver (unset: refused)", |s, v| { s.server.internal_secret = non_empty(v).map(Secret); Ok(()) }),
     ("PUBLIC_URL", "public base URL of this server for WHIP/WHEP endpoints (default: request host)", |s, v| { s.server.public_url = optional(v)?; Ok(()) }),
     ("CORS_ORIGINS", "comma-separated origins allowed to call the REST API (default: same origin)", |s, v| {
@@ -860,6 +863,7 @@ mod tests {
         ("IVS_BREAKER_FAILURES", "4", |s| s.ivs.breaker_failures == 4),
         ("IVS_BREAKER_COOLDOWN_SECS", "20", |s| s.ivs.breaker_cooldown_secs == 20),
         ("IVS_WEB_SDK_URL", "/sdk/ivs.js", |s| s.ivs.web_sdk_url == "/sdk/ivs.js"),
+        ("METRICS_TOKEN", "m-123", |s| s.server.metrics_token.as_ref().map(Secret::expose) == Some("m-123")),
         ("COOKIE_SECRET", "c-123", |s| s.server.cookie_secret.as_ref().map(Secret::expose) == Some("c-123")),
         ("TRUSTED_PROXIES", "10.0.0.0/8, fd00::1", |s| {
             s.limits.trusted_proxies == ["10.0.0.0/8".parse().unwrap(), "fd00::1/128".parse::<Cidr>().unwrap()]

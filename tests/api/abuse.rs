@@ -536,3 +536,16 @@ async fn the_data_dir_and_the_database_are_readable_by_their_user_only() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_ask_for_their_token_when_one_is_set() {
+    let app = spawn_app_with(|s| s.server.metrics_token = Some("scrape-me".into())).await;
+    let url = format!("{}/metrics", app.base);
+    let (status, body) = envelope(app.client.get(&url).send().await.unwrap()).await;
+    assert_refused(status, &body, 401, "UNAUTHORIZED");
+    let (status, body) = envelope(app.client.get(&url).bearer_auth("guess").send().await.unwrap()).await;
+    assert_refused(status, &body, 401, "UNAUTHORIZED");
+    let r = app.client.get(&url).bearer_auth("scrape-me").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("livestage_viewers_total"));
+}
+

@@ -159,7 +159,14 @@ fn counter(out: &mut String, name: &str, help: &str, value: impl std::fmt::Displ
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &state.service.settings().server.metrics_token {
+        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| crate::server::support::secrets_match(g.trim(), token.expose())) {
+            return AppError::new(ErrorCode::Unauthorized, "Send the metrics token as Authorization: Bearer <token>")
+                .into_response();
+        }
+    }
     let service = &state.service;
     let channels = service.hub().all();
     let mut out = String::with_capacity(4096);
