@@ -1,5 +1,8 @@
 //! Heartbeat throughput: `POST /api/viewer/heartbeat` on the real server versus a bare axum
-//! handler, both over loopback with the same client load, measured in the same run.
+//! handler, both over loopback with the same client load, measured in the same run; and what
+//! the defences against a faked audience cost, also in the same run: the REST heartbeat with
+//! its ticket's `participantId` checked, and the page's heartbeat (a server function: the
+//! signed viewer cookie, the page budget and the ticket check).
 //!
 //!   cargo bench --features ssr --bench heartbeat
 //!
@@ -8,6 +11,7 @@
 
 use axum::routing::post;
 use axum::{Json, Router};
+use leptos::server_fn::ServerFn;
 use livestage::domain::{ChannelId, LivePublisher};
 use livestage::server::clock::SystemClock;
 use livestage::server::config::Settings;
@@ -32,9 +36,12 @@ impl Figures {
     }
 }
 
-/// Drives `connections` concurrent request loops for `secs` seconds; each request's body comes
-/// from `body(i)`. Bounded by time; returns latency percentiles and counts.
-async fn drive(url: String, key: Option<String>, connections: u64, secs: u64, bodies: Arc<Vec<Value>>) -> Figures {
+/// A request body, and the cookie sent with it.
+type Beat = (Value, Option<String>);
+
+/// Drives `connections` concurrent request loops for `secs` seconds, cycling through `bodies`.
+/// Bounded by time; returns latency percentiles and counts.
+async fn drive(url: String, key: Option<String>, connections: u64, secs: u64, bodies: Arc<Vec<Beat>>) -> Figures {
     let client = reqwest::Client::builder().pool_max_idle_per_host(connections as usize).build().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -46,12 +53,15 @@ async fn drive(url: String, key: Option<String>, connections: u64, secs: u64, bo
             let mut errors = 0u64;
             let mut i = c as usize;
             while !stop.load(Ordering::Relaxed) {
-                let body = &bodies[i % bodies.len()];
+                let (body, cookie) = &bodies[i % bodies.len()];
                 i += connections as usize;
                 let t = Instant::now();
                 let mut req = client.post(&url).json(body);
                 if let Some(k) = &key {
                     req = req.header("x-api-key", k);
+                }
+                if let Some(c) = cookie {
+                    req = req.header("cookie", c);
                 }
                 match req.send().await {
                     Ok(r) if r.status().is_success() => {
@@ -142,16 +152,53 @@ async fn run() {
             .unwrap();
         assert!(r.status().is_success(), "join failed: {}", r.status());
     }
-    let bodies: Arc<Vec<Value>> =
-        Arc::new((0..viewers).map(|i| json!({ "userId": format!("viewer-{i}"), "stageArn": master })).collect());
+    let bodies: Arc<Vec<Beat>> =
+        Arc::new((0..viewers).map(|i| (json!({ "userId": format!("viewer-{i}"), "stageArn": master }), None)).collect());
+    // The same viewers' beats naming their tickets.
+    let mut checked = Vec::new();
+    for i in 0..viewers {
+        let r = client
+            .post(format!("{base}/api/token/viewer"))
+            .header("x-api-key", bench::API_KEY)
+            .json(&json!({ "userId": format!("viewer-{i}") }))
+            .send()
+            .await
+            .unwrap();
+        let ticket: Value = r.json().await.unwrap();
+        let participant = ticket["data"]["participantId"].as_str().unwrap().to_string();
+        checked.push((json!({ "userId": format!("viewer-{i}"), "stageArn": master, "participantId": participant }), None));
+    }
+    let checked = Arc::new(checked);
+    // Page viewers: each joined through the page's function, with the cookie it was given.
+    eprintln!("joining {viewers} page viewers…");
+    let mut pages = Vec::new();
+    for _ in 0..viewers {
+        let r = client
+            .post(format!("{base}{}", livestage::rpc::JoinStream::PATH))
+            .header("origin", &base)
+            .json(&json!({ "channel": null }))
+            .send()
+            .await
+            .unwrap();
+        let cookie =
+            r.headers().get("set-cookie").and_then(|v| v.to_str().ok()).and_then(|c| c.split(';').next()).map(str::to_string);
+        let ticket: Value = r.json().await.unwrap();
+        let args = json!({ "stage_arn": ticket["stageArn"], "participant_id": ticket["participantId"] });
+        pages.push((args, Some(cookie.expect("the page join sets the viewer cookie"))));
+    }
+    let pages = Arc::new(pages);
+    let page_url = format!("{base}{}", livestage::rpc::SendHeartbeat::PATH);
 
     let bare_url = bare_server().await;
-    // warm up both
+    // warm up each
     drive(bare_url.clone(), None, connections, 1, bodies.clone()).await;
     drive(format!("{base}/api/viewer/heartbeat"), Some(bench::API_KEY.into()), connections, 1, bodies.clone()).await;
+    drive(page_url.clone(), None, connections, 1, pages.clone()).await;
 
     let bare = drive(bare_url, None, connections, secs, bodies.clone()).await;
     let hb = drive(format!("{base}/api/viewer/heartbeat"), Some(bench::API_KEY.into()), connections, secs, bodies.clone()).await;
+    let hb_checked = drive(format!("{base}/api/viewer/heartbeat"), Some(bench::API_KEY.into()), connections, secs, checked).await;
+    let page = drive(page_url, None, connections, secs, pages).await;
 
     // durability: every viewer's last heartbeat reached the database within ~1 s
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -161,7 +208,13 @@ async fn run() {
 
     println!("heartbeat benchmark: {viewers} viewers, {connections} connections, {secs} s per run, database {db_label}");
     println!("{:<22} {:>12} {:>10} {:>10} {:>8}", "", "requests/s", "p50 (ms)", "p99 (ms)", "errors");
-    for (name, f) in [("bare axum handler", &bare), ("POST heartbeat", &hb)] {
+    let runs = [
+        ("bare axum handler", &bare),
+        ("POST heartbeat", &hb),
+        ("+ participantId check", &hb_checked),
+        ("page heartbeat (fn)", &page),
+    ];
+    for (name, f) in runs {
         println!(
             "{:<22} {:>12.0} {:>10.2} {:>10.2} {:>8}",
             name,
@@ -172,13 +225,21 @@ async fn run() {
         );
     }
     println!("ratio heartbeat/bare: {:.2} (target >= 0.5)", hb.rps() / bare.rps());
+    println!(
+        "defence cost: the ticket check {:+.1} % of the REST heartbeat; the page's heartbeat (cookie, budget, ticket) {:+.1} %",
+        (hb_checked.rps() / hb.rps() - 1.0) * 100.0,
+        (page.rps() / hb.rps() - 1.0) * 100.0
+    );
     println!("viewers whose heartbeat is not in the database: {stale} of {}", rows.len());
     bench::check(
-        hb.errors == 0 && bare.errors == 0,
-        format!("no failed requests ({} heartbeat, {} bare)", hb.errors, bare.errors),
+        hb.errors == 0 && bare.errors == 0 && hb_checked.errors == 0 && page.errors == 0,
+        format!(
+            "no failed requests ({} heartbeat, {} checked, {} page, {} bare)",
+            hb.errors, hb_checked.errors, page.errors, bare.errors
+        ),
     );
     bench::check(
-        stale == 0 && rows.len() as u64 == viewers,
+        stale == 0 && rows.len() as u64 == 2 * viewers, // the REST viewers and the page viewers
         format!("every viewer's heartbeat is stored ({stale} stale of {})", rows.len()),
     );
     let ratio = hb.rps() / bare.rps();

@@ -22,6 +22,8 @@ pub fn lift_client_limits(s: &mut Settings) {
     l.media_offers = 1_000_000;
     l.media_connecting_per_client = 10_000;
     l.media_connecting_max = 10_000;
+    l.websockets_per_client = 1_000_000;
+    l.max_connections = 100_000;
 }
 
 /// [`lift_client_limits`], as the environment of a server process.
@@ -32,4 +34,6 @@ pub const LIFTED_CLIENT_LIMITS: &[(&str, &str)] = &[
     ("MEDIA_OFFERS", "1000000"),
     ("MEDIA_CONNECTING_PER_CLIENT", "10000"),
     ("MEDIA_CONNECTING_MAX", "10000"),
+    ("WEBSOCKETS_PER_CLIENT", "1000000"),
+    ("MAX_CONNECTIONS", "100000"),
 ];
