@@ -549,3 +549,18 @@ async fn metrics_ask_for_their_token_when_one_is_set() {
     assert!(r.text().await.unwrap().contains("livestage_viewers_total"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_cannot_be_framed_and_the_studio_is_never_cached() {
+    let app = spawn_app().await;
+    for path in ["/", "/broadcast", "/dashboard"] {
+        let r = app.client.get(format!("{}{path}", app.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers();
+        let csp = h.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp:?}");
+        assert_eq!(h.get("x-frame-options").and_then(|v| v.to_str().ok()), Some("DENY"), "{path}");
+        let cache = h.get("cache-control").and_then(|v| v.to_str().ok());
+        let private = path != "/";
+        assert_eq!(cache == Some("no-store"), private, "{path}: cache-control {cache:?}");
+    }
+}
