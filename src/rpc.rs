@@ -142,8 +142,7 @@ mod viewer {
     }
 
     pub async fn caller() -> Result<Caller, RpcError> {
-        let client: Client = leptos_axum::extract().await?;
-        let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
+        let (client, headers): (Client, axum::http::HeaderMap) = leptos_axum::extract().await?;
         let guards = use_context::<Arc<Guards>>().ok_or_else(super::ssr::unavailable)?;
         let key = use_context::<CookieKey>().ok_or_else(super::ssr::unavailable)?;
         Ok(Caller { client, headers, guards, key })

@@ -109,7 +109,7 @@ impl SignInBudget {
 pub struct ViewerIdentities {
     cap: usize,
     ttl: Duration,
-    clients: Mutex<HashMap<ClientKey, Vec<(String, Instant)>>>,
+    clients: Mutex<HashMap<ClientKey, HashMap<String, Instant>>>,
 }
 
 impl ViewerIdentities {
@@ -124,18 +124,21 @@ impl ViewerIdentities {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if clients.len() > 100_000 {
             let ttl = self.ttl;
-            clients.retain(|_, ids| ids.iter().any(|(_, seen)| now.duration_since(*seen) < ttl));
+            clients.retain(|_, ids| ids.values().any(|seen| now.duration_since(*seen) < ttl));
         }
         let ids = clients.entry(client).or_default();
-        ids.retain(|(_, seen)| now.duration_since(*seen) < self.ttl);
-        if let Some(entry) = ids.iter_mut().find(|(id, _)| id == viewer) {
-            entry.1 = now;
+        if let Some(seen) = ids.get_mut(viewer) {
+            *seen = now;
             return true;
         }
         if ids.len() >= self.cap {
-            return false;
+            // only at the cap are the identities gone quiet looked for
+            ids.retain(|_, seen| now.duration_since(*seen) < self.ttl);
+            if ids.len() >= self.cap {
+                return false;
+            }
         }
-        ids.push((viewer.to_string(), now));
+        ids.insert(viewer.to_string(), now);
         true
     }
 
@@ -143,7 +146,7 @@ impl ViewerIdentities {
     pub fn release(&self, client: ClientKey, viewer: &str) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ids) = clients.get_mut(&client) {
-            ids.retain(|(id, _)| id != viewer);
+            ids.remove(viewer);
             if ids.is_empty() {
                 clients.remove(&client);
             }
