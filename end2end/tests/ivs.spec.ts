@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { createHash } from "node:crypto";
 import { closeContexts, decodedFrames } from "./pages";
 
 test.afterEach(closeContexts);
@@ -15,6 +16,8 @@ test.afterEach(closeContexts);
 const ROOT = resolve("..");
 const SDK_URL = "https://web-broadcast.live-video.net/1.41.0/amazon-ivs-web-broadcast.js";
 const STUB = readFileSync(resolve("fixtures", "ivs-sdk-stub.js"), "utf8");
+// The stand-in's Subresource Integrity hash, which the server hands the pages.
+const STUB_INTEGRITY = `sha384-${createHash("sha384").update(STUB).digest("base64")}`;
 const API_KEY = "ivs-e2e-key-0123456789";
 
 let fake: ChildProcess | undefined;
@@ -62,6 +65,7 @@ test.beforeAll(async () => {
       DATABASE_URL: "",
       LEPTOS_SITE_ADDR: "127.0.0.1:0",
       MEDIA_UDP_PORT: "0",
+      IVS_WEB_SDK_INTEGRITY: STUB_INTEGRITY,
       NO_COLOR: "1",
     },
     "listening on ",
@@ -113,6 +117,9 @@ test("on the IVS backend the pages publish and play through the IVS Web Broadcas
   await studio.getByTestId("go-live").click();
   await expect(studio.getByTestId("publish-state")).toHaveAttribute("data-state", "live", { timeout: 15_000 });
   expect(studioFetches()).toBe(1);
+  // It was loaded with the integrity hash the server holds for it: a changed script is refused.
+  const integrity = await studio.evaluate(() => document.getElementById("ivs-web-broadcast-sdk")?.getAttribute("integrity"));
+  expect(integrity).toBe(STUB_INTEGRITY);
   const calls = await stubCalls(studio);
   const publish = calls.find((c: any) => c.op === "publish");
   expect(publish.kinds.sort()).toEqual(["audio", "video"]);

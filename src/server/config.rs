@@ -451,6 +451,9 @@ pub struct IvsSettings {
     pub token_tps: f64,
     /// Where the pages load the IVS Web Broadcast SDK from (only on this backend).
     pub web_sdk_url: String,
+    /// The SDK script's Subresource Integrity hash (`sha384-…`): the pages refuse a script
+    /// that does not match it.
+    pub web_sdk_integrity: Option<String>,
     /// Static credentials for embedders (never read from files or the environment).
     #[serde(skip)]
     pub static_credentials: Option<(String, String)>,
@@ -561,6 +564,7 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("IVS_MAX_ATTEMPTS", "attempts per IVS call (throttling and server errors are retried with backoff)", |s, v| { s.ivs.max_attempts = parse(v)?; Ok(()) }),
     ("IVS_BREAKER_FAILURES", "consecutive IVS failures after which calls fail fast", |s, v| { s.ivs.breaker_failures = parse(v)?; Ok(()) }),
     ("IVS_WEB_SDK_URL", "where the pages load the IVS Web Broadcast SDK (amazon-ivs-web-broadcast) from", |s, v| { s.ivs.web_sdk_url = v.trim().to_string(); Ok(()) }),
+    ("IVS_WEB_SDK_INTEGRITY", "Subresource Integrity hash of that script (sha384-…); the pages refuse any other", |s, v| { s.ivs.web_sdk_integrity = non_empty(v); Ok(()) }),
     ("IVS_BREAKER_COOLDOWN_SECS", "seconds calls fail fast before IVS is tried again", |s, v| { s.ivs.breaker_cooldown_secs = parse(v)?; Ok(()) }),
 ];
 
@@ -665,6 +669,15 @@ impl Settings {
         }
         if !(i.web_sdk_url.starts_with("https://") || i.web_sdk_url.starts_with("http://") || i.web_sdk_url.starts_with('/')) {
             return bad("ivs web_sdk_url must be an http(s) URL or a path on this server");
+        }
+        let sri = |h: &str| {
+            ["sha256-", "sha384-", "sha512-"].iter().any(|p| h.starts_with(p))
+                && h.split_once('-').is_some_and(|(_, b64)| {
+                    !b64.is_empty() && b64.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+                })
+        };
+        if i.web_sdk_integrity.as_deref().is_some_and(|h| !sri(h)) {
+            return bad("ivs web_sdk_integrity must be a Subresource Integrity hash: sha384-<base64>");
         }
         if !(i.stage_tps > 0.0 && i.token_tps > 0.0) {
             return bad("ivs stage_tps and token_tps must be positive");
@@ -863,6 +876,7 @@ mod tests {
         ("IVS_BREAKER_FAILURES", "4", |s| s.ivs.breaker_failures == 4),
         ("IVS_BREAKER_COOLDOWN_SECS", "20", |s| s.ivs.breaker_cooldown_secs == 20),
         ("IVS_WEB_SDK_URL", "/sdk/ivs.js", |s| s.ivs.web_sdk_url == "/sdk/ivs.js"),
+        ("IVS_WEB_SDK_INTEGRITY", "sha384-abc+/=", |s| s.ivs.web_sdk_integrity.as_deref() == Some("sha384-abc+/=")),
         ("METRICS_TOKEN", "m-123", |s| s.server.metrics_token.as_ref().map(Secret::expose) == Some("m-123")),
         ("COOKIE_SECRET", "c-123", |s| s.server.cookie_secret.as_ref().map(Secret::expose) == Some("c-123")),
         ("TRUSTED_PROXIES", "10.0.0.0/8, fd00::1", |s| {

@@ -56,8 +56,14 @@ fn loaded() -> bool {
     web_sys::window().is_some_and(|w| Reflect::get(&w, &JsValue::from_str(GLOBAL)).is_ok_and(|v| v.is_object()))
 }
 
-/// Loads the SDK from `url` once per page (concurrent callers share the one `<script>`).
+/// Loads the SDK from `url` once per page (concurrent callers share the one `<script>`). A
+/// `#integrity=<hash>` fragment on the URL is the script's Subresource Integrity hash: the
+/// browser refuses a script that does not match it.
 pub async fn load(url: &str) -> Result<(), MediaFailure> {
+    let (url, integrity) = match url.split_once("#integrity=") {
+        Some((url, hash)) => (url, Some(hash)),
+        None => (url, None),
+    };
     if loaded() {
         return Ok(());
     }
@@ -71,6 +77,9 @@ pub async fn load(url: &str) -> Result<(), MediaFailure> {
                 .dyn_into()
                 .map_err(|e| failure("IVS_SDK_UNAVAILABLE", e))?;
             el.set_id(SCRIPT_ID);
+            if let Some(hash) = integrity {
+                el.set_integrity(hash);
+            }
             el.set_src(url);
             el.set_async(true);
             el.set_cross_origin(Some("anonymous"));

@@ -288,7 +288,12 @@ impl Tokens {
     /// The IVS Web Broadcast SDK the pages use, on backends played with it (IVS).
     pub fn web_sdk_url(&self) -> Option<String> {
         let p = &self.parts;
-        (p.backend.capabilities().playback == Playback::IvsSdk).then(|| p.settings.ivs.web_sdk_url.clone())
+        // With a Subresource Integrity hash configured, the URL carries it in its fragment
+        // (never sent to the server): the pages load the script with that `integrity`.
+        (p.backend.capabilities().playback == Playback::IvsSdk).then(|| match &p.settings.ivs.web_sdk_integrity {
+            Some(hash) => format!("{}#integrity={hash}", p.settings.ivs.web_sdk_url),
+            None => p.settings.ivs.web_sdk_url.clone(),
+        })
     }
 
     /// Issues a PUBLISH token on `channel`'s master stage.
