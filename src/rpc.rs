@@ -107,17 +107,18 @@ pub async fn send_heartbeat(stage_arn: String, participant_id: String) -> Result
     Ok(())
 }
 
-/// This browser's viewer leaves the stage of the ticket `participant_id` (idempotent).
+/// This browser's viewer leaves `stage_arn` (idempotent). The cookie names the viewer, so any
+/// ticket it was given ends it: a page that unloads while a newer join's answer is still on its
+/// way (the server counts the newest ticket) still leaves.
 // Form-encoded: the page sends it with `navigator.sendBeacon` as it unloads.
 #[server]
-pub async fn leave_stream(stage_arn: String, participant_id: String) -> Result<(), RpcError> {
-    use crate::domain::{ParticipantId, StageArn};
+pub async fn leave_stream(stage_arn: String) -> Result<(), RpcError> {
+    use crate::domain::StageArn;
     let service = ssr::service()?;
     let stage = StageArn::parse(stage_arn).map_err(ssr::invalid("stageArn"))?;
-    let participant = ParticipantId::parse(participant_id).map_err(ssr::invalid("participantId"))?;
     let caller = viewer::caller().await?;
     let user = viewer::known(&caller)?;
-    if service.presence().leave(&user, &stage, Some(&participant)).await.map_err(ssr::fail)? {
+    if service.presence().leave(&user, &stage, None).await.map_err(ssr::fail)? {
         caller.guards.viewers.release(caller.client.key, user.as_str());
     }
     Ok(())

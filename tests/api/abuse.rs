@@ -113,7 +113,7 @@ async fn a_thousand_anonymous_joins_with_fresh_identities_add_at_most_the_per_cl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_keeps_one_viewer_identity_and_its_beats_and_leave_need_its_ticket() {
+async fn a_browser_keeps_one_viewer_identity_its_beats_need_its_ticket_and_only_its_cookie_ends_it() {
     let app = spawn_app_with(default_limits).await;
     app.go_live().await;
     let mut browser = Browser::default();
@@ -149,13 +149,24 @@ async fn a_browser_keeps_one_viewer_identity_and_its_beats_and_leave_need_its_ti
         .await
         .assert_ok();
 
-    // The page's leave is a form post (sendBeacon) with the ticket.
+    // The page's leave is a form post (sendBeacon); the cookie names who leaves, so another
+    // browser cannot end this viewer.
+    let stranger = app
+        .client
+        .post(format!("{}{}", app.base, LeaveStream::PATH))
+        .header("origin", &app.base)
+        .form(&[("stage_arn", stage)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 404);
+    app.post("/api/viewer/heartbeat", json!({ "userId": user, "stageArn": stage })).await.assert_ok();
     let resp = app
         .client
         .post(format!("{}{}", app.base, LeaveStream::PATH))
         .header("origin", &app.base)
         .header("cookie", &cookie)
-        .form(&[("stage_arn", stage), ("participant_id", participant)])
+        .form(&[("stage_arn", stage)])
         .send()
         .await
         .unwrap();

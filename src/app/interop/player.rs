@@ -185,10 +185,7 @@ mod imp {
             conn.close();
         }
         if let Some(t) = p.ticket.take() {
-            crate::app::interop::send_beacon(
-                LeaveStream::PATH,
-                &[("stage_arn", &t.stage_arn), ("participant_id", &t.participant_id)],
-            );
+            crate::app::interop::send_beacon(LeaveStream::PATH, &[("stage_arn", &t.stage_arn)]);
         }
     }
 
