@@ -126,3 +126,20 @@ async fn replication_start_status_stop() {
     r.assert_error(400, "VALIDATION_ERROR");
     assert_eq!(r.body["error"]["details"]["missingFields"], json!(["destinationStageArn", "participantId"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_never_pass_the_stage_limit() {
+    let app = spawn_app_with(|s| s.stage.max_stages = 4).await;
+    let answers = futures_util::future::join_all((0..12).map(|n| {
+        let app = &app;
+        async move { app.post("/api/stage", json!({ "name": format!("race-{n}") })).await }
+    }))
+    .await;
+    let created = answers.iter().filter(|r| r.status == 201).count();
+    for r in answers.iter().filter(|r| r.status != 201) {
+        r.assert_error(503, "STAGE_LIMIT_REACHED");
+    }
+    let listed = app.get("/api/stage/list").await.assert_ok()["totalStages"].as_u64().unwrap();
+    assert_eq!(listed, 4, "the master and {created} created, no more than the limit");
+    assert_eq!(created, 3);
+}

@@ -88,6 +88,9 @@ pub struct Stages {
     settings: StageSettings,
     /// This deployment's id (see [`Stages::deployment_id`]).
     deployment: OnceLock<String>,
+    /// Held from the stage-limit check until the new stage is recorded, so concurrent creates
+    /// on this instance cannot pass the limit together.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl Stages {
@@ -99,7 +102,16 @@ impl Stages {
         presence: Arc<Presence>,
         settings: &Settings,
     ) -> Self {
-        Self { store, backend, clock, hub, presence, settings: settings.stage.clone(), deployment: OnceLock::new() }
+        Self {
+            store,
+            backend,
+            clock,
+            hub,
+            presence,
+            settings: settings.stage.clone(),
+            deployment: OnceLock::new(),
+            creating: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn now_ms(&self) -> i64 {
@@ -300,6 +312,7 @@ impl Stages {
             ));
         }
         let max = self.settings.max_stages;
+        let _creating = self.creating.lock().await;
         if self.store.stages().count().await? >= max {
             return Err(AppError::new(ErrorCode::StageLimitReached, format!("Stage limit reached ({max})")));
         }
