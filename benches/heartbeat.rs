@@ -171,6 +171,8 @@ async fn run() {
 
     eprintln!("joining {viewers} viewers…");
     let client = reqwest::Client::new();
+    // Each viewer's beat, plain and naming its ticket.
+    let (mut plain, mut checked) = (Vec::new(), Vec::new());
     for i in 0..viewers {
         let r = client
             .post(format!("{base}/api/token/viewer"))
@@ -180,24 +182,12 @@ async fn run() {
             .await
             .unwrap();
         assert!(r.status().is_success(), "join failed: {}", r.status());
-    }
-    let bodies: Arc<Vec<Beat>> =
-        Arc::new((0..viewers).map(|i| (json!({ "userId": format!("viewer-{i}"), "stageArn": master }), None)).collect());
-    // The same viewers' beats naming their tickets.
-    let mut checked = Vec::new();
-    for i in 0..viewers {
-        let r = client
-            .post(format!("{base}/api/token/viewer"))
-            .header("x-api-key", bench::API_KEY)
-            .json(&json!({ "userId": format!("viewer-{i}") }))
-            .send()
-            .await
-            .unwrap();
         let ticket: Value = r.json().await.unwrap();
         let participant = ticket["data"]["participantId"].as_str().unwrap().to_string();
+        plain.push((json!({ "userId": format!("viewer-{i}"), "stageArn": master }), None));
         checked.push((json!({ "userId": format!("viewer-{i}"), "stageArn": master, "participantId": participant }), None));
     }
-    let checked = Arc::new(checked);
+    let (bodies, checked): (Arc<Vec<Beat>>, Arc<Vec<Beat>>) = (Arc::new(plain), Arc::new(checked));
     // Page viewers: each joined through the page's function, with the cookie it was given.
     eprintln!("joining {viewers} page viewers…");
     let mut pages = Vec::new();
