@@ -49,12 +49,33 @@ const SIGN_IN_BACKOFF: Duration = Duration::from_secs(30);
 const SIGN_IN_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
 /// A client's failures are forgotten after this long without one.
 const SIGN_IN_MEMORY: Duration = Duration::from_secs(3600);
+/// How often the clients with no recent failure are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Failed sign-ins per client: the first few are free, then each next attempt waits, twice as
 /// long after every failure (a weak key cannot be guessed at speed). A success clears it.
 pub struct SignInBudget {
     free: u32,
-    clients: Mutex<HashMap<ClientKey, Failures>>,
+    clients: Mutex<Swept<HashMap<ClientKey, Failures>>>,
+}
+
+/// A map of clients and when it was last swept of the ones gone quiet: at most once per
+/// period, so no call pays for a scan of every client.
+#[derive(Default)]
+struct Swept<T> {
+    map: T,
+    swept: Option<Instant>,
+}
+
+impl<T> Swept<T> {
+    /// Whether a sweep is due at `now` (and counts it as done).
+    fn due(&mut self, now: Instant, period: Duration) -> bool {
+        let due = self.swept.is_none_or(|t| now.duration_since(t) >= period);
+        if due {
+            self.swept = Some(now);
+        }
+        due
+    }
 }
 
 /// A client's recent failed sign-ins.
@@ -73,7 +94,7 @@ impl SignInBudget {
     pub fn check(&self, client: ClientKey) -> Result<(), u64> {
         let now = Instant::now();
         let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        match clients.get(&client).and_then(|f| f.blocked_until) {
+        match clients.map.get(&client).and_then(|f| f.blocked_until) {
             Some(until) if until > now => Err(until.duration_since(now).as_secs_f64().ceil().max(1.0) as u64),
             _ => Ok(()),
         }
@@ -82,10 +103,10 @@ impl SignInBudget {
     pub fn failed(&self, client: ClientKey) {
         let now = Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if clients.len() > 10_000 {
-            clients.retain(|_, f| now.duration_since(f.last) < SIGN_IN_MEMORY);
+        if clients.due(now, SWEEP_EVERY) {
+            clients.map.retain(|_, f| now.duration_since(f.last) < SIGN_IN_MEMORY);
         }
-        let f = clients.entry(client).or_insert(Failures { count: 0, last: now, blocked_until: None });
+        let f = clients.map.entry(client).or_insert(Failures { count: 0, last: now, blocked_until: None });
         if now.duration_since(f.last) >= SIGN_IN_MEMORY {
             *f = Failures { count: 0, last: now, blocked_until: None };
         }
@@ -99,7 +120,7 @@ impl SignInBudget {
     }
 
     pub fn succeeded(&self, client: ClientKey) {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner()).remove(&client);
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).map.remove(&client);
     }
 }
 
@@ -109,7 +130,7 @@ impl SignInBudget {
 pub struct ViewerIdentities {
     cap: usize,
     ttl: Duration,
-    clients: Mutex<HashMap<ClientKey, HashMap<String, Instant>>>,
+    clients: Mutex<Swept<HashMap<ClientKey, HashMap<String, Instant>>>>,
 }
 
 impl ViewerIdentities {
@@ -122,11 +143,11 @@ impl ViewerIdentities {
     pub fn admit(&self, client: ClientKey, viewer: &str) -> bool {
         let now = Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if clients.len() > 100_000 {
+        if clients.due(now, self.ttl) {
             let ttl = self.ttl;
-            clients.retain(|_, ids| ids.values().any(|seen| now.duration_since(*seen) < ttl));
+            clients.map.retain(|_, ids| ids.values().any(|seen| now.duration_since(*seen) < ttl));
         }
-        let ids = clients.entry(client).or_default();
+        let ids = clients.map.entry(client).or_default();
         if let Some(seen) = ids.get_mut(viewer) {
             *seen = now;
             return true;
@@ -145,10 +166,10 @@ impl ViewerIdentities {
     /// The viewer left: its place is free at once.
     pub fn release(&self, client: ClientKey, viewer: &str) {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ids) = clients.get_mut(&client) {
+        if let Some(ids) = clients.map.get_mut(&client) {
             ids.remove(viewer);
             if ids.is_empty() {
-                clients.remove(&client);
+                clients.map.remove(&client);
             }
         }
     }
