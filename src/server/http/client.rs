@@ -106,10 +106,9 @@ fn parse_node(v: &str) -> Option<IpAddr> {
     v.strip_prefix('[').and_then(|r| r.split_once(']')).and_then(|(ip, _)| ip.parse().ok())
 }
 
-/// The calling client, as an extractor: its address and its key.
+/// The calling client, as an extractor: the key its limits are counted under.
 #[derive(Debug, Clone, Copy)]
 pub struct Client {
-    pub ip: IpAddr,
     pub key: ClientKey,
 }
 
@@ -130,7 +129,7 @@ impl Client {
             Some(t) => t.client_ip(peer, headers),
             None => peer,
         };
-        Self { ip, key: ClientKey::of(ip) }
+        Self { key: ClientKey::of(ip) }
     }
 }
 

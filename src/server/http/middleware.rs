@@ -83,11 +83,6 @@ impl RateLimiter {
         entry.1 += 1;
         Ok(self.max - entry.1)
     }
-
-    /// Clients tracked now.
-    pub fn clients(&self) -> usize {
-        self.windows.lock().unwrap_or_else(|e| e.into_inner()).counts.len()
-    }
 }
 
 pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -204,22 +199,23 @@ async fn server_fn_error(resp: Response) -> Response {
         let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
         let e: crate::api::RpcError = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| crate::api::RpcError::new(ErrorCode::InternalError, "Internal server error"));
-        // A body past the limit (sent without a length) fails while it is read.
-        let too_large = matches!(&e, crate::api::RpcError::Call(c) if c.to_string().contains("length limit exceeded"));
-        // On the server, a body that does not deserialize is the caller's arguments.
-        let bad_args = matches!(&e, crate::api::RpcError::Call(leptos::server_fn::error::ServerFnErrorErr::Deserialization(_)));
-        let code = match () {
-            _ if too_large => ErrorCode::PayloadTooLarge,
-            _ if bad_args => ErrorCode::ValidationError,
-            _ => e.code(),
+        use crate::api::RpcError;
+        let (code, message) = match &e {
+            RpcError::Api { code, message } => (*code, message.as_str()),
+            // A body past the limit (sent without a length) fails while it is read.
+            RpcError::Call(c) if c.to_string().contains("length limit exceeded") => {
+                (ErrorCode::PayloadTooLarge, "Request body is too large")
+            }
+            // On the server, a body that does not deserialize is the caller's arguments.
+            RpcError::Call(leptos::server_fn::error::ServerFnErrorErr::Deserialization(_)) => {
+                (ErrorCode::ValidationError, "The arguments are not valid")
+            }
+            RpcError::Call(_) if e.code() == ErrorCode::ValidationError => {
+                (ErrorCode::ValidationError, "The arguments are not valid")
+            }
+            RpcError::Call(_) => (e.code(), "Internal server error"),
         };
-        let message = match &e {
-            _ if too_large => "Request body is too large".to_string(),
-            crate::api::RpcError::Api { message, .. } => message.clone(),
-            crate::api::RpcError::Call(_) if code == ErrorCode::ValidationError => "The arguments are not valid".to_string(),
-            crate::api::RpcError::Call(_) => "Internal server error".to_string(),
-        };
-        let mut out = error_response(code, &message, None);
+        let mut out = error_response(code, message, None);
         if let Some(v) = parts.headers.get(server_fn_error_header()) {
             out.headers_mut().insert(server_fn_error_header(), v.clone());
         }

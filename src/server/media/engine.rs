@@ -258,14 +258,15 @@ impl Engine {
             if viewers - previous.len() >= MAX_SESSIONS {
                 return Err(MediaError::Full);
             }
-            let connecting: Vec<&Session> =
-                self.sessions.values().filter(|s| s.role == Role::Viewer && !s.connected && !previous.contains(&s.id)).collect();
-            if connecting.len() >= self.admission.connecting_max {
+            let (mut connecting, mut from_client) = (0, 0);
+            for s in self.sessions.values().filter(|s| s.role == Role::Viewer && !s.connected && !previous.contains(&s.id)) {
+                connecting += 1;
+                from_client += usize::from(new.client.is_some() && s.client == new.client);
+            }
+            if connecting >= self.admission.connecting_max {
                 return Err(MediaError::ConnectingFull);
             }
-            if new.client.is_some()
-                && connecting.iter().filter(|s| s.client == new.client).count() >= self.admission.connecting_per_client
-            {
+            if from_client >= self.admission.connecting_per_client {
                 return Err(MediaError::ClientConnecting);
             }
         }
