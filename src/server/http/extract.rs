@@ -14,6 +14,42 @@ use std::collections::BTreeMap;
 
 use super::AppState;
 
+fn too_large(limit: usize) -> AppError {
+    AppError::new(ErrorCode::PayloadTooLarge, format!("Request body exceeds the {limit}-byte limit"))
+}
+
+/// 413 before any of the body is read when its declared `Content-Length` is over `limit`.
+pub fn declared_within(headers: &axum::http::HeaderMap, limit: usize) -> Result<(), AppError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(n) if n > limit => Err(too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+/// Most of a refused body read (and dropped) before the refusal is sent, and for how long.
+const DISCARD_MAX_BYTES: usize = 1024 * 1024;
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads what is left of a body the server refuses, up to [`DISCARD_MAX_BYTES`] within
+/// [`DISCARD_FOR`], and drops it. An answer sent while the client is still sending makes the
+/// connection close with bytes unread, which resets it: the client then sees the reset, not
+/// the 413. Past the bounds the connection is simply closed.
+pub async fn discard(body: axum::body::Body) {
+    use futures_util::StreamExt;
+    let mut data = body.into_data_stream();
+    let mut read = 0usize;
+    let drain = async {
+        while let Some(Ok(chunk)) = data.next().await {
+            read += chunk.len();
+            if read > DISCARD_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_FOR, drain).await;
+}
+
 /// A JSON object body. Over the size limit → 413; not JSON or not an object → 400.
 pub struct JsonBody(pub Map<String, Value>);
 
@@ -22,13 +58,11 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
         let limit = state.service.settings().server.body_limit_bytes;
-        let too_large = || AppError::new(ErrorCode::PayloadTooLarge, format!("Request body exceeds the {limit}-byte limit"));
-        let declared =
-            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large());
+        if let Err(e) = declared_within(req.headers(), limit) {
+            discard(req.into_body()).await;
+            return Err(e);
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large())?;
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large(limit))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(Map::new()));
         }

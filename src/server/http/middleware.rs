@@ -151,9 +151,9 @@ pub async fn server_fns(State(state): State<AppState>, req: Request, next: Next)
     if let Err(e) = from_this_site(&req, &state) {
         return e.into_response();
     }
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > state.service.settings().server.body_limit_bytes) {
-        return AppError::new(ErrorCode::PayloadTooLarge, "Request body is too large").into_response();
+    if let Err(e) = super::extract::declared_within(req.headers(), state.service.settings().server.body_limit_bytes) {
+        super::extract::discard(req.into_body()).await;
+        return e.into_response();
     }
     let resp = next.run(req).await;
     server_fn_error(resp).await
