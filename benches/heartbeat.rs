@@ -202,6 +202,11 @@ async fn run() {
         let cookie =
             r.headers().get("set-cookie").and_then(|v| v.to_str().ok()).and_then(|c| c.split(';').next()).map(str::to_string);
         let ticket: Value = r.json().await.unwrap();
+        // A page viewer is counted once its WHEP session connects; this stands in for the
+        // media server's report of it (the bench measures beats, not WebRTC).
+        let (stage, user, participant) =
+            (ticket["stageArn"].as_str().unwrap(), ticket["userId"].as_str().unwrap(), ticket["participantId"].as_str().unwrap());
+        assert!(service.presence().media_connected(stage, user, participant).await.unwrap(), "the page viewer is counted");
         let args = json!({ "stage_arn": ticket["stageArn"], "participant_id": ticket["participantId"] });
         pages.push((args, Some(cookie.expect("the page join sets the viewer cookie"))));
     }

@@ -58,7 +58,7 @@ pub async fn get_live_stats(channel: Option<String>) -> Result<LiveStats, RpcErr
 #[server(input = Json)]
 pub async fn join_stream(channel: Option<String>) -> Result<JoinOutcome, RpcError> {
     use crate::api::{ErrorCode, ViewerTicket};
-    use crate::server::service::JoinError;
+    use crate::server::service::{JoinError, JoinedBy};
     let service = ssr::service()?;
     let channel = ssr::channel(channel)?;
     let caller = viewer::caller().await?;
@@ -73,7 +73,7 @@ pub async fn join_stream(channel: Option<String>) -> Result<JoinOutcome, RpcErro
         viewer::set_cookie(&caller, &user);
     }
     let base = crate::server::http::extract::base_url_from(&caller.headers, service.settings().server.public_url.as_deref());
-    match service.tokens().issue_viewer_token(&channel, &user, None, &base).await {
+    match service.tokens().issue_viewer_token(&channel, &user, None, &base, JoinedBy::Page).await {
         Ok(v) => Ok(JoinOutcome::Joined(ViewerTicket {
             token: v.token,
             participant_id: v.participant_id,

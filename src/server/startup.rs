@@ -12,9 +12,9 @@ use crate::server::http::metrics;
 use crate::server::http::middleware::{self, RateLimiter};
 use crate::server::http::session::{ApiKey, CookieKey};
 use crate::server::http::{contract_router, AppState};
-use crate::server::media::MediaServer;
+use crate::server::media::{MediaServer, Participant};
 use crate::server::publisher::PublisherSignal;
-use crate::server::service::{spawn_background_jobs, MediaPlane, Service};
+use crate::server::service::{count_connected_viewers, spawn_background_jobs, MediaPlane, Service};
 use crate::server::store::{Store, StoreError};
 use crate::server::support::{create_private_dir, make_private, random_id, write_private_file};
 use axum::extract::DefaultBodyLimit;
@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -135,7 +135,8 @@ impl Application {
         };
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (backend, local): (Arc<dyn StageBackend>, Option<(PublisherSignal, MediaPlane)>) = match settings.stage.backend {
+        type Local = (PublisherSignal, MediaPlane, mpsc::UnboundedReceiver<Participant>);
+        let (backend, local): (Arc<dyn StageBackend>, Option<Local>) = match settings.stage.backend {
             BackendKind::Local => {
                 let key_path = data_dir.join("local-signing-key.pem");
                 let signer = TokenSigner::load_or_create(&key_path)
@@ -144,10 +145,11 @@ impl Application {
                 let backend = LocalBackend::new(settings.stage.region.clone(), signer.clone());
                 let signal = backend.publisher_signal();
                 let admission = crate::server::media::Admission::from_settings(&settings.limits);
-                let server = MediaServer::start(&settings.media, admission, signal.clone(), shutdown_rx.clone())
+                let (connected_tx, connected) = mpsc::unbounded_channel();
+                let server = MediaServer::start(&settings.media, admission, signal.clone(), connected_tx, shutdown_rx.clone())
                     .await
                     .map_err(|e| StartupError::Backend(e.to_string()))?;
-                (Arc::new(backend), Some((signal, MediaPlane { server, signer })))
+                (Arc::new(backend), Some((signal, MediaPlane { server, signer }, connected)))
             }
             #[cfg(feature = "ivs")]
             BackendKind::Ivs => {
@@ -164,8 +166,9 @@ impl Application {
 
         let settings = Arc::new(settings);
         let service = Service::new(settings.clone(), store, backend, clock);
-        let local = local.map(|(signal, plane)| {
+        let local = local.map(|(signal, plane, connected)| {
             service.media().attach(plane);
+            tokio::spawn(count_connected_viewers(service.presence_handle(), connected));
             signal
         });
         // Viewers that went silent while the server was down: close their sessions at their

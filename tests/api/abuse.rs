@@ -105,6 +105,8 @@ async fn a_thousand_anonymous_joins_with_fresh_identities_add_at_most_the_per_cl
     app.service.stats().refresh().await.unwrap();
     let added = total_viewers(&app).await - before;
     assert!(added <= cap, "1000 anonymous joins added {added} viewers (cap {cap})");
+    // None of them played: on the embedded backend a ticket alone counts nobody.
+    assert_eq!(added, 0, "tickets without media added {added} viewers");
 
     // Another address is not held back by this one.
     let other = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
@@ -124,10 +126,14 @@ async fn a_browser_keeps_one_viewer_identity_its_beats_need_its_ticket_and_only_
     assert!(user.starts_with("viewer-"), "{user}");
     let cookie = browser.cookie.clone().expect("the server set the viewer cookie");
     assert!(browser.set_cookie.contains("HttpOnly"), "{}", browser.set_cookie);
+    // Counted once its media connects (a page viewer on the embedded backend).
+    let token = first["token"].as_str().unwrap();
+    let _watching = watch(&app, &first).await;
     let (_, again) = browser.call(&app, JoinStream::PATH, json!({ "channel": null })).await;
     assert_eq!(again["userId"], user.as_str(), "the cookie names the same viewer");
     assert_eq!(again["isNewViewer"], false);
     let (stage, participant) = (again["stageArn"].as_str().unwrap(), again["participantId"].as_str().unwrap());
+    assert_ne!(token, again["token"].as_str().unwrap());
 
     let args = |participant: &str| json!({ "stage_arn": stage, "participant_id": participant });
     assert_eq!(browser.call(&app, SendHeartbeat::PATH, args(participant)).await.0, 200);
@@ -173,6 +179,107 @@ async fn a_browser_keeps_one_viewer_identity_its_beats_need_its_ticket_and_only_
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     let r = app.post("/api/viewer/heartbeat", json!({ "userId": user, "stageArn": stage })).await;
     r.assert_error(404, "NOT_FOUND");
+}
+
+/// A WHEP offer of a real (never connecting) peer with `token`, and the answer's envelope.
+async fn play_offer(app: &TestApp, whep: &str, token: &str) -> (u16, Value) {
+    let (_, offer) = Peer::offer(PeerRole::Play).await.unwrap();
+    let r = app.client.post(whep).bearer_auth(token).header("content-type", "application/sdp").body(offer).send().await;
+    envelope(r.expect("offer sent")).await
+}
+
+/// The page's join, answered 200 (joined, offline or full).
+async fn page_join(app: &TestApp, browser: &mut Browser) -> Value {
+    let (status, t) = browser.call(app, JoinStream::PATH, json!({ "channel": null })).await;
+    assert_eq!(status, 200, "{t}");
+    t
+}
+
+/// Plays the ticket's WHEP endpoint with a real peer and waits until the server counts its
+/// viewer (the page's join holds a seat until then).
+async fn watch(app: &TestApp, ticket: &Value) -> livestage::testing::peer::PeerHandle {
+    let (whep, token) = (ticket["whepEndpoint"].as_str().expect("a WHEP endpoint"), ticket["token"].as_str().unwrap());
+    let session = open_session(&app.client, whep, token, PeerRole::Play, VideoCodec::Vp8, Duration::from_secs(5)).await;
+    let (stage, user) = (ticket["stageArn"].as_str().unwrap(), ticket["userId"].as_str().unwrap());
+    let counted = eventually(Duration::from_secs(5), || async {
+        app.get(&format!("/api/viewer/list/{}", enc(stage))).await.assert_ok()["viewers"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["userId"] == user))
+    })
+    .await;
+    assert!(counted, "{user} is counted once its media connected");
+    session.peer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_viewer_is_counted_once_its_media_connects_and_a_ticket_alone_only_holds_a_seat_briefly() {
+    let app = spawn_app_with(|s| {
+        default_limits(s);
+        s.stage.max_viewers_per_stage = 3;
+        s.stage.scale_up_threshold = 3;
+        s.stage.max_stages = 1;
+        s.stage.join_wait_ms = 100;
+    })
+    .await;
+    app.go_live().await;
+    let counted = || async {
+        app.service.stats().refresh().await.unwrap();
+        total_viewers(&app).await
+    };
+    assert_eq!(counted().await, 0);
+
+    // A ticket alone adds nobody to the audience, and its viewer has nothing to beat yet.
+    let mut a = Browser::default();
+    let (status, ticket) = a.call(&app, JoinStream::PATH, json!({ "channel": null })).await;
+    assert_eq!(status, 200, "{ticket}");
+    assert_eq!(ticket["status"], "joined", "{ticket}");
+    assert_eq!(ticket["isNewViewer"], true, "{ticket}");
+    assert_eq!(counted().await, 0, "a ticket whose media has not connected is not counted");
+    let beat = json!({ "stage_arn": ticket["stageArn"], "participant_id": ticket["participantId"] });
+    let (status, body) = a.call(&app, SendHeartbeat::PATH, beat.clone()).await;
+    assert_refused(status, &body, 404, "NOT_FOUND");
+
+    // Its media connects: counted, and its beats are taken.
+    let _watching = watch(&app, &ticket).await;
+    assert_eq!(counted().await, 1);
+    assert_eq!(a.call(&app, SendHeartbeat::PATH, beat).await.0, 200);
+
+    // Two more tickets hold the stage's last two seats (3 per stage, one stage): a fourth
+    // visitor finds it full, though only one viewer is counted.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut b = Browser::default();
+        let t = page_join(&app, &mut b).await;
+        assert_eq!(t["status"], "joined", "{t}");
+        holders.push((b, t));
+    }
+    assert_eq!(page_join(&app, &mut Browser::default()).await["status"], "full");
+    assert_eq!(counted().await, 1);
+
+    // A holder that leaves gives its seat back at once.
+    let (leaver, t) = &holders[0];
+    let resp = app
+        .client
+        .post(format!("{}{}", app.base, LeaveStream::PATH))
+        .header("origin", &app.base)
+        .header("cookie", leaver.cookie.as_deref().unwrap())
+        .form(&[("stage_arn", t["stageArn"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(page_join(&app, &mut Browser::default()).await["status"], "joined", "the seat left is free");
+    assert_eq!(page_join(&app, &mut Browser::default()).await["status"], "full");
+
+    // Seats whose media never connects are given back after a few connect timeouts, and their
+    // tickets no longer play.
+    app.advance_secs(Settings::defaults().limits.media_connect_timeout_ms as i64 * 3 / 1000 + 1);
+    app.service.presence().sweep().await.unwrap();
+    assert_eq!(page_join(&app, &mut Browser::default()).await["status"], "joined", "a seat is free again");
+    let held = &holders[1].1;
+    let (status, body) = play_offer(&app, held["whepEndpoint"].as_str().unwrap(), held["token"].as_str().unwrap()).await;
+    assert_refused(status, &body, 403, "FORBIDDEN");
+    assert_eq!(counted().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,17 +578,7 @@ async fn a_viewer_ticket_plays_only_while_its_viewer_is_present() {
     let d = app.join("leaver").await.assert_ok().clone();
     let (stage, token) = (d["stageArn"].as_str().unwrap(), d["token"].as_str().unwrap());
     app.post("/api/viewer/leave", json!({ "userId": "leaver", "stageArn": stage })).await.assert_ok();
-    let (_, offer) = Peer::offer(PeerRole::Play).await.unwrap();
-    let r = app
-        .client
-        .post(format!("{}/whep", app.base))
-        .bearer_auth(token)
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = envelope(r).await;
+    let (status, body) = play_offer(&app, &format!("{}/whep", app.base), token).await;
     assert_refused(status, &body, 403, "FORBIDDEN");
 }
 

@@ -10,7 +10,7 @@ use crate::api::request::{
 use crate::domain::StageArn;
 use crate::server::error::{AppError, AppResult};
 use crate::server::service::views::{ChannelCreatedView, ChannelListView, HealthView, StreamKeyView};
-use crate::server::service::NewChannel;
+use crate::server::service::{JoinedBy, NewChannel};
 use crate::server::store::DescriptionChange;
 use crate::server::time::iso_now;
 use axum::extract::{Path, State};
@@ -60,7 +60,11 @@ pub async fn viewer_token(
     BaseUrl(base): BaseUrl,
     JsonRequest(req): JsonRequest<ViewerTokenRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.tokens().issue_viewer_token(&req.channel, &req.user_id, req.stage_arn.as_ref(), &base).await?)
+    ok(state
+        .service
+        .tokens()
+        .issue_viewer_token(&req.channel, &req.user_id, req.stage_arn.as_ref(), &base, JoinedBy::Api)
+        .await?)
 }
 
 pub async fn publisher_token(

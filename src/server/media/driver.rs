@@ -4,7 +4,7 @@
 //! liveness on the [`PublisherSignal`].
 
 use super::engine::{Engine, Event, Input, NewSession, Now, Output};
-use super::{MediaError, MediaStats, Role};
+use super::{MediaError, MediaStats, Participant, Role};
 use crate::server::backend::local::PublisherSignal;
 use crate::server::config::MediaSettings;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -38,6 +38,7 @@ pub(crate) async fn run(
     admission: super::Admission,
     signal: PublisherSignal,
     stats: Arc<MediaStats>,
+    connected: mpsc::UnboundedSender<Participant>,
     mut commands: mpsc::Receiver<Command>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -52,7 +53,7 @@ pub(crate) async fn run(
 
     loop {
         let deadline = engine.poll_timeout();
-        let out = &mut |o| output(o, &sockets, &signal);
+        let out = &mut |o| output(o, &sockets, &signal, &connected);
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
@@ -75,7 +76,7 @@ pub(crate) async fn run(
         }
     }
 
-    let _ = engine.handle(now(), Input::Shutdown, &mut |o| output(o, &sockets, &signal));
+    let _ = engine.handle(now(), Input::Shutdown, &mut |o| output(o, &sockets, &signal, &connected));
     for r in readers {
         r.abort();
     }
@@ -106,9 +107,13 @@ fn now() -> Now {
 }
 
 /// Sends what the engine transmits and acts on its events.
-fn output(output: Output, sockets: &[Bound], signal: &PublisherSignal) {
+fn output(output: Output, sockets: &[Bound], signal: &PublisherSignal, connected: &mpsc::UnboundedSender<Participant>) {
     match output {
         Output::Transmit(t) => send(sockets, &t),
+        Output::Event(Event::ViewerConnected { participant, .. }) => {
+            // The receiver ends only at shutdown; a viewer connecting then is not counted.
+            let _ = connected.send(participant);
+        }
         Output::Event(Event::Opened { session, role, user_id }) => {
             tracing::info!(%session, ?role, user = %user_id, "media session opened")
         }

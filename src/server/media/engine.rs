@@ -101,6 +101,11 @@ pub(crate) enum Event {
         role: Role,
         user_id: String,
     },
+    /// A viewer's media session connected (ICE and DTLS done): the viewer now watches.
+    ViewerConnected {
+        session: SessionId,
+        participant: Participant,
+    },
     /// A group's publisher went live (or changed), or went offline (`None`).
     Liveness {
         group: RouteKey,
@@ -613,6 +618,7 @@ fn drain_outputs(s: &mut Session, now: Instant, out: Out<'_>, propagated: &mut V
                     s.connected = true;
                     tracing::info!(session = %s.id, role = ?s.role, "media connected");
                     if s.role == Role::Viewer {
+                        out(Output::Event(Event::ViewerConnected { session: s.id.clone(), participant: s.participant.clone() }));
                         s.needs_keyframe = true;
                         propagated
                             .push_back(Propagated::KeyframeWanted { group: s.group.clone(), kind: KeyframeRequestKind::Pli });

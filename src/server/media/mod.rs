@@ -115,11 +115,13 @@ pub struct MediaServer {
 }
 
 impl MediaServer {
-    /// Binds the media port and starts the SFU. Publisher liveness is reported on `signal`.
+    /// Binds the media port and starts the SFU. Publisher liveness is reported on `signal`, and
+    /// each viewer whose media session connects on `connected`.
     pub async fn start(
         settings: &MediaSettings,
         admission: Admission,
         signal: PublisherSignal,
+        connected: mpsc::UnboundedSender<Participant>,
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
         let bound = driver::bind(settings).await?;
@@ -139,7 +141,7 @@ impl MediaServer {
             .ok_or_else(|| std::io::Error::other("could not generate a DTLS certificate"))?;
         let stats = Arc::new(MediaStats::default());
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(driver::run(bound, admission, signal, stats.clone(), rx, shutdown));
+        tokio::spawn(driver::run(bound, admission, signal, stats.clone(), connected, rx, shutdown));
         Ok(Self { tx, stats, candidates: Arc::new(candidates), crypto, cert })
     }
 

@@ -586,6 +586,34 @@ fn sessions_follow_their_tokens() {
 }
 
 #[test]
+fn a_viewer_is_reported_once_when_its_media_connects_and_never_when_it_does_not() {
+    let mut sim = Sim::new();
+    let connected = |sim: &Sim| -> Vec<String> {
+        sim.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::ViewerConnected { participant, .. } => Some(participant.participant_id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let silent = sim.join(Role::Viewer, participant("ghost", "g", STAGE)).unwrap();
+    sim.peers[silent].rtc.disconnect();
+    let viewer = sim.join(Role::Viewer, participant("viewer", "v", STAGE)).unwrap();
+    assert!(connected(&sim).is_empty(), "an offer alone reports no viewer");
+    let deadline = sim.now + Duration::from_secs(5);
+    while !sim.peers[viewer].connected {
+        assert!(sim.now < deadline, "the viewer connects");
+        sim.run_for(Duration::from_millis(10));
+    }
+    sim.run_for(ADMISSION.connect_timeout + Duration::from_secs(1));
+    assert_eq!(connected(&sim), vec!["v".to_string()], "the connected viewer, once; the silent one never");
+    // A publisher is not a viewer.
+    sim.connect(Role::Publisher, participant("publisher", "p", STAGE));
+    assert_eq!(connected(&sim).len(), 1);
+}
+
+#[test]
 fn a_session_that_never_connects_is_dropped_after_the_connect_timeout() {
     let mut sim = Sim::new();
     let opened = sim.now;

@@ -1,5 +1,6 @@
 //! WHIP publish and WHEP play on the embedded media server: token checks, then the SFU.
 
+use super::presence::Presence;
 use crate::api::ErrorCode;
 use crate::domain::ChannelId;
 use crate::server::backend::jwt::{JwtError, ParticipantClaims, TokenSigner};
@@ -8,6 +9,7 @@ use crate::server::error::{AppError, AppResult};
 use crate::server::media::{Accepted, MediaError, MediaServer, Participant, Role};
 use crate::server::store::{ChannelRecord, Store};
 use std::sync::{Arc, OnceLock};
+use tokio::sync::mpsc;
 
 /// Who publishes with a channel's stream key.
 pub const STREAM_KEY_USER: &str = "stream-key";
@@ -94,11 +96,14 @@ impl MediaGateway {
         if role == Role::Publisher && !stage.is_master {
             return Err(AppError::new(ErrorCode::Forbidden, "Publishing is only possible on the channel's master stage"));
         }
-        // A viewer's ticket plays while its viewer is counted: a token whose viewer left, was
-        // swept, or joined again with a newer ticket holds no media session.
+        // A viewer's ticket plays while its viewer is counted, or holds the seat its join was
+        // given: a token whose viewer left, was swept, or joined again with a newer ticket holds
+        // no media session.
         if role == Role::Viewer && claims.attributes.get("role").is_some_and(|r| r == "viewer") {
-            let present = self.store.presence().get(claims.resource.as_str(), &claims.user_id).await?;
-            if present.is_none_or(|p| p.participant_id != claims.jti) {
+            let presence = self.store.presence();
+            let (stage, user) = (claims.resource.as_str(), claims.user_id.as_str());
+            let counted = presence.get(stage, user).await?.is_some_and(|p| p.participant_id == claims.jti);
+            if !counted && !presence.holds_seat(stage, user, &claims.jti, self.clock.now_ms()).await? {
                 return Err(AppError::new(ErrorCode::Forbidden, "This ticket's viewer is not present; join again"));
             }
         }
@@ -161,6 +166,18 @@ impl MediaGateway {
             };
             AppError::new(ErrorCode::Unauthorized, message)
         })
+    }
+}
+
+/// Counts each viewer whose media session connects and who holds a seat (a page's join), until
+/// the media server stops sending.
+pub async fn count_connected_viewers(presence: Arc<Presence>, mut connected: mpsc::UnboundedReceiver<Participant>) {
+    while let Some(p) = connected.recv().await {
+        // A count lost here is made good by the viewer itself: its heartbeat is answered
+        // NOT_FOUND and its player joins again.
+        if let Err(e) = presence.media_connected(&p.stage_arn, &p.user_id, &p.participant_id).await {
+            tracing::warn!(error = %e, user = %p.user_id, "a connected viewer could not be counted");
+        }
     }
 }
 

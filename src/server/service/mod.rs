@@ -21,12 +21,12 @@ pub use backend_sync::{BackendSync, BackendSyncParts};
 pub use channels::{ChannelError, Channels, NewChannel, StreamKey};
 pub use hub::StatsHub;
 pub use jobs::spawn_background_jobs;
-pub use media::{MediaGateway, MediaPlane, MediaRequest};
+pub use media::{count_connected_viewers, MediaGateway, MediaPlane, MediaRequest};
 pub use presence::Presence;
 pub use publishers::{PublisherChanges, PublisherRegistry};
 pub use stages::{Stages, DEPLOYMENT_TAG};
 pub use stats::Stats;
-pub use tokens::{JoinError, Tokens, TokensParts};
+pub use tokens::{JoinError, JoinedBy, Tokens, TokensParts};
 
 use crate::api::ErrorCode;
 use crate::domain::{ChannelId, IdError, StageArn};
@@ -192,6 +192,11 @@ impl Service {
 
     pub fn presence(&self) -> &Presence {
         &self.presence
+    }
+
+    /// The presence component, for a task that outlives a borrow of the service.
+    pub fn presence_handle(&self) -> Arc<Presence> {
+        self.presence.clone()
     }
 
     /// Viewer, publisher and media-server tokens; viewers' placement on stages.

@@ -9,7 +9,7 @@ use super::views::{
 use crate::domain::{ParticipantId, StageArn, UserId};
 use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
-use crate::server::store::{JoinResult, Store};
+use crate::server::store::{JoinMode, JoinResult, Store};
 use crate::server::time::iso;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,13 +133,19 @@ impl Presence {
         }
     }
 
-    /// The viewer leaves: presence removed, watch session closed now. Idempotent. With
-    /// `participant`, only the viewer of that ticket leaves. A viewer not present costs one
-    /// read, never a write.
+    /// The viewer leaves: presence removed, watch session closed now, or the seat it holds
+    /// given back. Idempotent. With `participant`, only the viewer of that ticket leaves. A
+    /// viewer neither present nor holding a seat costs two reads, never a write. Returns
+    /// whether the viewer was present or held a seat.
     pub async fn leave(&self, user: &UserId, stage: &StageArn, participant: Option<&ParticipantId>) -> AppResult<bool> {
         let Some(row) = self.store.presence().get(stage.as_str(), user.as_str()).await? else {
             self.forget(stage.as_str(), user.as_str());
-            return Ok(false);
+            // A viewer whose media never connected gives its seat back.
+            return Ok(self
+                .store
+                .presence()
+                .release_seat(stage.as_str(), user.as_str(), participant.map(|p| p.as_str()))
+                .await?);
         };
         if participant.is_some_and(|p| p.as_str() != row.participant_id) {
             return Ok(false);
@@ -152,12 +158,32 @@ impl Presence {
         Ok(was_present)
     }
 
+    /// The media session of a viewer who holds a seat (a page's join on the embedded backend)
+    /// connected: the viewer is counted from now on. Nothing happens for a viewer counted at its
+    /// join, or one that has left since. Returns whether the viewer was counted now.
+    pub async fn media_connected(&self, stage: &str, user: &str, participant: &str) -> AppResult<bool> {
+        let Some(JoinResult::Joined { is_new, current_viewers, .. }) =
+            self.store.presence().connect(stage, user, participant, self.now_ms()).await?
+        else {
+            return Ok(false);
+        };
+        self.mark_present(stage, user, participant);
+        self.hub.mark_dirty();
+        tracing::info!(%stage, %user, is_new, current_viewers, "viewer counted: its media connected");
+        Ok(true)
+    }
+
     /// Re-registers a viewer after a network drop, reusing its watch session while it is open.
     pub async fn rejoin(&self, user: &UserId, stage: &StageArn, participant: &ParticipantId) -> AppResult<RejoinView> {
         if self.store.stages().get(stage.as_str()).await?.is_none() {
             return Err(AppError::not_found("Stage not found"));
         }
-        let joined = self.store.presence().join(stage.as_str(), user.as_str(), participant.as_str(), self.now_ms(), None).await?;
+        let now = self.now_ms();
+        let joined = self
+            .store
+            .presence()
+            .join(stage.as_str(), user.as_str(), participant.as_str(), now, JoinMode::Count { max: None })
+            .await?;
         let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
             return Err(AppError::internal(std::io::Error::other("join without a limit reported full")));
         };
@@ -178,7 +204,7 @@ impl Presence {
         self.flush().await?;
         let cutoff = self.now_ms() - self.timeout_ms;
         self.known.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, seen)| *seen >= cutoff);
-        let removed = self.store.presence().sweep(cutoff).await?;
+        let removed = self.store.presence().sweep(cutoff, self.now_ms()).await?;
         for p in &removed {
             self.forget(&p.stage_arn, &p.user_id);
         }

@@ -240,12 +240,15 @@ impl Stages {
     async fn loads_from(&self, stages: Vec<StageRecord>) -> AppResult<Vec<StageLoad>> {
         let now = self.now_ms();
         let counts = self.store.presence().counts().await?;
+        // A seat held for a viewer whose media is connecting is taken: placement and scaling
+        // count it, the audience does not.
+        let held = self.store.presence().held_counts(now).await?;
         Ok(stages
             .into_iter()
             .filter_map(|s| {
                 let arn = StageArn::parse(s.arn.clone()).ok()?;
                 Some(StageLoad {
-                    viewers: counts.get(&s.arn).copied().unwrap_or(0),
+                    viewers: counts.get(&s.arn).copied().unwrap_or(0) + held.get(&s.arn).copied().unwrap_or(0),
                     arn,
                     is_master: s.is_master,
                     auto_scaled: s.auto_scaled,

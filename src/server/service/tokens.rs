@@ -16,7 +16,7 @@ use crate::server::backend::{BackendError, Capabilities, IssuedToken, Playback, 
 use crate::server::clock::Clock;
 use crate::server::config::Settings;
 use crate::server::error::{AppError, AppResult};
-use crate::server::store::{JoinResult, StageRecord, Store, StoreError};
+use crate::server::store::{JoinMode, JoinResult, StageRecord, Store, StoreError};
 use crate::server::support::{absolute, secrets_match};
 use crate::server::time::iso;
 use serde_json::json;
@@ -61,6 +61,17 @@ impl From<JoinError> for AppError {
             JoinError::Failed(e) => e,
         }
     }
+}
+
+/// Who asks for a viewer's ticket, which decides when the viewer is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinedBy {
+    /// A front end's backend with the API key, joining on behalf of its users: counted at once.
+    Api,
+    /// An anonymous visitor of the app's pages. On a backend whose media this server carries
+    /// (WHEP), the viewer holds a seat and is counted only once its media session connects, so
+    /// tickets alone do not add to the audience; elsewhere (IVS) it is counted at once.
+    Page,
 }
 
 /// What [`Tokens`] works with.
@@ -215,8 +226,14 @@ impl Tokens {
         user_id: &UserId,
         stage_arn: Option<&StageArn>,
         base_url: &str,
+        by: JoinedBy,
     ) -> Result<ViewerTokenView, JoinError> {
         let p = &self.parts;
+        let whep = match p.backend.capabilities().playback {
+            Playback::Whep { path } => Some(path),
+            Playback::IvsSdk => None,
+        };
+        let on_connect = by == JoinedBy::Page && whep.is_some();
         if p.publishers.live(channel).is_none() {
             if !channel.is_default() && p.store.channels().get(channel).await?.is_none() {
                 return Err(JoinError::ChannelNotFound);
@@ -226,7 +243,7 @@ impl Tokens {
         let cap = p.settings.stage.capacity();
         // A join that finds every stage full waits (bounded) for the stages it makes room in.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(p.settings.stage.join_wait_ms);
-        let (stage, issued, now, is_new, current_viewers) = loop {
+        let (stage, issued, now, counted, current_viewers) = loop {
             let (stage, _seat) = match stage_arn {
                 Some(arn) => {
                     let stage = p.store.stages().get(arn.as_str()).await?.ok_or(JoinError::StageNotFound)?;
@@ -247,13 +264,14 @@ impl Tokens {
             let duration = p.settings.tokens.viewer_token_duration;
             let issued = self.issue(&stage, user_id.as_str(), Capabilities::SUBSCRIBE, duration, "viewer", base_url).await?;
             let now = p.clock.now_ms();
-            let joined = p
-                .store
-                .presence()
-                .join(&stage.arn, user_id.as_str(), &issued.participant_id, now, Some(cap.max_viewers_per_stage))
-                .await?;
+            let mode = match on_connect {
+                true => JoinMode::Hold { max: cap.max_viewers_per_stage, until: now + self.seat_hold_ms() },
+                false => JoinMode::Count { max: Some(cap.max_viewers_per_stage) },
+            };
+            let joined = p.store.presence().join(&stage.arn, user_id.as_str(), &issued.participant_id, now, mode).await?;
             match joined {
-                JoinResult::Joined { is_new, current_viewers, .. } => break (stage, issued, now, is_new, current_viewers),
+                JoinResult::Joined { is_new, current_viewers, .. } => break (stage, issued, now, Some(is_new), current_viewers),
+                JoinResult::Held { current_viewers } => break (stage, issued, now, None, current_viewers),
                 _ if stage_arn.is_none() && self.wait_for_room(channel, deadline).await? => continue,
                 _ => {
                     p.autoscaler.kick();
@@ -261,12 +279,17 @@ impl Tokens {
                 }
             }
         };
-        p.presence.mark_present(&stage.arn, user_id.as_str(), &issued.participant_id);
-        p.hub.mark_dirty();
+        match counted {
+            Some(is_new) => {
+                p.presence.mark_present(&stage.arn, user_id.as_str(), &issued.participant_id);
+                p.hub.mark_dirty();
+                tracing::info!(stage = %stage.arn, is_new, current_viewers, "viewer joined");
+            }
+            None => tracing::info!(stage = %stage.arn, current_viewers, "viewer holds a seat until its media connects"),
+        }
         if current_viewers >= cap.scale_up_threshold {
             p.autoscaler.kick();
         }
-        tracing::info!(stage = %stage.arn, is_new, current_viewers, "viewer joined");
         Ok(ViewerTokenView {
             token: issued.token,
             participant_id: issued.participant_id,
@@ -276,13 +299,17 @@ impl Tokens {
             expires_at: iso(issued.expires_at_ms),
             expires_in: seconds_until(issued.expires_at_ms, now),
             current_viewers,
-            is_new_viewer: is_new,
-            whep_endpoint: match p.backend.capabilities().playback {
-                Playback::Whep { path } => Some(absolute(base_url, path, false)),
-                Playback::IvsSdk => None,
-            },
+            // A viewer holding a seat is not counted yet: it is new to the stage.
+            is_new_viewer: counted.unwrap_or(true),
+            whep_endpoint: whep.map(|path| absolute(base_url, path, false)),
             channel: stage.channel,
         })
+    }
+
+    /// How long a page viewer's seat is held for its media to connect: the WHEP offer follows
+    /// the join at once, and its session has the media connect timeout to connect.
+    fn seat_hold_ms(&self) -> i64 {
+        (self.parts.settings.limits.media_connect_timeout_ms as i64).saturating_mul(3)
     }
 
     /// The IVS Web Broadcast SDK the pages use, on backends played with it (IVS).

@@ -19,7 +19,7 @@ mod snapshots;
 mod stages;
 
 pub use channels::{ChannelRecord, ChannelRows, DescriptionChange};
-pub use presence::{JoinResult, PresenceRecord, PresenceRows, SessionRecord, SessionRows, StageViewStats};
+pub use presence::{JoinMode, JoinResult, PresenceRecord, PresenceRows, SessionRecord, SessionRows, StageViewStats};
 pub use publishers::PublisherRows;
 pub use settings::SettingRows;
 pub use snapshots::SnapshotRows;

@@ -43,8 +43,23 @@ pub enum JoinResult {
         current_viewers: u32,
         session_id: i64,
     },
+    /// The viewer holds a seat on the stage until `expires_at` and is counted once its media
+    /// connects ([`PresenceRows::connect`]); `current_viewers` is the stage's count now.
+    Held {
+        current_viewers: u32,
+    },
     /// The stage already holds `max` viewers and this user is not one of them.
     Full,
+}
+
+/// How a join counts its viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinMode {
+    /// Counted now; with `max`, refused once the stage's viewers and held seats reach it.
+    Count { max: Option<u32> },
+    /// Counted now if the user is already counted on the stage (a new ticket); otherwise a
+    /// seat is held until `until` (ms) and the viewer is counted when its media connects.
+    Hold { max: u32, until: i64 },
 }
 
 fn presence_from_row(r: &AnyRow) -> Result<PresenceRecord, StoreError> {
@@ -94,14 +109,15 @@ pub struct PresenceRows<'a>(pub(super) &'a Store);
 
 impl PresenceRows<'_> {
     /// Registers a viewer on a stage (de-duplicated by user id) and opens a watch session for a
-    /// new viewer. With `max`, a new viewer is refused once the stage holds that many.
+    /// new viewer, or holds its seat ([`JoinMode`]). A new viewer is refused once the stage's
+    /// viewers and the seats held for others reach the mode's `max`.
     pub async fn join(
         &self,
         stage_arn: &str,
         user_id: &str,
         participant_id: &str,
         now: i64,
-        max: Option<u32>,
+        mode: JoinMode,
     ) -> Result<JoinResult, StoreError> {
         let mut w = self.0.write_tx().await?;
         if self.0.kind == DbKind::Postgres {
@@ -138,8 +154,39 @@ impl PresenceRows<'_> {
                 (false, session_id)
             }
             None => {
-                if max.is_some_and(|max| present >= max) {
+                let held = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM pending_viewers WHERE stage_arn = $1 AND user_id <> $2 AND expires_at > $3",
+                )
+                .bind(stage_arn)
+                .bind(user_id)
+                .bind(now)
+                .fetch_one(&mut *w.tx)
+                .await?;
+                let taken = present + count(&held, "n")?;
+                let max = match mode {
+                    JoinMode::Count { max } => max,
+                    JoinMode::Hold { max, .. } => Some(max),
+                };
+                if max.is_some_and(|max| taken >= max) {
                     return Ok(JoinResult::Full);
+                }
+                if let JoinMode::Hold { until, .. } = mode {
+                    sqlx::query("DELETE FROM pending_viewers WHERE stage_arn = $1 AND user_id = $2")
+                        .bind(stage_arn)
+                        .bind(user_id)
+                        .execute(&mut *w.tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO pending_viewers (stage_arn, user_id, participant_id, expires_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(stage_arn)
+                    .bind(user_id)
+                    .bind(participant_id)
+                    .bind(until)
+                    .execute(&mut *w.tx)
+                    .await?;
+                    w.tx.commit().await?;
+                    return Ok(JoinResult::Held { current_viewers: present });
                 }
                 let row = sqlx::query(
                     "INSERT INTO watch_sessions (user_id, stage_arn, participant_id, joined_at, channel) VALUES ($1, $2, $3, $4, \
@@ -168,13 +215,95 @@ impl PresenceRows<'_> {
         Ok(JoinResult::Joined { is_new, current_viewers, session_id })
     }
 
-    /// The stage a user is present on, if any (the oldest presence when several).
-    /// The stages `user_id` is counted on, first joined first.
-    pub async fn stages_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT stage_arn FROM presence WHERE user_id = $1 ORDER BY joined_at")
+    /// The viewer holding a seat on `stage_arn` with the ticket `participant_id` connected its
+    /// media: it is counted now (its seat becomes its place). `None` when no such seat is held
+    /// (the viewer was counted at join, or left).
+    pub async fn connect(
+        &self,
+        stage_arn: &str,
+        user_id: &str,
+        participant_id: &str,
+        now: i64,
+    ) -> Result<Option<JoinResult>, StoreError> {
+        let held = {
+            // The write (and SQLite's writer turn) ends before the join takes its own.
+            let mut w = self.0.write_tx().await?;
+            let held = sqlx::query(
+                "DELETE FROM pending_viewers WHERE stage_arn = $1 AND user_id = $2 AND participant_id = $3 RETURNING expires_at",
+            )
+            .bind(stage_arn)
             .bind(user_id)
+            .bind(participant_id)
+            .fetch_optional(&mut *w.tx)
+            .await?;
+            w.tx.commit().await?;
+            held
+        };
+        if held.is_none() {
+            return Ok(None);
+        }
+        // Its seat was counted against the stage's capacity when it was given.
+        Ok(Some(self.join(stage_arn, user_id, participant_id, now, JoinMode::Count { max: None }).await?))
+    }
+
+    /// Gives back the seat `user_id` holds on `stage_arn` (with `participant_id`, only that
+    /// ticket's). Reads first, so that a viewer holding none costs no write. Returns whether a
+    /// seat was held.
+    pub async fn release_seat(&self, stage_arn: &str, user_id: &str, participant_id: Option<&str>) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT participant_id FROM pending_viewers WHERE stage_arn = $1 AND user_id = $2")
+            .bind(stage_arn)
+            .bind(user_id)
+            .fetch_optional(&self.0.pool)
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let held: String = row.try_get("participant_id")?;
+        if participant_id.is_some_and(|p| p != held) {
+            return Ok(false);
+        }
+        let mut w = self.0.write_tx().await?;
+        let n = sqlx::query("DELETE FROM pending_viewers WHERE stage_arn = $1 AND user_id = $2 AND participant_id = $3")
+            .bind(stage_arn)
+            .bind(user_id)
+            .bind(&held)
+            .execute(&mut *w.tx)
+            .await?;
+        w.tx.commit().await?;
+        Ok(n.rows_affected() > 0)
+    }
+
+    /// Whether the ticket `participant_id` holds an unexpired seat on `stage_arn` for `user_id`.
+    pub async fn holds_seat(&self, stage_arn: &str, user_id: &str, participant_id: &str, now: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 AS held FROM pending_viewers
+             WHERE stage_arn = $1 AND user_id = $2 AND participant_id = $3 AND expires_at > $4",
+        )
+        .bind(stage_arn)
+        .bind(user_id)
+        .bind(participant_id)
+        .bind(now)
+        .fetch_optional(&self.0.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Seats held (unexpired) on every stage that has some.
+    pub async fn held_counts(&self, now: i64) -> Result<HashMap<String, u32>, StoreError> {
+        let rows = sqlx::query("SELECT stage_arn, COUNT(*) AS n FROM pending_viewers WHERE expires_at > $1 GROUP BY stage_arn")
+            .bind(now)
             .fetch_all(&self.0.pool)
             .await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>("stage_arn")?, count(r, "n")?))).collect()
+    }
+
+    /// The stages `user_id` is counted on, first joined first, then those it holds a seat on.
+    pub async fn stages_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stage_arn FROM (SELECT stage_arn, joined_at AS t FROM presence WHERE user_id = $1
+             UNION ALL SELECT stage_arn, expires_at AS t FROM pending_viewers WHERE user_id = $1) AS s ORDER BY t",
+        )
+        .bind(user_id)
+        .fetch_all(&self.0.pool)
+        .await?;
         Ok(rows.iter().map(|r| r.try_get::<String, _>("stage_arn")).collect::<Result<_, _>>()?)
     }
 
@@ -213,9 +342,15 @@ impl PresenceRows<'_> {
         Ok(gone)
     }
 
-    /// Removes a viewer and closes its watch session at `now`. Returns whether it was present.
+    /// Removes a viewer (and any seat it holds) and closes its watch session at `now`. Returns
+    /// whether it was present.
     pub async fn leave(&self, stage_arn: &str, user_id: &str, now: i64) -> Result<bool, StoreError> {
         let mut w = self.0.write_tx().await?;
+        sqlx::query("DELETE FROM pending_viewers WHERE stage_arn = $1 AND user_id = $2")
+            .bind(stage_arn)
+            .bind(user_id)
+            .execute(&mut *w.tx)
+            .await?;
         let row = sqlx::query("DELETE FROM presence WHERE stage_arn = $1 AND user_id = $2 RETURNING session_id")
             .bind(stage_arn)
             .bind(user_id)
@@ -233,9 +368,10 @@ impl PresenceRows<'_> {
     }
 
     /// Drops every viewer silent since before `cutoff`, closing each watch session at the
-    /// viewer's last heartbeat. Returns the removed viewers.
-    pub async fn sweep(&self, cutoff: i64) -> Result<Vec<PresenceRecord>, StoreError> {
+    /// viewer's last heartbeat, and every seat held past its time. Returns the removed viewers.
+    pub async fn sweep(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceRecord>, StoreError> {
         let mut w = self.0.write_tx().await?;
+        sqlx::query("DELETE FROM pending_viewers WHERE expires_at <= $1").bind(now).execute(&mut *w.tx).await?;
         let rows = sqlx::query(&format!("DELETE FROM presence WHERE last_heartbeat < $1 RETURNING {PRESENCE_COLUMNS}"))
             .bind(cutoff)
             .fetch_all(&mut *w.tx)
@@ -251,6 +387,7 @@ impl PresenceRows<'_> {
     /// Removes every viewer of a stage, closing their sessions at `now`.
     pub async fn clear_stage(&self, stage_arn: &str, now: i64) -> Result<Vec<PresenceRecord>, StoreError> {
         let mut w = self.0.write_tx().await?;
+        sqlx::query("DELETE FROM pending_viewers WHERE stage_arn = $1").bind(stage_arn).execute(&mut *w.tx).await?;
         let rows = sqlx::query(&format!("DELETE FROM presence WHERE stage_arn = $1 RETURNING {PRESENCE_COLUMNS}"))
             .bind(stage_arn)
             .fetch_all(&mut *w.tx)
