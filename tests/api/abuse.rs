@@ -572,6 +572,27 @@ async fn five_hundred_never_connecting_offers_leave_the_publisher_and_a_real_vie
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_session_deletes_are_budgeted_per_client_before_any_token_is_checked() {
+    let app = spawn_app_with(default_limits).await;
+    let budget = Settings::defaults().limits.media_offers as usize;
+    // A well-formed token with a signature that cannot verify, as a forger would send it.
+    let forged = "eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ4In0.AAAA";
+    let mut statuses = Vec::new();
+    for (n, path) in ["/whep/s1", "/whip/s2", "/whip/c/default/s3"].iter().cycle().take(budget + 5).enumerate() {
+        let r = app.client.delete(format!("{}{path}", app.base)).bearer_auth(forged).send().await.unwrap();
+        let (status, body) = envelope(r).await;
+        assert_eq!(body["success"], false, "{n}: {body}");
+        statuses.push(status);
+    }
+    assert!(statuses[..budget].iter().all(|s| *s != 429), "within the budget: {statuses:?}");
+    assert!(statuses[budget..].iter().all(|s| *s == 429), "past the budget: {statuses:?}");
+    // Another address has a budget of its own.
+    let other = reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 3])).build().unwrap();
+    let r = other.delete(format!("{}/whep/s1", app.base)).bearer_auth(forged).send().await.unwrap();
+    assert_ne!(r.status(), 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_ticket_plays_only_while_its_viewer_is_present() {
     let app = spawn_app_with(default_limits).await;
     app.go_live().await;

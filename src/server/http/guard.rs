@@ -20,6 +20,9 @@ pub struct Guards {
     /// WHIP offers (publishers), on a budget of their own: viewers' offers from the same
     /// address never keep its broadcaster from going live.
     pub publish_offers: RateLimiter,
+    /// WHIP/WHEP `DELETE`s: each checks a token (a signature verification, also for an
+    /// expired one), so they have a budget of their own, as large as the offers'.
+    pub media_ends: RateLimiter,
     pub sign_in: SignInBudget,
     pub viewers: ViewerIdentities,
     pub websockets: Arc<SocketCounter>,
@@ -34,6 +37,7 @@ impl Guards {
             joins: RateLimiter::new(Duration::from_secs(60), l.joins_per_minute),
             play_offers: RateLimiter::new(window, l.media_offers),
             publish_offers: RateLimiter::new(window, l.media_offers),
+            media_ends: RateLimiter::new(window, l.media_offers),
             sign_in: SignInBudget::new(l.sign_in_failures),
             viewers: ViewerIdentities::new(
                 l.viewers_per_client,

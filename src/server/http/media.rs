@@ -109,9 +109,11 @@ async fn stream_key_offer(
 
 async fn stream_key_end(
     State(state): State<AppState>,
+    client: Client,
     Path((name, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> AppResult<StatusCode> {
+    check_end_budget(&state, &client)?;
     let name = channel_name(&name)?;
     let channel = state.service.channels().authorize_stream_key(&name, bearer(&headers)).await?;
     state.service.media().end_stream_key_session(&channel, &id).await?;
@@ -142,12 +144,31 @@ async fn whep_offer(
     offer(state, client, Role::Viewer, base, WHEP_PATH, headers, body).await
 }
 
-async fn whip_end(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> AppResult<StatusCode> {
-    state.service.media().end(Role::Publisher, &id, bearer(&headers)).await?;
+/// A session's `DELETE` counts against the client's budget for ends before its token is read.
+fn check_end_budget(state: &AppState, client: &Client) -> AppResult<()> {
+    state.guards.media_ends.check(client.key).map(|_| ()).map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })
+}
+
+async fn end(state: AppState, client: Client, role: Role, id: &str, headers: &HeaderMap) -> AppResult<StatusCode> {
+    check_end_budget(&state, &client)?;
+    state.service.media().end(role, id, bearer(headers)).await?;
     Ok(StatusCode::OK)
 }
 
-async fn whep_end(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> AppResult<StatusCode> {
-    state.service.media().end(Role::Viewer, &id, bearer(&headers)).await?;
-    Ok(StatusCode::OK)
+async fn whip_end(
+    State(state): State<AppState>,
+    client: Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> AppResult<StatusCode> {
+    end(state, client, Role::Publisher, &id, &headers).await
+}
+
+async fn whep_end(
+    State(state): State<AppState>,
+    client: Client,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> AppResult<StatusCode> {
+    end(state, client, Role::Viewer, &id, &headers).await
 }
