@@ -693,3 +693,20 @@ async fn pages_cannot_be_framed_and_the_studio_is_never_cached() {
         assert_eq!(cache == Some("no-store"), private, "{path}: cache-control {cache:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_dashboard_reads_the_store_at_most_once_a_second_however_often_it_is_rendered() {
+    let app = spawn_app().await;
+    let stages = |d: &livestage::api::DashboardData| d.stages.len();
+    let first = app.service.stats().dashboard().await.unwrap();
+    // A change in the store within the second is not read again for the next render…
+    let created = app.post("/api/stage", json!({ "name": "extra-1" })).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let renders = futures_util::future::join_all((0..20).map(|_| app.service.stats().dashboard())).await;
+    for r in renders {
+        assert_eq!(stages(&r.unwrap()), stages(&first), "served from the read a moment ago");
+    }
+    // …and is there once the second is over.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(stages(&app.service.stats().dashboard().await.unwrap()), stages(&first) + 1);
+}

@@ -6,8 +6,25 @@ use crate::domain::ChannelId;
 use crate::server::error::AppResult;
 use std::collections::BTreeMap;
 
+/// How long one read of the dashboard's data serves every render: a public page, so the store
+/// is read at most once in this time however many render it (live figures follow over `/ws`).
+const DASHBOARD_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Stats {
+    /// The dashboard's data, read from the store at most once per [`DASHBOARD_FRESH`]; renders
+    /// that arrive while it is read wait for that read.
     pub async fn dashboard(&self) -> AppResult<DashboardData> {
+        let mut cached = self.dashboard.lock().await;
+        if let Some((at, data)) = cached.as_ref().filter(|(at, _)| at.elapsed() < DASHBOARD_FRESH) {
+            tracing::trace!(age_ms = at.elapsed().as_millis() as u64, "dashboard data from the last read");
+            return Ok(data.clone());
+        }
+        let data = self.read_dashboard().await?;
+        *cached = Some((std::time::Instant::now(), data.clone()));
+        Ok(data)
+    }
+
+    async fn read_dashboard(&self) -> AppResult<DashboardData> {
         let now_ms = self.clock.now_ms();
         let stats = self.live(&ChannelId::default()).await?;
         let stages = self

@@ -25,6 +25,8 @@ pub struct Stats {
     stages: Arc<Stages>,
     publishers: Arc<PublisherRegistry>,
     snapshot_retention_days: i64,
+    /// The dashboard's data as last read, and when (see [`Stats::dashboard`]).
+    pub(super) dashboard: tokio::sync::Mutex<Option<(std::time::Instant, crate::api::DashboardData)>>,
 }
 
 impl Stats {
@@ -36,7 +38,7 @@ impl Stats {
         publishers: Arc<PublisherRegistry>,
         snapshot_retention_days: i64,
     ) -> Self {
-        Self { store, clock, hub, stages, publishers, snapshot_retention_days }
+        Self { store, clock, hub, stages, publishers, snapshot_retention_days, dashboard: Default::default() }
     }
 
     pub fn is_publisher_live(&self, channel: &ChannelId) -> bool {
