@@ -66,6 +66,54 @@ fn publish(peer: PeerHandle, log: SendLog, stop: Arc<AtomicBool>) -> tokio::task
     })
 }
 
+/// Datagrams from an address no session knows, as a flood would send them: half garbage, half
+/// STUN binding requests for ufrags no session has, `rate` a second until `stop`.
+fn flood(
+    target: std::net::SocketAddr,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("a socket for the flood");
+        let per_tick = (rate / 200).max(1); // every 5 ms
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        let mut n: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            for _ in 0..per_tick {
+                n += 1;
+                let datagram = if n.is_multiple_of(2) {
+                    let mut d = vec![0x80u8; 120];
+                    d[2..10].copy_from_slice(&n.to_be_bytes());
+                    d
+                } else {
+                    stun_binding_request(n)
+                };
+                let _ = socket.send_to(&datagram, target).await;
+            }
+            sent.fetch_add(per_tick, Ordering::Relaxed);
+        }
+    })
+}
+
+/// A STUN binding request (RFC 8489) naming `unknown{n}:x` as its USERNAME.
+fn stun_binding_request(n: u64) -> Vec<u8> {
+    let user = format!("unknown{n}:x");
+    let padded = user.len().div_ceil(4) * 4;
+    let mut d = Vec::with_capacity(20 + 4 + padded);
+    d.extend_from_slice(&0x0001u16.to_be_bytes());
+    d.extend_from_slice(&((4 + padded) as u16).to_be_bytes());
+    d.extend_from_slice(&0x2112_a442u32.to_be_bytes());
+    d.extend_from_slice(&n.to_be_bytes());
+    d.extend_from_slice(&[0; 4]);
+    d.extend_from_slice(&0x0006u16.to_be_bytes());
+    d.extend_from_slice(&(user.len() as u16).to_be_bytes());
+    d.extend_from_slice(user.as_bytes());
+    d.resize(20 + 4 + padded, 0);
+    d
+}
+
 struct Viewer {
     location: String,
     token: String,
@@ -218,6 +266,38 @@ async fn run() {
         );
     }
     println!("largest audience with < 1% loss: {best_ok} viewers (target >= 50)");
+
+    // What defending costs: the same audience in alternating turns, without and with a flood of
+    // datagrams from unknown addresses (each reaches a session only as a STUN check for its
+    // ufrag: a map lookup, then dropped).
+    let rate: u64 = bench::setting("BENCH_FLOOD_PPS", 20_000, 5_000);
+    let target = service.media().plane().unwrap().server.addresses()[0];
+    let turns: usize = bench::setting("BENCH_TURNS", 3, 1);
+    let (mut clean, mut flooded) = (Vec::new(), Vec::new());
+    let flood_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for _ in 0..turns {
+        clean.push(measure(&viewers, &log, secs).await);
+        let stop_flood = Arc::new(AtomicBool::new(false));
+        let attacker = flood(target, rate, stop_flood.clone(), flood_sent.clone());
+        flooded.push(measure(&viewers, &log, secs).await);
+        stop_flood.store(true, Ordering::Relaxed);
+        let _ = attacker.await;
+    }
+    let mean = |rs: &[Round], f: fn(&Round) -> f64| rs.iter().map(f).sum::<f64>() / rs.len() as f64;
+    let (clean_loss, flood_loss) = (mean(&clean, |r| r.loss_pct), mean(&flooded, |r| r.loss_pct));
+    let (clean_p50, flood_p50) = (mean(&clean, |r| r.p50_ms), mean(&flooded, |r| r.p50_ms));
+    let delivered = |loss: f64| 100.0 - loss;
+    println!(
+        "defence cost at {} viewers, {turns} turns of {secs} s each way, flood {rate} datagrams/s ({} sent):",
+        viewers.len(),
+        flood_sent.load(Ordering::Relaxed)
+    );
+    println!("{:>22} {:>12} {:>10}", "", "loss (%)", "p50 (ms)");
+    println!("{:>22} {:>12.3} {:>10.2}", "clean", clean_loss, clean_p50);
+    println!("{:>22} {:>12.3} {:>10.2}", "under a stranger flood", flood_loss, flood_p50);
+    let change = (delivered(flood_loss) / delivered(clean_loss) - 1.0) * 100.0;
+    println!("frames delivered under the flood: {change:+.2} % against the clean turns");
+    bench::check(change >= -5.0, format!("the flood costs the viewers {change:+.2} % of their frames (bound -5 %)"));
     stop.store(true, Ordering::Relaxed);
     let _ = feeder.await;
 }
