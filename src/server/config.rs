@@ -454,9 +454,10 @@ pub struct IvsSettings {
     /// The SDK script's Subresource Integrity hash (`sha384-…`): the pages refuse a script
     /// that does not match it.
     pub web_sdk_integrity: Option<String>,
-    /// Static credentials for embedders (never read from files or the environment).
+    /// Static credentials for embedders (never read from files or the environment): the
+    /// access key id and the secret key, which never prints.
     #[serde(skip)]
-    pub static_credentials: Option<(String, String)>,
+    pub static_credentials: Option<(String, Secret)>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -87,7 +87,7 @@ pub async fn client(region: &str, ivs: &IvsSettings) -> Client {
         .retry_config(retry)
         .timeout_config(timeouts);
     if let Some((id, secret)) = &ivs.static_credentials {
-        loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "settings"));
+        loader = loader.credentials_provider(Credentials::new(id, secret.expose(), None, None, "settings"));
     }
     if let Some(url) = &ivs.endpoint_url {
         loader = loader.endpoint_url(url);
