@@ -2,12 +2,13 @@
 //! PostgreSQL database when `TEST_DATABASE_URL` is a postgres:// URL (dropped afterwards).
 
 pub use livestage::domain::{ChannelId, LivePublisher};
-use livestage::server::clock::{Clock, ManualClock};
+use livestage::server::clock::Clock;
 use livestage::server::config::Settings;
 use livestage::server::http::AppState;
 use livestage::server::publisher::PublisherSignal;
 use livestage::server::service::Service;
 use livestage::server::startup::Application;
+use livestage::testing::clock::ManualClock;
 use livestage::testing::process::ServerProcess;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
