@@ -162,7 +162,7 @@ async fn run() {
     let base = format!("http://127.0.0.1:{}", app.port());
     let signal = app.publisher_signal().unwrap();
     let service = app.service();
-    let master = service.store().stages().master(&ChannelId::default()).await.unwrap().unwrap().arn;
+    let master = service.store().stages().master(&ChannelId::default()).await.unwrap().unwrap().arn.to_string();
     signal.set_live(
         Default::default(),
         LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.clone(), since_ms: 0 },

@@ -178,7 +178,7 @@ async fn a_new_channel_gets_its_own_master_stage_and_a_stream_key_that_finds_it(
     assert_eq!((news.title.as_str(), news.description.as_deref()), ("news", Some("About it")), "the title defaults to the name");
     let master = news.master_stage_arn.clone().expect("a master stage");
     let default_master = app.service.store().stages().master(&ChannelId::default()).await.unwrap().unwrap();
-    assert_ne!(master.as_str(), default_master.arn, "its own, not the default channel's");
+    assert_ne!(master, default_master.arn, "its own, not the default channel's");
     let stage = app.service.store().stages().master(&channel("news")).await.unwrap().expect("its stage row");
     assert_eq!((stage.arn.as_str(), stage.name.as_str()), (master.as_str(), "news-master"));
     assert_eq!(stage.tags.get("LivestageChannel").map(String::as_str), Some("news"));

@@ -88,10 +88,10 @@ impl Autoscaler {
         }
         let per_stage = self.capacity.max_viewers_per_stage.max(1);
         let wanted = self.waiting.load(Ordering::Relaxed).div_ceil(per_stage).clamp(1, room);
-        let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
+        let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.clone());
         let mut added = 0;
         for _ in 0..wanted {
-            match self.add_stage(channel, parent.as_deref(), added).await {
+            match self.add_stage(channel, parent.as_ref(), added).await {
                 Ok(()) => added += 1,
                 // The global cap is reached: what was added is all there is.
                 Err(e) if e.code() == ErrorCode::StageLimitReached => break,
@@ -111,7 +111,7 @@ impl Autoscaler {
 
     /// Creates a stage of `channel` (under `parent`) and replicates the channel's live publisher
     /// into it.
-    async fn add_stage(&self, channel: &ChannelId, parent: Option<&str>, nth: u32) -> AppResult<()> {
+    async fn add_stage(&self, channel: &ChannelId, parent: Option<&StageArn>, nth: u32) -> AppResult<()> {
         let name = match nth {
             0 => format!("{}-auto-{}", channel, self.clock.now_ms()),
             n => format!("{}-auto-{}-{n}", channel, self.clock.now_ms()),
@@ -157,8 +157,8 @@ impl Autoscaler {
         let decision = decide(&loads, &self.capacity);
         match &decision {
             ScaleDecision::ScaleUp => {
-                let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.to_string());
-                self.add_stage(channel, parent.as_deref(), 0).await?;
+                let parent = loads.iter().max_by_key(|l| l.viewers).map(|l| l.arn.clone());
+                self.add_stage(channel, parent.as_ref(), 0).await?;
             }
             ScaleDecision::ScaleDown(arn) => self.stages.delete(arn, true).await?,
             ScaleDecision::Hold => {}

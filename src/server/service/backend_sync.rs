@@ -77,14 +77,7 @@ impl BackendSync {
             Err(e) => return tracing::warn!(error = %e, "backend poll: the stages could not be read"),
         };
         for master in stages.iter().filter(|s| s.is_master) {
-            let arn = match super::stored_arn(&master.arn) {
-                Ok(arn) => arn,
-                Err(e) => {
-                    tracing::warn!(error = ?e, channel = %master.channel, "backend poll: the master stage's ARN does not parse");
-                    continue;
-                }
-            };
-            if let Err(e) = self.backend.poll_publisher(&master.channel, &arn).await {
+            if let Err(e) = self.backend.poll_publisher(&master.channel, &master.arn).await {
                 tracing::warn!(error = %e, channel = %master.channel, "publisher liveness check failed");
             }
             if let Err(e) = self.sync_replications(&master.channel).await {
@@ -132,7 +125,7 @@ impl BackendSync {
     /// started a replication.
     async fn replicate_into(&self, source: &StageArn, dest: &StageArn, pid: &ParticipantId) -> AppResult<bool> {
         if let Some(r) = self.store.stages().replication(dest.as_str()).await? {
-            if r.participant_id == pid.as_str() && r.source_arn == source.as_str() {
+            if r.participant_id == pid.as_str() && r.source_arn == *source {
                 return Ok(false);
             }
             self.stages.stop_recorded_replication(&r).await?;
@@ -158,11 +151,11 @@ impl BackendSync {
         }
         let _guard = self.autoscaler.exclusive().await;
         for stage in self.store.stages().of_channel(channel).await?.into_iter().filter(|s| s.auto_scaled) {
-            if let Some(r) = self.store.stages().replication(&stage.arn).await? {
+            if let Some(r) = self.store.stages().replication(stage.arn.as_str()).await? {
                 if let Err(e) = self.stages.stop_recorded_replication(&r).await {
                     tracing::debug!(error = %e, stage = %stage.arn, "replication already ended");
                 }
-                self.store.stages().delete_replication(&stage.arn).await?;
+                self.store.stages().delete_replication(stage.arn.as_str()).await?;
             }
         }
         Ok(())
@@ -187,7 +180,7 @@ impl BackendSync {
             let ours = stage.tags.get(MANAGED_BY_TAG.0).map(String::as_str) == Some(MANAGED_BY_TAG.1)
                 && stage.tags.get(DEPLOYMENT_TAG) == Some(&deployment)
                 && stage.tags.get("AutoScaled").map(String::as_str) == Some("true");
-            if ours && !known.iter().any(|k| k.arn == stage.arn.as_str()) {
+            if ours && !known.iter().any(|k| k.arn == stage.arn) {
                 self.backend.delete_stage(&stage.arn).await?;
                 tracing::info!(stage = %stage.arn, "deleted a stage this deployment had lost track of");
                 removed += 1;
@@ -195,10 +188,10 @@ impl BackendSync {
         }
         for stage in known_before.iter().filter(|k| !k.is_master) {
             // Missing from the list, and IVS confirms it is gone.
-            let Ok(arn) = super::stored_arn(&stage.arn) else { continue };
-            if !listed.iter().any(|l| l.arn == arn) && matches!(self.backend.adopt_stage(&arn).await, Err(BackendError::NotFound))
+            let arn = &stage.arn;
+            if !listed.iter().any(|l| l.arn == *arn) && matches!(self.backend.adopt_stage(arn).await, Err(BackendError::NotFound))
             {
-                let evicted = self.stages.forget_record(&stage.arn).await?;
+                let evicted = self.stages.forget_record(arn.as_str()).await?;
                 tracing::warn!(stage = %stage.arn, evicted, "stage is gone from the backend");
                 removed += 1;
             }

@@ -272,7 +272,7 @@ impl Channels {
             title: record.title.clone(),
             description: record.description.clone(),
             is_live: self.publishers.live(&record.name).is_some(),
-            viewer_count: stages.iter().map(|s| counts.get(&s.arn).copied().unwrap_or(0)).sum(),
+            viewer_count: stages.iter().map(|s| counts.get(s.arn.as_str()).copied().unwrap_or(0)).sum(),
             active_stages: stages.len() as u32,
             master_stage_arn: record.master_stage_arn.as_ref().map(|a| a.to_string()),
             whip_endpoint: self.whip_endpoint(&record.name, base_url),

@@ -33,7 +33,7 @@ impl Stats {
             .list()
             .await?
             .into_iter()
-            .map(|s| StageRow { arn: s.arn, name: s.name, is_master: s.is_master, auto_scaled: s.auto_scaled })
+            .map(|s| StageRow { arn: s.arn.into(), name: s.name, is_master: s.is_master, auto_scaled: s.auto_scaled })
             .collect();
         let mut totals: BTreeMap<i64, u32> = BTreeMap::new();
         for (_, at, viewers) in self.store.snapshots().since(now_ms - 24 * 3_600_000).await? {

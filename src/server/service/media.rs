@@ -124,7 +124,7 @@ impl MediaGateway {
             .master(&channel.name)
             .await?
             .ok_or_else(|| AppError::new(ErrorCode::ServiceUnavailable, "The channel has no master stage yet"))?;
-        self.open(plane, Role::Publisher, stream_key_participant(channel, master.arn), req).await
+        self.open(plane, Role::Publisher, stream_key_participant(channel, master.arn.into()), req).await
     }
 
     /// `DELETE` of a stream-key WHIP session by the key that opened it.

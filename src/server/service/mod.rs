@@ -270,11 +270,6 @@ pub fn parse_stage_arn(field: &str, raw: &str) -> Result<StageArn, AppError> {
     StageArn::parse(raw).map_err(|e| invalid_field(field, &e))
 }
 
-/// A stage ARN this server stored itself: one that does not parse is an internal error.
-pub(crate) fn stored_arn(raw: &str) -> Result<StageArn, AppError> {
-    StageArn::parse(raw).map_err(AppError::internal)
-}
-
 pub fn invalid_field(field: &str, e: &IdError) -> AppError {
     AppError::with_details(ErrorCode::ValidationError, format!("{field} {e}"), serde_json::json!({ "invalidFields": [field] }))
 }

@@ -37,7 +37,7 @@ fn master_record(
 ) -> StageRecord {
     StageRecord {
         channel: channel.clone(),
-        arn: stage.arn.into(),
+        arn: stage.arn,
         name: master_name(channel),
         is_master: true,
         auto_scaled: false,
@@ -245,15 +245,12 @@ impl Stages {
         let held = self.store.presence().held_counts(now).await?;
         Ok(stages
             .into_iter()
-            .filter_map(|s| {
-                let arn = StageArn::parse(s.arn.clone()).ok()?;
-                Some(StageLoad {
-                    viewers: counts.get(&s.arn).copied().unwrap_or(0) + held.get(&s.arn).copied().unwrap_or(0),
-                    arn,
-                    is_master: s.is_master,
-                    auto_scaled: s.auto_scaled,
-                    age_secs: (now - s.created_at) / 1000,
-                })
+            .map(|s| StageLoad {
+                viewers: counts.get(s.arn.as_str()).copied().unwrap_or(0) + held.get(s.arn.as_str()).copied().unwrap_or(0),
+                arn: s.arn,
+                is_master: s.is_master,
+                auto_scaled: s.auto_scaled,
+                age_secs: (now - s.created_at) / 1000,
             })
             .collect())
     }
@@ -273,9 +270,9 @@ impl Stages {
         let items: Vec<StageListItem> = stages
             .iter()
             .map(|s| StageListItem {
-                stage_arn: s.arn.clone(),
+                stage_arn: s.arn.to_string(),
                 name: s.name.clone(),
-                viewer_count: counts.get(&s.arn).copied().unwrap_or(0),
+                viewer_count: counts.get(s.arn.as_str()).copied().unwrap_or(0),
                 auto_scaled: s.auto_scaled,
                 is_master: s.is_master,
                 created_at: iso(s.created_at),
@@ -288,7 +285,7 @@ impl Stages {
 
     pub async fn master_info(&self, channel: &ChannelId, base_url: &str) -> AppResult<StageDetailView> {
         let master = self.master(channel).await?;
-        let viewer_count = self.store.presence().count(&master.arn).await?;
+        let viewer_count = self.store.presence().count(master.arn.as_str()).await?;
         Ok(StageDetailView { stage: self.view(&master, base_url), viewer_count: Some(viewer_count), is_master_stage: Some(true) })
     }
 
@@ -297,7 +294,7 @@ impl Stages {
         &self,
         name: &str,
         tags: BTreeMap<String, String>,
-        parent: Option<&str>,
+        parent: Option<&StageArn>,
         base_url: &str,
     ) -> AppResult<StageView> {
         if !valid_stage_name(name) {
@@ -326,18 +323,18 @@ impl Stages {
         }
         // An auto-scaled stage belongs to its parent's channel; any other to the default one.
         let channel = match parent {
-            Some(parent) => self.store.stages().get(parent).await?.map(|p| p.channel).unwrap_or_default(),
+            Some(parent) => self.store.stages().get(parent.as_str()).await?.map(|p| p.channel).unwrap_or_default(),
             None => ChannelId::default(),
         };
         let created = self.backend.create_stage(name, &tags).await?;
         let now = self.now_ms();
         let record = StageRecord {
             channel,
-            arn: created.arn.into(),
+            arn: created.arn,
             name: name.to_string(),
             is_master: false,
             auto_scaled: parent.is_some(),
-            parent_arn: parent.map(str::to_string),
+            parent_arn: parent.cloned(),
             tags,
             endpoints: created.endpoints,
             active_session_id: None,
@@ -437,18 +434,18 @@ impl Stages {
     pub async fn delete_channel_stages(&self, channel: &ChannelId) -> AppResult<usize> {
         let stages = self.store.stages().of_channel(channel).await?;
         for stage in &stages {
-            let arn = super::stored_arn(&stage.arn)?;
-            if let Some(rep) = self.store.stages().replication(&stage.arn).await? {
+            let arn = stage.arn.clone();
+            if let Some(rep) = self.store.stages().replication(arn.as_str()).await? {
                 if let Err(e) = self.stop_recorded_replication(&rep).await {
                     tracing::warn!(error = %e, stage = %arn, "could not stop replication before deleting the stage");
                 }
-                self.store.stages().delete_replication(&stage.arn).await?;
+                self.store.stages().delete_replication(arn.as_str()).await?;
             }
             match self.backend.delete_stage(&arn).await {
                 Ok(()) | Err(BackendError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
-            self.forget_record(&stage.arn).await?;
+            self.forget_record(arn.as_str()).await?;
         }
         self.hub.mark_dirty();
         tracing::info!(%channel, stages = stages.len(), "channel stages deleted");
@@ -494,8 +491,7 @@ impl Stages {
     /// Stops the replication `r` records.
     pub(crate) async fn stop_recorded_replication(&self, r: &ReplicationRecord) -> AppResult<()> {
         let participant = ParticipantId::parse(r.participant_id.as_str()).map_err(AppError::internal)?;
-        let (source, destination) = (super::stored_arn(&r.source_arn)?, super::stored_arn(&r.destination_arn)?);
-        Ok(self.backend.stop_replication(&source, &destination, &participant).await?)
+        Ok(self.backend.stop_replication(&r.source_arn, &r.destination_arn, &participant).await?)
     }
 
     /// Records that `participant` is replicated from `source` into `dest`; returns when.
@@ -509,8 +505,8 @@ impl Stages {
         self.store
             .stages()
             .put_replication(&ReplicationRecord {
-                destination_arn: dest.to_string(),
-                source_arn: source.to_string(),
+                destination_arn: dest.clone(),
+                source_arn: source.clone(),
                 participant_id: participant.to_string(),
                 started_at: now,
             })
@@ -527,7 +523,7 @@ impl Stages {
         let Some(rep) = self.store.stages().replication(dest.as_str()).await? else {
             return Err(AppError::not_found("No replication into that stage"));
         };
-        if rep.source_arn != source.as_str() || rep.participant_id != participant.as_str() {
+        if rep.source_arn != *source || rep.participant_id != participant.as_str() {
             return Err(AppError::not_found("No such replication"));
         }
         self.backend.stop_replication(source, dest, participant).await?;
@@ -546,8 +542,8 @@ impl Stages {
             return Err(AppError::not_found("Stage not found"));
         }
         let info = self.store.stages().replication(stage.as_str()).await?.map(|r| ReplicationInfo {
-            source_stage_arn: r.source_arn,
-            dest_stage_arn: r.destination_arn,
+            source_stage_arn: r.source_arn.into(),
+            dest_stage_arn: r.destination_arn.into(),
             participant_id: r.participant_id,
             started_at: iso(r.started_at),
         });

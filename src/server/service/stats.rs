@@ -84,7 +84,7 @@ impl Stats {
     fn live_of(&self, channel: &ChannelId, stages: &[StageRecord], counts: &HashMap<String, u32>) -> LiveStats {
         let stages: Vec<StageCount> = stages
             .iter()
-            .map(|s| StageCount { stage_arn: s.arn.clone(), viewer_count: counts.get(&s.arn).copied().unwrap_or(0) })
+            .map(|s| StageCount { stage_arn: s.arn.to_string(), viewer_count: counts.get(s.arn.as_str()).copied().unwrap_or(0) })
             .collect();
         LiveStats {
             channel: channel.clone(),
@@ -127,9 +127,9 @@ impl Stats {
         let items: Vec<StatsStageItem> = stages
             .iter()
             .map(|s| StatsStageItem {
-                stage_arn: s.arn.clone(),
+                stage_arn: s.arn.to_string(),
                 stage_name: s.name.clone(),
-                viewer_count: counts.get(&s.arn).copied().unwrap_or(0),
+                viewer_count: counts.get(s.arn.as_str()).copied().unwrap_or(0),
                 auto_scaled: s.auto_scaled,
                 created_at: iso(s.created_at),
             })
@@ -163,7 +163,7 @@ impl Stats {
                         name: stage.name,
                         is_master: stage.is_master,
                         auto_scaled: stage.auto_scaled,
-                        parent_stage_arn: stage.parent_arn,
+                        parent_stage_arn: stage.parent_arn.map(String::from),
                         created_at: iso(stage.created_at),
                         tags: stage.tags,
                     },

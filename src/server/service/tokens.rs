@@ -166,7 +166,7 @@ impl Tokens {
     ) -> AppResult<IssuedToken> {
         let now_ms = self.parts.clock.now_ms();
         let req = TokenRequest {
-            stage_arn: &stage.arn,
+            stage_arn: stage.arn.as_str(),
             stage_endpoints: &stage.endpoints,
             user_id,
             capabilities,
@@ -268,7 +268,7 @@ impl Tokens {
                 true => JoinMode::Hold { max: cap.max_viewers_per_stage, until: now + self.seat_hold_ms() },
                 false => JoinMode::Count { max: Some(cap.max_viewers_per_stage) },
             };
-            let joined = p.store.presence().join(&stage.arn, user_id.as_str(), &issued.participant_id, now, mode).await?;
+            let joined = p.store.presence().join(stage.arn.as_str(), user_id.as_str(), &issued.participant_id, now, mode).await?;
             match joined {
                 JoinResult::Joined { is_new, current_viewers, .. } => break (stage, issued, now, Some(is_new), current_viewers),
                 JoinResult::Held { current_viewers } => break (stage, issued, now, None, current_viewers),
@@ -281,7 +281,7 @@ impl Tokens {
         };
         match counted {
             Some(is_new) => {
-                p.presence.mark_present(&stage.arn, user_id.as_str(), &issued.participant_id);
+                p.presence.mark_present(stage.arn.as_str(), user_id.as_str(), &issued.participant_id);
                 p.hub.mark_dirty();
                 tracing::info!(stage = %stage.arn, is_new, current_viewers, "viewer joined");
             }
@@ -294,7 +294,7 @@ impl Tokens {
             token: issued.token,
             participant_id: issued.participant_id,
             user_id: user_id.to_string(),
-            stage_arn: stage.arn.clone(),
+            stage_arn: stage.arn.to_string(),
             capabilities: Capabilities::SUBSCRIBE.names(),
             expires_at: iso(issued.expires_at_ms),
             expires_in: seconds_until(issued.expires_at_ms, now),
@@ -358,7 +358,7 @@ impl Tokens {
             token: issued.token,
             participant_id: issued.participant_id,
             user_id: user_id.to_string(),
-            stage_arn: stage.arn,
+            stage_arn: stage.arn.into(),
             capabilities: Capabilities::PUBLISH.names(),
             expires_at: iso(issued.expires_at_ms),
             expires_in: seconds_until(issued.expires_at_ms, now),
@@ -386,7 +386,7 @@ impl Tokens {
         Ok(MediaServerTokenView {
             token: issued.token,
             participant_id: issued.participant_id,
-            stage_arn: stage.arn,
+            stage_arn: stage.arn.into(),
             capabilities: Capabilities::BOTH.names(),
             expires_at: iso(issued.expires_at_ms),
             expires_in: seconds_until(issued.expires_at_ms, now),

@@ -114,7 +114,7 @@ pub struct StageView {
 impl StageView {
     pub fn new(s: &StageRecord, endpoints: BTreeMap<String, String>) -> Self {
         Self {
-            arn: s.arn.clone(),
+            arn: s.arn.to_string(),
             name: s.name.clone(),
             active_session_id: s.active_session_id.clone(),
             tags: s.tags.clone(),

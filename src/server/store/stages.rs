@@ -1,7 +1,7 @@
 //! Rows of `stages` and `replications`.
 
 use super::{decode, Store, StoreError};
-use crate::domain::ChannelId;
+use crate::domain::{ChannelId, StageArn};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 pub struct StageRecord {
     /// The channel whose stage group this stage is in.
     pub channel: ChannelId,
-    pub arn: String,
+    pub arn: StageArn,
     pub name: String,
     pub is_master: bool,
     pub auto_scaled: bool,
-    pub parent_arn: Option<String>,
+    pub parent_arn: Option<StageArn>,
     pub tags: BTreeMap<String, String>,
     /// Endpoint name → URL (`whip`, `whep`, `events`, ...).
     pub endpoints: BTreeMap<String, String>,
@@ -26,8 +26,8 @@ pub struct StageRecord {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicationRecord {
-    pub destination_arn: String,
-    pub source_arn: String,
+    pub destination_arn: StageArn,
+    pub source_arn: StageArn,
     pub participant_id: String,
     pub started_at: i64,
 }
@@ -41,13 +41,14 @@ fn stage_from_row(r: &AnyRow) -> Result<StageRecord, StoreError> {
         decode(serde_json::from_str(&text))
     };
     let channel: String = r.try_get("channel")?;
+    let parent_arn: Option<String> = r.try_get("parent_arn")?;
     Ok(StageRecord {
         channel: decode(ChannelId::parse(channel))?,
-        arn: r.try_get("arn")?,
+        arn: decode(StageArn::parse(r.try_get::<String, _>("arn")?))?,
         name: r.try_get("name")?,
         is_master: r.try_get::<i64, _>("is_master")? != 0,
         auto_scaled: r.try_get::<i64, _>("auto_scaled")? != 0,
-        parent_arn: r.try_get("parent_arn")?,
+        parent_arn: parent_arn.map(|a| decode(StageArn::parse(a))).transpose()?,
         tags: json_map("tags")?,
         endpoints: json_map("endpoints")?,
         active_session_id: r.try_get("active_session_id")?,
@@ -78,11 +79,11 @@ impl StageRows<'_> {
              ON CONFLICT (arn) DO UPDATE SET name = excluded.name, is_master = excluded.is_master,
                tags = excluded.tags, endpoints = excluded.endpoints, updated_at = excluded.updated_at"
         ))
-        .bind(&s.arn)
+        .bind(s.arn.as_str())
         .bind(&s.name)
         .bind(i64::from(s.is_master))
         .bind(i64::from(s.auto_scaled))
-        .bind(&s.parent_arn)
+        .bind(s.parent_arn.as_ref().map(StageArn::as_str))
         .bind(to_json(&s.tags))
         .bind(to_json(&s.endpoints))
         .bind(&s.active_session_id)
@@ -174,8 +175,8 @@ impl StageRows<'_> {
              ON CONFLICT (destination_arn) DO UPDATE SET source_arn = excluded.source_arn,
                participant_id = excluded.participant_id, started_at = excluded.started_at",
         )
-        .bind(&r.destination_arn)
-        .bind(&r.source_arn)
+        .bind(r.destination_arn.as_str())
+        .bind(r.source_arn.as_str())
         .bind(&r.participant_id)
         .bind(r.started_at)
         .execute(&mut *w.tx)
@@ -192,8 +193,8 @@ impl StageRows<'_> {
         .await?;
         row.map(|r| {
             Ok(ReplicationRecord {
-                destination_arn: r.try_get("destination_arn")?,
-                source_arn: r.try_get("source_arn")?,
+                destination_arn: decode(StageArn::parse(r.try_get::<String, _>("destination_arn")?))?,
+                source_arn: decode(StageArn::parse(r.try_get::<String, _>("source_arn")?))?,
                 participant_id: r.try_get("participant_id")?,
                 started_at: r.try_get("started_at")?,
             })
