@@ -226,18 +226,23 @@ pub async fn replication_start(
     State(state): State<AppState>,
     JsonRequest(req): JsonRequest<ReplicationRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stages().start_replication(&req.source_stage_arn, &req.destination_stage_arn, &req.participant_id).await?)
+    ok(state
+        .service
+        .stages()
+        .replications()
+        .start(&req.source_stage_arn, &req.destination_stage_arn, &req.participant_id)
+        .await?)
 }
 
 pub async fn replication_stop(
     State(state): State<AppState>,
     JsonRequest(req): JsonRequest<ReplicationRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stages().stop_replication(&req.source_stage_arn, &req.destination_stage_arn, &req.participant_id).await?)
+    ok(state.service.stages().replications().stop(&req.source_stage_arn, &req.destination_stage_arn, &req.participant_id).await?)
 }
 
 pub async fn replication_status(State(state): State<AppState>, StagePath(arn): StagePath) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.stages().replication_status(&arn).await?)
+    ok(state.service.stages().replications().status(&arn).await?)
 }
 
 // ---- fallbacks ----

@@ -125,7 +125,7 @@ impl Autoscaler {
                 ParticipantId::parse(p.participant_id.clone()),
             );
             if let (Ok(src), Ok(dst), Ok(pid)) = (src, dst, pid) {
-                if let Err(e) = self.stages.start_replication(&src, &dst, &pid).await {
+                if let Err(e) = self.stages.replications().start(&src, &dst, &pid).await {
                     tracing::warn!(error = %e, stage = %dst, "replication into the new stage failed");
                 }
             }

@@ -128,14 +128,14 @@ impl BackendSync {
             if r.participant_id == pid.as_str() && r.source_arn == *source {
                 return Ok(false);
             }
-            self.stages.stop_recorded_replication(&r).await?;
+            self.stages.replications().stop_recorded(&r).await?;
             self.store.stages().delete_replication(dest.as_str()).await?;
         }
-        match self.stages.start_replication(source, dest, pid).await {
+        match self.stages.replications().start(source, dest, pid).await {
             Ok(_) => Ok(true),
             Err(e) if e.code() == crate::api::ErrorCode::Conflict => {
                 // Already replicating (a retried call that had gone through): record it.
-                self.stages.record_replication(source, dest, pid).await?;
+                self.stages.replications().record(source, dest, pid).await?;
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -152,7 +152,7 @@ impl BackendSync {
         let _guard = self.autoscaler.exclusive().await;
         for stage in self.store.stages().of_channel(channel).await?.into_iter().filter(|s| s.auto_scaled) {
             if let Some(r) = self.store.stages().replication(stage.arn.as_str()).await? {
-                if let Err(e) = self.stages.stop_recorded_replication(&r).await {
+                if let Err(e) = self.stages.replications().stop_recorded(&r).await {
                     tracing::debug!(error = %e, stage = %stage.arn, "replication already ended");
                 }
                 self.store.stages().delete_replication(stage.arn.as_str()).await?;

@@ -11,6 +11,7 @@ mod jobs;
 mod media;
 mod presence;
 mod publishers;
+mod replication;
 mod stages;
 mod stats;
 mod tokens;
@@ -24,6 +25,7 @@ pub use jobs::spawn_background_jobs;
 pub use media::{count_connected_viewers, MediaGateway, MediaPlane, MediaRequest};
 pub use presence::Presence;
 pub use publishers::{PublisherChanges, PublisherRegistry};
+pub use replication::Replications;
 pub use stages::{Stages, DEPLOYMENT_TAG};
 pub use stats::Stats;
 pub use tokens::{JoinError, JoinedBy, Tokens, TokensParts};
@@ -68,8 +70,16 @@ impl Service {
         let presence =
             Arc::new(Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs));
         let publishers = Arc::new(PublisherRegistry::new().follow_local(backend.publisher()));
-        let stages =
-            Arc::new(Stages::new(store.clone(), backend.clone(), clock.clone(), hub.clone(), presence.clone(), &settings));
+        let replications = Arc::new(Replications::new(store.clone(), backend.clone(), clock.clone()));
+        let stages = Arc::new(Stages::new(
+            store.clone(),
+            backend.clone(),
+            clock.clone(),
+            hub.clone(),
+            presence.clone(),
+            replications,
+            &settings,
+        ));
         let autoscaler = Arc::new(Autoscaler::new(
             stages.clone(),
             publishers.clone(),

@@ -1,20 +1,18 @@
 //! Stages: the master stage and the auto-scaled ones (create, update, delete through the
-//! backend with the store's record kept in step), their loads, and replication records.
+//! backend with the store's record kept in step) and their loads.
 
 use super::hub::StatsHub;
 use super::presence::Presence;
-use super::views::{
-    ReplicationInfo, ReplicationStartedView, ReplicationStatusView, ReplicationStoppedView, StageDetailView, StageListItem,
-    StageListView, StageView,
-};
+use super::replication::Replications;
+use super::views::{StageDetailView, StageListItem, StageListView, StageView};
 use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
-use crate::domain::{ChannelId, ParticipantId, StageArn};
+use crate::domain::{ChannelId, StageArn};
 use crate::server::backend::{BackendError, StageBackend};
 use crate::server::clock::Clock;
 use crate::server::config::{Settings, StageSettings};
 use crate::server::error::{AppError, AppResult};
-use crate::server::store::{ReplicationRecord, StageRecord, Store};
+use crate::server::store::{StageRecord, Store};
 use crate::server::support::{absolute, random_id};
 use crate::server::time::iso;
 use serde_json::json;
@@ -85,6 +83,7 @@ pub struct Stages {
     clock: Arc<dyn Clock>,
     hub: Arc<StatsHub>,
     presence: Arc<Presence>,
+    replications: Arc<Replications>,
     settings: StageSettings,
     /// This deployment's id (see [`Stages::deployment_id`]).
     deployment: OnceLock<String>,
@@ -100,6 +99,7 @@ impl Stages {
         clock: Arc<dyn Clock>,
         hub: Arc<StatsHub>,
         presence: Arc<Presence>,
+        replications: Arc<Replications>,
         settings: &Settings,
     ) -> Self {
         Self {
@@ -108,6 +108,7 @@ impl Stages {
             clock,
             hub,
             presence,
+            replications,
             settings: settings.stage.clone(),
             deployment: OnceLock::new(),
             creating: tokio::sync::Mutex::new(()),
@@ -116,6 +117,11 @@ impl Stages {
 
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Replications between stages (IVS participant replication), and their records.
+    pub fn replications(&self) -> &Replications {
+        &self.replications
     }
 
     /// This deployment's id, created once and shared through the database.
@@ -417,7 +423,7 @@ impl Stages {
         if let Some(rep) = self.store.stages().replication(arn.as_str()).await? {
             // A replication that cannot be stopped does not keep the stage: deleting the stage
             // ends its replica too.
-            if let Err(e) = self.stop_recorded_replication(&rep).await {
+            if let Err(e) = self.replications.stop_recorded(&rep).await {
                 tracing::warn!(error = %e, stage = %arn, "could not stop replication before deleting the stage");
             }
             self.store.stages().delete_replication(arn.as_str()).await?;
@@ -436,7 +442,7 @@ impl Stages {
         for stage in &stages {
             let arn = stage.arn.clone();
             if let Some(rep) = self.store.stages().replication(arn.as_str()).await? {
-                if let Err(e) = self.stop_recorded_replication(&rep).await {
+                if let Err(e) = self.replications.stop_recorded(&rep).await {
                     tracing::warn!(error = %e, stage = %arn, "could not stop replication before deleting the stage");
                 }
                 self.store.stages().delete_replication(arn.as_str()).await?;
@@ -461,92 +467,5 @@ impl Stages {
         }
         self.store.stages().delete(arn).await?;
         Ok(evicted.len())
-    }
-
-    pub async fn start_replication(
-        &self,
-        source: &StageArn,
-        dest: &StageArn,
-        participant: &ParticipantId,
-    ) -> AppResult<ReplicationStartedView> {
-        for arn in [source, dest] {
-            if self.store.stages().get(arn.as_str()).await?.is_none() {
-                return Err(AppError::not_found(format!("Stage not found: {arn}")));
-            }
-        }
-        if source == dest {
-            return Err(AppError::validation("sourceStageArn and destinationStageArn must differ"));
-        }
-        self.backend.start_replication(source, dest, participant).await?;
-        let now = self.record_replication(source, dest, participant).await?;
-        Ok(ReplicationStartedView {
-            message: "Participant replication started",
-            source_stage_arn: source.to_string(),
-            destination_stage_arn: dest.to_string(),
-            participant_id: participant.to_string(),
-            started_at: iso(now),
-        })
-    }
-
-    /// Stops the replication `r` records.
-    pub(crate) async fn stop_recorded_replication(&self, r: &ReplicationRecord) -> AppResult<()> {
-        let participant = ParticipantId::parse(r.participant_id.as_str()).map_err(AppError::internal)?;
-        Ok(self.backend.stop_replication(&r.source_arn, &r.destination_arn, &participant).await?)
-    }
-
-    /// Records that `participant` is replicated from `source` into `dest`; returns when.
-    pub(crate) async fn record_replication(
-        &self,
-        source: &StageArn,
-        dest: &StageArn,
-        participant: &ParticipantId,
-    ) -> AppResult<i64> {
-        let now = self.now_ms();
-        self.store
-            .stages()
-            .put_replication(&ReplicationRecord {
-                destination_arn: dest.clone(),
-                source_arn: source.clone(),
-                participant_id: participant.to_string(),
-                started_at: now,
-            })
-            .await?;
-        Ok(now)
-    }
-
-    pub async fn stop_replication(
-        &self,
-        source: &StageArn,
-        dest: &StageArn,
-        participant: &ParticipantId,
-    ) -> AppResult<ReplicationStoppedView> {
-        let Some(rep) = self.store.stages().replication(dest.as_str()).await? else {
-            return Err(AppError::not_found("No replication into that stage"));
-        };
-        if rep.source_arn != *source || rep.participant_id != participant.as_str() {
-            return Err(AppError::not_found("No such replication"));
-        }
-        self.backend.stop_replication(source, dest, participant).await?;
-        self.store.stages().delete_replication(dest.as_str()).await?;
-        Ok(ReplicationStoppedView {
-            message: "Participant replication stopped",
-            source_stage_arn: source.to_string(),
-            destination_stage_arn: dest.to_string(),
-            participant_id: participant.to_string(),
-            stopped_at: iso(self.now_ms()),
-        })
-    }
-
-    pub async fn replication_status(&self, stage: &StageArn) -> AppResult<ReplicationStatusView> {
-        if self.store.stages().get(stage.as_str()).await?.is_none() {
-            return Err(AppError::not_found("Stage not found"));
-        }
-        let info = self.store.stages().replication(stage.as_str()).await?.map(|r| ReplicationInfo {
-            source_stage_arn: r.source_arn.into(),
-            dest_stage_arn: r.destination_arn.into(),
-            participant_id: r.participant_id,
-            started_at: iso(r.started_at),
-        });
-        Ok(ReplicationStatusView { stage_arn: stage.to_string(), has_replication: info.is_some(), replication_info: info })
     }
 }
