@@ -168,7 +168,7 @@ impl Application {
         let service = Service::new(settings.clone(), store, backend, clock);
         let local = local.map(|(signal, plane, connected)| {
             service.media().attach(plane);
-            tokio::spawn(count_connected_viewers(service.presence_handle(), connected));
+            tokio::spawn(count_connected_viewers(service.presence().clone(), connected));
             signal
         });
         // Viewers that went silent while the server was down: close their sessions at their

@@ -200,13 +200,8 @@ impl Service {
         &self.publishers
     }
 
-    pub fn presence(&self) -> &Presence {
+    pub fn presence(&self) -> &Arc<Presence> {
         &self.presence
-    }
-
-    /// The presence component, for a task that outlives a borrow of the service.
-    pub fn presence_handle(&self) -> Arc<Presence> {
-        self.presence.clone()
     }
 
     /// Viewer, publisher and media-server tokens; viewers' placement on stages.
