@@ -9,7 +9,10 @@ use crate::api::request::{
 };
 use crate::domain::StageArn;
 use crate::server::error::{AppError, AppResult};
-use crate::server::service::views::{ChannelCreatedView, ChannelListView, HealthView, StreamKeyView};
+use crate::server::service::views::{
+    ChannelCreatedView, ChannelDeletedView, ChannelDetailView, ChannelListView, HealthView, StageCreatedView, StageDeletedView,
+    StreamKeyView, ViewerLeftView,
+};
 use crate::server::service::{JoinedBy, NewChannel};
 use crate::server::store::DescriptionChange;
 use crate::server::time::iso_now;
@@ -18,7 +21,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::json;
 
 /// The success envelope.
 pub struct Data<T>(pub T, pub Option<&'static str>);
@@ -107,7 +109,7 @@ pub async fn leave(State(state): State<AppState>, JsonRequest(req): JsonRequest<
     state.service.presence().leave(&req.user_id, &req.stage_arn, req.participant_id.as_ref()).await?;
     Ok(envelope(
         StatusCode::OK,
-        json!({ "userId": req.user_id.as_str(), "stageArn": req.stage_arn.as_str(), "viewerLeft": true }),
+        ViewerLeftView { user_id: req.user_id.to_string(), stage_arn: req.stage_arn.to_string(), viewer_left: true },
         Some("viewer left"),
     ))
 }
@@ -194,7 +196,7 @@ pub async fn stage_create(
     JsonRequest(req): JsonRequest<StageCreateRequest>,
 ) -> AppResult<Response> {
     let stage = state.service.stages().create(&req.name, req.tags, None, &base).await?;
-    Ok(envelope(StatusCode::CREATED, json!({ "stage": stage }), Some("stage created")))
+    Ok(envelope(StatusCode::CREATED, StageCreatedView { stage }, Some("stage created")))
 }
 
 pub async fn stage_get(
@@ -219,7 +221,7 @@ pub async fn stage_update(
 
 pub async fn stage_delete(State(state): State<AppState>, StagePath(arn): StagePath) -> AppResult<Response> {
     state.service.stages().delete(&arn, false).await?;
-    Ok(envelope(StatusCode::OK, json!({ "stageArn": arn.as_str(), "deleted": true }), Some("stage deleted")))
+    Ok(envelope(StatusCode::OK, StageDeletedView { stage_arn: arn.to_string(), deleted: true }, Some("stage deleted")))
 }
 
 pub async fn replication_start(
@@ -280,7 +282,7 @@ pub async fn channel_get(
 ) -> AppResult<Data<impl Serialize>> {
     let channels = state.service.channels();
     let record = channels.get(&name).await?;
-    ok(json!({ "channel": channels.view(&record, &base).await? }))
+    ok(ChannelDetailView { channel: channels.view(&record, &base).await? })
 }
 
 pub async fn channel_update(
@@ -296,12 +298,12 @@ pub async fn channel_update(
         Some(Some(d)) => DescriptionChange::Set(d),
     };
     let record = channels.update(&name, req.title.as_deref(), description).await?;
-    Ok(Data(json!({ "channel": channels.view(&record, &base).await? }), Some("channel updated")))
+    Ok(Data(ChannelDetailView { channel: channels.view(&record, &base).await? }, Some("channel updated")))
 }
 
 pub async fn channel_delete(State(state): State<AppState>, ChannelPath(name): ChannelPath) -> AppResult<Response> {
     state.service.channels().delete(&name).await?;
-    Ok(envelope(StatusCode::OK, json!({ "name": name.as_str(), "deleted": true }), Some("channel deleted")))
+    Ok(envelope(StatusCode::OK, ChannelDeletedView { name: name.to_string(), deleted: true }, Some("channel deleted")))
 }
 
 pub async fn channel_rotate_key(State(state): State<AppState>, ChannelPath(name): ChannelPath) -> AppResult<Data<StreamKeyView>> {

@@ -458,3 +458,39 @@ pub struct StreamKeyView {
     pub channel: String,
     pub stream_key: String,
 }
+
+/// `POST /api/viewer/leave`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerLeftView {
+    pub user_id: String,
+    pub stage_arn: String,
+    pub viewer_left: bool,
+}
+
+/// `POST /api/stage`: the created stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageCreatedView {
+    pub stage: StageView,
+}
+
+/// `DELETE /api/stage/{stageArn}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageDeletedView {
+    pub stage_arn: String,
+    pub deleted: bool,
+}
+
+/// `GET` and `PUT /api/channels/{name}`: the channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelDetailView {
+    pub channel: ChannelView,
+}
+
+/// `DELETE /api/channels/{name}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelDeletedView {
+    pub name: String,
+    pub deleted: bool,
+}
