@@ -27,6 +27,10 @@ impl AppError {
     pub fn with_details(code: ErrorCode, message: impl Into<String>, details: Value) -> Self {
         Self::Api { code, message: message.into(), details: Some(details) }
     }
+    /// A `VALIDATION_ERROR` naming the request's fields that are not valid.
+    pub fn invalid_fields(message: impl Into<String>, fields: &[&str]) -> Self {
+        Self::with_details(ErrorCode::ValidationError, message, serde_json::json!({ "invalidFields": fields }))
+    }
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, what)
     }

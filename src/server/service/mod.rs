@@ -276,7 +276,7 @@ pub fn parse_stage_arn(field: &str, raw: &str) -> Result<StageArn, AppError> {
 }
 
 pub fn invalid_field(field: &str, e: &IdError) -> AppError {
-    AppError::with_details(ErrorCode::ValidationError, format!("{field} {e}"), serde_json::json!({ "invalidFields": [field] }))
+    AppError::invalid_fields(format!("{field} {e}"), &[field])
 }
 
 /// A database out of reach is 503 `SERVICE_UNAVAILABLE`; any other store failure is an

@@ -304,17 +304,12 @@ impl Stages {
         base_url: &str,
     ) -> AppResult<StageView> {
         if !valid_stage_name(name) {
-            return Err(AppError::with_details(
-                ErrorCode::ValidationError,
-                "name must be 1-128 characters of letters, digits, '-' and '_'",
-                json!({ "invalidFields": ["name"] }),
-            ));
+            return Err(AppError::invalid_fields("name must be 1-128 characters of letters, digits, '-' and '_'", &["name"]));
         }
         if !valid_tags(&tags) {
-            return Err(AppError::with_details(
-                ErrorCode::ValidationError,
+            return Err(AppError::invalid_fields(
                 "tags must be at most 50 string pairs (keys 1-128, values up to 256 characters)",
-                json!({ "invalidFields": ["tags"] }),
+                &["tags"],
             ));
         }
         let max = self.settings.max_stages;
@@ -368,20 +363,15 @@ impl Stages {
     ) -> AppResult<StageDetailView> {
         if let Some(name) = name {
             if !valid_stage_name(name) {
-                return Err(AppError::with_details(
-                    ErrorCode::ValidationError,
-                    "name must be 1-128 characters of letters, digits, '-' and '_'",
-                    json!({ "invalidFields": ["name"] }),
-                ));
+                return Err(AppError::invalid_fields("name must be 1-128 characters of letters, digits, '-' and '_'", &["name"]));
             }
         }
         let existing = self.store.stages().get(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
         let tags = tags.map(|mut t| {
             if !valid_tags(&t) {
-                return Err(AppError::with_details(
-                    ErrorCode::ValidationError,
+                return Err(AppError::invalid_fields(
                     "tags must be at most 50 string pairs (keys 1-128, values up to 256 characters)",
-                    json!({ "invalidFields": ["tags"] }),
+                    &["tags"],
                 ));
             }
             // Tags this server relies on stay.

@@ -19,7 +19,6 @@ use crate::server::error::{AppError, AppResult};
 use crate::server::store::{JoinMode, JoinResult, StageRecord, Store, StoreError};
 use crate::server::support::{absolute, secrets_match};
 use crate::server::time::iso;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -54,9 +53,7 @@ impl From<JoinError> for AppError {
     fn from(e: JoinError) -> Self {
         match e {
             JoinError::Offline | JoinError::StageNotFound | JoinError::ChannelNotFound => AppError::not_found(e.to_string()),
-            JoinError::OtherChannel(_) => {
-                AppError::with_details(ErrorCode::ValidationError, e.to_string(), json!({ "invalidFields": ["stageArn"] }))
-            }
+            JoinError::OtherChannel(_) => AppError::invalid_fields(e.to_string(), &["stageArn"]),
             JoinError::Full(message) => AppError::new(ErrorCode::StageFull, message),
             JoinError::Failed(e) => e,
         }
