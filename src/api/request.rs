@@ -1,7 +1,7 @@
 //! Requests of the public contract, parsed into domain types. A parser checks every field
 //! before answering, so one rejection names all the missing and all the invalid ones.
 
-use crate::domain::{ChannelId, IdError, ParticipantId, StageArn, UserId};
+use crate::domain::{ChannelId, IdError, ParticipantId, StageArn, StageName, StageTags, UserId};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -90,6 +90,11 @@ impl FieldValue for ParticipantId {
         ParticipantId::parse(raw)
     }
 }
+impl FieldValue for StageName {
+    fn parse_field(raw: &str) -> Result<Self, IdError> {
+        StageName::parse(raw)
+    }
+}
 impl FieldValue for StageArn {
     fn parse_field(raw: &str) -> Result<Self, IdError> {
         StageArn::parse(raw)
@@ -163,6 +168,20 @@ impl<'a> Fields<'a> {
         match self.text(name, false).ok()? {
             None => Some(None),
             Some(raw) => self.parse(name, raw).map(Some),
+        }
+    }
+
+    /// Optional stage tags: an object of string values, within IVS's bounds.
+    pub fn stage_tags(&mut self, name: &str) -> Option<Option<StageTags>> {
+        match self.tags(name)? {
+            None => Some(None),
+            Some(tags) => match StageTags::parse(tags) {
+                Ok(tags) => Some(Some(tags)),
+                Err(e) => {
+                    self.errors.add_invalid(name, e);
+                    None
+                }
+            },
         }
     }
 
@@ -452,15 +471,15 @@ impl FromFields for ChannelQuery {
 /// `POST /api/stage`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageCreateRequest {
-    pub name: String,
-    pub tags: BTreeMap<String, String>,
+    pub name: StageName,
+    pub tags: StageTags,
 }
 
 impl FromFields for StageCreateRequest {
     fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
         let mut f = Fields::new(obj);
         let name = f.required("name");
-        let tags = f.tags("tags");
+        let tags = f.stage_tags("tags");
         f.finish(|| Some(Self { name: name?, tags: tags?.unwrap_or_default() }))
     }
 }
@@ -468,15 +487,15 @@ impl FromFields for StageCreateRequest {
 /// `PUT /api/stage/{stageArn}`: at least one of the two.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageUpdateRequest {
-    pub name: Option<String>,
-    pub tags: Option<BTreeMap<String, String>>,
+    pub name: Option<StageName>,
+    pub tags: Option<StageTags>,
 }
 
 impl FromFields for StageUpdateRequest {
     fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
         let mut f = Fields::new(obj);
         let name = f.optional("name");
-        let tags = f.tags("tags");
+        let tags = f.stage_tags("tags");
         let req = f.finish(|| Some(Self { name: name?, tags: tags? }))?;
         if req.name.is_none() && req.tags.is_none() {
             return Err(FieldErrors {
@@ -561,7 +580,7 @@ mod tests {
         assert_eq!(e.message(), "Nothing to update: give name or tags");
         assert_eq!(e.details(), json!({ "missingFields": ["name"] }));
         let r = StageUpdateRequest::from_fields(&obj(json!({ "tags": {} }))).unwrap();
-        assert_eq!(r, StageUpdateRequest { name: None, tags: Some(BTreeMap::new()) });
+        assert_eq!(r, StageUpdateRequest { name: None, tags: Some(StageTags::default()) });
     }
 
     #[test]
@@ -571,7 +590,17 @@ mod tests {
         let e = StageCreateRequest::from_fields(&obj(json!({ "name": "n", "tags": ["a"] }))).unwrap_err();
         assert_eq!(e.message(), "tags must be an object");
         let r = StageCreateRequest::from_fields(&obj(json!({ "name": "n" }))).unwrap();
-        assert!(r.tags.is_empty());
+        assert_eq!(r.tags, StageTags::default());
+    }
+
+    #[test]
+    fn a_stage_name_and_tags_out_of_bounds_are_both_named() {
+        let e = StageCreateRequest::from_fields(&obj(json!({ "name": "not a name", "tags": { "aws:x": "v" } }))).unwrap_err();
+        assert_eq!(e.details(), json!({ "invalidFields": ["name", "tags"] }));
+        assert!(e.message().contains("name must be 1-128 characters of letters, digits, '-' and '_'"), "{}", e.message());
+        let e = StageUpdateRequest::from_fields(&obj(json!({ "tags": { "": "v" } }))).unwrap_err();
+        assert_eq!(e.details(), json!({ "invalidFields": ["tags"] }));
+        assert_eq!(e.message(), "tags must be at most 50 string pairs (keys 1-128, values up to 256 characters)");
     }
 
     #[test]

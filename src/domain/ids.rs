@@ -19,6 +19,10 @@ pub enum IdError {
     NotAStageArn,
     #[error("must be lowercase letters, digits and inner hyphens (e.g. `my-channel`)")]
     NotAChannelId,
+    #[error("must be 1-128 characters of letters, digits, '-' and '_'")]
+    NotAStageName,
+    #[error("must be at most 50 string pairs (keys 1-128, values up to 256 characters)")]
+    NotStageTags,
 }
 
 fn check_text(raw: &str, max: usize) -> Result<(), IdError> {

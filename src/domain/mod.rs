@@ -5,7 +5,9 @@ pub mod autoscale;
 mod endpoint;
 mod ids;
 mod publisher;
+mod stage;
 
 pub use endpoint::{stream_key_whip_path, WHEP_PATH, WHIP_PATH};
 pub use ids::{ChannelId, IdError, ParticipantId, StageArn, UserId};
 pub use publisher::{LivePublisher, LivePublishers};
+pub use stage::{StageName, StageTags};

@@ -216,7 +216,7 @@ pub async fn stage_update(
     // A malformed body is answered before a malformed path, and the path before the fields.
     let arn: StageArn = path_param("stageArn", &arn)?;
     let req = StageUpdateRequest::from_fields(&body)?;
-    ok(state.service.stages().update(&arn, req.name.as_deref(), req.tags, &base).await?)
+    ok(state.service.stages().update(&arn, req.name.as_ref(), req.tags, &base).await?)
 }
 
 pub async fn stage_delete(State(state): State<AppState>, StagePath(arn): StagePath) -> AppResult<Response> {

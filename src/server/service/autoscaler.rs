@@ -8,10 +8,9 @@ use super::stages::Stages;
 use crate::api::ErrorCode;
 use crate::domain::assignment::{choose_stage, Capacity, StageLoad};
 use crate::domain::autoscale::{decide, ScaleDecision};
-use crate::domain::{ChannelId, ParticipantId, StageArn};
+use crate::domain::{ChannelId, ParticipantId, StageArn, StageName, StageTags};
 use crate::server::clock::Clock;
-use crate::server::error::AppResult;
-use std::collections::BTreeMap;
+use crate::server::error::{AppError, AppResult};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Mutex, MutexGuard, Notify};
@@ -116,7 +115,9 @@ impl Autoscaler {
             0 => format!("{}-auto-{}", channel, self.clock.now_ms()),
             n => format!("{}-auto-{}-{n}", channel, self.clock.now_ms()),
         };
-        let stage = self.stages.create(&name, BTreeMap::new(), parent, "").await?;
+        // A channel id, `-auto-`, a time and a count: always a valid stage name.
+        let name = StageName::parse(name).map_err(AppError::internal)?;
+        let stage = self.stages.create(&name, StageTags::default(), parent, "").await?;
         let publisher = self.publishers.live(channel);
         if let Some(p) = publisher {
             let (src, dst, pid) = (

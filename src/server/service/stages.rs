@@ -7,7 +7,7 @@ use super::replication::Replications;
 use super::views::{StageDetailView, StageListItem, StageListView, StageView};
 use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
-use crate::domain::{ChannelId, StageArn};
+use crate::domain::{ChannelId, StageArn, StageName, StageTags};
 use crate::server::backend::{BackendError, StageBackend};
 use crate::server::clock::Clock;
 use crate::server::config::{Settings, StageSettings};
@@ -60,19 +60,6 @@ fn master_name(channel: &ChannelId) -> String {
 /// The tag that marks the master stage.
 fn master_role() -> BTreeMap<String, String> {
     BTreeMap::from([("Role".into(), "master".into())])
-}
-
-/// A stage name as IVS accepts it: up to 128 of `[a-zA-Z0-9-_]`.
-pub fn valid_stage_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// Tags as IVS accepts them: at most 50, keys 1-128 and values up to 256 characters.
-pub fn valid_tags(tags: &BTreeMap<String, String>) -> bool {
-    tags.len() <= 50
-        && tags
-            .iter()
-            .all(|(k, v)| !k.is_empty() && k.chars().count() <= 128 && v.chars().count() <= 256 && !k.starts_with("aws:"))
 }
 
 /// Owns the stages: the master stage, CRUD, replication records, ownership tags and the
@@ -298,26 +285,17 @@ impl Stages {
     /// Creates a stage (by hand, or by the auto-scaler with `parent`).
     pub async fn create(
         &self,
-        name: &str,
-        tags: BTreeMap<String, String>,
+        name: &StageName,
+        tags: StageTags,
         parent: Option<&StageArn>,
         base_url: &str,
     ) -> AppResult<StageView> {
-        if !valid_stage_name(name) {
-            return Err(AppError::invalid_fields("name must be 1-128 characters of letters, digits, '-' and '_'", &["name"]));
-        }
-        if !valid_tags(&tags) {
-            return Err(AppError::invalid_fields(
-                "tags must be at most 50 string pairs (keys 1-128, values up to 256 characters)",
-                &["tags"],
-            ));
-        }
         let max = self.settings.max_stages;
         let _creating = self.creating.lock().await;
         if self.store.stages().count().await? >= max {
             return Err(AppError::new(ErrorCode::StageLimitReached, format!("Stage limit reached ({max})")));
         }
-        let mut tags = tags;
+        let mut tags = tags.into_inner();
         tags.extend(self.ownership_tags().await?);
         if parent.is_some() {
             tags.insert("AutoScaled".into(), "true".into());
@@ -327,7 +305,7 @@ impl Stages {
             Some(parent) => self.store.stages().get(parent.as_str()).await?.map(|p| p.channel).unwrap_or_default(),
             None => ChannelId::default(),
         };
-        let created = self.backend.create_stage(name, &tags).await?;
+        let created = self.backend.create_stage(name.as_str(), &tags).await?;
         let now = self.now_ms();
         let record = StageRecord {
             channel,
@@ -357,39 +335,28 @@ impl Stages {
     pub async fn update(
         &self,
         arn: &StageArn,
-        name: Option<&str>,
-        tags: Option<BTreeMap<String, String>>,
+        name: Option<&StageName>,
+        tags: Option<StageTags>,
         base_url: &str,
     ) -> AppResult<StageDetailView> {
-        if let Some(name) = name {
-            if !valid_stage_name(name) {
-                return Err(AppError::invalid_fields("name must be 1-128 characters of letters, digits, '-' and '_'", &["name"]));
-            }
-        }
         let existing = self.store.stages().get(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
-        let tags = tags.map(|mut t| {
-            if !valid_tags(&t) {
-                return Err(AppError::invalid_fields(
-                    "tags must be at most 50 string pairs (keys 1-128, values up to 256 characters)",
-                    &["tags"],
-                ));
-            }
+        let tags = tags.map(|t| {
+            let mut t = t.into_inner();
             // Tags this server relies on stay.
             for key in [MANAGED_BY_TAG.0, DEPLOYMENT_TAG, "AutoScaled", "Role"] {
                 if let Some(v) = existing.tags.get(key) {
                     t.insert(key.to_string(), v.clone());
                 }
             }
-            Ok(t)
+            t
         });
-        let tags = tags.transpose()?;
         if let Some(name) = name {
-            self.backend.update_stage(arn, name).await?;
+            self.backend.update_stage(arn, name.as_str()).await?;
         }
         let updated = self
             .store
             .stages()
-            .update(arn.as_str(), name, tags.as_ref(), self.now_ms())
+            .update(arn.as_str(), name.map(StageName::as_str), tags.as_ref(), self.now_ms())
             .await?
             .ok_or_else(|| AppError::not_found("Stage not found"))?;
         Ok(StageDetailView { stage: self.view(&updated, base_url), viewer_count: None, is_master_stage: None })
