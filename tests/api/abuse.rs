@@ -592,6 +592,53 @@ async fn media_session_deletes_are_budgeted_per_client_before_any_token_is_check
     assert_ne!(r.status(), 429);
 }
 
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or_else(|| panic!("{name} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_datagrams_are_dropped_as_they_are_read_and_a_real_viewer_still_connects() {
+    let app = spawn_app_with(default_limits).await;
+    app.go_live().await;
+    let sfu = app.service.media().plane().unwrap().server.addresses()[0];
+    let refused = || async {
+        metric(
+            &app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap(),
+            "livestage_media_datagrams_refused_total",
+        )
+    };
+    let before = refused().await;
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // RTP-, DTLS- and junk-looking datagrams from an address no session has, 10 a millisecond.
+    for n in 0..1_000u32 {
+        let first = [0x80, 0x16, 0xff, 0x40][n as usize % 4];
+        let mut d = vec![first; 100];
+        d[4..8].copy_from_slice(&n.to_be_bytes());
+        stranger.send_to(&d, sfu).await.unwrap();
+        if n % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    // Read to the end: the count no longer moves.
+    let mut settled = refused().await;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = refused().await;
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
+    let flood = settled - before;
+    assert!(flood > 0 && flood <= 1_000, "the stranger's datagrams are refused as read: {flood} of 1,000 counted");
+    // STUN may come from a new address (an ICE check), so it is never refused as read: a
+    // viewer connects, and its media then flows from its address.
+    let d = app.join("real-viewer").await.assert_ok().clone();
+    let (whep, token) = (d["whepEndpoint"].as_str().unwrap(), d["token"].as_str().unwrap());
+    let _viewer = open_session(&app.client, whep, token, PeerRole::Play, VideoCodec::Vp8, Duration::from_secs(5)).await;
+    assert_eq!(refused().await, settled, "nothing of the real viewer's was refused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_ticket_plays_only_while_its_viewer_is_present() {
     let app = spawn_app_with(default_limits).await;

@@ -238,6 +238,12 @@ pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderM
         );
         counter(
             &mut out,
+            "livestage_media_datagrams_refused_total",
+            "Datagrams dropped as they were read: not STUN, from an address no media session has.",
+            m.datagrams_refused.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
             "livestage_media_keyframe_requests_total",
             "Keyframe requests sent to publishers.",
             m.keyframe_requests.load(Ordering::Relaxed),

@@ -43,8 +43,14 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (dgram_tx, mut datagrams) = mpsc::channel::<Datagram>(8192);
-    let readers: Vec<_> =
-        sockets.iter().map(|b| tokio::spawn(read_socket(b.socket.clone(), b.announced, dgram_tx.clone()))).collect();
+    let known = Known::default();
+    let readers: Vec<_> = sockets
+        .iter()
+        .map(|b| {
+            let reader = Reader { socket: b.socket.clone(), announced: b.announced, known: known.clone(), stats: stats.clone() };
+            tokio::spawn(reader.run(dgram_tx.clone()))
+        })
+        .collect();
     drop(dgram_tx);
     let mut engine = Engine::new(Instant::now(), stats, admission);
     // However this task ends (shutdown, or a panic the engine did not contain), no channel is
@@ -53,7 +59,7 @@ pub(crate) async fn run(
 
     loop {
         let deadline = engine.poll_timeout();
-        let out = &mut |o| output(o, &sockets, &signal, &connected);
+        let out = &mut |o| output(o, &sockets, &signal, &connected, &known);
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
@@ -76,7 +82,7 @@ pub(crate) async fn run(
         }
     }
 
-    let _ = engine.handle(now(), Input::Shutdown, &mut |o| output(o, &sockets, &signal, &connected));
+    let _ = engine.handle(now(), Input::Shutdown, &mut |o| output(o, &sockets, &signal, &connected, &known));
     for r in readers {
         r.abort();
     }
@@ -107,9 +113,21 @@ fn now() -> Now {
 }
 
 /// Sends what the engine transmits and acts on its events.
-fn output(output: Output, sockets: &[Bound], signal: &PublisherSignal, connected: &mpsc::UnboundedSender<Participant>) {
+fn output(
+    output: Output,
+    sockets: &[Bound],
+    signal: &PublisherSignal,
+    connected: &mpsc::UnboundedSender<Participant>,
+    known: &Known,
+) {
     match output {
         Output::Transmit(t) => send(sockets, &t),
+        Output::Event(Event::SourceLearned { source }) => {
+            known.0.write().unwrap_or_else(|e| e.into_inner()).insert(source);
+        }
+        Output::Event(Event::SourceForgotten { source }) => {
+            known.0.write().unwrap_or_else(|e| e.into_inner()).remove(&source);
+        }
         Output::Event(Event::ViewerConnected { participant, .. }) => {
             // The receiver ends only at shutdown; a viewer connecting then is not counted.
             let _ = connected.send(participant);
@@ -141,21 +159,50 @@ fn send(sockets: &[Bound], t: &Transmit) {
     }
 }
 
-async fn read_socket(socket: Arc<UdpSocket>, announced: SocketAddr, tx: mpsc::Sender<Datagram>) {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, source)) => {
-                let d = Datagram { destination: announced, source, data: buf[..n].to_vec() };
-                match tx.try_send(d) {
-                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+/// The addresses the engine takes datagrams from (its `SourceLearned`/`SourceForgotten`
+/// events), shared with the socket readers.
+#[derive(Clone, Default)]
+struct Known(Arc<std::sync::RwLock<std::collections::HashSet<SocketAddr>>>);
+
+impl Known {
+    /// Whether a datagram is worth the engine's time: a STUN message (RFC 7983: first byte
+    /// 0–3), which may be an ICE check from a new address, or anything from an address a
+    /// session has. The rest (a flood from strangers) is dropped before it is copied or queued.
+    fn admits(&self, source: &SocketAddr, first_byte: u8) -> bool {
+        first_byte < 4 || self.0.read().unwrap_or_else(|e| e.into_inner()).contains(source)
+    }
+}
+
+/// Reads one socket and queues what the engine may take.
+struct Reader {
+    socket: Arc<UdpSocket>,
+    announced: SocketAddr,
+    known: Known,
+    stats: Arc<MediaStats>,
+}
+
+impl Reader {
+    async fn run(self, tx: mpsc::Sender<Datagram>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            match self.socket.recv_from(&mut buf).await {
+                Ok((0, _)) => {}
+                Ok((n, source)) => {
+                    if !self.known.admits(&source, buf[0]) {
+                        self.stats.datagrams_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    let d = Datagram { destination: self.announced, source, data: buf[..n].to_vec() };
+                    match tx.try_send(d) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
                 }
-            }
-            // ICMP errors from peers that went away surface here; keep reading, but never spin.
-            Err(e) => {
-                tracing::trace!(error = %e, "media socket read");
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                // ICMP errors from peers that went away surface here; keep reading, but never spin.
+                Err(e) => {
+                    tracing::trace!(error = %e, "media socket read");
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
             }
         }
     }

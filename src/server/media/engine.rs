@@ -36,6 +36,8 @@ pub struct MediaStats {
     pub frames_forwarded: AtomicU64,
     pub bytes_forwarded: AtomicU64,
     pub keyframe_requests: AtomicU64,
+    /// Datagrams dropped as they were read: not STUN, and from an address no session has.
+    pub datagrams_refused: AtomicU64,
 }
 
 /// The moment an input happens, on both clocks the engine needs: the monotonic one str0m runs
@@ -105,6 +107,14 @@ pub(crate) enum Event {
     ViewerConnected {
         session: SessionId,
         participant: Participant,
+    },
+    /// Datagrams from `source` now reach a session (its peer passed a STUN check from there).
+    SourceLearned {
+        source: SocketAddr,
+    },
+    /// No session takes datagrams from `source` any more.
+    SourceForgotten {
+        source: SocketAddr,
     },
     /// A group's publisher went live (or changed), or went offline (`None`).
     Liveness {
@@ -332,7 +342,11 @@ impl Engine {
     /// Removes a session, tells its peer it is over, and returns what is left of it.
     fn end(&mut self, now: Instant, id: &str, out: Out<'_>) -> Option<Session> {
         let mut s = self.sessions.remove(id)?;
-        self.by_source.retain(|_, v| &**v != id);
+        let sources: Vec<SocketAddr> = self.by_source.iter().filter(|(_, v)| &***v == id).map(|(a, _)| *a).collect();
+        for source in sources {
+            self.by_source.remove(&source);
+            out(Output::Event(Event::SourceForgotten { source }));
+        }
         self.by_ufrag.retain(|_, v| &**v != id);
         self.routes.remove(&s.group, id);
         self.count();
@@ -370,6 +384,7 @@ impl Engine {
             None => match self.ufrag_session(raw) {
                 Some(id) if self.sessions.get(&id).is_some_and(|s| !s.failed && s.rtc.accepts(&input)) => {
                     self.by_source.insert(source, id.clone());
+                    out(Output::Event(Event::SourceLearned { source }));
                     id
                 }
                 _ => return,

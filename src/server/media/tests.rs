@@ -614,6 +614,30 @@ fn a_viewer_is_reported_once_when_its_media_connects_and_never_when_it_does_not(
 }
 
 #[test]
+fn the_addresses_sessions_take_datagrams_from_are_reported_as_they_come_and_go() {
+    let mut sim = Sim::new();
+    let learned = |sim: &Sim| -> Vec<SocketAddr> {
+        sim.events
+            .iter()
+            .filter_map(|(_, e)| if let Event::SourceLearned { source } = e { Some(*source) } else { None })
+            .collect()
+    };
+    let forgotten = |sim: &Sim| -> Vec<SocketAddr> {
+        sim.events
+            .iter()
+            .filter_map(|(_, e)| if let Event::SourceForgotten { source } = e { Some(*source) } else { None })
+            .collect()
+    };
+    let viewer = sim.connect(Role::Viewer, participant("viewer", "v", STAGE));
+    let from = learned(&sim);
+    assert_eq!(from.len(), 1, "the peer's address, once: {from:?}");
+    assert!(forgotten(&sim).is_empty());
+    sim.close(viewer).unwrap();
+    sim.settle();
+    assert_eq!(forgotten(&sim), from, "forgotten when its session ends");
+}
+
+#[test]
 fn a_session_that_never_connects_is_dropped_after_the_connect_timeout() {
     let mut sim = Sim::new();
     let opened = sim.now;
