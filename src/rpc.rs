@@ -255,6 +255,20 @@ mod session {
         Ok(scopes(now_secs).await?.iter().any(|s| s.allows(channel)))
     }
 
+    /// The session of this browser's that opens `channel`'s studio, as its publisher tokens
+    /// carry it (a channel's own session first).
+    pub async fn studio_session(
+        now_secs: i64,
+        channel: &crate::domain::ChannelId,
+    ) -> Result<Option<crate::server::service::StudioSession>, RpcError> {
+        let mut allowed: Vec<Scope> = scopes(now_secs).await?.into_iter().filter(|s| s.allows(channel)).collect();
+        allowed.sort_by_key(|s| *s == Scope::AnyChannel);
+        let Some(scope) = allowed.into_iter().next() else { return Ok(None) };
+        let service = super::ssr::service()?;
+        let epoch = epoch(&service, &scope).await?;
+        Ok(Some(crate::server::service::StudioSession { epoch_key: session::epoch_setting(&scope), epoch }))
+    }
+
     pub fn check_key(given: &str) -> Result<bool, RpcError> {
         let key = use_context::<ApiKey>().ok_or_else(super::ssr::unavailable)?;
         Ok(crate::server::support::secrets_match(given.trim(), &key.0))
@@ -361,13 +375,13 @@ pub async fn publisher_ticket(channel: Option<String>) -> Result<crate::api::Pub
     use crate::domain::UserId;
     let service = ssr::service()?;
     let channel = ssr::channel(channel)?;
-    if !session::signed_in(service.now_ms().div_euclid(1000), &channel).await? {
+    let Some(studio) = session::studio_session(service.now_ms().div_euclid(1000), &channel).await? else {
         return Err(RpcError::new(ErrorCode::Unauthorized, "sign in as this channel's broadcaster first"));
-    }
+    };
     let headers = session::headers().await?;
     let base = crate::server::http::extract::base_url_from(&headers, service.settings().server.public_url.as_deref());
     let user = UserId::parse("broadcaster").map_err(|e| RpcError::new(ErrorCode::InternalError, e.to_string()))?;
-    let t = service.tokens().issue_publisher_token(&channel, &user, &base).await.map_err(ssr::fail)?;
+    let t = service.tokens().issue_publisher_token(&channel, &user, Some(&studio), &base).await.map_err(ssr::fail)?;
     Ok(crate::api::PublisherTicket {
         token: t.token,
         participant_id: t.participant_id,

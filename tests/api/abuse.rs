@@ -4,7 +4,7 @@
 use crate::helpers::*;
 use futures_util::StreamExt;
 use leptos::server_fn::ServerFn;
-use livestage::rpc::{BroadcasterSignIn, JoinStream, LeaveStream, SendHeartbeat};
+use livestage::rpc::{BroadcasterSignIn, BroadcasterSignOut, JoinStream, LeaveStream, PublisherTicket, SendHeartbeat};
 use livestage::server::config::Settings;
 use livestage::testing::peer::{open_session, Peer, PeerEvent, PeerRole, VideoCodec};
 use reqwest::StatusCode;
@@ -637,6 +637,47 @@ async fn a_strangers_datagrams_are_dropped_as_they_are_read_and_a_real_viewer_st
     let (whep, token) = (d["whepEndpoint"].as_str().unwrap(), d["token"].as_str().unwrap());
     let _viewer = open_session(&app.client, whep, token, PeerRole::Play, VideoCodec::Vp8, Duration::from_secs(5)).await;
     assert_eq!(refused().await, settled, "nothing of the real viewer's was refused");
+}
+
+/// A publisher token from the studio `browser` is signed in to.
+async fn studio_ticket(app: &TestApp, browser: &mut Browser) -> String {
+    let (status, t) = browser.call(app, PublisherTicket::PATH, json!({ "channel": null })).await;
+    assert_eq!(status, 200, "{t}");
+    t["token"].as_str().expect("a publisher token").to_string()
+}
+
+/// A WHIP offer of a real (never connecting) publisher with `token`, and the answer's envelope
+/// (the SDP answer is not JSON: a 201 comes back as `null`).
+async fn publish_offer(app: &TestApp, token: &str) -> (u16, Value) {
+    let (_, offer) = Peer::offer(PeerRole::Publish).await.unwrap();
+    let r =
+        app.client.post(format!("{}/whip", app.base)).bearer_auth(token).header("content-type", "application/sdp").body(offer);
+    let r = r.send().await.expect("offer sent");
+    let status = r.status().as_u16();
+    (status, serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_of_the_studio_revokes_the_publisher_tokens_it_was_given() {
+    let app = spawn_app_with(default_limits).await;
+    let mut studio = Browser::default();
+    assert_eq!(studio.call(&app, BroadcasterSignIn::PATH, json!({ "api_key": API_KEY, "channel": null })).await.1, true);
+    // A token of the session publishes while the session lasts.
+    let first = studio_ticket(&app, &mut studio).await;
+    let (status, body) = publish_offer(&app, &first).await;
+    assert_eq!(status, 201, "{body}");
+    let kept = studio_ticket(&app, &mut studio).await;
+    // Signed out: the session's tokens no longer publish, used or not.
+    let (status, body) = studio.call(&app, BroadcasterSignOut::PATH, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = publish_offer(&app, &kept).await;
+    assert_refused(status, &body, 401, "UNAUTHORIZED");
+    assert!(body["error"]["message"].as_str().unwrap().contains("signed out"), "{body}");
+    // A new session's tokens do.
+    let mut again = Browser::default();
+    assert_eq!(again.call(&app, BroadcasterSignIn::PATH, json!({ "api_key": API_KEY, "channel": null })).await.1, true);
+    let (status, body) = publish_offer(&app, &studio_ticket(&app, &mut again).await).await;
+    assert_eq!(status, 201, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,7 @@ pub async fn publisher_token(
     BaseUrl(base): BaseUrl,
     JsonRequest(req): JsonRequest<PublisherTokenRequest>,
 ) -> AppResult<Data<impl Serialize>> {
-    ok(state.service.tokens().issue_publisher_token(&req.channel, &req.user_id, &base).await?)
+    ok(state.service.tokens().issue_publisher_token(&req.channel, &req.user_id, None, &base).await?)
 }
 
 pub async fn mediaserver_token(

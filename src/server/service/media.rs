@@ -1,6 +1,7 @@
 //! WHIP publish and WHEP play on the embedded media server: token checks, then the SFU.
 
 use super::presence::Presence;
+use super::tokens::StudioSession;
 use crate::api::ErrorCode;
 use crate::domain::ChannelId;
 use crate::server::backend::jwt::{JwtError, ParticipantClaims, TokenSigner};
@@ -96,6 +97,9 @@ impl MediaGateway {
         if role == Role::Publisher && !stage.is_master {
             return Err(AppError::new(ErrorCode::Forbidden, "Publishing is only possible on the channel's master stage"));
         }
+        if role == Role::Publisher {
+            self.check_studio_session(&claims).await?;
+        }
         // A viewer's ticket plays while its viewer is counted, or holds the seat its join was
         // given: a token whose viewer left, was swept, or joined again with a newer ticket holds
         // no media session.
@@ -151,6 +155,20 @@ impl MediaGateway {
         let plane = self.media_plane()?;
         let claims = self.check_token(plane, bearer, true)?;
         Ok(plane.server.close(role, session_id, &claims.jti).await?)
+    }
+
+    /// A token issued to a studio session publishes only while that session is signed in.
+    async fn check_studio_session(&self, claims: &ParticipantClaims) -> AppResult<()> {
+        let (Some(key), Some(epoch)) =
+            (claims.attributes.get(StudioSession::KEY_ATTRIBUTE), claims.attributes.get(StudioSession::EPOCH_ATTRIBUTE))
+        else {
+            return Ok(());
+        };
+        let current = self.store.settings().get(key).await?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if epoch.parse::<u64>().ok() != Some(current) {
+            return Err(AppError::new(ErrorCode::Unauthorized, "This studio session was signed out; sign in again"));
+        }
+        Ok(())
     }
 
     fn check_token(&self, plane: &MediaPlane, bearer: Option<&str>, allow_expired: bool) -> AppResult<ParticipantClaims> {

@@ -28,7 +28,7 @@ pub use publishers::{PublisherChanges, PublisherRegistry};
 pub use replication::Replications;
 pub use stages::{Stages, DEPLOYMENT_TAG};
 pub use stats::Stats;
-pub use tokens::{JoinError, JoinedBy, Tokens, TokensParts};
+pub use tokens::{JoinError, JoinedBy, StudioSession, Tokens, TokensParts};
 
 use crate::api::ErrorCode;
 use crate::domain::{ChannelId, IdError, StageArn};

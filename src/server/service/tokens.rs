@@ -71,6 +71,21 @@ pub enum JoinedBy {
     Page,
 }
 
+/// The studio session a publisher token is issued to: the setting that holds its studio's
+/// session epoch, and the epoch it was signed in at. Signing out advances the epoch, and the
+/// embedded media server refuses the session's tokens from then on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudioSession {
+    pub epoch_key: String,
+    pub epoch: u64,
+}
+
+impl StudioSession {
+    /// The token attributes that carry it.
+    pub const KEY_ATTRIBUTE: &str = "studioEpochKey";
+    pub const EPOCH_ATTRIBUTE: &str = "studioEpoch";
+}
+
 /// What [`Tokens`] works with.
 pub struct TokensParts {
     pub settings: Arc<Settings>,
@@ -152,6 +167,7 @@ impl Tokens {
         Self { parts, seats: Seats::default() }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn issue(
         &self,
         stage: &StageRecord,
@@ -159,16 +175,22 @@ impl Tokens {
         capabilities: Capabilities,
         duration_secs: i64,
         role: &str,
+        studio: Option<&StudioSession>,
         base_url: &str,
     ) -> AppResult<IssuedToken> {
         let now_ms = self.parts.clock.now_ms();
+        let mut attributes = BTreeMap::from([("role".to_string(), role.to_string())]);
+        if let Some(s) = studio {
+            attributes.insert(StudioSession::KEY_ATTRIBUTE.into(), s.epoch_key.clone());
+            attributes.insert(StudioSession::EPOCH_ATTRIBUTE.into(), s.epoch.to_string());
+        }
         let req = TokenRequest {
             stage_arn: stage.arn.as_str(),
             stage_endpoints: &stage.endpoints,
             user_id,
             capabilities,
             duration_secs,
-            attributes: BTreeMap::from([("role".to_string(), role.to_string())]),
+            attributes,
             base_url,
             now_ms,
         };
@@ -259,7 +281,8 @@ impl Tokens {
                 },
             };
             let duration = p.settings.tokens.viewer_token_duration;
-            let issued = self.issue(&stage, user_id.as_str(), Capabilities::SUBSCRIBE, duration, "viewer", base_url).await?;
+            let issued =
+                self.issue(&stage, user_id.as_str(), Capabilities::SUBSCRIBE, duration, "viewer", None, base_url).await?;
             let now = p.clock.now_ms();
             let mode = match on_connect {
                 true => JoinMode::Hold { max: cap.max_viewers_per_stage, until: now + self.seat_hold_ms() },
@@ -320,17 +343,19 @@ impl Tokens {
         })
     }
 
-    /// Issues a PUBLISH token on `channel`'s master stage.
-    #[tracing::instrument(skip(self, base_url), fields(user = %user_id))]
+    /// Issues a PUBLISH token on `channel`'s master stage; with `studio`, for that studio
+    /// session only (signing it out revokes the token on the embedded media server).
+    #[tracing::instrument(skip(self, studio, base_url), fields(user = %user_id))]
     pub async fn issue_publisher_token(
         &self,
         channel: &ChannelId,
         user_id: &UserId,
+        studio: Option<&StudioSession>,
         base_url: &str,
     ) -> AppResult<PublisherTokenView> {
         let stage = self.parts.stages.master(channel).await?;
         let duration = self.parts.settings.tokens.publisher_token_duration;
-        let issued = self.issue(&stage, user_id.as_str(), Capabilities::PUBLISH, duration, "publisher", base_url).await?;
+        let issued = self.issue(&stage, user_id.as_str(), Capabilities::PUBLISH, duration, "publisher", studio, base_url).await?;
         let now = self.parts.clock.now_ms();
         let whip = stage.endpoints.get("whip").map(|p| absolute(base_url, p, false)).unwrap_or_default();
         Ok(PublisherTokenView {
@@ -378,7 +403,7 @@ impl Tokens {
             self.parts.store.stages().get(stage_arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
         let duration = self.parts.settings.tokens.publisher_token_duration;
         let user = format!("media-server-{server_id}");
-        let issued = self.issue(&stage, &user, Capabilities::BOTH, duration, "media-server", base_url).await?;
+        let issued = self.issue(&stage, &user, Capabilities::BOTH, duration, "media-server", None, base_url).await?;
         let now = self.parts.clock.now_ms();
         Ok(MediaServerTokenView {
             token: issued.token,
