@@ -53,8 +53,9 @@ mod keys {
     #[cfg(feature = "ivs")]
     pub async fn run(command: &str, rest: &[String], settings: &Settings) -> ExitCode {
         use livestage::server::backend::ivs;
+        let (region, ivs_settings, data_dir) = (&settings.stage.region, &settings.ivs, &settings.server.data_dir);
         let result = match (command, rest) {
-            ("rotate-key", []) => ivs::rotate_key(settings).await.map(|(new, old)| {
+            ("rotate-key", []) => ivs::rotate_key(region, ivs_settings, data_dir).await.map(|(new, old)| {
                 println!("Tokens are now signed with {new}.");
                 if let Some(old) = old {
                     println!("The previous key {old} stays registered so tokens it signed keep working;");
@@ -62,7 +63,9 @@ mod keys {
                 }
                 println!("Restart the server to sign with the new key.");
             }),
-            ("delete-key", [arn]) => ivs::delete_key(settings, arn).await.map(|()| println!("Deleted {arn}.")),
+            ("delete-key", [arn]) => {
+                ivs::delete_key(region, ivs_settings, data_dir, arn).await.map(|()| println!("Deleted {arn}."))
+            }
             ("delete-key", _) => {
                 eprintln!("usage: livestage delete-key <public key ARN>");
                 return ExitCode::from(2);

@@ -477,7 +477,10 @@ async fn key_rotation_registers_a_new_key_and_keeps_the_old_one_until_deleted() 
         app.post("/api/token/publisher", json!({ "userId": "host" })).await.assert_ok()["token"].as_str().unwrap().to_string();
     app.stop().await;
 
-    let (new, previous) = livestage::server::backend::ivs::rotate_key(&app.settings).await.unwrap();
+    let (new, previous) =
+        livestage::server::backend::ivs::rotate_key(&app.settings.stage.region, &app.settings.ivs, &app.settings.server.data_dir)
+            .await
+            .unwrap();
     assert_eq!(previous.as_deref(), Some(old.as_str()));
     assert_ne!(new, old);
     assert_eq!(fake.state().keys.len(), 2);
@@ -493,7 +496,14 @@ async fn key_rotation_registers_a_new_key_and_keeps_the_old_one_until_deleted() 
     // Tokens signed before the rotation still verify while the old key is registered.
     verify_with_registered_key(&fake, &old_token);
 
-    livestage::server::backend::ivs::delete_key(&app.settings, &old).await.unwrap();
+    livestage::server::backend::ivs::delete_key(
+        &app.settings.stage.region,
+        &app.settings.ivs,
+        &app.settings.server.data_dir,
+        &old,
+    )
+    .await
+    .unwrap();
     assert_eq!(fake.calls_to("DeletePublicKey"), [json!({ "arn": old })]);
     assert_eq!(fake.state().keys.len(), 1);
 }

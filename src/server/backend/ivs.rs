@@ -19,7 +19,7 @@ use super::{
     BackendCapabilities, BackendError, CreatedStage, IssuedToken, ListedStage, Playback, Replication, StageBackend, TokenRequest,
 };
 use crate::domain::{ChannelId, LivePublisher, LivePublishers, ParticipantId, StageArn};
-use crate::server::config::{BackendKind, IvsSettings, Settings, TokenMode};
+use crate::server::config::{BackendKind, IvsSettings, TokenMode};
 use async_trait::async_trait;
 use aws_sdk_ivsrealtime::config::http::HttpResponse;
 use aws_sdk_ivsrealtime::config::retry::RetryConfig;
@@ -581,8 +581,8 @@ impl StageBackend for IvsBackend {
 /// with. The previous key stays registered (tokens signed with it keep working) and its file is
 /// kept as `ivs-signing-key.<time>.pem`; `livestage delete-key <arn>` removes it from IVS once
 /// those tokens have expired. Returns (new ARN, previous ARN).
-pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>), BackendError> {
-    let dir = &settings.server.data_dir;
+pub async fn rotate_key(region: &str, ivs: &IvsSettings, data_dir: &Path) -> Result<(String, Option<String>), BackendError> {
+    let dir = &data_dir.to_path_buf();
     let io = |p: &PathBuf, e: std::io::Error| BackendError::Failed(format!("{}: {e}", p.display()));
     // The new key is on disk before IVS hears of it: no key is registered that is not kept.
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
@@ -590,7 +590,7 @@ pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>),
     let tmp = dir.join(format!("{KEY_FILE}.new"));
     let _ = std::fs::remove_file(&tmp);
     fresh.write_pem(&tmp).map_err(|e| io(&tmp, e))?;
-    let backend = IvsBackend::unregistered(&settings.stage.region, &settings.ivs, dir).await;
+    let backend = IvsBackend::unregistered(region, ivs, dir).await;
     let arn = match backend.import_key(&fresh).await {
         Ok(arn) => arn,
         Err(e) => {
@@ -614,8 +614,8 @@ pub async fn rotate_key(settings: &Settings) -> Result<(String, Option<String>),
 }
 
 /// `livestage delete-key <arn>`.
-pub async fn delete_key(settings: &Settings, arn: &str) -> Result<(), BackendError> {
-    IvsBackend::unregistered(&settings.stage.region, &settings.ivs, &settings.server.data_dir).await.delete_key(arn).await
+pub async fn delete_key(region: &str, ivs: &IvsSettings, data_dir: &Path, arn: &str) -> Result<(), BackendError> {
+    IvsBackend::unregistered(region, ivs, data_dir).await.delete_key(arn).await
 }
 
 impl IvsBackend {
