@@ -212,8 +212,7 @@ mod session {
 
     /// A studio's current session epoch (signing out advances it).
     pub async fn epoch(service: &Service, scope: &Scope) -> Result<u64, RpcError> {
-        let raw = service.store().settings().get(&session::epoch_setting(scope)).await.map_err(|e| super::ssr::fail(e.into()))?;
-        Ok(raw.and_then(|v| v.parse().ok()).unwrap_or(0))
+        service.store().settings().counter(&session::epoch_setting(scope)).await.map_err(|e| super::ssr::fail(e.into()))
     }
 
     /// Ends every session of `scope`'s studio.

@@ -164,7 +164,7 @@ impl MediaGateway {
         else {
             return Ok(());
         };
-        let current = self.store.settings().get(key).await?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let current = self.store.settings().counter(key).await?;
         if epoch.parse::<u64>().ok() != Some(current) {
             return Err(AppError::new(ErrorCode::Unauthorized, "This studio session was signed out; sign in again"));
         }

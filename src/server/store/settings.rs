@@ -13,6 +13,11 @@ impl SettingRows<'_> {
         Ok(row.map(|r| r.try_get::<String, _>("value")).transpose()?)
     }
 
+    /// A counter kept as a setting (a studio's session epoch): 0 while unset or unreadable.
+    pub async fn counter(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self.get(key).await?.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
     pub async fn put(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let mut w = self.0.write_tx().await?;
         sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
