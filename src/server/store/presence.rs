@@ -171,13 +171,10 @@ impl PresenceRows<'_> {
                     return Ok(JoinResult::Full);
                 }
                 if let JoinMode::Hold { until, .. } = mode {
-                    sqlx::query("DELETE FROM pending_viewers WHERE stage_arn = $1 AND user_id = $2")
-                        .bind(stage_arn)
-                        .bind(user_id)
-                        .execute(&mut *w.tx)
-                        .await?;
                     sqlx::query(
-                        "INSERT INTO pending_viewers (stage_arn, user_id, participant_id, expires_at) VALUES ($1, $2, $3, $4)",
+                        "INSERT INTO pending_viewers (stage_arn, user_id, participant_id, expires_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (stage_arn, user_id) DO UPDATE
+                         SET participant_id = excluded.participant_id, expires_at = excluded.expires_at",
                     )
                     .bind(stage_arn)
                     .bind(user_id)
