@@ -73,31 +73,65 @@ impl FieldErrors {
 /// A value a field parses into from its (non-empty) text.
 pub trait FieldValue: Sized {
     fn parse_field(raw: &str) -> Result<Self, IdError>;
+    /// The JSON Schema of what [`FieldValue::parse_field`] accepts, for the OpenAPI document.
+    fn schema() -> Value;
+}
+
+/// The C0/C1 control characters (what every text id refuses), as a character-class body.
+const CONTROL: &str = "\\u0000-\\u001f\\u007f-\\u009f";
+
+/// Unicode's invisible formatting characters as a character-class body: the ranges of
+/// `ids::is_format_char`, the astral ones written as themselves.
+const FORMAT: &str = "\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891\\u08e2\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb\u{110bd}\u{110cd}\u{13430}-\u{1343f}\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0001}\u{e0020}-\u{e007f}";
+
+/// A text id: 1-`max` characters, not only whitespace, no control or invisible formatting
+/// characters (composed to NFC).
+fn text_id_schema(max: usize, what: &str) -> Value {
+    let pattern = format!("^[^{CONTROL}{FORMAT}]*[^\\s{CONTROL}{FORMAT}][^{CONTROL}{FORMAT}]*$");
+    json!({ "type": "string", "minLength": 1, "maxLength": max, "pattern": pattern,
+            "description": format!("{what}: 1-{max} characters, not only whitespace, without control or invisible formatting characters") })
 }
 
 impl FieldValue for String {
     fn parse_field(raw: &str) -> Result<Self, IdError> {
         Ok(raw.to_string())
     }
+    fn schema() -> Value {
+        json!({ "type": "string", "minLength": 1 })
+    }
 }
 impl FieldValue for UserId {
     fn parse_field(raw: &str) -> Result<Self, IdError> {
         UserId::parse(raw)
+    }
+    fn schema() -> Value {
+        text_id_schema(UserId::MAX_LEN, "a user id")
     }
 }
 impl FieldValue for ParticipantId {
     fn parse_field(raw: &str) -> Result<Self, IdError> {
         ParticipantId::parse(raw)
     }
+    fn schema() -> Value {
+        text_id_schema(ParticipantId::MAX_LEN, "a participant id")
+    }
 }
 impl FieldValue for StageName {
     fn parse_field(raw: &str) -> Result<Self, IdError> {
         StageName::parse(raw)
     }
+    fn schema() -> Value {
+        json!({ "type": "string", "minLength": 1, "maxLength": StageName::MAX_LEN, "pattern": "^[A-Za-z0-9_-]+$" })
+    }
 }
 impl FieldValue for StageArn {
     fn parse_field(raw: &str) -> Result<Self, IdError> {
         StageArn::parse(raw)
+    }
+    fn schema() -> Value {
+        json!({ "type": "string", "maxLength": StageArn::MAX_LEN,
+                "pattern": format!("^arn:[^:{CONTROL}]+:ivs:[^:{CONTROL}]*:[^:{CONTROL}]*:stage/[A-Za-z0-9_-]+$"),
+                "examples": ["arn:aws:ivs:us-east-1:123456789012:stage/AbCdEf123456"] })
     }
 }
 
@@ -105,6 +139,79 @@ impl FieldValue for ChannelId {
     fn parse_field(raw: &str) -> Result<Self, IdError> {
         ChannelId::parse(raw)
     }
+    fn schema() -> Value {
+        json!({ "type": "string", "minLength": 1, "maxLength": ChannelId::MAX_LEN, "pattern": "^[a-z0-9]+(-[a-z0-9]+)*$",
+                "examples": [ChannelId::DEFAULT] })
+    }
+}
+
+/// The ids as the response schemas show them: what their parsers accept.
+#[cfg(feature = "ssr")]
+mod json_schema {
+    use super::FieldValue;
+    use crate::domain::{ChannelId, ParticipantId, StageArn, UserId};
+    use schemars::{JsonSchema, Schema, SchemaGenerator};
+    use std::borrow::Cow;
+
+    macro_rules! from_field_value {
+        ($($t:ident),*) => {$(
+            impl JsonSchema for $t {
+                fn schema_name() -> Cow<'static, str> {
+                    stringify!($t).into()
+                }
+                fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                    match <$t as FieldValue>::schema() {
+                        serde_json::Value::Object(map) => Schema::from(map),
+                        _ => Schema::default(),
+                    }
+                }
+            }
+        )*};
+    }
+    from_field_value!(ChannelId, ParticipantId, StageArn, UserId);
+}
+
+/// One field a request reads, as the OpenAPI document describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldDoc {
+    pub name: String,
+    pub required: bool,
+    /// What a given value must be (an optional field may also be absent).
+    pub schema: Value,
+}
+
+/// The fields a request reads, recorded by running its reader over nothing: the document is
+/// made by the same code that parses, so the two cannot drift apart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestDoc {
+    pub fields: Vec<FieldDoc>,
+    /// At least one of these must be given.
+    pub at_least_one_of: Vec<String>,
+}
+
+impl RequestDoc {
+    /// The fields as the JSON Schema of a body object (where an optional field may be `null`).
+    pub fn object_schema(&self) -> Value {
+        let props: Map<String, Value> = self
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), if f.required { f.schema.clone() } else { nullable(f.schema.clone()) }))
+            .collect();
+        let required: Vec<&str> = self.fields.iter().filter(|f| f.required).map(|f| f.name.as_str()).collect();
+        let mut schema = json!({ "type": "object", "properties": props, "required": required });
+        if !self.at_least_one_of.is_empty() {
+            let given = json!({ "not": { "type": "null" } });
+            let any: Vec<Value> =
+                self.at_least_one_of.iter().map(|n| json!({ "required": [n], "properties": { n: given.clone() } })).collect();
+            schema["anyOf"] = Value::Array(any);
+        }
+        schema
+    }
+}
+
+/// An optional field's schema: the value, or `null` (read as absent).
+fn nullable(schema: Value) -> Value {
+    json!({ "anyOf": [schema, { "type": "null" }] })
 }
 
 /// Reads the fields of one JSON object (a body, or a query string as strings), recording every
@@ -113,11 +220,32 @@ impl FieldValue for ChannelId {
 pub struct Fields<'a> {
     obj: &'a Map<String, Value>,
     errors: FieldErrors,
+    /// Set when the reader runs to describe itself, not to parse.
+    doc: Option<&'a mut RequestDoc>,
 }
 
 impl<'a> Fields<'a> {
     pub fn new(obj: &'a Map<String, Value>) -> Self {
-        Self { obj, errors: FieldErrors::default() }
+        Self { obj, errors: FieldErrors::default(), doc: None }
+    }
+
+    /// Records a field the reader reads (when describing).
+    fn document(&mut self, name: &str, required: bool, schema: impl FnOnce() -> Value) {
+        if let Some(doc) = self.doc.as_deref_mut() {
+            doc.fields.push(FieldDoc { name: name.to_string(), required, schema: schema() });
+        }
+    }
+
+    /// Requires one of `names` to be given; `none_given` says none was (each read cleanly).
+    pub fn at_least_one(&mut self, names: &[&str], none_given: bool) {
+        if let Some(doc) = self.doc.as_deref_mut() {
+            doc.at_least_one_of = names.iter().map(|n| n.to_string()).collect();
+            return;
+        }
+        if none_given && self.errors.is_empty() {
+            self.errors.summary = Some(format!("Nothing to update: give {}", names.join(" or ")));
+            self.errors.missing.push(names[0].to_string());
+        }
     }
 
     /// The text of `name`: `Ok(None)` when absent or null; `Err` when recorded as bad. An empty
@@ -159,12 +287,14 @@ impl<'a> Fields<'a> {
 
     /// A field that must be there.
     pub fn required<T: FieldValue>(&mut self, name: &str) -> Option<T> {
+        self.document(name, true, T::schema);
         let raw = self.text(name, true).ok().flatten()?;
         self.parse(name, raw)
     }
 
     /// A field that may be absent (`Some(None)`); `None` when it is there but bad.
     pub fn optional<T: FieldValue>(&mut self, name: &str) -> Option<Option<T>> {
+        self.document(name, false, T::schema);
         match self.text(name, false).ok()? {
             None => Some(None),
             Some(raw) => self.parse(name, raw).map(Some),
@@ -173,6 +303,11 @@ impl<'a> Fields<'a> {
 
     /// Optional stage tags: an object of string values, within IVS's bounds.
     pub fn stage_tags(&mut self, name: &str) -> Option<Option<StageTags>> {
+        self.document(name, false, || {
+            json!({ "type": "object", "maxProperties": StageTags::MAX_TAGS,
+                    "propertyNames": { "minLength": 1, "maxLength": 128, "not": { "pattern": "^aws:" } },
+                    "additionalProperties": { "type": "string", "maxLength": 256 } })
+        });
         match self.tags(name)? {
             None => Some(None),
             Some(tags) => match StageTags::parse(tags) {
@@ -186,7 +321,7 @@ impl<'a> Fields<'a> {
     }
 
     /// An optional object of string values.
-    pub fn tags(&mut self, name: &str) -> Option<Option<BTreeMap<String, String>>> {
+    fn tags(&mut self, name: &str) -> Option<Option<BTreeMap<String, String>>> {
         match self.obj.get(name) {
             None | Some(Value::Null) => Some(None),
             Some(Value::Object(m)) => {
@@ -210,6 +345,11 @@ impl<'a> Fields<'a> {
     /// An optional whole number within `range` (text, as in a query string, or a JSON number),
     /// `default` when absent.
     pub fn int(&mut self, name: &str, default: u32, range: RangeInclusive<u32>) -> Option<u32> {
+        self.document(
+            name,
+            false,
+            || json!({ "type": "integer", "minimum": range.start(), "maximum": range.end(), "default": default }),
+        );
         let n = match self.obj.get(name) {
             None | Some(Value::Null) => return Some(default),
             Some(Value::String(s)) => s.trim().parse::<u32>().ok(),
@@ -228,7 +368,7 @@ impl<'a> Fields<'a> {
     /// The request `build` makes of the fields read, or every problem recorded. `build` sees the
     /// readers' results and yields `None` only if one of them did (so a problem was recorded).
     pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, FieldErrors> {
-        if !self.errors.is_empty() {
+        if !self.errors.is_empty() || self.doc.is_some() {
             return Err(self.errors);
         }
         build().ok_or(self.errors)
@@ -242,7 +382,8 @@ pub const MAX_CHANNEL_DESCRIPTION: usize = 2_000;
 impl Fields<'_> {
     /// An optional text of at most `max` characters.
     fn bounded(&mut self, name: &str, max: usize) -> Option<Option<String>> {
-        let text: Option<String> = self.optional(name)?;
+        self.document(name, false, || json!({ "type": "string", "minLength": 1, "maxLength": max }));
+        let text: Option<String> = self.undocumented(|f| f.optional(name))?;
         match text {
             Some(t) if t.chars().count() > max => {
                 self.errors.add_invalid(name, format!("must be at most {max} characters"));
@@ -255,12 +396,21 @@ impl Fields<'_> {
     /// An optional text of at most `max` characters that `null` or `""` clears: `Some(None)`
     /// when absent, `Some(Some(None))` to clear.
     fn clearable(&mut self, name: &str, max: usize) -> Option<Option<Option<String>>> {
+        self.document(name, false, || json!({ "type": "string", "maxLength": max, "description": "empty or null clears it" }));
         match self.obj.get(name) {
             None => Some(None),
             Some(Value::Null) => Some(Some(None)),
             Some(Value::String(s)) if s.is_empty() => Some(Some(None)),
-            Some(_) => self.bounded(name, max).map(Some),
+            Some(_) => self.undocumented(|f| f.bounded(name, max)).map(Some),
         }
+    }
+
+    /// Runs a reader whose fields the caller has already described.
+    fn undocumented<T>(&mut self, read: impl FnOnce(&mut Self) -> T) -> T {
+        let doc = self.doc.take();
+        let out = read(self);
+        self.doc = doc;
+        out
     }
 }
 
@@ -273,8 +423,7 @@ pub struct ChannelCreateRequest {
 }
 
 impl FromFields for ChannelCreateRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let name = f.required("name");
         let title = f.bounded("title", MAX_CHANNEL_TITLE);
         let description = f.clearable("description", MAX_CHANNEL_DESCRIPTION);
@@ -291,25 +440,31 @@ pub struct ChannelUpdateRequest {
 }
 
 impl FromFields for ChannelUpdateRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let title = f.bounded("title", MAX_CHANNEL_TITLE);
         let description = f.clearable("description", MAX_CHANNEL_DESCRIPTION);
-        let req = f.finish(|| Some(Self { title: title?, description: description? }))?;
-        if req.title.is_none() && req.description.is_none() {
-            return Err(FieldErrors {
-                summary: Some("Nothing to update: give title or description".into()),
-                missing: vec!["title".into()],
-                ..FieldErrors::default()
-            });
-        }
-        Ok(req)
+        f.at_least_one(&["title", "description"], title == Some(None) && description == Some(None));
+        f.finish(|| Some(Self { title: title?, description: description? }))
     }
 }
 
 /// A request read from a JSON object: a body, or a query string (every value a string).
 pub trait FromFields: Sized {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors>;
+    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
+        Self::read(Fields::new(obj))
+    }
+
+    /// Reads every field from `f` (recording each problem) and builds the request.
+    fn read(f: Fields<'_>) -> Result<Self, FieldErrors>;
+
+    /// The fields [`FromFields::read`] reads, with what each accepts: the reader run over
+    /// nothing, recording instead of parsing.
+    fn describe() -> RequestDoc {
+        let empty = Map::new();
+        let mut doc = RequestDoc::default();
+        let _ = Self::read(Fields { obj: &empty, errors: FieldErrors::default(), doc: Some(&mut doc) });
+        doc
+    }
 }
 
 /// A parsed path segment, `name` being the field the contract calls it.
@@ -328,8 +483,7 @@ pub struct ViewerTokenRequest {
 }
 
 impl FromFields for ViewerTokenRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let user_id = f.required("userId");
         let stage_arn = f.optional("stageArn");
         let channel = f.optional("channel");
@@ -346,8 +500,7 @@ pub struct PublisherTokenRequest {
 }
 
 impl FromFields for PublisherTokenRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let user_id = f.required("userId");
         let channel = f.optional("channel");
         f.finish(|| Some(Self { user_id: user_id?, channel: channel?.unwrap_or_default() }))
@@ -362,8 +515,7 @@ pub struct MediaServerTokenRequest {
 }
 
 impl FromFields for MediaServerTokenRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let server_id = f.required("serverId");
         let stage_arn = f.required("stageArn");
         f.finish(|| Some(Self { server_id: server_id?, stage_arn: stage_arn? }))
@@ -380,8 +532,7 @@ pub struct PresenceRequest {
 }
 
 impl FromFields for PresenceRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let user_id = f.required("userId");
         let stage_arn = f.required("stageArn");
         let participant_id = f.optional("participantId");
@@ -398,8 +549,7 @@ pub struct RejoinRequest {
 }
 
 impl FromFields for RejoinRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let user_id = f.required("userId");
         let stage_arn = f.required("stageArn");
         let participant_id = f.required("participantId");
@@ -415,8 +565,7 @@ pub struct HistoryQuery {
 }
 
 impl FromFields for HistoryQuery {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let limit = f.int("limit", 10, 1..=1000);
         f.finish(|| Some(Self { limit: limit? }))
     }
@@ -430,8 +579,7 @@ pub struct ViewStatsQuery {
 }
 
 impl FromFields for ViewStatsQuery {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let days = f.int("days", 7, 1..=3650);
         f.finish(|| Some(Self { days: days? }))
     }
@@ -446,8 +594,7 @@ pub struct StageStatsQuery {
 }
 
 impl FromFields for StageStatsQuery {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let arn = f.optional("arn");
         let channel = f.optional("channel");
         f.finish(|| Some(Self { arn: arn?, channel: channel?.unwrap_or_default() }))
@@ -461,8 +608,7 @@ pub struct ChannelQuery {
 }
 
 impl FromFields for ChannelQuery {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let channel = f.optional("channel");
         f.finish(|| Some(Self { channel: channel?.unwrap_or_default() }))
     }
@@ -476,8 +622,7 @@ pub struct StageCreateRequest {
 }
 
 impl FromFields for StageCreateRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let name = f.required("name");
         let tags = f.stage_tags("tags");
         f.finish(|| Some(Self { name: name?, tags: tags?.unwrap_or_default() }))
@@ -492,19 +637,11 @@ pub struct StageUpdateRequest {
 }
 
 impl FromFields for StageUpdateRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let name = f.optional("name");
         let tags = f.stage_tags("tags");
-        let req = f.finish(|| Some(Self { name: name?, tags: tags? }))?;
-        if req.name.is_none() && req.tags.is_none() {
-            return Err(FieldErrors {
-                summary: Some("Nothing to update: give name or tags".into()),
-                missing: vec!["name".into()],
-                ..FieldErrors::default()
-            });
-        }
-        Ok(req)
+        f.at_least_one(&["name", "tags"], name == Some(None) && tags == Some(None));
+        f.finish(|| Some(Self { name: name?, tags: tags? }))
     }
 }
 
@@ -517,8 +654,7 @@ pub struct ReplicationRequest {
 }
 
 impl FromFields for ReplicationRequest {
-    fn from_fields(obj: &Map<String, Value>) -> Result<Self, FieldErrors> {
-        let mut f = Fields::new(obj);
+    fn read(mut f: Fields<'_>) -> Result<Self, FieldErrors> {
         let source = f.required("sourceStageArn");
         let destination = f.required("destinationStageArn");
         let participant_id = f.required("participantId");

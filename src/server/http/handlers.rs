@@ -10,8 +10,11 @@ use crate::api::request::{
 use crate::domain::StageArn;
 use crate::server::error::{AppError, AppResult};
 use crate::server::service::views::{
-    ChannelCreatedView, ChannelDeletedView, ChannelDetailView, ChannelListView, HealthView, StageCreatedView, StageDeletedView,
-    StreamKeyView, ViewerLeftView,
+    ChannelCreatedView, ChannelDeletedView, ChannelDetailView, ChannelListView, HealthView, HeartbeatView, HistoryView,
+    MediaServerTokenView, PublisherStatsView, PublisherTokenView, ReplicationStartedView, ReplicationStatusView,
+    ReplicationStoppedView, StageCreatedView, StageDeletedView, StageDetailView, StageListView, StageViewStatsView,
+    StagesStatsView, StatsView, StreamKeyView, TotalViewersView, ViewerLeftView, ViewerListView, ViewerTokenView,
+    WatchDurationView,
 };
 use crate::server::service::{JoinedBy, NewChannel};
 use crate::server::store::DescriptionChange;
@@ -61,7 +64,7 @@ pub async fn viewer_token(
     State(state): State<AppState>,
     BaseUrl(base): BaseUrl,
     JsonRequest(req): JsonRequest<ViewerTokenRequest>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<ViewerTokenView>> {
     ok(state
         .service
         .tokens()
@@ -73,7 +76,7 @@ pub async fn publisher_token(
     State(state): State<AppState>,
     BaseUrl(base): BaseUrl,
     JsonRequest(req): JsonRequest<PublisherTokenRequest>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<PublisherTokenView>> {
     ok(state.service.tokens().issue_publisher_token(&req.channel, &req.user_id, None, &base).await?)
 }
 
@@ -82,7 +85,7 @@ pub async fn mediaserver_token(
     BaseUrl(base): BaseUrl,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<MediaServerTokenView>> {
     let secret = headers.get("x-internal-secret").and_then(|v| v.to_str().ok());
     state.service.tokens().check_internal_secret(secret)?;
     // The secret is checked before the body's fields.
@@ -94,14 +97,7 @@ pub async fn mediaserver_token(
 
 pub async fn heartbeat(State(state): State<AppState>, JsonRequest(req): JsonRequest<PresenceRequest>) -> AppResult<Response> {
     state.service.presence().record_heartbeat(&req.user_id, &req.stage_arn, req.participant_id.as_ref()).await?;
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Beat<'a> {
-        user_id: &'a str,
-        stage_arn: &'a str,
-        heartbeat_updated: bool,
-    }
-    let data = Beat { user_id: req.user_id.as_str(), stage_arn: req.stage_arn.as_str(), heartbeat_updated: true };
+    let data = HeartbeatView { user_id: req.user_id.to_string(), stage_arn: req.stage_arn.to_string(), heartbeat_updated: true };
     Ok(envelope(StatusCode::OK, data, Some("heartbeat updated")))
 }
 
@@ -119,14 +115,14 @@ pub async fn rejoin(State(state): State<AppState>, JsonRequest(req): JsonRequest
     Ok(envelope(StatusCode::OK, view, Some("rejoined")))
 }
 
-pub async fn viewer_list(State(state): State<AppState>, StagePath(arn): StagePath) -> AppResult<Data<impl Serialize>> {
+pub async fn viewer_list(State(state): State<AppState>, StagePath(arn): StagePath) -> AppResult<Data<ViewerListView>> {
     ok(state.service.presence().list_viewers(&arn).await?)
 }
 
 pub async fn viewer_duration(
     State(state): State<AppState>,
     QueryRequest(req): QueryRequest<PresenceRequest>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<WatchDurationView>> {
     ok(state.service.presence().watch_duration(&req.user_id, &req.stage_arn).await?)
 }
 
@@ -134,7 +130,7 @@ pub async fn viewer_history(
     State(state): State<AppState>,
     UserPath(user): UserPath,
     QueryRequest(q): QueryRequest<HistoryQuery>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<HistoryView>> {
     ok(state.service.presence().history(&user, q.limit).await?)
 }
 
@@ -142,43 +138,40 @@ pub async fn viewer_stats(
     State(state): State<AppState>,
     StagePath(arn): StagePath,
     QueryRequest(q): QueryRequest<ViewStatsQuery>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<StageViewStatsView>> {
     ok(state.service.presence().stage_view_stats(&arn, q.days).await?)
 }
 
 // ---- stats ----
 
-pub async fn stats(
-    State(state): State<AppState>,
-    QueryRequest(q): QueryRequest<ChannelQuery>,
-) -> AppResult<Data<impl Serialize>> {
+pub async fn stats(State(state): State<AppState>, QueryRequest(q): QueryRequest<ChannelQuery>) -> AppResult<Data<StatsView>> {
     ok(state.service.stats().summary(&q.channel).await?)
 }
 
 pub async fn stats_viewers(
     State(state): State<AppState>,
     QueryRequest(q): QueryRequest<ChannelQuery>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<TotalViewersView>> {
     ok(state.service.stats().total_viewers(&q.channel).await?)
 }
 
 pub async fn stats_stages(
     State(state): State<AppState>,
     QueryRequest(q): QueryRequest<StageStatsQuery>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<StagesStatsView>> {
     ok(state.service.stats().stages(&q.channel, q.arn.as_ref().map(StageArn::as_str)).await?)
 }
 
 pub async fn stats_publisher(
     State(state): State<AppState>,
     QueryRequest(q): QueryRequest<ChannelQuery>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<PublisherStatsView>> {
     ok(state.service.stats().publisher(&q.channel).await?)
 }
 
 // ---- stages ----
 
-pub async fn stage_list(State(state): State<AppState>) -> AppResult<Data<impl Serialize>> {
+pub async fn stage_list(State(state): State<AppState>) -> AppResult<Data<StageListView>> {
     ok(state.service.stages().list().await?)
 }
 
@@ -186,7 +179,7 @@ pub async fn stage_master(
     State(state): State<AppState>,
     BaseUrl(base): BaseUrl,
     QueryRequest(q): QueryRequest<ChannelQuery>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<StageDetailView>> {
     ok(state.service.stages().master_info(&q.channel, &base).await?)
 }
 
@@ -203,7 +196,7 @@ pub async fn stage_get(
     State(state): State<AppState>,
     BaseUrl(base): BaseUrl,
     StagePath(arn): StagePath,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<StageDetailView>> {
     ok(state.service.stages().get(&arn, &base).await?)
 }
 
@@ -212,7 +205,7 @@ pub async fn stage_update(
     BaseUrl(base): BaseUrl,
     Path(arn): Path<String>,
     JsonBody(body): JsonBody,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<StageDetailView>> {
     // A malformed body is answered before a malformed path, and the path before the fields.
     let arn: StageArn = path_param("stageArn", &arn)?;
     let req = StageUpdateRequest::from_fields(&body)?;
@@ -227,7 +220,7 @@ pub async fn stage_delete(State(state): State<AppState>, StagePath(arn): StagePa
 pub async fn replication_start(
     State(state): State<AppState>,
     JsonRequest(req): JsonRequest<ReplicationRequest>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<ReplicationStartedView>> {
     ok(state
         .service
         .stages()
@@ -239,11 +232,14 @@ pub async fn replication_start(
 pub async fn replication_stop(
     State(state): State<AppState>,
     JsonRequest(req): JsonRequest<ReplicationRequest>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<ReplicationStoppedView>> {
     ok(state.service.stages().replications().stop(&req.source_stage_arn, &req.destination_stage_arn, &req.participant_id).await?)
 }
 
-pub async fn replication_status(State(state): State<AppState>, StagePath(arn): StagePath) -> AppResult<Data<impl Serialize>> {
+pub async fn replication_status(
+    State(state): State<AppState>,
+    StagePath(arn): StagePath,
+) -> AppResult<Data<ReplicationStatusView>> {
     ok(state.service.stages().replications().status(&arn).await?)
 }
 
@@ -279,7 +275,7 @@ pub async fn channel_get(
     State(state): State<AppState>,
     BaseUrl(base): BaseUrl,
     ChannelPath(name): ChannelPath,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<ChannelDetailView>> {
     let channels = state.service.channels();
     let record = channels.get(&name).await?;
     ok(ChannelDetailView { channel: channels.view(&record, &base).await? })
@@ -290,7 +286,7 @@ pub async fn channel_update(
     BaseUrl(base): BaseUrl,
     ChannelPath(name): ChannelPath,
     JsonRequest(req): JsonRequest<ChannelUpdateRequest>,
-) -> AppResult<Data<impl Serialize>> {
+) -> AppResult<Data<ChannelDetailView>> {
     let channels = state.service.channels();
     let description = match &req.description {
         None => DescriptionChange::Keep,

@@ -3,10 +3,11 @@
 use crate::domain::ChannelId;
 use crate::server::store::StageRecord;
 use crate::server::time::iso;
+use schemars::JsonSchema;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ViewerTokenView {
     pub token: String,
@@ -24,7 +25,7 @@ pub struct ViewerTokenView {
     pub channel: ChannelId,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublisherTokenView {
     pub token: String,
@@ -41,13 +42,13 @@ pub struct PublisherTokenView {
 }
 
 /// How to go live with the token: from OBS (or any WHIP encoder) and from the browser.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct PublishInstructions {
     pub obs: ObsInstructions,
     pub web: WebInstructions,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObsInstructions {
     pub service: &'static str,
@@ -57,7 +58,7 @@ pub struct ObsInstructions {
 }
 
 /// Encoder settings recommended for sub-second latency.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObsSettings {
     pub resolution: &'static str,
@@ -77,7 +78,7 @@ impl ObsSettings {
     };
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebInstructions {
     pub sdk: &'static str,
@@ -86,7 +87,7 @@ pub struct WebInstructions {
     pub sdk_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MediaServerTokenView {
     pub token: String,
@@ -98,7 +99,7 @@ pub struct MediaServerTokenView {
 }
 
 /// A stage as returned under `stage` (shaped like IVS's Stage object, plus our own fields).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageView {
     pub arn: String,
@@ -126,7 +127,7 @@ impl StageView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageListItem {
     pub stage_arn: String,
@@ -140,7 +141,7 @@ pub struct StageListItem {
     pub channel: ChannelId,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsStageItem {
     pub stage_arn: String,
@@ -150,7 +151,7 @@ pub struct StatsStageItem {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsView {
     pub total_viewers: u32,
@@ -159,7 +160,7 @@ pub struct StatsView {
     pub stages: Vec<StatsStageItem>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublisherView {
     pub user_id: String,
@@ -168,7 +169,7 @@ pub struct PublisherView {
     pub since: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ViewerEntry {
     pub user_id: String,
@@ -177,7 +178,7 @@ pub struct ViewerEntry {
     pub last_heartbeat: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub id: i64,
@@ -189,7 +190,7 @@ pub struct HistoryEntry {
     pub watch_duration_seconds: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RejoinView {
     pub user_id: String,
@@ -199,7 +200,7 @@ pub struct RejoinView {
     pub is_new_viewer: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ViewerListView {
     pub stage_arn: String,
@@ -208,7 +209,7 @@ pub struct ViewerListView {
     pub viewers: Vec<ViewerEntry>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WatchDurationView {
     pub user_id: String,
@@ -217,7 +218,7 @@ pub struct WatchDurationView {
     pub watch_duration_formatted: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryView {
     pub user_id: String,
@@ -225,7 +226,7 @@ pub struct HistoryView {
     pub history: Vec<HistoryEntry>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageViewStatsView {
     pub stage_arn: String,
@@ -233,7 +234,7 @@ pub struct StageViewStatsView {
     pub stats: ViewFigures,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ViewFigures {
     pub total_views: i64,
@@ -243,14 +244,14 @@ pub struct ViewFigures {
     pub total_watch_time: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TotalViewersView {
     pub total_viewers: u32,
     pub calculated_from: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageListView {
     pub total_stages: usize,
@@ -260,7 +261,7 @@ pub struct StageListView {
     pub next_token: Option<Option<String>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageStatsView {
     pub stage_arn: String,
@@ -268,7 +269,7 @@ pub struct StageStatsView {
     pub stage_info: StageInfo,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageInfo {
     pub name: String,
@@ -280,14 +281,14 @@ pub struct StageInfo {
 }
 
 /// `GET /api/stats/stages`: one stage with `arn`, else every stage.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StagesStatsView {
     One(StageStatsView),
     All(StageListView),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PublisherStatsView {
     pub is_publisher_live: bool,
@@ -295,7 +296,7 @@ pub struct PublisherStatsView {
     pub publisher: Option<PublisherView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageDetailView {
     pub stage: StageView,
@@ -305,7 +306,7 @@ pub struct StageDetailView {
     pub is_master_stage: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationStartedView {
     pub message: &'static str,
@@ -315,7 +316,7 @@ pub struct ReplicationStartedView {
     pub started_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationStoppedView {
     pub message: &'static str,
@@ -325,7 +326,7 @@ pub struct ReplicationStoppedView {
     pub stopped_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationStatusView {
     pub stage_arn: String,
@@ -334,7 +335,7 @@ pub struct ReplicationStatusView {
     pub replication_info: Option<ReplicationInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationInfo {
     pub source_stage_arn: String,
@@ -351,7 +352,7 @@ pub fn format_duration(secs: i64) -> String {
 
 /// `/health`. The fields are in alphabetical order, the order the JSON tree this replaces wrote
 /// them in, so the body is unchanged byte for byte.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct HealthView {
     pub memory: MemoryView,
     pub services: HealthServicesView,
@@ -362,14 +363,14 @@ pub struct HealthView {
     pub version: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct HealthServicesView {
     pub backend: BackendHealthView,
     /// Always `connected`: with the database gone, `/health` is a 503 instead.
     pub database: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendHealthView {
     /// `local` or `ivs`.
@@ -381,7 +382,7 @@ pub struct BackendHealthView {
     pub status: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryView {
     pub rss_mb: f64,
@@ -418,7 +419,7 @@ mod tests {
 }
 
 /// A channel as the channel routes show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelView {
     pub name: String,
@@ -435,7 +436,7 @@ pub struct ChannelView {
 }
 
 /// `POST /api/channels`: the channel and its stream key (shown only here and on rotation).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelCreatedView {
     pub channel: ChannelView,
@@ -443,7 +444,7 @@ pub struct ChannelCreatedView {
 }
 
 /// `GET /api/channels`: live channels first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelListView {
     pub channels: Vec<ChannelView>,
@@ -452,7 +453,7 @@ pub struct ChannelListView {
 }
 
 /// `POST /api/channels/{name}/stream-key`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamKeyView {
     pub channel: String,
@@ -460,7 +461,16 @@ pub struct StreamKeyView {
 }
 
 /// `POST /api/viewer/leave`.
-#[derive(Debug, Clone, Serialize)]
+/// `POST /api/viewer/heartbeat`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatView {
+    pub user_id: String,
+    pub stage_arn: String,
+    pub heartbeat_updated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ViewerLeftView {
     pub user_id: String,
@@ -469,13 +479,13 @@ pub struct ViewerLeftView {
 }
 
 /// `POST /api/stage`: the created stage.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct StageCreatedView {
     pub stage: StageView,
 }
 
 /// `DELETE /api/stage/{stageArn}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageDeletedView {
     pub stage_arn: String,
@@ -483,13 +493,13 @@ pub struct StageDeletedView {
 }
 
 /// `GET` and `PUT /api/channels/{name}`: the channel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ChannelDetailView {
     pub channel: ChannelView,
 }
 
 /// `DELETE /api/channels/{name}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ChannelDeletedView {
     pub name: String,
     pub deleted: bool,
