@@ -234,8 +234,8 @@ async fn run() {
     // durability: every viewer's last heartbeat reached the database within ~1 s
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let rows = service.store().presence().list(&master).await.unwrap();
-    let now = livestage::server::clock::Clock::now_ms(&SystemClock);
-    let stale = rows.iter().filter(|r| now - r.last_heartbeat > (secs as i64 + 3) * 1000).count();
+    let now = livestage::server::clock::Clock::now(&SystemClock);
+    let stale = rows.iter().filter(|r| now.since(r.last_heartbeat) > Duration::from_secs(secs + 3)).count();
 
     println!(
         "heartbeat benchmark: {viewers} viewers, {connections} connections, {secs} s per run in 1 s turns, database {db_label}"

@@ -6,6 +6,11 @@ pub fn iso(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// An instant as the contract writes it.
+pub fn iso_at(at: crate::domain::UnixMs) -> String {
+    iso(at.as_millis())
+}
+
 pub fn iso_now() -> String {
     iso(Utc::now().timestamp_millis())
 }

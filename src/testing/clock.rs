@@ -1,5 +1,6 @@
 //! A clock for tests: time moves only when the test moves it.
 
+use crate::domain::UnixMs;
 use crate::server::clock::Clock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
+    fn now(&self) -> UnixMs {
+        UnixMs::from_millis(self.0.load(Ordering::SeqCst))
     }
 }

@@ -219,14 +219,18 @@ async fn an_instance_killed_mid_session_loses_no_watch_session() {
     b.clock.set_ms(joined_at + 20_000);
     b.post("/api/viewer/heartbeat", beat.clone()).await.assert_ok();
     let store = b.service.store().clone();
-    let durable =
-        eventually(Duration::from_secs(1), || {
-            let (store, stage) = (store.clone(), stage.clone());
-            async move {
-                store.presence().get(&stage, "survivor").await.unwrap().is_some_and(|p| p.last_heartbeat == joined_at + 20_000)
-            }
-        })
-        .await;
+    let durable = eventually(Duration::from_secs(1), || {
+        let (store, stage) = (store.clone(), stage.clone());
+        async move {
+            store
+                .presence()
+                .get(&stage, "survivor")
+                .await
+                .unwrap()
+                .is_some_and(|p| p.last_heartbeat.as_millis() == joined_at + 20_000)
+        }
+    })
+    .await;
     assert!(durable, "B wrote the heartbeat");
 
     // …then the viewer goes silent: its session closes at that last durable heartbeat.

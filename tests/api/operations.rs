@@ -75,13 +75,17 @@ async fn sigterm_drains_writes_pending_heartbeats_closes_websockets_and_exits_cl
     let feed = publish_audio(&client, &server.base).await;
     let joined = join_when_live(&client, &server.base, "v").await;
     let stage = joined["stageArn"].as_str().unwrap().to_string();
-    let at_join = store.presence().get(&stage, "v").await.unwrap().expect("joined").last_heartbeat;
+    let at_join = store.presence().get(&stage, "v").await.unwrap().expect("joined").last_heartbeat.as_millis();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let beat = json!({ "userId": "v", "stageArn": stage });
     let r = client.post(format!("{}/api/viewer/heartbeat", server.base)).header("x-api-key", API_KEY).json(&beat).send().await;
     assert_eq!(r.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.presence().get(&stage, "v").await.unwrap().unwrap().last_heartbeat, at_join, "the beat is still pending");
+    assert_eq!(
+        store.presence().get(&stage, "v").await.unwrap().unwrap().last_heartbeat.as_millis(),
+        at_join,
+        "the beat is still pending"
+    );
 
     let url = format!("{}/ws", server.base.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connects");
@@ -102,7 +106,7 @@ async fn sigterm_drains_writes_pending_heartbeats_closes_websockets_and_exits_cl
     // It no longer accepts connections.
     assert!(client.get(format!("{}/live", server.base)).send().await.is_err());
     // The pending heartbeat was written on the way out.
-    let last = store.presence().get(&stage, "v").await.unwrap().expect("still present").last_heartbeat;
+    let last = store.presence().get(&stage, "v").await.unwrap().expect("still present").last_heartbeat.as_millis();
     assert!(last >= at_join + 1100, "last durable heartbeat {last}, joined at {at_join}: the pending beat was lost");
     store.close().await;
 }

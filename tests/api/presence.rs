@@ -79,7 +79,7 @@ async fn batched_heartbeats_reach_the_database_within_a_second() {
     let durable = eventually(Duration::from_secs(1), || {
         let store = store.clone();
         let m = m.clone();
-        async move { store.presence().get(&m, "v").await.unwrap().is_some_and(|p| p.last_heartbeat == expected) }
+        async move { store.presence().get(&m, "v").await.unwrap().is_some_and(|p| p.last_heartbeat.as_millis() == expected) }
     })
     .await;
     assert!(durable, "heartbeat not written within 1 s");

@@ -107,7 +107,7 @@ impl MediaGateway {
             let presence = self.store.presence();
             let (stage, user) = (claims.resource.as_str(), claims.user_id.as_str());
             let counted = presence.get(stage, user).await?.is_some_and(|p| p.participant_id == claims.jti);
-            if !counted && !presence.holds_seat(stage, user, &claims.jti, self.clock.now_ms()).await? {
+            if !counted && !presence.holds_seat(stage, user, &claims.jti, self.clock.now()).await? {
                 return Err(AppError::new(ErrorCode::Forbidden, "This ticket's viewer is not present; join again"));
             }
         }

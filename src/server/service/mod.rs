@@ -67,8 +67,12 @@ impl Service {
     pub fn new(settings: Arc<Settings>, store: Store, backend: Arc<dyn StageBackend>, clock: Arc<dyn Clock>) -> Arc<Self> {
         let hub = Arc::new(StatsHub::new());
         let media = MediaGateway::new(store.clone(), clock.clone());
-        let presence =
-            Arc::new(Presence::new(store.clone(), clock.clone(), hub.clone(), settings.presence.heartbeat_timeout_secs));
+        let presence = Arc::new(Presence::new(
+            store.clone(),
+            clock.clone(),
+            hub.clone(),
+            std::time::Duration::from_secs(settings.presence.heartbeat_timeout_secs.unsigned_abs()),
+        ));
         let publishers = Arc::new(PublisherRegistry::new().follow_local(backend.publisher()));
         let replications = Arc::new(Replications::new(store.clone(), backend.clone(), clock.clone()));
         let stages = Arc::new(Stages::new(

@@ -6,14 +6,15 @@ use super::views::{
     format_duration, HistoryEntry, HistoryView, RejoinView, StageViewStatsView, ViewFigures, ViewerEntry, ViewerListView,
     WatchDurationView,
 };
-use crate::domain::{ParticipantId, StageArn, UserId};
+use crate::domain::{ParticipantId, StageArn, UnixMs, UserId};
 use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::{JoinMode, JoinResult, Store};
-use crate::server::time::iso;
+use crate::server::time::iso_at;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 type ViewerKey = (String, String); // (stage ARN, user id)
 
@@ -23,33 +24,33 @@ pub struct Presence {
     clock: Arc<dyn Clock>,
     hub: Arc<StatsHub>,
     /// A viewer silent for longer than this is dropped by the sweep.
-    timeout_ms: i64,
+    timeout: Duration,
     /// Viewers this instance knows to be present, with their ticket's participant id, so a
     /// heartbeat needs no read.
     /// An entry not beaten on this instance for the heartbeat timeout is dropped by the sweep
     /// (the viewer may have left or been swept through another instance).
-    known: Mutex<HashMap<ViewerKey, (String, i64)>>,
-    /// Heartbeats waiting for the next batched write: viewer → newest beat (ms).
-    pending: Mutex<HashMap<ViewerKey, i64>>,
+    known: Mutex<HashMap<ViewerKey, (String, UnixMs)>>,
+    /// Heartbeats waiting for the next batched write: viewer → newest beat.
+    pending: Mutex<HashMap<ViewerKey, UnixMs>>,
     /// Heartbeats accepted since start.
     accepted: AtomicU64,
 }
 
 impl Presence {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, hub: Arc<StatsHub>, heartbeat_timeout_secs: i64) -> Self {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, hub: Arc<StatsHub>, heartbeat_timeout: Duration) -> Self {
         Self {
             store,
             clock,
             hub,
-            timeout_ms: heartbeat_timeout_secs * 1000,
+            timeout: heartbeat_timeout,
             known: Mutex::default(),
             pending: Mutex::default(),
             accepted: AtomicU64::new(0),
         }
     }
 
-    fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
+    fn now(&self) -> UnixMs {
+        self.clock.now()
     }
 
     /// Heartbeats accepted by this instance since start.
@@ -59,7 +60,7 @@ impl Presence {
 
     /// A viewer just joined `stage` with the ticket `participant` (its presence row is written).
     pub(crate) fn mark_present(&self, stage: &str, user: &str, participant: &str) {
-        let now = self.now_ms();
+        let now = self.now();
         self.known
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -78,7 +79,7 @@ impl Presence {
     /// beat counts only for the viewer of that ticket (another's is "not found").
     pub async fn record_heartbeat(&self, user: &UserId, stage: &StageArn, participant: Option<&ParticipantId>) -> AppResult<()> {
         let key = (stage.to_string(), user.to_string());
-        let now = self.now_ms();
+        let now = self.now();
         let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key).map(|(p, seen)| {
             *seen = now;
             p.clone()
@@ -107,7 +108,7 @@ impl Presence {
 
     /// Writes every pending heartbeat in one transaction.
     pub async fn flush(&self) -> AppResult<usize> {
-        let batch: Vec<(String, String, i64)> = {
+        let batch: Vec<(String, String, UnixMs)> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.drain().map(|((s, u), t)| (s, u, t)).collect()
         };
@@ -151,7 +152,7 @@ impl Presence {
             return Ok(false);
         }
         self.forget(stage.as_str(), user.as_str());
-        let was_present = self.store.presence().leave(stage.as_str(), user.as_str(), self.now_ms()).await?;
+        let was_present = self.store.presence().leave(stage.as_str(), user.as_str(), self.now()).await?;
         if was_present {
             self.hub.mark_dirty();
         }
@@ -163,7 +164,7 @@ impl Presence {
     /// join, or one that has left since. Returns whether the viewer was counted now.
     pub async fn media_connected(&self, stage: &str, user: &str, participant: &str) -> AppResult<bool> {
         let Some(JoinResult::Joined { is_new, current_viewers, .. }) =
-            self.store.presence().connect(stage, user, participant, self.now_ms()).await?
+            self.store.presence().connect(stage, user, participant, self.now()).await?
         else {
             return Ok(false);
         };
@@ -178,7 +179,7 @@ impl Presence {
         if self.store.stages().get(stage.as_str()).await?.is_none() {
             return Err(AppError::not_found("Stage not found"));
         }
-        let now = self.now_ms();
+        let now = self.now();
         let joined = self
             .store
             .presence()
@@ -202,9 +203,9 @@ impl Presence {
     /// at their last heartbeat. Returns how many were dropped.
     pub async fn sweep(&self) -> AppResult<usize> {
         self.flush().await?;
-        let cutoff = self.now_ms() - self.timeout_ms;
+        let cutoff = self.now() - self.timeout;
         self.known.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, seen)| *seen >= cutoff);
-        let removed = self.store.presence().sweep(cutoff, self.now_ms()).await?;
+        let removed = self.store.presence().sweep(cutoff, self.now()).await?;
         for p in &removed {
             self.forget(&p.stage_arn, &p.user_id);
         }
@@ -221,12 +222,16 @@ impl Presence {
         let entries: Vec<ViewerEntry> = viewers
             .iter()
             .map(|v| {
-                let beat = pending.get(&(v.stage_arn.clone(), v.user_id.clone())).copied().unwrap_or(0).max(v.last_heartbeat);
+                let beat = pending
+                    .get(&(v.stage_arn.clone(), v.user_id.clone()))
+                    .copied()
+                    .unwrap_or(UnixMs::EPOCH)
+                    .max(v.last_heartbeat);
                 ViewerEntry {
                     user_id: v.user_id.clone(),
                     participant_id: v.participant_id.clone(),
-                    joined_at: iso(v.joined_at),
-                    last_heartbeat: iso(beat),
+                    joined_at: iso_at(v.joined_at),
+                    last_heartbeat: iso_at(beat),
                 }
             })
             .collect();
@@ -241,7 +246,7 @@ impl Presence {
     /// Seconds watched in the viewer's current session on a stage (or its last one).
     pub async fn watch_duration(&self, user: &UserId, stage: &StageArn) -> AppResult<WatchDurationView> {
         let secs = match self.store.sessions().latest(user.as_str(), stage.as_str()).await? {
-            Some(s) => s.watch_duration_seconds.unwrap_or_else(|| ((self.now_ms() - s.joined_at) / 1000).max(0)),
+            Some(s) => s.watch_duration_seconds.unwrap_or_else(|| self.now().since(s.joined_at).as_secs() as i64),
             None => 0,
         };
         Ok(WatchDurationView {
@@ -261,8 +266,8 @@ impl Presence {
                 user_id: r.user_id,
                 stage_arn: r.stage_arn,
                 participant_id: r.participant_id,
-                joined_at: iso(r.joined_at),
-                left_at: r.left_at.map(iso),
+                joined_at: iso_at(r.joined_at),
+                left_at: r.left_at.map(iso_at),
                 watch_duration_seconds: r.watch_duration_seconds,
             })
             .collect();
@@ -270,7 +275,7 @@ impl Presence {
     }
 
     pub async fn stage_view_stats(&self, stage: &StageArn, days: u32) -> AppResult<StageViewStatsView> {
-        let since = self.now_ms() - i64::from(days) * 86_400_000;
+        let since = self.now() - Duration::from_secs(u64::from(days) * 86_400);
         let s = self.store.sessions().stage_stats(stage.as_str(), since).await?;
         Ok(StageViewStatsView {
             stage_arn: stage.to_string(),

@@ -231,7 +231,7 @@ impl Stages {
     }
 
     async fn loads_from(&self, stages: Vec<StageRecord>) -> AppResult<Vec<StageLoad>> {
-        let now = self.now_ms();
+        let now = self.clock.now();
         let counts = self.store.presence().counts().await?;
         // A seat held for a viewer whose media is connecting is taken: placement and scaling
         // count it, the audience does not.
@@ -243,7 +243,7 @@ impl Stages {
                 arn: s.arn,
                 is_master: s.is_master,
                 auto_scaled: s.auto_scaled,
-                age_secs: (now - s.created_at) / 1000,
+                age_secs: now.since(crate::domain::UnixMs::from_millis(s.created_at)).as_secs() as i64,
             })
             .collect())
     }
@@ -418,7 +418,7 @@ impl Stages {
     /// Drops the record of a stage the backend no longer has, closing its viewers' sessions;
     /// returns how many were closed.
     pub(crate) async fn forget_record(&self, arn: &str) -> AppResult<usize> {
-        let evicted = self.store.presence().clear_stage(arn, self.now_ms()).await?;
+        let evicted = self.store.presence().clear_stage(arn, self.clock.now()).await?;
         for p in &evicted {
             self.presence.forget(&p.stage_arn, &p.user_id);
         }

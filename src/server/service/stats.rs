@@ -195,7 +195,7 @@ impl Stats {
         self.store.snapshots().insert(now, &counts).await?;
         let retention_ms = self.snapshot_retention_days * 86_400_000;
         self.store.snapshots().prune(now - retention_ms).await?;
-        let pruned = self.store.sessions().prune(now - retention_ms).await?;
+        let pruned = self.store.sessions().prune(crate::domain::UnixMs::from_millis(now - retention_ms)).await?;
         if pruned > 0 {
             tracing::info!(pruned, "watch sessions past the retention removed");
         }

@@ -283,9 +283,9 @@ impl Tokens {
             let duration = p.settings.tokens.viewer_token_duration;
             let issued =
                 self.issue(&stage, user_id.as_str(), Capabilities::SUBSCRIBE, duration, "viewer", None, base_url).await?;
-            let now = p.clock.now_ms();
+            let now = p.clock.now();
             let mode = match on_connect {
-                true => JoinMode::Hold { max: cap.max_viewers_per_stage, until: now + self.seat_hold_ms() },
+                true => JoinMode::Hold { max: cap.max_viewers_per_stage, until: now + self.seat_hold() },
                 false => JoinMode::Count { max: Some(cap.max_viewers_per_stage) },
             };
             let joined = p.store.presence().join(stage.arn.as_str(), user_id.as_str(), &issued.participant_id, now, mode).await?;
@@ -317,7 +317,7 @@ impl Tokens {
             stage_arn: stage.arn.to_string(),
             capabilities: Capabilities::SUBSCRIBE.names(),
             expires_at: iso(issued.expires_at_ms),
-            expires_in: seconds_until(issued.expires_at_ms, now),
+            expires_in: seconds_until(issued.expires_at_ms, now.as_millis()),
             current_viewers,
             // A viewer holding a seat is not counted yet: it is new to the stage.
             is_new_viewer: counted.unwrap_or(true),
@@ -328,8 +328,8 @@ impl Tokens {
 
     /// How long a page viewer's seat is held for its media to connect: the WHEP offer follows
     /// the join at once, and its session has the media connect timeout to connect.
-    fn seat_hold_ms(&self) -> i64 {
-        (self.parts.settings.limits.media_connect_timeout_ms as i64).saturating_mul(3)
+    fn seat_hold(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.parts.settings.limits.media_connect_timeout_ms).saturating_mul(3)
     }
 
     /// The IVS Web Broadcast SDK the pages use, on backends played with it (IVS).

@@ -2,6 +2,7 @@
 //! joins, heartbeats, leaves and sweeps keep in step in one transaction each.
 
 use super::{count, DbKind, Store, StoreError};
+use crate::domain::UnixMs;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
@@ -12,8 +13,8 @@ pub struct PresenceRecord {
     pub user_id: String,
     pub participant_id: String,
     pub session_id: i64,
-    pub joined_at: i64,
-    pub last_heartbeat: i64,
+    pub joined_at: UnixMs,
+    pub last_heartbeat: UnixMs,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,8 +23,8 @@ pub struct SessionRecord {
     pub user_id: String,
     pub stage_arn: String,
     pub participant_id: String,
-    pub joined_at: i64,
-    pub left_at: Option<i64>,
+    pub joined_at: UnixMs,
+    pub left_at: Option<UnixMs>,
     pub watch_duration_seconds: Option<i64>,
 }
 
@@ -58,8 +59,8 @@ pub enum JoinMode {
     /// Counted now; with `max`, refused once the stage's viewers and held seats reach it.
     Count { max: Option<u32> },
     /// Counted now if the user is already counted on the stage (a new ticket); otherwise a
-    /// seat is held until `until` (ms) and the viewer is counted when its media connects.
-    Hold { max: u32, until: i64 },
+    /// seat is held until `until` and the viewer is counted when its media connects.
+    Hold { max: u32, until: UnixMs },
 }
 
 fn presence_from_row(r: &AnyRow) -> Result<PresenceRecord, StoreError> {
@@ -68,8 +69,8 @@ fn presence_from_row(r: &AnyRow) -> Result<PresenceRecord, StoreError> {
         user_id: r.try_get("user_id")?,
         participant_id: r.try_get("participant_id")?,
         session_id: r.try_get("session_id")?,
-        joined_at: r.try_get("joined_at")?,
-        last_heartbeat: r.try_get("last_heartbeat")?,
+        joined_at: UnixMs::from_millis(r.try_get("joined_at")?),
+        last_heartbeat: UnixMs::from_millis(r.try_get("last_heartbeat")?),
     })
 }
 
@@ -79,8 +80,8 @@ fn session_from_row(r: &AnyRow) -> Result<SessionRecord, StoreError> {
         user_id: r.try_get("user_id")?,
         stage_arn: r.try_get("stage_arn")?,
         participant_id: r.try_get("participant_id")?,
-        joined_at: r.try_get("joined_at")?,
-        left_at: r.try_get("left_at")?,
+        joined_at: UnixMs::from_millis(r.try_get("joined_at")?),
+        left_at: r.try_get::<Option<i64>, _>("left_at")?.map(UnixMs::from_millis),
         watch_duration_seconds: r.try_get("watch_duration_seconds")?,
     })
 }
@@ -116,9 +117,10 @@ impl PresenceRows<'_> {
         stage_arn: &str,
         user_id: &str,
         participant_id: &str,
-        now: i64,
+        now: UnixMs,
         mode: JoinMode,
     ) -> Result<JoinResult, StoreError> {
+        let now = now.as_millis();
         let mut w = self.0.write_tx().await?;
         if self.0.kind == DbKind::Postgres {
             // Serialises joins per stage across instances so the capacity check holds.
@@ -179,7 +181,7 @@ impl PresenceRows<'_> {
                     .bind(stage_arn)
                     .bind(user_id)
                     .bind(participant_id)
-                    .bind(until)
+                    .bind(until.as_millis())
                     .execute(&mut *w.tx)
                     .await?;
                     w.tx.commit().await?;
@@ -220,8 +222,9 @@ impl PresenceRows<'_> {
         stage_arn: &str,
         user_id: &str,
         participant_id: &str,
-        now: i64,
+        now: UnixMs,
     ) -> Result<Option<JoinResult>, StoreError> {
+        let now = now.as_millis();
         let held = {
             // The write (and SQLite's writer turn) ends before the join takes its own.
             let mut w = self.0.write_tx().await?;
@@ -240,7 +243,7 @@ impl PresenceRows<'_> {
             return Ok(None);
         }
         // Its seat was counted against the stage's capacity when it was given.
-        Ok(Some(self.join(stage_arn, user_id, participant_id, now, JoinMode::Count { max: None }).await?))
+        Ok(Some(self.join(stage_arn, user_id, participant_id, UnixMs::from_millis(now), JoinMode::Count { max: None }).await?))
     }
 
     /// Gives back the seat `user_id` holds on `stage_arn` (with `participant_id`, only that
@@ -269,7 +272,14 @@ impl PresenceRows<'_> {
     }
 
     /// Whether the ticket `participant_id` holds an unexpired seat on `stage_arn` for `user_id`.
-    pub async fn holds_seat(&self, stage_arn: &str, user_id: &str, participant_id: &str, now: i64) -> Result<bool, StoreError> {
+    pub async fn holds_seat(
+        &self,
+        stage_arn: &str,
+        user_id: &str,
+        participant_id: &str,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        let now = now.as_millis();
         let row = sqlx::query(
             "SELECT 1 AS held FROM pending_viewers
              WHERE stage_arn = $1 AND user_id = $2 AND participant_id = $3 AND expires_at > $4",
@@ -284,7 +294,8 @@ impl PresenceRows<'_> {
     }
 
     /// Seats held (unexpired) on every stage that has some.
-    pub async fn held_counts(&self, now: i64) -> Result<HashMap<String, u32>, StoreError> {
+    pub async fn held_counts(&self, now: UnixMs) -> Result<HashMap<String, u32>, StoreError> {
+        let now = now.as_millis();
         let rows = sqlx::query("SELECT stage_arn, COUNT(*) AS n FROM pending_viewers WHERE expires_at > $1 GROUP BY stage_arn")
             .bind(now)
             .fetch_all(&self.0.pool)
@@ -315,7 +326,7 @@ impl PresenceRows<'_> {
 
     /// Writes a batch of heartbeats in one transaction. Returns the (stage, user) pairs that
     /// were no longer present.
-    pub async fn record_heartbeats(&self, beats: &[(String, String, i64)]) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn record_heartbeats(&self, beats: &[(String, String, UnixMs)]) -> Result<Vec<(String, String)>, StoreError> {
         if beats.is_empty() {
             return Ok(Vec::new());
         }
@@ -326,7 +337,7 @@ impl PresenceRows<'_> {
                 "UPDATE presence SET last_heartbeat = CASE WHEN last_heartbeat > $1 THEN last_heartbeat ELSE $1 END
                  WHERE stage_arn = $2 AND user_id = $3",
             )
-            .bind(*at)
+            .bind(at.as_millis())
             .bind(stage)
             .bind(user)
             .execute(&mut *w.tx)
@@ -341,7 +352,8 @@ impl PresenceRows<'_> {
 
     /// Removes a viewer (and any seat it holds) and closes its watch session at `now`. Returns
     /// whether it was present.
-    pub async fn leave(&self, stage_arn: &str, user_id: &str, now: i64) -> Result<bool, StoreError> {
+    pub async fn leave(&self, stage_arn: &str, user_id: &str, now: UnixMs) -> Result<bool, StoreError> {
+        let now = now.as_millis();
         let mut w = self.0.write_tx().await?;
         sqlx::query("DELETE FROM pending_viewers WHERE stage_arn = $1 AND user_id = $2")
             .bind(stage_arn)
@@ -366,7 +378,9 @@ impl PresenceRows<'_> {
 
     /// Drops every viewer silent since before `cutoff`, closing each watch session at the
     /// viewer's last heartbeat, and every seat held past its time. Returns the removed viewers.
-    pub async fn sweep(&self, cutoff: i64, now: i64) -> Result<Vec<PresenceRecord>, StoreError> {
+    pub async fn sweep(&self, cutoff: UnixMs, now: UnixMs) -> Result<Vec<PresenceRecord>, StoreError> {
+        let cutoff = cutoff.as_millis();
+        let now = now.as_millis();
         let mut w = self.0.write_tx().await?;
         sqlx::query("DELETE FROM pending_viewers WHERE expires_at <= $1").bind(now).execute(&mut *w.tx).await?;
         let rows = sqlx::query(&format!("DELETE FROM presence WHERE last_heartbeat < $1 RETURNING {PRESENCE_COLUMNS}"))
@@ -375,14 +389,15 @@ impl PresenceRows<'_> {
             .await?;
         let removed = rows.iter().map(presence_from_row).collect::<Result<Vec<_>, _>>()?;
         for p in &removed {
-            close_session(&mut w.tx, p.session_id, p.last_heartbeat).await?;
+            close_session(&mut w.tx, p.session_id, p.last_heartbeat.as_millis()).await?;
         }
         w.tx.commit().await?;
         Ok(removed)
     }
 
     /// Removes every viewer of a stage, closing their sessions at `now`.
-    pub async fn clear_stage(&self, stage_arn: &str, now: i64) -> Result<Vec<PresenceRecord>, StoreError> {
+    pub async fn clear_stage(&self, stage_arn: &str, now: UnixMs) -> Result<Vec<PresenceRecord>, StoreError> {
+        let now = now.as_millis();
         let mut w = self.0.write_tx().await?;
         sqlx::query("DELETE FROM pending_viewers WHERE stage_arn = $1").bind(stage_arn).execute(&mut *w.tx).await?;
         let rows = sqlx::query(&format!("DELETE FROM presence WHERE stage_arn = $1 RETURNING {PRESENCE_COLUMNS}"))
@@ -428,7 +443,8 @@ pub struct SessionRows<'a>(pub(super) &'a Store);
 impl SessionRows<'_> {
     /// Deletes watch sessions that ended before `before` (the history's retention); returns
     /// how many.
-    pub async fn prune(&self, before: i64) -> Result<u64, StoreError> {
+    pub async fn prune(&self, before: UnixMs) -> Result<u64, StoreError> {
+        let before = before.as_millis();
         let mut w = self.0.write_tx().await?;
         let n = sqlx::query("DELETE FROM watch_sessions WHERE left_at IS NOT NULL AND left_at < $1")
             .bind(before)
@@ -477,7 +493,8 @@ impl SessionRows<'_> {
     }
 
     /// Aggregates over the closed and open sessions of a stage that started at or after `since`.
-    pub async fn stage_stats(&self, stage_arn: &str, since: i64) -> Result<StageViewStats, StoreError> {
+    pub async fn stage_stats(&self, stage_arn: &str, since: UnixMs) -> Result<StageViewStats, StoreError> {
+        let since = since.as_millis();
         let row = sqlx::query(
             "SELECT COUNT(*) AS total_views,
                     COUNT(DISTINCT user_id) AS unique_viewers,
