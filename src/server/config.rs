@@ -235,6 +235,81 @@ impl PartialEq<&str> for Origin {
     }
 }
 
+/// `MEDIA_CANDIDATE_ADDR`: the address announced to WebRTC peers behind NAT. An IP address,
+/// or `IP:port` when the port the NAT forwards differs from the bound one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct CandidateAddr(SocketAddr);
+
+impl CandidateAddr {
+    /// The announced address; its port is `bound_port` unless one was given.
+    pub fn announced(self, bound_port: u16) -> SocketAddr {
+        match self.0.port() {
+            0 => SocketAddr::new(self.0.ip(), bound_port),
+            _ => self.0,
+        }
+    }
+}
+
+impl FromStr for CandidateAddr {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        let v = v.trim();
+        if let Ok(ip) = v.parse::<std::net::IpAddr>() {
+            return Ok(Self(SocketAddr::new(ip, 0)));
+        }
+        match v.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Ok(Self(addr)),
+            _ => Err(format!("{v:?} is not an IP address or IP:port, like 203.0.113.7 or 203.0.113.7:40000")),
+        }
+    }
+}
+
+impl TryFrom<String> for CandidateAddr {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+    }
+}
+
+/// Where the pages load a script from: an `http(s)://` URL or a path on this server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ScriptUrl(String);
+
+impl ScriptUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ScriptUrl {
+    type Err = String;
+    fn from_str(v: &str) -> Result<Self, String> {
+        let v = v.trim();
+        let path = v.starts_with('/') && !v.starts_with("//");
+        if path || PublicUrl::from_str(v).is_ok() {
+            Ok(Self(v.to_string()))
+        } else {
+            Err(format!("{v:?} is neither an http(s) URL nor a path on this server (starting with /)"))
+        }
+    }
+}
+
+impl TryFrom<String> for ScriptUrl {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+    }
+}
+
+impl std::ops::Deref for ScriptUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
@@ -407,7 +482,7 @@ impl TryFrom<String> for Cidr {
 #[serde(deny_unknown_fields)]
 pub struct MediaSettings {
     pub udp_port: u16,
-    pub candidate_addr: Option<String>,
+    pub candidate_addr: Option<CandidateAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -437,7 +512,7 @@ impl FromStr for TokenMode {
 pub struct IvsSettings {
     pub token_mode: TokenMode,
     /// IVS API endpoint; unset uses AWS's (or `AWS_ENDPOINT_URL_IVS_REALTIME`).
-    pub endpoint_url: Option<String>,
+    pub endpoint_url: Option<PublicUrl>,
     pub poll_interval_ms: u64,
     pub reconnect_window_secs: i32,
     pub timeout_ms: u64,
@@ -450,7 +525,7 @@ pub struct IvsSettings {
     pub stage_tps: f64,
     pub token_tps: f64,
     /// Where the pages load the IVS Web Broadcast SDK from (only on this backend).
-    pub web_sdk_url: String,
+    pub web_sdk_url: ScriptUrl,
     /// The SDK script's Subresource Integrity hash (`sha384-…`): the pages refuse a script
     /// that does not match it.
     pub web_sdk_integrity: Option<String>,
@@ -556,15 +631,15 @@ pub const ENV_VARS: &[(&str, &str, Setter)] = &[
     ("MEDIA_CONNECTING_MAX", "media sessions still connecting, in all", |s, v| { s.limits.media_connecting_max = parse(v)?; Ok(()) }),
     ("MEDIA_CONNECT_TIMEOUT_MS", "milliseconds a media session has to connect", |s, v| { s.limits.media_connect_timeout_ms = parse(v)?; Ok(()) }),
     ("MEDIA_UDP_PORT", "UDP port of the embedded media server", |s, v| { s.media.udp_port = parse(v)?; Ok(()) }),
-    ("MEDIA_CANDIDATE_ADDR", "address announced to WebRTC peers (behind NAT): IP or IP:port", |s, v| { s.media.candidate_addr = non_empty(v); Ok(()) }),
+    ("MEDIA_CANDIDATE_ADDR", "address announced to WebRTC peers (behind NAT): IP or IP:port", |s, v| { s.media.candidate_addr = optional(v)?; Ok(()) }),
     ("IVS_TOKEN_MODE", "self-signed (ES384 key imported into IVS) or api (CreateParticipantToken)", |s, v| { s.ivs.token_mode = parse(v)?; Ok(()) }),
-    ("IVS_ENDPOINT_URL", "IVS API endpoint (default: AWS's, or AWS_ENDPOINT_URL_IVS_REALTIME)", |s, v| { s.ivs.endpoint_url = non_empty(v); Ok(()) }),
+    ("IVS_ENDPOINT_URL", "IVS API endpoint (default: AWS's, or AWS_ENDPOINT_URL_IVS_REALTIME)", |s, v| { s.ivs.endpoint_url = optional(v)?; Ok(()) }),
     ("IVS_POLL_INTERVAL_MS", "milliseconds between publisher liveness checks (ListParticipants)", |s, v| { s.ivs.poll_interval_ms = parse(v)?; Ok(()) }),
     ("IVS_RECONNECT_WINDOW_SECS", "seconds a replicated publisher may reconnect without ending replication (0-60)", |s, v| { s.ivs.reconnect_window_secs = parse(v)?; Ok(()) }),
     ("IVS_TIMEOUT_MS", "longest an IVS call may take, retries included", |s, v| { s.ivs.timeout_ms = parse(v)?; Ok(()) }),
     ("IVS_MAX_ATTEMPTS", "attempts per IVS call (throttling and server errors are retried with backoff)", |s, v| { s.ivs.max_attempts = parse(v)?; Ok(()) }),
     ("IVS_BREAKER_FAILURES", "consecutive IVS failures after which calls fail fast", |s, v| { s.ivs.breaker_failures = parse(v)?; Ok(()) }),
-    ("IVS_WEB_SDK_URL", "where the pages load the IVS Web Broadcast SDK (amazon-ivs-web-broadcast) from", |s, v| { s.ivs.web_sdk_url = v.trim().to_string(); Ok(()) }),
+    ("IVS_WEB_SDK_URL", "where the pages load the IVS Web Broadcast SDK (amazon-ivs-web-broadcast) from", |s, v| { s.ivs.web_sdk_url = parse(v)?; Ok(()) }),
     ("IVS_WEB_SDK_INTEGRITY", "Subresource Integrity hash of that script (sha384-…); the pages refuse any other", |s, v| { s.ivs.web_sdk_integrity = non_empty(v); Ok(()) }),
     ("IVS_BREAKER_COOLDOWN_SECS", "seconds calls fail fast before IVS is tried again", |s, v| { s.ivs.breaker_cooldown_secs = parse(v)?; Ok(()) }),
 ];
@@ -668,9 +743,6 @@ impl Settings {
         if i.poll_interval_ms < 200 || i.timeout_ms == 0 || i.max_attempts == 0 || i.breaker_failures == 0 {
             return bad("ivs poll_interval_ms (>= 200), timeout_ms, max_attempts and breaker_failures must be positive");
         }
-        if !(i.web_sdk_url.starts_with("https://") || i.web_sdk_url.starts_with("http://") || i.web_sdk_url.starts_with('/')) {
-            return bad("ivs web_sdk_url must be an http(s) URL or a path on this server");
-        }
         let sri = |h: &str| {
             ["sha256-", "sha384-", "sha512-"].iter().any(|p| h.starts_with(p))
                 && h.split_once('-').is_some_and(|(_, b64)| {
@@ -752,6 +824,33 @@ mod tests {
         assert!(err.to_string().contains("bogus"), "{err}");
         let err = Settings::from_sources(None, |k| (k == "SCALE_UP_THRESHOLD").then(|| "80".into())).unwrap_err();
         assert!(matches!(err, ConfigError::Invalid(_)));
+    }
+
+    #[test]
+    fn a_candidate_is_an_ip_or_an_ip_and_port() {
+        let announced = |v: &str, bound: u16| v.parse::<CandidateAddr>().map(|c| c.announced(bound).to_string());
+        assert_eq!(announced("203.0.113.7", 5000).as_deref(), Ok("203.0.113.7:5000"));
+        assert_eq!(announced("203.0.113.7:40000", 5000).as_deref(), Ok("203.0.113.7:40000"));
+        assert_eq!(announced("[2001:db8::1]:40000", 5000).as_deref(), Ok("[2001:db8::1]:40000"));
+        assert_eq!(announced("2001:db8::1", 5000).as_deref(), Ok("[2001:db8::1]:5000"));
+        for bad in ["live.example.com", "203.0.113.7:0", "203.0.113.7:70000", ""] {
+            assert!(bad.parse::<CandidateAddr>().is_err(), "{bad:?} taken");
+        }
+    }
+
+    #[test]
+    fn addresses_and_urls_are_checked_when_read_and_refused_by_name() {
+        for (var, bad) in [
+            ("MEDIA_CANDIDATE_ADDR", "live.example.com"),
+            ("IVS_ENDPOINT_URL", "127.0.0.1:4566"),
+            ("IVS_WEB_SDK_URL", "ivs.js"),
+            ("IVS_WEB_SDK_URL", "//cdn.example/ivs.js"),
+        ] {
+            let err = Settings::from_sources(None, only(var, bad)).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{var}=")), "{var}={bad}: {err}");
+        }
+        let s = Settings::from_sources(None, only("IVS_WEB_SDK_URL", "https://cdn.example/ivs.js")).unwrap();
+        assert_eq!(s.ivs.web_sdk_url.as_str(), "https://cdn.example/ivs.js");
     }
 
     /// An environment of one variable.
@@ -867,7 +966,9 @@ mod tests {
         ("SNAPSHOT_INTERVAL_SECS", "600", |s| s.presence.snapshot_interval_secs == 600),
         ("SNAPSHOT_RETENTION_DAYS", "30", |s| s.presence.snapshot_retention_days == 30),
         ("MEDIA_UDP_PORT", "4000", |s| s.media.udp_port == 4000),
-        ("MEDIA_CANDIDATE_ADDR", "203.0.113.7", |s| s.media.candidate_addr.as_deref() == Some("203.0.113.7")),
+        ("MEDIA_CANDIDATE_ADDR", "203.0.113.7", |s| {
+            s.media.candidate_addr == Some(CandidateAddr(SocketAddr::from(([203, 0, 113, 7], 0))))
+        }),
         ("IVS_TOKEN_MODE", "api", |s| s.ivs.token_mode == TokenMode::Api),
         ("IVS_ENDPOINT_URL", "http://127.0.0.1:4566", |s| s.ivs.endpoint_url.as_deref() == Some("http://127.0.0.1:4566")),
         ("IVS_POLL_INTERVAL_MS", "500", |s| s.ivs.poll_interval_ms == 500),
@@ -876,7 +977,7 @@ mod tests {
         ("IVS_MAX_ATTEMPTS", "5", |s| s.ivs.max_attempts == 5),
         ("IVS_BREAKER_FAILURES", "4", |s| s.ivs.breaker_failures == 4),
         ("IVS_BREAKER_COOLDOWN_SECS", "20", |s| s.ivs.breaker_cooldown_secs == 20),
-        ("IVS_WEB_SDK_URL", "/sdk/ivs.js", |s| s.ivs.web_sdk_url == "/sdk/ivs.js"),
+        ("IVS_WEB_SDK_URL", "/sdk/ivs.js", |s| s.ivs.web_sdk_url.as_str() == "/sdk/ivs.js"),
         ("IVS_WEB_SDK_INTEGRITY", "sha384-abc+/=", |s| s.ivs.web_sdk_integrity.as_deref() == Some("sha384-abc+/=")),
         ("METRICS_TOKEN", "m-123", |s| s.server.metrics_token.as_ref().map(Secret::expose) == Some("m-123")),
         ("COOKIE_SECRET", "c-123", |s| s.server.cookie_secret.as_ref().map(Secret::expose) == Some("c-123")),

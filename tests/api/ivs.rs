@@ -15,7 +15,7 @@ fn ivs(fake: &FakeIvs) -> impl Fn(&mut Settings) + '_ {
     move |s: &mut Settings| {
         s.stage.backend = BackendKind::Ivs;
         s.stage.region = REGION.into();
-        s.ivs.endpoint_url = Some(fake.url.clone());
+        s.ivs.endpoint_url = Some(fake.url.parse().expect("the fake IVS API has an http URL"));
         s.ivs.static_credentials = Some(("AKIDFAKEIVS".into(), "fake-secret".into()));
         s.ivs.poll_interval_ms = 400;
         s.ivs.timeout_ms = 1_500;

@@ -90,7 +90,7 @@ pub async fn client(region: &str, ivs: &IvsSettings) -> Client {
         loader = loader.credentials_provider(Credentials::new(id, secret.expose(), None, None, "settings"));
     }
     if let Some(url) = &ivs.endpoint_url {
-        loader = loader.endpoint_url(url);
+        loader = loader.endpoint_url(&**url);
     }
     Client::new(&loader.load().await)
 }

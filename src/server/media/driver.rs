@@ -210,13 +210,11 @@ impl Reader {
 
 pub(crate) async fn bind(settings: &MediaSettings) -> std::io::Result<Vec<Bound>> {
     let port = settings.udp_port;
-    if let Some(candidate) = settings.candidate_addr.as_deref() {
+    if let Some(candidate) = settings.candidate_addr {
         // Behind NAT: listen everywhere, announce the configured address. A port in it is the
         // one the NAT forwards to this server's port; without one, the two are the same.
-        let announced = parse_candidate(candidate)?;
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).await.map_err(|e| bind_error(port, e))?;
-        let bound_port = socket.local_addr()?.port();
-        let announced = SocketAddr::new(announced.ip(), if announced.port() == 0 { bound_port } else { announced.port() });
+        let announced = candidate.announced(socket.local_addr()?.port());
         return Ok(vec![Bound { socket: Arc::new(socket), announced }]);
     }
     let first = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).await.map_err(|e| bind_error(port, e))?;
@@ -233,18 +231,6 @@ pub(crate) async fn bind(settings: &MediaSettings) -> std::io::Result<Vec<Bound>
     Ok(bound)
 }
 
-/// `MEDIA_CANDIDATE_ADDR`: an IP address, or `IP:port` when the forwarded port differs
-/// (port 0 in the result: the bound port).
-fn parse_candidate(candidate: &str) -> std::io::Result<SocketAddr> {
-    if let Ok(ip) = candidate.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 0));
-    }
-    match candidate.parse::<SocketAddr>() {
-        Ok(addr) if addr.port() != 0 => Ok(addr),
-        _ => Err(std::io::Error::other(format!("MEDIA_CANDIDATE_ADDR {candidate:?} is not an IP address or IP:port"))),
-    }
-}
-
 fn bind_error(port: u16, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("media UDP port {port} (MEDIA_UDP_PORT): {e}"))
 }
@@ -255,21 +241,4 @@ fn primary_address() -> Option<IpAddr> {
     probe.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
     let ip = probe.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_candidate;
-
-    #[test]
-    fn candidate_is_an_ip_or_an_ip_and_port() {
-        assert_eq!(parse_candidate("203.0.113.7").unwrap().to_string(), "203.0.113.7:0");
-        assert_eq!(parse_candidate("203.0.113.7:40000").unwrap().to_string(), "203.0.113.7:40000");
-        assert_eq!(parse_candidate("[2001:db8::1]:40000").unwrap().to_string(), "[2001:db8::1]:40000");
-        assert_eq!(parse_candidate("2001:db8::1").unwrap().to_string(), "[2001:db8::1]:0");
-        for bad in ["live.example.com", "203.0.113.7:0", "203.0.113.7:70000", ""] {
-            let e = parse_candidate(bad).unwrap_err().to_string();
-            assert!(e.contains("MEDIA_CANDIDATE_ADDR"), "{bad}: {e}");
-        }
-    }
 }

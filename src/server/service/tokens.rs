@@ -338,8 +338,8 @@ impl Tokens {
         // With a Subresource Integrity hash configured, the URL carries it in its fragment
         // (never sent to the server): the pages load the script with that `integrity`.
         (p.backend.capabilities().playback == Playback::IvsSdk).then(|| match &p.settings.ivs.web_sdk_integrity {
-            Some(hash) => format!("{}#integrity={hash}", p.settings.ivs.web_sdk_url),
-            None => p.settings.ivs.web_sdk_url.clone(),
+            Some(hash) => format!("{}#integrity={hash}", p.settings.ivs.web_sdk_url.as_str()),
+            None => p.settings.ivs.web_sdk_url.to_string(),
         })
     }
 
