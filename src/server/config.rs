@@ -9,6 +9,26 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// A setting read from text: `TryFrom<String>` through its `FromStr` (for serde's
+/// `try_from`), and, with `str`, its text through `Deref`.
+macro_rules! text_setting {
+    ($($t:ident),* $(; str $($s:ident),*)?) => {
+        $(impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(v: String) -> Result<Self, String> {
+                v.parse()
+            }
+        })*
+        $($(impl std::ops::Deref for $s {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        })*)?
+    };
+}
+text_setting!(DatabaseUrl, PublicUrl, Origin, CandidateAddr, ScriptUrl, Cidr; str PublicUrl, Origin, ScriptUrl);
+
 const EMBEDDED_DEFAULTS: &str = include_str!("../../Leptos.toml");
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,13 +159,6 @@ impl FromStr for DatabaseUrl {
     }
 }
 
-impl TryFrom<String> for DatabaseUrl {
-    type Error = String;
-    fn try_from(v: String) -> Result<Self, String> {
-        v.parse()
-    }
-}
-
 /// Shows the URL with any password replaced.
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -179,20 +192,6 @@ impl FromStr for PublicUrl {
     }
 }
 
-impl TryFrom<String> for PublicUrl {
-    type Error = String;
-    fn try_from(v: String) -> Result<Self, String> {
-        v.parse()
-    }
-}
-
-impl std::ops::Deref for PublicUrl {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
 /// One of `CORS_ORIGINS`: `scheme://host[:port]`, as browsers send it in `Origin`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -212,20 +211,6 @@ impl FromStr for Origin {
         } else {
             Err(format!("{v:?} is not an origin: expected scheme://host[:port] without a path, like https://studio.example"))
         }
-    }
-}
-
-impl TryFrom<String> for Origin {
-    type Error = String;
-    fn try_from(v: String) -> Result<Self, String> {
-        v.parse()
-    }
-}
-
-impl std::ops::Deref for Origin {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
     }
 }
 
@@ -265,13 +250,6 @@ impl FromStr for CandidateAddr {
     }
 }
 
-impl TryFrom<String> for CandidateAddr {
-    type Error = String;
-    fn try_from(v: String) -> Result<Self, String> {
-        v.parse()
-    }
-}
-
 /// Where the pages load a script from: an `http(s)://` URL or a path on this server.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -293,20 +271,6 @@ impl FromStr for ScriptUrl {
         } else {
             Err(format!("{v:?} is neither an http(s) URL nor a path on this server (starting with /)"))
         }
-    }
-}
-
-impl TryFrom<String> for ScriptUrl {
-    type Error = String;
-    fn try_from(v: String) -> Result<Self, String> {
-        v.parse()
-    }
-}
-
-impl std::ops::Deref for ScriptUrl {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
     }
 }
 
@@ -468,13 +432,6 @@ impl FromStr for Cidr {
             None => max,
         };
         Ok(Self { addr, prefix })
-    }
-}
-
-impl TryFrom<String> for Cidr {
-    type Error = String;
-    fn try_from(v: String) -> Result<Self, String> {
-        v.parse()
     }
 }
 
