@@ -23,7 +23,8 @@ mod ssr {
         RpcError::new(ErrorCode::ServiceUnavailable, "service unavailable")
     }
 
-    pub fn fail(e: AppError) -> RpcError {
+    pub fn fail(e: impl Into<AppError>) -> RpcError {
+        let e: AppError = e.into();
         if matches!(e, AppError::Internal(_) | AppError::DatabaseUnavailable(_)) {
             tracing::error!(error = %e, "server function failed");
         }
@@ -88,7 +89,7 @@ pub async fn join_stream(channel: Option<String>) -> Result<JoinOutcome, RpcErro
         })),
         Err(JoinError::Offline) => Ok(JoinOutcome::Offline),
         Err(JoinError::Full(_)) => Ok(JoinOutcome::Full),
-        Err(e) => Err(ssr::fail(e.into())),
+        Err(e) => Err(ssr::fail(e)),
     }
 }
 
@@ -212,18 +213,13 @@ mod session {
 
     /// A studio's current session epoch (signing out advances it).
     pub async fn epoch(service: &Service, scope: &Scope) -> Result<u64, RpcError> {
-        service.store().settings().counter(&session::epoch_setting(scope)).await.map_err(|e| super::ssr::fail(e.into()))
+        service.store().settings().counter(&session::epoch_setting(scope)).await.map_err(super::ssr::fail)
     }
 
     /// Ends every session of `scope`'s studio.
     pub async fn advance_epoch(service: &Service, scope: &Scope) -> Result<(), RpcError> {
         let next = epoch(service, scope).await? + 1;
-        service
-            .store()
-            .settings()
-            .put(&session::epoch_setting(scope), &next.to_string())
-            .await
-            .map_err(|e| super::ssr::fail(e.into()))
+        service.store().settings().put(&session::epoch_setting(scope), &next.to_string()).await.map_err(super::ssr::fail)
     }
 
     /// The valid sessions among this browser's cookies.
@@ -346,7 +342,7 @@ pub async fn broadcaster_sign_in(api_key: String, channel: Option<String>) -> Re
                 caller.guards.sign_in.failed(caller.client.key);
                 return Ok(false);
             }
-            Err(e) => return Err(ssr::fail(e.into())),
+            Err(e) => return Err(ssr::fail(e)),
         }
     };
     caller.guards.sign_in.succeeded(caller.client.key);
@@ -406,7 +402,7 @@ pub async fn manage_channel(name: String, title: Option<String>, rotate: bool) -
     }
     if rotate {
         let channel = ssr::channel(Some(name.trim().to_string()))?;
-        let key = service.channels().rotate_stream_key(&channel).await.map_err(|e| ssr::fail(e.into()))?;
+        let key = service.channels().rotate_stream_key(&channel).await.map_err(ssr::fail)?;
         return Ok(crate::api::IssuedStreamKey { channel, stream_key: key.as_str().to_string() });
     }
     let mut fields = serde_json::Map::new();
@@ -416,7 +412,7 @@ pub async fn manage_channel(name: String, title: Option<String>, rotate: bool) -
     }
     let req = ChannelCreateRequest::from_fields(&fields).map_err(|e| RpcError::new(ErrorCode::ValidationError, e.message()))?;
     let new = crate::server::service::NewChannel { name: req.name, title: req.title, description: req.description };
-    let (record, key) = service.channels().create(new).await.map_err(|e| ssr::fail(e.into()))?;
+    let (record, key) = service.channels().create(new).await.map_err(ssr::fail)?;
     Ok(crate::api::IssuedStreamKey { channel: record.name, stream_key: key.as_str().to_string() })
 }
 

@@ -139,7 +139,7 @@ impl Autoscaler {
     pub async fn step_all(&self) -> Vec<(ChannelId, AppResult<ScaleDecision>)> {
         let channels = match self.stages.channels().await {
             Ok(channels) => channels,
-            Err(e) => return vec![(ChannelId::default(), Err(e))],
+            Err(e) => return vec![(ChannelId::default(), Err(e.into()))],
         };
         let mut decisions = Vec::with_capacity(channels.len());
         for channel in channels {

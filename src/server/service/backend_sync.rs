@@ -6,6 +6,7 @@ use super::autoscaler::Autoscaler;
 use super::cluster::Cluster;
 use super::hub::StatsHub;
 use super::publishers::PublisherRegistry;
+use super::replication::ReplicationError;
 use super::stages::{Stages, DEPLOYMENT_TAG};
 use crate::domain::{ChannelId, ParticipantId, StageArn};
 use crate::server::backend::{BackendError, StageBackend, MANAGED_BY_TAG};
@@ -133,12 +134,12 @@ impl BackendSync {
         }
         match self.stages.replications().start(source, dest, pid).await {
             Ok(_) => Ok(true),
-            Err(e) if e.code() == crate::api::ErrorCode::Conflict => {
+            Err(ReplicationError::Backend(BackendError::Conflict(_))) => {
                 // Already replicating (a retried call that had gone through): record it.
                 self.stages.replications().record(source, dest, pid).await?;
                 Ok(false)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -51,12 +51,6 @@ impl From<ChannelError> for AppError {
     }
 }
 
-impl From<crate::server::store::StoreError> for ChannelError {
-    fn from(e: crate::server::store::StoreError) -> Self {
-        Self::Failed(e.into())
-    }
-}
-
 /// A channel's stream key: shown once, when it is issued; only its hash is kept.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StreamKey(String);

@@ -1,6 +1,18 @@
 //! All business logic. REST handlers, `/ws` and server functions call this, never the store or
 //! the backend directly.
 
+/// `From` each listed error for a component's error, through its `Failed(AppError)`: what the
+/// component does not tell apart reaches the envelope as it would have directly.
+macro_rules! failed_from {
+    ($($err:path: $($src:path),+;)*) => {$($(
+        impl From<$src> for $err {
+            fn from(e: $src) -> Self {
+                Self::Failed(e.into())
+            }
+        }
+    )+)*};
+}
+
 mod autoscaler;
 mod backend_sync;
 mod channels;
@@ -16,6 +28,14 @@ mod stages;
 mod stats;
 mod tokens;
 pub mod views;
+
+failed_from! {
+    channels::ChannelError: stages::StageError, StoreError;
+    presence::PresenceError: StoreError;
+    replication::ReplicationError: StoreError;
+    stages::StageError: StoreError, BackendError;
+    tokens::JoinError: stages::StageError, StoreError;
+}
 
 pub use autoscaler::Autoscaler;
 pub use backend_sync::{BackendSync, BackendSyncParts};

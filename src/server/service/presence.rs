@@ -8,7 +8,7 @@ use super::views::{
 };
 use crate::domain::{ParticipantId, StageArn, UnixMs, UserId};
 use crate::server::clock::Clock;
-use crate::server::error::{AppError, AppResult};
+use crate::server::error::AppError;
 use crate::server::store::{JoinMode, JoinResult, Store};
 use crate::server::time::iso_at;
 use std::collections::HashMap;
@@ -17,6 +17,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 type ViewerKey = (String, String); // (stage ARN, user id)
+
+/// Why a presence operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    /// The viewer is not present on the stage (or not with that ticket).
+    #[error("Viewer session not found")]
+    ViewerNotFound,
+    #[error("Stage not found")]
+    StageNotFound,
+    #[error(transparent)]
+    Failed(#[from] AppError),
+}
+
+impl From<PresenceError> for AppError {
+    fn from(e: PresenceError) -> Self {
+        match e {
+            PresenceError::Failed(inner) => inner,
+            PresenceError::ViewerNotFound | PresenceError::StageNotFound => AppError::not_found(e.to_string()),
+        }
+    }
+}
+
+type PresenceResult<T> = Result<T, PresenceError>;
 
 /// Owns this instance's view of who is present and the heartbeats not yet written.
 pub struct Presence {
@@ -77,7 +100,12 @@ impl Presence {
     /// Records a heartbeat. The write is batched (see [`Presence::flush`]), so a beat costs no
     /// database round-trip when this instance already knows the viewer. With `participant`, the
     /// beat counts only for the viewer of that ticket (another's is "not found").
-    pub async fn record_heartbeat(&self, user: &UserId, stage: &StageArn, participant: Option<&ParticipantId>) -> AppResult<()> {
+    pub async fn record_heartbeat(
+        &self,
+        user: &UserId,
+        stage: &StageArn,
+        participant: Option<&ParticipantId>,
+    ) -> PresenceResult<()> {
         let key = (stage.to_string(), user.to_string());
         let now = self.now();
         let known = self.known.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&key).map(|(p, seen)| {
@@ -90,14 +118,14 @@ impl Presence {
             Some(p) if !stale => p,
             _ => {
                 let Some(row) = self.store.presence().get(stage.as_str(), user.as_str()).await? else {
-                    return Err(AppError::not_found("Viewer session not found"));
+                    return Err(PresenceError::ViewerNotFound);
                 };
                 self.mark_present(stage.as_str(), user.as_str(), &row.participant_id);
                 row.participant_id
             }
         };
         if participant.is_some_and(|p| p.as_str() != current) {
-            return Err(AppError::not_found("Viewer session not found"));
+            return Err(PresenceError::ViewerNotFound);
         }
         self.accepted.fetch_add(1, Ordering::Relaxed);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,7 +135,7 @@ impl Presence {
     }
 
     /// Writes every pending heartbeat in one transaction.
-    pub async fn flush(&self) -> AppResult<usize> {
+    pub async fn flush(&self) -> PresenceResult<usize> {
         let batch: Vec<(String, String, UnixMs)> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.drain().map(|((s, u), t)| (s, u, t)).collect()
@@ -138,7 +166,7 @@ impl Presence {
     /// given back. Idempotent. With `participant`, only the viewer of that ticket leaves. A
     /// viewer neither present nor holding a seat costs two reads, never a write. Returns
     /// whether the viewer was present or held a seat.
-    pub async fn leave(&self, user: &UserId, stage: &StageArn, participant: Option<&ParticipantId>) -> AppResult<bool> {
+    pub async fn leave(&self, user: &UserId, stage: &StageArn, participant: Option<&ParticipantId>) -> PresenceResult<bool> {
         let Some(row) = self.store.presence().get(stage.as_str(), user.as_str()).await? else {
             self.forget(stage.as_str(), user.as_str());
             // A viewer whose media never connected gives its seat back.
@@ -162,7 +190,7 @@ impl Presence {
     /// The media session of a viewer who holds a seat (a page's join on the embedded backend)
     /// connected: the viewer is counted from now on. Nothing happens for a viewer counted at its
     /// join, or one that has left since. Returns whether the viewer was counted now.
-    pub async fn media_connected(&self, stage: &str, user: &str, participant: &str) -> AppResult<bool> {
+    pub async fn media_connected(&self, stage: &str, user: &str, participant: &str) -> PresenceResult<bool> {
         let Some(JoinResult::Joined { is_new, current_viewers, .. }) =
             self.store.presence().connect(stage, user, participant, self.now()).await?
         else {
@@ -175,9 +203,9 @@ impl Presence {
     }
 
     /// Re-registers a viewer after a network drop, reusing its watch session while it is open.
-    pub async fn rejoin(&self, user: &UserId, stage: &StageArn, participant: &ParticipantId) -> AppResult<RejoinView> {
+    pub async fn rejoin(&self, user: &UserId, stage: &StageArn, participant: &ParticipantId) -> PresenceResult<RejoinView> {
         if self.store.stages().get(stage.as_str()).await?.is_none() {
-            return Err(AppError::not_found("Stage not found"));
+            return Err(PresenceError::StageNotFound);
         }
         let now = self.now();
         let joined = self
@@ -186,7 +214,7 @@ impl Presence {
             .join(stage.as_str(), user.as_str(), participant.as_str(), now, JoinMode::Count { max: None })
             .await?;
         let JoinResult::Joined { is_new, current_viewers, .. } = joined else {
-            return Err(AppError::internal(std::io::Error::other("join without a limit reported full")));
+            return Err(AppError::internal(std::io::Error::other("join without a limit reported full")).into());
         };
         self.mark_present(stage.as_str(), user.as_str(), participant.as_str());
         self.hub.mark_dirty();
@@ -201,7 +229,7 @@ impl Presence {
 
     /// Drops viewers silent for longer than the heartbeat timeout; their watch sessions close
     /// at their last heartbeat. Returns how many were dropped.
-    pub async fn sweep(&self) -> AppResult<usize> {
+    pub async fn sweep(&self) -> PresenceResult<usize> {
         self.flush().await?;
         let cutoff = self.now() - self.timeout;
         self.known.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, seen)| *seen >= cutoff);
@@ -216,7 +244,7 @@ impl Presence {
         Ok(removed.len())
     }
 
-    pub async fn list_viewers(&self, stage: &StageArn) -> AppResult<ViewerListView> {
+    pub async fn list_viewers(&self, stage: &StageArn) -> PresenceResult<ViewerListView> {
         let viewers = self.store.presence().list(stage.as_str()).await?;
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let entries: Vec<ViewerEntry> = viewers
@@ -244,7 +272,7 @@ impl Presence {
     }
 
     /// Seconds watched in the viewer's current session on a stage (or its last one).
-    pub async fn watch_duration(&self, user: &UserId, stage: &StageArn) -> AppResult<WatchDurationView> {
+    pub async fn watch_duration(&self, user: &UserId, stage: &StageArn) -> PresenceResult<WatchDurationView> {
         let secs = match self.store.sessions().latest(user.as_str(), stage.as_str()).await? {
             Some(s) => s.watch_duration_seconds.unwrap_or_else(|| self.now().since(s.joined_at).as_secs() as i64),
             None => 0,
@@ -257,7 +285,7 @@ impl Presence {
         })
     }
 
-    pub async fn history(&self, user: &UserId, limit: u32) -> AppResult<HistoryView> {
+    pub async fn history(&self, user: &UserId, limit: u32) -> PresenceResult<HistoryView> {
         let rows = self.store.sessions().history(user.as_str(), limit).await?;
         let history: Vec<HistoryEntry> = rows
             .into_iter()
@@ -274,7 +302,7 @@ impl Presence {
         Ok(HistoryView { user_id: user.to_string(), total_records: history.len(), history })
     }
 
-    pub async fn stage_view_stats(&self, stage: &StageArn, days: u32) -> AppResult<StageViewStatsView> {
+    pub async fn stage_view_stats(&self, stage: &StageArn, days: u32) -> PresenceResult<StageViewStatsView> {
         let since = self.now() - Duration::from_secs(u64::from(days) * 86_400);
         let s = self.store.sessions().stage_stats(stage.as_str(), since).await?;
         Ok(StageViewStatsView {

@@ -11,7 +11,7 @@ use crate::domain::{ChannelId, StageArn, StageName, StageTags};
 use crate::server::backend::{BackendError, StageBackend};
 use crate::server::clock::Clock;
 use crate::server::config::{Settings, StageSettings};
-use crate::server::error::{AppError, AppResult};
+use crate::server::error::AppError;
 use crate::server::store::{StageRecord, Store};
 use crate::server::support::{absolute, random_id};
 use crate::server::time::iso;
@@ -79,6 +79,48 @@ pub struct Stages {
     creating: tokio::sync::Mutex<()>,
 }
 
+/// Why a stage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("Stage not found")]
+    NotFound,
+    /// A channel named by a request does not exist.
+    #[error("Channel {0} not found")]
+    ChannelNotFound(ChannelId),
+    /// The channel whose master stage was asked for does not exist.
+    #[error("Channel not found")]
+    NoSuchChannel,
+    /// The channel exists but its master stage is not there yet.
+    #[error("No master stage is configured")]
+    NoMaster,
+    #[error("Stage limit reached ({0})")]
+    StageLimit(u32),
+    #[error("The master stage cannot be deleted")]
+    MasterPermanent,
+    #[error("The stage still has viewers")]
+    HasViewers(u32),
+    #[error(transparent)]
+    Failed(#[from] AppError),
+}
+
+impl From<StageError> for AppError {
+    fn from(e: StageError) -> Self {
+        let code = match e {
+            StageError::Failed(inner) => return inner,
+            StageError::HasViewers(viewers) => {
+                return AppError::with_details(ErrorCode::ValidationError, e.to_string(), json!({ "viewerCount": viewers }))
+            }
+            StageError::NotFound | StageError::ChannelNotFound(_) | StageError::NoSuchChannel => ErrorCode::NotFound,
+            StageError::NoMaster => ErrorCode::ServiceUnavailable,
+            StageError::StageLimit(_) => ErrorCode::StageLimitReached,
+            StageError::MasterPermanent => ErrorCode::Forbidden,
+        };
+        AppError::new(code, e.to_string())
+    }
+}
+
+type StageResult<T> = Result<T, StageError>;
+
 impl Stages {
     pub fn new(
         store: Store,
@@ -112,7 +154,7 @@ impl Stages {
     }
 
     /// This deployment's id, created once and shared through the database.
-    pub async fn deployment_id(&self) -> AppResult<String> {
+    pub async fn deployment_id(&self) -> StageResult<String> {
         if let Some(id) = self.deployment.get() {
             return Ok(id.clone());
         }
@@ -122,7 +164,7 @@ impl Stages {
     }
 
     /// The tags every stage this server creates carries.
-    pub(crate) async fn ownership_tags(&self) -> AppResult<[(String, String); 2]> {
+    pub(crate) async fn ownership_tags(&self) -> StageResult<[(String, String); 2]> {
         Ok([
             (MANAGED_BY_TAG.0.to_string(), MANAGED_BY_TAG.1.to_string()),
             (DEPLOYMENT_TAG.to_string(), self.deployment_id().await?),
@@ -131,14 +173,14 @@ impl Stages {
 
     /// The master stage of `channel`: 404 for a channel that does not exist, 503 while the
     /// channel's master stage is not there (the default one's, before start-up set it up).
-    pub(crate) async fn master(&self, channel: &ChannelId) -> AppResult<StageRecord> {
+    pub(crate) async fn master(&self, channel: &ChannelId) -> StageResult<StageRecord> {
         if let Some(master) = self.store.stages().master(channel).await? {
             return Ok(master);
         }
         if !channel.is_default() && self.store.channels().get(channel).await?.is_none() {
-            return Err(AppError::not_found("Channel not found"));
+            return Err(StageError::NoSuchChannel);
         }
-        Err(AppError::new(ErrorCode::ServiceUnavailable, "No master stage is configured"))
+        Err(StageError::NoMaster)
     }
 
     fn endpoints_for(&self, stage: &StageRecord, base_url: &str) -> BTreeMap<String, String> {
@@ -151,7 +193,7 @@ impl Stages {
 
     /// Makes sure the channel's master stage exists: the configured one (default channel), the
     /// remembered one, or a new one.
-    pub async fn ensure_master(&self, channel: &ChannelId) -> AppResult<StageRecord> {
+    pub async fn ensure_master(&self, channel: &ChannelId) -> StageResult<StageRecord> {
         let channel = channel.clone();
         let now = self.now_ms();
         if let Some(arn) = self.settings.master_stage_arn.clone().filter(|_| channel.is_default()) {
@@ -169,7 +211,7 @@ impl Stages {
             return Ok(master);
         }
         let Some(row) = self.store.channels().get(&channel).await? else {
-            return Err(AppError::new(ErrorCode::NotFound, format!("Channel {channel} not found")));
+            return Err(StageError::ChannelNotFound(channel.clone()));
         };
         if let Some(arn) = row.master_stage_arn {
             return self.await_master(&channel, &arn).await;
@@ -186,7 +228,7 @@ impl Stages {
                 tracing::warn!(error = %e, stage = %created.arn, "could not delete a surplus master stage");
             }
             let Some(winner) = winner else {
-                return Err(AppError::new(ErrorCode::NotFound, format!("Channel {channel} not found")));
+                return Err(StageError::ChannelNotFound(channel.clone()));
             };
             return self.await_master(&channel, &winner).await;
         }
@@ -198,7 +240,7 @@ impl Stages {
 
     /// The master stage another instance recorded as `arn`, once its row is written (it is
     /// adopted from the backend if that instance died in between).
-    async fn await_master(&self, channel: &ChannelId, arn: &StageArn) -> AppResult<StageRecord> {
+    async fn await_master(&self, channel: &ChannelId, arn: &StageArn) -> StageResult<StageRecord> {
         for _ in 0..20 {
             if let Some(master) = self.store.stages().master(channel).await? {
                 return Ok(master);
@@ -211,7 +253,7 @@ impl Stages {
     }
 
     /// The channels that have a stage, each once.
-    pub(crate) async fn channels(&self) -> AppResult<Vec<ChannelId>> {
+    pub(crate) async fn channels(&self) -> StageResult<Vec<ChannelId>> {
         let mut channels: Vec<ChannelId> = self.store.stages().list().await?.into_iter().map(|s| s.channel).collect();
         channels.sort();
         channels.dedup();
@@ -219,18 +261,18 @@ impl Stages {
     }
 
     /// Every stage's load.
-    pub(crate) async fn loads(&self) -> AppResult<Vec<StageLoad>> {
+    pub(crate) async fn loads(&self) -> StageResult<Vec<StageLoad>> {
         let stages = self.store.stages().list().await?;
         self.loads_from(stages).await
     }
 
     /// The loads of `channel`'s stages.
-    pub(crate) async fn loads_of(&self, channel: &ChannelId) -> AppResult<Vec<StageLoad>> {
+    pub(crate) async fn loads_of(&self, channel: &ChannelId) -> StageResult<Vec<StageLoad>> {
         let stages = self.store.stages().of_channel(channel).await?;
         self.loads_from(stages).await
     }
 
-    async fn loads_from(&self, stages: Vec<StageRecord>) -> AppResult<Vec<StageLoad>> {
+    async fn loads_from(&self, stages: Vec<StageRecord>) -> StageResult<Vec<StageLoad>> {
         let now = self.clock.now();
         let counts = self.store.presence().counts().await?;
         // A seat held for a viewer whose media is connecting is taken: placement and scaling
@@ -249,12 +291,12 @@ impl Stages {
     }
 
     /// Every stage (`GET /api/stages`), each with its channel.
-    pub async fn list(&self) -> AppResult<StageListView> {
+    pub async fn list(&self) -> StageResult<StageListView> {
         self.list_of(None).await
     }
 
     /// The stages of `channel`, or every stage.
-    pub async fn list_of(&self, channel: Option<&ChannelId>) -> AppResult<StageListView> {
+    pub async fn list_of(&self, channel: Option<&ChannelId>) -> StageResult<StageListView> {
         let stages = match channel {
             Some(channel) => self.store.stages().of_channel(channel).await?,
             None => self.store.stages().list().await?,
@@ -276,7 +318,7 @@ impl Stages {
         Ok(StageListView { total_stages: items.len(), stages: items, next_token: Some(None) })
     }
 
-    pub async fn master_info(&self, channel: &ChannelId, base_url: &str) -> AppResult<StageDetailView> {
+    pub async fn master_info(&self, channel: &ChannelId, base_url: &str) -> StageResult<StageDetailView> {
         let master = self.master(channel).await?;
         let viewer_count = self.store.presence().count(master.arn.as_str()).await?;
         Ok(StageDetailView { stage: self.view(&master, base_url), viewer_count: Some(viewer_count), is_master_stage: Some(true) })
@@ -289,11 +331,11 @@ impl Stages {
         tags: StageTags,
         parent: Option<&StageArn>,
         base_url: &str,
-    ) -> AppResult<StageView> {
+    ) -> StageResult<StageView> {
         let max = self.settings.max_stages;
         let _creating = self.creating.lock().await;
         if self.store.stages().count().await? >= max {
-            return Err(AppError::new(ErrorCode::StageLimitReached, format!("Stage limit reached ({max})")));
+            return Err(StageError::StageLimit(max));
         }
         let mut tags = tags.into_inner();
         tags.extend(self.ownership_tags().await?);
@@ -326,8 +368,8 @@ impl Stages {
         Ok(self.view(&record, base_url))
     }
 
-    pub async fn get(&self, arn: &StageArn, base_url: &str) -> AppResult<StageDetailView> {
-        let stage = self.store.stages().get(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+    pub async fn get(&self, arn: &StageArn, base_url: &str) -> StageResult<StageDetailView> {
+        let stage = self.store.stages().get(arn.as_str()).await?.ok_or(StageError::NotFound)?;
         let viewer_count = self.store.presence().count(arn.as_str()).await?;
         Ok(StageDetailView { stage: self.view(&stage, base_url), viewer_count: Some(viewer_count), is_master_stage: None })
     }
@@ -338,8 +380,8 @@ impl Stages {
         name: Option<&StageName>,
         tags: Option<StageTags>,
         base_url: &str,
-    ) -> AppResult<StageDetailView> {
-        let existing = self.store.stages().get(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+    ) -> StageResult<StageDetailView> {
+        let existing = self.store.stages().get(arn.as_str()).await?.ok_or(StageError::NotFound)?;
         let tags = tags.map(|t| {
             let mut t = t.into_inner();
             // Tags this server relies on stay.
@@ -358,24 +400,20 @@ impl Stages {
             .stages()
             .update(arn.as_str(), name.map(StageName::as_str), tags.as_ref(), self.now_ms())
             .await?
-            .ok_or_else(|| AppError::not_found("Stage not found"))?;
+            .ok_or(StageError::NotFound)?;
         Ok(StageDetailView { stage: self.view(&updated, base_url), viewer_count: None, is_master_stage: None })
     }
 
     /// Deletes a stage. The master stage is refused (403); a stage with viewers is refused
     /// (400) unless the auto-scaler removes it (`evict`), which closes their sessions.
-    pub async fn delete(&self, arn: &StageArn, evict: bool) -> AppResult<()> {
-        let stage = self.store.stages().get(arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+    pub async fn delete(&self, arn: &StageArn, evict: bool) -> StageResult<()> {
+        let stage = self.store.stages().get(arn.as_str()).await?.ok_or(StageError::NotFound)?;
         if stage.is_master {
-            return Err(AppError::new(ErrorCode::Forbidden, "The master stage cannot be deleted"));
+            return Err(StageError::MasterPermanent);
         }
         let viewers = self.store.presence().count(arn.as_str()).await?;
         if viewers > 0 && !evict {
-            return Err(AppError::with_details(
-                ErrorCode::ValidationError,
-                "The stage still has viewers",
-                json!({ "viewerCount": viewers }),
-            ));
+            return Err(StageError::HasViewers(viewers));
         }
         if let Some(rep) = self.store.stages().replication(arn.as_str()).await? {
             // A replication that cannot be stopped does not keep the stage: deleting the stage
@@ -394,7 +432,7 @@ impl Stages {
 
     /// Deletes every stage of a channel, its master too, evicting their viewers; returns how
     /// many. A stage the backend no longer has is only forgotten.
-    pub async fn delete_channel_stages(&self, channel: &ChannelId) -> AppResult<usize> {
+    pub async fn delete_channel_stages(&self, channel: &ChannelId) -> StageResult<usize> {
         let stages = self.store.stages().of_channel(channel).await?;
         for stage in &stages {
             let arn = stage.arn.clone();
@@ -417,7 +455,7 @@ impl Stages {
 
     /// Drops the record of a stage the backend no longer has, closing its viewers' sessions;
     /// returns how many were closed.
-    pub(crate) async fn forget_record(&self, arn: &str) -> AppResult<usize> {
+    pub(crate) async fn forget_record(&self, arn: &str) -> StageResult<usize> {
         let evicted = self.store.presence().clear_stage(arn, self.clock.now()).await?;
         for p in &evicted {
             self.presence.forget(&p.stage_arn, &p.user_id);

@@ -16,7 +16,7 @@ use crate::server::backend::{BackendError, Capabilities, IssuedToken, Playback, 
 use crate::server::clock::Clock;
 use crate::server::config::Settings;
 use crate::server::error::{AppError, AppResult};
-use crate::server::store::{JoinMode, JoinResult, StageRecord, Store, StoreError};
+use crate::server::store::{JoinMode, JoinResult, StageRecord, Store};
 use crate::server::support::{absolute, secrets_match};
 use crate::server::time::iso;
 use std::collections::BTreeMap;
@@ -41,12 +41,6 @@ pub enum JoinError {
     /// The store, or issuing the token, failed.
     #[error(transparent)]
     Failed(#[from] AppError),
-}
-
-impl From<StoreError> for JoinError {
-    fn from(e: StoreError) -> Self {
-        Self::Failed(e.into())
-    }
 }
 
 impl From<JoinError> for AppError {
