@@ -34,7 +34,8 @@ failed_from! {
     presence::PresenceError: StoreError;
     replication::ReplicationError: StoreError;
     stages::StageError: StoreError, BackendError;
-    tokens::JoinError: stages::StageError, StoreError;
+    tokens::JoinError: stages::StageError, StoreError, tokens::TokenError;
+    tokens::TokenError: stages::StageError, StoreError;
 }
 
 pub use autoscaler::Autoscaler;

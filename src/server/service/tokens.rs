@@ -15,7 +15,7 @@ use crate::domain::{ChannelId, StageArn, UserId};
 use crate::server::backend::{BackendError, Capabilities, IssuedToken, Playback, StageBackend, TokenRequest};
 use crate::server::clock::Clock;
 use crate::server::config::Settings;
-use crate::server::error::{AppError, AppResult};
+use crate::server::error::AppError;
 use crate::server::store::{JoinMode, JoinResult, StageRecord, Store};
 use crate::server::support::{absolute, secrets_match};
 use crate::server::time::iso;
@@ -53,6 +53,38 @@ impl From<JoinError> for AppError {
         }
     }
 }
+
+/// Why a token could not be issued (other than a viewer's join, [`JoinError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("The stage backend is unavailable")]
+    BackendUnavailable,
+    #[error("Token generation failed")]
+    GenerationFailed,
+    #[error("Stage not found")]
+    StageNotFound,
+    #[error("Internal endpoints are disabled on this server")]
+    InternalDisabled,
+    #[error("Invalid internal secret")]
+    BadInternalSecret,
+    #[error(transparent)]
+    Failed(#[from] AppError),
+}
+
+impl From<TokenError> for AppError {
+    fn from(e: TokenError) -> Self {
+        let code = match e {
+            TokenError::Failed(inner) => return inner,
+            TokenError::BackendUnavailable => ErrorCode::ServiceUnavailable,
+            TokenError::GenerationFailed => ErrorCode::TokenGenerationFailed,
+            TokenError::StageNotFound => ErrorCode::NotFound,
+            TokenError::InternalDisabled | TokenError::BadInternalSecret => ErrorCode::Forbidden,
+        };
+        AppError::new(code, e.to_string())
+    }
+}
+
+type TokenResult<T> = Result<T, TokenError>;
 
 /// Who asks for a viewer's ticket, which decides when the viewer is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +203,7 @@ impl Tokens {
         role: &str,
         studio: Option<&StudioSession>,
         base_url: &str,
-    ) -> AppResult<IssuedToken> {
+    ) -> TokenResult<IssuedToken> {
         let now_ms = self.parts.clock.now_ms();
         let mut attributes = BTreeMap::from([("role".to_string(), role.to_string())]);
         if let Some(s) = studio {
@@ -191,8 +223,8 @@ impl Tokens {
         self.parts.backend.issue_token(req).await.map_err(|e| {
             tracing::error!(error = %e, stage = %stage.arn, "token issue failed");
             match e {
-                BackendError::Unavailable(_) => AppError::new(ErrorCode::ServiceUnavailable, "The stage backend is unavailable"),
-                _ => AppError::new(ErrorCode::TokenGenerationFailed, "Token generation failed"),
+                BackendError::Unavailable(_) => TokenError::BackendUnavailable,
+                _ => TokenError::GenerationFailed,
             }
         })
     }
@@ -346,7 +378,7 @@ impl Tokens {
         user_id: &UserId,
         studio: Option<&StudioSession>,
         base_url: &str,
-    ) -> AppResult<PublisherTokenView> {
+    ) -> TokenResult<PublisherTokenView> {
         let stage = self.parts.stages.master(channel).await?;
         let duration = self.parts.settings.tokens.publisher_token_duration;
         let issued = self.issue(&stage, user_id.as_str(), Capabilities::PUBLISH, duration, "publisher", studio, base_url).await?;
@@ -391,10 +423,9 @@ impl Tokens {
         server_id: &UserId,
         stage_arn: &StageArn,
         base_url: &str,
-    ) -> AppResult<MediaServerTokenView> {
+    ) -> TokenResult<MediaServerTokenView> {
         self.check_internal_secret(secret)?;
-        let stage =
-            self.parts.store.stages().get(stage_arn.as_str()).await?.ok_or_else(|| AppError::not_found("Stage not found"))?;
+        let stage = self.parts.store.stages().get(stage_arn.as_str()).await?.ok_or(TokenError::StageNotFound)?;
         let duration = self.parts.settings.tokens.publisher_token_duration;
         let user = format!("media-server-{server_id}");
         let issued = self.issue(&stage, &user, Capabilities::BOTH, duration, "media-server", None, base_url).await?;
@@ -409,11 +440,11 @@ impl Tokens {
         })
     }
 
-    pub fn check_internal_secret(&self, given: Option<&str>) -> AppResult<()> {
+    pub fn check_internal_secret(&self, given: Option<&str>) -> TokenResult<()> {
         match (&self.parts.settings.server.internal_secret, given) {
             (Some(expected), Some(given)) if secrets_match(given, expected.expose()) => Ok(()),
-            (None, _) => Err(AppError::new(ErrorCode::Forbidden, "Internal endpoints are disabled on this server")),
-            _ => Err(AppError::new(ErrorCode::Forbidden, "Invalid internal secret")),
+            (None, _) => Err(TokenError::InternalDisabled),
+            _ => Err(TokenError::BadInternalSecret),
         }
     }
 }
