@@ -213,13 +213,12 @@ mod session {
 
     /// A studio's current session epoch (signing out advances it).
     pub async fn epoch(service: &Service, scope: &Scope) -> Result<u64, RpcError> {
-        service.store().settings().counter(&session::epoch_setting(scope)).await.map_err(super::ssr::fail)
+        service.studios().current(&session::epoch_setting(scope)).await.map_err(super::ssr::fail)
     }
 
     /// Ends every session of `scope`'s studio.
     pub async fn advance_epoch(service: &Service, scope: &Scope) -> Result<(), RpcError> {
-        let next = epoch(service, scope).await? + 1;
-        service.store().settings().put(&session::epoch_setting(scope), &next.to_string()).await.map_err(super::ssr::fail)
+        service.studios().advance(&session::epoch_setting(scope)).await.map(drop).map_err(super::ssr::fail)
     }
 
     /// The valid sessions among this browser's cookies.

@@ -10,9 +10,11 @@
 //!
 //! On SQLite there is one instance: it is always the leader and needs no notifications.
 
-use super::Service;
+use super::hub::StatsHub;
+use super::publishers::PublisherRegistry;
 use crate::domain::ChannelId;
-use crate::server::store::DbKind;
+use crate::server::clock::Clock;
+use crate::server::store::{DbKind, Store};
 use sqlx::postgres::{PgConnection, PgListener};
 use sqlx::Connection;
 use std::collections::BTreeMap;
@@ -30,12 +32,29 @@ const RETRY: Duration = Duration::from_secs(2);
 const SHARE_EVERY: Duration = Duration::from_millis(500);
 const SHARE_TTL_MS: i64 = 5_000;
 
-#[derive(Default)]
+/// This instance's place among the instances on one database: whether it leads, the change
+/// notifications it sends and hears, and the live publishers it reports and reads.
 pub struct Cluster {
     leader: AtomicBool,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    hub: Arc<StatsHub>,
+    publishers: Arc<PublisherRegistry>,
+    /// Leadership and listening each hold a connection of their own, outside the pool.
+    database_url: String,
 }
 
 impl Cluster {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        hub: Arc<StatsHub>,
+        publishers: Arc<PublisherRegistry>,
+        database_url: String,
+    ) -> Self {
+        Self { leader: AtomicBool::new(false), store, clock, hub, publishers, database_url }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Relaxed)
     }
@@ -45,40 +64,34 @@ impl Cluster {
             tracing::info!(leader, "cluster leadership changed");
         }
     }
-}
-
-impl Service {
-    pub fn is_leader(&self) -> bool {
-        self.cluster.is_leader()
-    }
 
     /// Tells the other instances that stats changed (PostgreSQL only).
-    pub(crate) async fn notify_cluster(&self) {
+    pub async fn notify(&self) {
         if self.store.kind() == DbKind::Postgres {
             if let Err(e) = self.store.notify(CHANNEL).await {
                 tracing::warn!(error = %e, "cluster notification failed");
             }
         }
     }
-}
 
-/// Starts leadership and change listening; returns their tasks.
-pub fn spawn(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    if service.store.kind() != DbKind::Postgres {
-        service.cluster.set_leader(true);
-        return Vec::new();
+    /// Starts leadership, change listening and publisher sharing; returns their tasks. Alone
+    /// on SQLite, this instance leads and starts none.
+    pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        if self.store.kind() != DbKind::Postgres {
+            self.set_leader(true);
+            return Vec::new();
+        }
+        vec![
+            tokio::spawn(lead(self.clone(), shutdown.clone())),
+            tokio::spawn(listen(self.clone(), shutdown.clone())),
+            tokio::spawn(share_publisher(self.clone(), shutdown)),
+        ]
     }
-    let url = service.settings.database_url();
-    vec![
-        tokio::spawn(lead(service.clone(), url.clone(), shutdown.clone())),
-        tokio::spawn(listen(service.clone(), url, shutdown.clone())),
-        tokio::spawn(share_publisher(service, shutdown)),
-    ]
 }
 
 /// Reports this instance's live publishers (every channel's) to the others and reads theirs.
-async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
-    let Some(mut local) = service.publishers().watch_local() else {
+async fn share_publisher(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+    let Some(mut local) = cluster.publishers.watch_local() else {
         return tracing::error!("no local publisher source to report");
     };
     // What this instance reported: each channel's participant id.
@@ -90,9 +103,9 @@ async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bo
             r = local.changed() => if r.is_err() { return },
             _ = shutdown.wait_for(|s| *s) => break,
         }
-        let now = service.now_ms();
+        let now = cluster.clock.now_ms();
         let mine = local.borrow_and_update().clone();
-        let store = &service.store;
+        let store = &cluster.store;
         let result = async {
             for (channel, p) in &mine {
                 store.publishers().share(channel, p, now + SHARE_TTL_MS).await?;
@@ -110,24 +123,24 @@ async fn share_publisher(service: Arc<Service>, mut shutdown: watch::Receiver<bo
                 reported = mine.into_iter().map(|(c, p)| (c, p.participant_id)).collect();
                 shared.retain(|channel, p| reported.get(channel) != Some(&p.participant_id));
                 // A change wakes the stats hub (`PublisherRegistry::changes`).
-                service.publishers().set_remote(shared);
+                cluster.publishers.set_remote(shared);
             }
             Err(e) => tracing::warn!(error = %e, "publisher report failed; will retry"),
         }
     }
     for (channel, pid) in reported {
-        let _ = service.store.publishers().unshare(&channel, &pid).await;
+        let _ = cluster.store.publishers().unshare(&channel, &pid).await;
     }
 }
 
-async fn lead(service: Arc<Service>, url: String, mut shutdown: watch::Receiver<bool>) {
+async fn lead(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let held = async {
-            let mut conn = PgConnection::connect(&url).await?;
+            let mut conn = PgConnection::connect(&cluster.database_url).await?;
             loop {
                 let got: bool =
                     sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
-                service.cluster.set_leader(got);
+                cluster.set_leader(got);
                 if got {
                     // Hold the lock while the session lives; check it every period.
                     loop {
@@ -147,13 +160,13 @@ async fn lead(service: Arc<Service>, url: String, mut shutdown: watch::Receiver<
         };
         tokio::select! {
             r = held => {
-                service.cluster.set_leader(false);
+                cluster.set_leader(false);
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "leader connection lost; retrying");
                 }
             }
             _ = shutdown.wait_for(|s| *s) => {
-                service.cluster.set_leader(false);
+                cluster.set_leader(false);
                 return;
             }
         }
@@ -161,16 +174,16 @@ async fn lead(service: Arc<Service>, url: String, mut shutdown: watch::Receiver<
     }
 }
 
-async fn listen(service: Arc<Service>, url: String, mut shutdown: watch::Receiver<bool>) {
+async fn listen(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let run = async {
-            let mut listener = PgListener::connect(&url).await?;
+            let mut listener = PgListener::connect(&cluster.database_url).await?;
             listener.listen(CHANNEL).await?;
             // Anything missed while not listening: recompute once.
-            service.hub.mark_remote_change();
+            cluster.hub.mark_remote_change();
             loop {
                 listener.recv().await?;
-                service.hub.mark_remote_change();
+                cluster.hub.mark_remote_change();
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())

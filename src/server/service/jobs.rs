@@ -30,7 +30,7 @@ where
 
 pub fn spawn_background_jobs(service: Arc<Service>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let p = &service.settings.presence;
-    let mut jobs = super::cluster::spawn(service.clone(), shutdown.clone());
+    let mut jobs = service.cluster().spawn(shutdown.clone());
 
     let s = service.clone();
     let mut stop = shutdown.clone();
@@ -137,7 +137,7 @@ fn spawn_hub(service: Arc<Service>, shutdown: watch::Receiver<bool>, mut jobs: V
             }
             let local = s.hub.take_local_change();
             match s.stats().refresh().await {
-                Ok(changed) if changed && local => s.notify_cluster().await,
+                Ok(changed) if changed && local => s.cluster().notify().await,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "stats refresh failed"),
             }

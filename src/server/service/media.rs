@@ -1,6 +1,7 @@
 //! WHIP publish and WHEP play on the embedded media server: token checks, then the SFU.
 
 use super::presence::Presence;
+use super::studio::StudioEpochs;
 use super::tokens::StudioSession;
 use crate::api::ErrorCode;
 use crate::domain::ChannelId;
@@ -58,12 +59,13 @@ impl From<MediaError> for AppError {
 pub struct MediaGateway {
     store: Store,
     clock: Arc<dyn Clock>,
+    studios: Arc<StudioEpochs>,
     plane: OnceLock<MediaPlane>,
 }
 
 impl MediaGateway {
-    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock, plane: OnceLock::new() }
+    pub fn new(store: Store, clock: Arc<dyn Clock>, studios: Arc<StudioEpochs>) -> Self {
+        Self { store, clock, studios, plane: OnceLock::new() }
     }
 
     /// Connects the media server once it runs (the local backend only).
@@ -164,8 +166,7 @@ impl MediaGateway {
         else {
             return Ok(());
         };
-        let current = self.store.settings().counter(key).await?;
-        if epoch.parse::<u64>().ok() != Some(current) {
+        if !self.studios.is_current(key, epoch).await? {
             return Err(AppError::new(ErrorCode::Unauthorized, "This studio session was signed out; sign in again"));
         }
         Ok(())

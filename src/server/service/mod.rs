@@ -26,6 +26,7 @@ mod publishers;
 mod replication;
 mod stages;
 mod stats;
+mod studio;
 mod tokens;
 pub mod views;
 
@@ -49,6 +50,7 @@ pub use publishers::{PublisherChanges, PublisherRegistry};
 pub use replication::Replications;
 pub use stages::{Stages, DEPLOYMENT_TAG};
 pub use stats::Stats;
+pub use studio::StudioEpochs;
 pub use tokens::{JoinError, JoinedBy, StudioSession, Tokens, TokensParts};
 
 use crate::api::ErrorCode;
@@ -64,20 +66,21 @@ use std::time::Instant;
 use views::{BackendHealthView, HealthServicesView, HealthView, MemoryView};
 
 pub struct Service {
-    pub(crate) settings: Arc<Settings>,
-    pub(crate) store: Store,
-    pub(crate) backend: Arc<dyn StageBackend>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) hub: Arc<StatsHub>,
-    pub(crate) presence: Arc<Presence>,
-    pub(crate) stages: Arc<Stages>,
-    pub(crate) autoscaler: Arc<Autoscaler>,
+    settings: Arc<Settings>,
+    store: Store,
+    backend: Arc<dyn StageBackend>,
+    clock: Arc<dyn Clock>,
+    hub: Arc<StatsHub>,
+    presence: Arc<Presence>,
+    stages: Arc<Stages>,
+    autoscaler: Arc<Autoscaler>,
     started: Instant,
-    pub(crate) cluster: Arc<cluster::Cluster>,
-    pub(crate) media: MediaGateway,
+    cluster: Arc<cluster::Cluster>,
+    media: MediaGateway,
     publishers: Arc<PublisherRegistry>,
     backend_sync: BackendSync,
     tokens: Tokens,
+    studios: Arc<studio::StudioEpochs>,
     stats: Stats,
     channels: Channels,
     /// Turns true once the stage backend is set up and the master stage exists.
@@ -87,7 +90,8 @@ pub struct Service {
 impl Service {
     pub fn new(settings: Arc<Settings>, store: Store, backend: Arc<dyn StageBackend>, clock: Arc<dyn Clock>) -> Arc<Self> {
         let hub = Arc::new(StatsHub::new());
-        let media = MediaGateway::new(store.clone(), clock.clone());
+        let studios = Arc::new(studio::StudioEpochs::new(store.clone()));
+        let media = MediaGateway::new(store.clone(), clock.clone(), studios.clone());
         let presence = Arc::new(Presence::new(
             store.clone(),
             clock.clone(),
@@ -112,7 +116,13 @@ impl Service {
             clock.clone(),
             settings.stage.autoscale,
         ));
-        let cluster = Arc::new(cluster::Cluster::default());
+        let cluster = Arc::new(cluster::Cluster::new(
+            store.clone(),
+            clock.clone(),
+            hub.clone(),
+            publishers.clone(),
+            settings.database_url(),
+        ));
         let backend_sync = BackendSync::new(BackendSyncParts {
             store: store.clone(),
             backend: backend.clone(),
@@ -156,6 +166,7 @@ impl Service {
         Arc::new(Self {
             settings,
             tokens,
+            studios,
             channels,
             stats,
             store,
@@ -176,6 +187,19 @@ impl Service {
 
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Studio sign-in sessions' epochs.
+    pub fn studios(&self) -> &studio::StudioEpochs {
+        &self.studios
+    }
+
+    pub fn cluster(&self) -> &Arc<cluster::Cluster> {
+        &self.cluster
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.cluster.is_leader()
     }
 
     pub fn settings(&self) -> &Settings {
