@@ -11,7 +11,7 @@ use crate::server::http::client::TrustedProxies;
 use crate::server::http::metrics;
 use crate::server::http::middleware::{self, RateLimiter};
 use crate::server::http::session::{ApiKey, CookieKey};
-use crate::server::http::{contract_router, AppState};
+use crate::server::http::{contract_router, AppState, AppStateParts};
 use crate::server::media::{MediaServer, Participant};
 use crate::server::publisher::PublisherSignal;
 use crate::server::service::{count_connected_viewers, spawn_background_jobs, MediaPlane, Service};
@@ -180,7 +180,7 @@ impl Application {
         }
         service.stats().refresh().await.map_err(|e| StartupError::Other(e.to_string()))?;
 
-        let state = AppState {
+        let state = AppState::new(AppStateParts {
             service: service.clone(),
             leptos_options: leptos_options(addr),
             api_key: api_key.into(),
@@ -192,7 +192,7 @@ impl Application {
             )),
             guards: Arc::new(crate::server::http::guard::Guards::new(&settings)),
             shutdown: shutdown_rx.clone(),
-        };
+        });
         let router = Self::router(state.clone(), Router::new());
         let (jobs_tx, jobs_rx) = watch::channel(false);
         let mut jobs = vec![spawn_backend_setup(service.clone(), shutdown_rx)];

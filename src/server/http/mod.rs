@@ -19,8 +19,25 @@ use leptos::config::LeptosOptions;
 use middleware::RateLimiter;
 use std::sync::Arc;
 
+/// What every handler and middleware is given. Cheap to clone (one reference count): axum
+/// clones it for each request and each stateful middleware layer.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateParts>);
+
+impl AppState {
+    pub fn new(parts: AppStateParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateParts;
+    fn deref(&self) -> &AppStateParts {
+        &self.0
+    }
+}
+
+pub struct AppStateParts {
     pub service: Arc<Service>,
     pub leptos_options: LeptosOptions,
     pub api_key: Arc<str>,
