@@ -7,7 +7,9 @@
 //!   cargo bench --features ssr --bench heartbeat
 //!
 //! Settings (environment): BENCH_VIEWERS (2000), BENCH_CONNECTIONS (64), BENCH_SECS (5),
-//! BENCH_DATABASE_URL (default: a temp SQLite file; postgres://… to measure PostgreSQL).
+//! BENCH_DATABASE_URL (default: a temp SQLite file; postgres://… to measure PostgreSQL),
+//! BENCH_REST_ONLY (set: only the bare handler and the REST heartbeat, with no page viewers
+//! joined, the workload of earlier builds' benchmark, to compare a build against them).
 
 use axum::routing::post;
 use axum::{Json, Router};
@@ -141,6 +143,7 @@ async fn run() {
     let viewers: u64 = bench::setting("BENCH_VIEWERS", 2000, 200);
     let connections: u64 = bench::setting("BENCH_CONNECTIONS", 64, 8);
     let secs: u64 = bench::setting("BENCH_SECS", 5, 1);
+    let rest_only = std::env::var_os("BENCH_REST_ONLY").is_some();
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::defaults();
@@ -189,9 +192,10 @@ async fn run() {
     }
     let (bodies, checked): (Arc<Vec<Beat>>, Arc<Vec<Beat>>) = (Arc::new(plain), Arc::new(checked));
     // Page viewers: each joined through the page's function, with the cookie it was given.
-    eprintln!("joining {viewers} page viewers…");
+    let page_viewers = if rest_only { 0 } else { viewers };
+    eprintln!("joining {page_viewers} page viewers…");
     let mut pages = Vec::new();
-    for _ in 0..viewers {
+    for _ in 0..page_viewers {
         let r = client
             .post(format!("{base}{}", livestage::rpc::JoinStream::PATH))
             .header("origin", &base)
@@ -217,19 +221,19 @@ async fn run() {
     // warm up each
     drive(bare_url.clone(), None, connections, 1, bodies.clone()).await;
     drive(format!("{base}/api/viewer/heartbeat"), Some(bench::API_KEY.into()), connections, 1, bodies.clone()).await;
-    drive(page_url.clone(), None, connections, 1, pages.clone()).await;
+    if !rest_only {
+        drive(page_url.clone(), None, connections, 1, pages.clone()).await;
+    }
 
     let rest = format!("{base}/api/viewer/heartbeat");
     let key = Some(bench::API_KEY.to_string());
-    let runs = [
-        (bare_url, None, bodies.clone()),
-        (rest.clone(), key.clone(), bodies.clone()),
-        (rest, key, checked),
-        (page_url, None, pages),
-    ];
+    let mut runs = vec![(bare_url, None, bodies.clone()), (rest.clone(), key.clone(), bodies.clone())];
+    if !rest_only {
+        runs.extend([(rest, key, checked), (page_url, None, pages)]);
+    }
     let mut figures = interleaved(&runs, connections, secs).await.into_iter();
-    let (bare, hb, hb_checked, page) =
-        (figures.next().unwrap(), figures.next().unwrap(), figures.next().unwrap(), figures.next().unwrap());
+    let (bare, hb) = (figures.next().unwrap(), figures.next().unwrap());
+    let (hb_checked, page) = (figures.next().unwrap_or_default(), figures.next().unwrap_or_default());
 
     // durability: every viewer's last heartbeat reached the database within ~1 s
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -247,7 +251,7 @@ async fn run() {
         ("+ participantId check", &hb_checked),
         ("page heartbeat (fn)", &page),
     ];
-    for (name, f) in runs {
+    for (name, f) in runs.into_iter().take(if rest_only { 2 } else { 4 }) {
         println!(
             "{:<22} {:>12.0} {:>10.2} {:>10.2} {:>8}",
             name,
@@ -258,11 +262,13 @@ async fn run() {
         );
     }
     println!("ratio heartbeat/bare: {:.2} (target >= 0.5)", hb.rps() / bare.rps());
-    println!(
-        "defence cost: the ticket check {:+.1} % of the REST heartbeat; the page's heartbeat (cookie, budget, ticket) {:+.1} %",
-        (hb_checked.rps() / hb.rps() - 1.0) * 100.0,
-        (page.rps() / hb.rps() - 1.0) * 100.0
-    );
+    if !rest_only {
+        println!(
+            "defence cost: the ticket check {:+.1} % of the REST heartbeat; the page's heartbeat (cookie, budget, ticket) {:+.1} %",
+            (hb_checked.rps() / hb.rps() - 1.0) * 100.0,
+            (page.rps() / hb.rps() - 1.0) * 100.0
+        );
+    }
     println!("viewers whose heartbeat is not in the database: {stale} of {}", rows.len());
     bench::check(
         hb.errors == 0 && bare.errors == 0 && hb_checked.errors == 0 && page.errors == 0,
@@ -272,7 +278,7 @@ async fn run() {
         ),
     );
     bench::check(
-        stale == 0 && rows.len() as u64 == 2 * viewers, // the REST viewers and the page viewers
+        stale == 0 && rows.len() as u64 == viewers + page_viewers,
         format!("every viewer's heartbeat is stored ({stale} stale of {})", rows.len()),
     );
     let ratio = hb.rps() / bare.rps();
