@@ -2,7 +2,7 @@
 //! existed), the Channels component, and the channel routes.
 
 use crate::helpers::*;
-use livestage::domain::{ChannelId, LivePublisher, StageArn};
+use livestage::domain::{ChannelId, LivePublisher, StageArn, UnixMs};
 use livestage::server::service::{ChannelError, NewChannel};
 use livestage::server::store::{ChannelRecord, DescriptionChange, Store};
 use reqwest::Method;
@@ -23,8 +23,8 @@ fn record(name: &str, at: i64) -> ChannelRecord {
         description: None,
         stream_key_hash: None,
         master_stage_arn: None,
-        created_at: at,
-        updated_at: at,
+        created_at: UnixMs::from_millis(at),
+        updated_at: UnixMs::from_millis(at),
     }
 }
 
@@ -52,7 +52,7 @@ async fn channels_are_added_once_changed_and_removed() {
     let rows = store.channels();
     assert!(rows.insert(&record("news", 1_000)).await.unwrap());
     assert!(!rows.insert(&record("news", 2_000)).await.unwrap(), "a taken name is refused");
-    assert_eq!(rows.get(&channel("news")).await.unwrap().unwrap().created_at, 1_000, "the first one stays");
+    assert_eq!(rows.get(&channel("news")).await.unwrap().unwrap().created_at.as_millis(), 1_000, "the first one stays");
     assert!(rows.insert(&record("sport", 3_000)).await.unwrap());
     let names: Vec<String> = rows.list().await.unwrap().into_iter().map(|c| c.name.to_string()).collect();
     // Oldest first: these two were created (at 1 s and 3 s) before the default one (now).
@@ -61,7 +61,7 @@ async fn channels_are_added_once_changed_and_removed() {
     let changed = rows.update(&channel("news"), Some("Evening news"), DescriptionChange::Set("At nine"), 5_000).await.unwrap();
     let changed = changed.expect("it exists");
     assert_eq!(
-        (changed.title.as_str(), changed.description.as_deref(), changed.updated_at),
+        (changed.title.as_str(), changed.description.as_deref(), changed.updated_at.as_millis()),
         ("Evening news", Some("At nine"), 5_000)
     );
     let kept = rows.update(&channel("news"), None, DescriptionChange::Keep, 6_000).await.unwrap().unwrap();

@@ -6,12 +6,12 @@ use super::publishers::PublisherRegistry;
 use super::stages::Stages;
 use super::views::{ChannelListView, ChannelView};
 use crate::api::ErrorCode;
-use crate::domain::{stream_key_whip_path, ChannelId};
+use crate::domain::{stream_key_whip_path, ChannelId, UnixMs};
 use crate::server::clock::Clock;
 use crate::server::error::AppError;
 use crate::server::store::{ChannelRecord, DescriptionChange, StageRecord, Store};
 use crate::server::support::{absolute, random_id};
-use crate::server::time::iso;
+use crate::server::time::iso_at;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -131,8 +131,8 @@ impl Channels {
             description: new.description,
             stream_key_hash: Some(key.hash()),
             master_stage_arn: None,
-            created_at: now,
-            updated_at: now,
+            created_at: UnixMs::from_millis(now),
+            updated_at: UnixMs::from_millis(now),
         };
         if !self.store.channels().insert(&record).await? {
             return Err(ChannelError::Taken(record.name));
@@ -270,7 +270,7 @@ impl Channels {
             active_stages: stages.len() as u32,
             master_stage_arn: record.master_stage_arn.as_ref().map(|a| a.to_string()),
             whip_endpoint: self.whip_endpoint(&record.name, base_url),
-            created_at: iso(record.created_at),
+            created_at: iso_at(record.created_at),
         }
     }
 }

@@ -3,13 +3,13 @@
 
 use super::views::{ReplicationInfo, ReplicationStartedView, ReplicationStatusView, ReplicationStoppedView};
 use crate::api::ErrorCode;
-use crate::domain::{ParticipantId, StageArn};
+use crate::domain::{ParticipantId, StageArn, UnixMs};
 use crate::server::backend::BackendError;
 use crate::server::backend::StageBackend;
 use crate::server::clock::Clock;
 use crate::server::error::AppError;
 use crate::server::store::{ReplicationRecord, Store};
-use crate::server::time::iso;
+use crate::server::time::{iso, iso_at};
 use std::sync::Arc;
 
 /// Why a replication operation failed.
@@ -97,7 +97,7 @@ impl Replications {
                 destination_arn: dest.clone(),
                 source_arn: source.clone(),
                 participant_id: participant.to_string(),
-                started_at: now,
+                started_at: UnixMs::from_millis(now),
             })
             .await?;
         Ok(now)
@@ -136,7 +136,7 @@ impl Replications {
             source_stage_arn: r.source_arn.into(),
             dest_stage_arn: r.destination_arn.into(),
             participant_id: r.participant_id,
-            started_at: iso(r.started_at),
+            started_at: iso_at(r.started_at),
         });
         Ok(ReplicationStatusView { stage_arn: stage.to_string(), has_replication: info.is_some(), replication_info: info })
     }

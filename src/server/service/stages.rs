@@ -7,14 +7,14 @@ use super::replication::Replications;
 use super::views::{StageDetailView, StageListItem, StageListView, StageView};
 use crate::api::ErrorCode;
 use crate::domain::assignment::StageLoad;
-use crate::domain::{ChannelId, StageArn, StageName, StageTags};
+use crate::domain::{ChannelId, StageArn, StageName, StageTags, UnixMs};
 use crate::server::backend::{BackendError, StageBackend};
 use crate::server::clock::Clock;
 use crate::server::config::{Settings, StageSettings};
 use crate::server::error::AppError;
 use crate::server::store::{StageRecord, Store};
 use crate::server::support::{absolute, random_id};
-use crate::server::time::iso;
+use crate::server::time::iso_at;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -43,8 +43,8 @@ fn master_record(
         tags,
         endpoints: stage.endpoints,
         active_session_id: None,
-        created_at: now,
-        updated_at: now,
+        created_at: UnixMs::from_millis(now),
+        updated_at: UnixMs::from_millis(now),
     }
 }
 
@@ -285,7 +285,7 @@ impl Stages {
                 arn: s.arn,
                 is_master: s.is_master,
                 auto_scaled: s.auto_scaled,
-                age_secs: now.since(crate::domain::UnixMs::from_millis(s.created_at)).as_secs() as i64,
+                age_secs: now.since(s.created_at).as_secs() as i64,
             })
             .collect())
     }
@@ -310,7 +310,7 @@ impl Stages {
                 viewer_count: counts.get(s.arn.as_str()).copied().unwrap_or(0),
                 auto_scaled: s.auto_scaled,
                 is_master: s.is_master,
-                created_at: iso(s.created_at),
+                created_at: iso_at(s.created_at),
                 tags: s.tags.clone(),
                 channel: s.channel.clone(),
             })
@@ -359,8 +359,8 @@ impl Stages {
             tags,
             endpoints: created.endpoints,
             active_session_id: None,
-            created_at: now,
-            updated_at: now,
+            created_at: UnixMs::from_millis(now),
+            updated_at: UnixMs::from_millis(now),
         };
         self.store.stages().insert(&record).await?;
         self.hub.mark_dirty();

@@ -12,7 +12,7 @@ use crate::domain::ChannelId;
 use crate::server::clock::Clock;
 use crate::server::error::{AppError, AppResult};
 use crate::server::store::{StageRecord, Store};
-use crate::server::time::{iso, iso_now};
+use crate::server::time::{iso, iso_at, iso_now};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -131,7 +131,7 @@ impl Stats {
                 stage_name: s.name.clone(),
                 viewer_count: counts.get(s.arn.as_str()).copied().unwrap_or(0),
                 auto_scaled: s.auto_scaled,
-                created_at: iso(s.created_at),
+                created_at: iso_at(s.created_at),
             })
             .collect();
         Ok(StatsView {
@@ -164,7 +164,7 @@ impl Stats {
                         is_master: stage.is_master,
                         auto_scaled: stage.auto_scaled,
                         parent_stage_arn: stage.parent_arn.map(String::from),
-                        created_at: iso(stage.created_at),
+                        created_at: iso_at(stage.created_at),
                         tags: stage.tags,
                     },
                 }))

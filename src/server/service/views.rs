@@ -2,7 +2,7 @@
 
 use crate::domain::ChannelId;
 use crate::server::store::StageRecord;
-use crate::server::time::iso;
+use crate::server::time::iso_at;
 use schemars::JsonSchema;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -122,7 +122,7 @@ impl StageView {
             endpoints,
             is_master: s.is_master,
             auto_scaled: s.auto_scaled,
-            created_at: iso(s.created_at),
+            created_at: iso_at(s.created_at),
         }
     }
 }

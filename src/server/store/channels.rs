@@ -1,6 +1,7 @@
 //! Rows of `channels`: each broadcaster's name, title, stream key (as its hash) and master stage.
 
 use super::{decode, Store, StoreError};
+use crate::domain::UnixMs;
 use crate::domain::{ChannelId, StageArn};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -14,8 +15,8 @@ pub struct ChannelRecord {
     /// SHA-256 (lowercase hex) of the stream key; `None` until one is issued.
     pub stream_key_hash: Option<String>,
     pub master_stage_arn: Option<StageArn>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
 }
 
 /// A change to a channel's description: `PUT` may leave it, set it or clear it.
@@ -36,8 +37,8 @@ fn channel_from_row(r: &AnyRow) -> Result<ChannelRecord, StoreError> {
         description: r.try_get("description")?,
         stream_key_hash: r.try_get("stream_key_hash")?,
         master_stage_arn: master.map(|a| decode(StageArn::parse(a))).transpose()?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        created_at: UnixMs::from_millis(r.try_get("created_at")?),
+        updated_at: UnixMs::from_millis(r.try_get("updated_at")?),
     })
 }
 
@@ -57,8 +58,8 @@ impl ChannelRows<'_> {
         .bind(&c.description)
         .bind(&c.stream_key_hash)
         .bind(c.master_stage_arn.as_ref().map(StageArn::as_str))
-        .bind(c.created_at)
-        .bind(c.updated_at)
+        .bind(c.created_at.as_millis())
+        .bind(c.updated_at.as_millis())
         .execute(&mut *w.tx)
         .await?;
         w.tx.commit().await?;

@@ -1,7 +1,7 @@
 //! Rows of `stages` and `replications`.
 
 use super::{decode, Store, StoreError};
-use crate::domain::{ChannelId, StageArn};
+use crate::domain::{ChannelId, StageArn, UnixMs};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -20,8 +20,8 @@ pub struct StageRecord {
     /// Endpoint name → URL (`whip`, `whep`, `events`, ...).
     pub endpoints: BTreeMap<String, String>,
     pub active_session_id: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +29,7 @@ pub struct ReplicationRecord {
     pub destination_arn: StageArn,
     pub source_arn: StageArn,
     pub participant_id: String,
-    pub started_at: i64,
+    pub started_at: UnixMs,
 }
 
 const STAGE_COLUMNS: &str =
@@ -52,8 +52,8 @@ fn stage_from_row(r: &AnyRow) -> Result<StageRecord, StoreError> {
         tags: json_map("tags")?,
         endpoints: json_map("endpoints")?,
         active_session_id: r.try_get("active_session_id")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        created_at: UnixMs::from_millis(r.try_get("created_at")?),
+        updated_at: UnixMs::from_millis(r.try_get("updated_at")?),
     })
 }
 
@@ -87,8 +87,8 @@ impl StageRows<'_> {
         .bind(to_json(&s.tags))
         .bind(to_json(&s.endpoints))
         .bind(&s.active_session_id)
-        .bind(s.created_at)
-        .bind(s.updated_at)
+        .bind(s.created_at.as_millis())
+        .bind(s.updated_at.as_millis())
         .bind(s.channel.as_str())
         .execute(&mut *w.tx)
         .await?;
@@ -178,7 +178,7 @@ impl StageRows<'_> {
         .bind(r.destination_arn.as_str())
         .bind(r.source_arn.as_str())
         .bind(&r.participant_id)
-        .bind(r.started_at)
+        .bind(r.started_at.as_millis())
         .execute(&mut *w.tx)
         .await?;
         Ok(w.tx.commit().await?)
@@ -196,7 +196,7 @@ impl StageRows<'_> {
                 destination_arn: decode(StageArn::parse(r.try_get::<String, _>("destination_arn")?))?,
                 source_arn: decode(StageArn::parse(r.try_get::<String, _>("source_arn")?))?,
                 participant_id: r.try_get("participant_id")?,
-                started_at: r.try_get("started_at")?,
+                started_at: UnixMs::from_millis(r.try_get("started_at")?),
             })
         })
         .transpose()
