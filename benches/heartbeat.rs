@@ -168,7 +168,7 @@ async fn run() {
     let master = service.store().stages().master(&ChannelId::default()).await.unwrap().unwrap().arn.to_string();
     signal.set_live(
         Default::default(),
-        LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.clone(), since_ms: 0 },
+        LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.clone(), since: Default::default() },
     );
     tokio::spawn(app.run_until_stopped());
 

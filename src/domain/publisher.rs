@@ -6,7 +6,8 @@ pub struct LivePublisher {
     pub user_id: String,
     pub participant_id: String,
     pub stage_arn: String,
-    pub since_ms: i64,
+    /// When it went live.
+    pub since: super::UnixMs,
 }
 
 /// The publisher live on each channel that has one.

@@ -223,7 +223,12 @@ async fn deleting_a_channel_removes_its_stages_but_never_the_default_or_a_live_o
     assert_eq!(livestage::server::error::AppError::from(e).code().http_status(), 403);
 
     // Live (as another instance reports it): refused, with the stages kept.
-    let live = LivePublisher { user_id: "b".into(), participant_id: "p".into(), stage_arn: master.to_string(), since_ms: 1 };
+    let live = LivePublisher {
+        user_id: "b".into(),
+        participant_id: "p".into(),
+        stage_arn: master.to_string(),
+        since: UnixMs::from_millis(1),
+    };
     app.service.publishers().set_remote([(channel("news"), live)].into());
     let e = channels.delete(&channel("news")).await.unwrap_err();
     assert!(matches!(e, ChannelError::Live(_)), "{e:?}");
@@ -349,7 +354,12 @@ async fn create(app: &TestApp, name: &str) -> String {
 
 /// Makes `user` live on channel `name`'s master stage, as the media plane reports it.
 fn go_live_on(app: &TestApp, name: &str, master: &str, user: &str) {
-    let live = LivePublisher { user_id: user.into(), participant_id: format!("{user}-1"), stage_arn: master.into(), since_ms: 1 };
+    let live = LivePublisher {
+        user_id: user.into(),
+        participant_id: format!("{user}-1"),
+        stage_arn: master.into(),
+        since: UnixMs::from_millis(1),
+    };
     app.signal().set_live(channel(name), live);
 }
 

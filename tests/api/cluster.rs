@@ -251,7 +251,7 @@ async fn news_live(app: &TestApp) -> bool {
 #[tokio::test]
 #[ignore = "PostgreSQL only"]
 async fn each_channels_counts_liveness_and_pushes_are_the_same_on_every_instance() {
-    use livestage::domain::LivePublisher;
+    use livestage::domain::{LivePublisher, UnixMs};
     let (a, b) = spawn_pair().await.expect(NEEDS_POSTGRES);
     let created = a.post("/api/channels", json!({ "name": "news" })).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -259,7 +259,12 @@ async fn each_channels_counts_liveness_and_pushes_are_the_same_on_every_instance
     let news = ChannelId::parse("news").unwrap();
     a.go_live().await;
     // Only A's media plane carries news' publisher.
-    let anchor = LivePublisher { user_id: "anchor".into(), participant_id: "anchor-1".into(), stage_arn: master, since_ms: 1 };
+    let anchor = LivePublisher {
+        user_id: "anchor".into(),
+        participant_id: "anchor-1".into(),
+        stage_arn: master,
+        since: UnixMs::from_millis(1),
+    };
     a.signal().set_live(news.clone(), anchor);
     assert!(eventually(Duration::from_secs(3), || news_live(&b)).await, "B reports A's news publisher live");
 

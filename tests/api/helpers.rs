@@ -431,7 +431,7 @@ impl TestApp {
                 user_id: "broadcaster".into(),
                 participant_id: "pub123".into(),
                 stage_arn: arn,
-                since_ms: self.clock.now_ms(),
+                since: self.clock.now(),
             },
         );
     }

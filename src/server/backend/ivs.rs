@@ -534,7 +534,9 @@ impl StageBackend for IvsBackend {
                     user_id: p.user_id().unwrap_or_default().to_string(),
                     participant_id: p.participant_id().unwrap_or_default().to_string(),
                     stage_arn: master_arn.to_string(),
-                    since_ms: p.first_join_time().and_then(|t| t.to_millis().ok()).unwrap_or_default(),
+                    since: crate::domain::UnixMs::from_millis(
+                        p.first_join_time().and_then(|t| t.to_millis().ok()).unwrap_or_default(),
+                    ),
                 }),
             ),
             // Nobody publishes in this session: it may be over, so look it up again.

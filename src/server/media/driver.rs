@@ -109,7 +109,7 @@ impl Drop for OfflineOnExit {
 fn now() -> Now {
     let unix_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
-    Now { at: Instant::now(), unix_ms }
+    Now { at: Instant::now(), unix: crate::domain::UnixMs::from_millis(unix_ms) }
 }
 
 /// Sends what the engine transmits and acts on its events.

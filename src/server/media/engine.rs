@@ -9,6 +9,7 @@
 
 use super::route::{RouteKey, Routes, SessionId};
 use super::{Admission, MediaError, Participant, Role, MAX_SESSIONS};
+use crate::domain::UnixMs;
 use crate::server::backend::LivePublisher;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -41,12 +42,11 @@ pub struct MediaStats {
 }
 
 /// The moment an input happens, on both clocks the engine needs: the monotonic one str0m runs
-/// on, and the wall clock (ms since the epoch) that tokens expire on and
-/// [`LivePublisher::since_ms`] is stamped with.
+/// on, and the wall clock that tokens expire on and [`LivePublisher::since`] is stamped with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Now {
     pub at: Instant,
-    pub unix_ms: i64,
+    pub unix: UnixMs,
 }
 
 /// A session whose offer was answered, to be started.
@@ -549,7 +549,7 @@ impl Engine {
         for id in dead {
             self.end(now.at, &id, out);
         }
-        let now_secs = now.unix_ms.div_euclid(1000);
+        let now_secs = now.unix.as_millis().div_euclid(1000);
         self.ended.retain(|_, exp| *exp >= now_secs);
     }
 
@@ -568,15 +568,15 @@ impl Engine {
                     let unchanged =
                         announced.as_ref().is_some_and(|a| a.participant_id == p.participant_id && a.user_id == p.user_id);
                     if !unchanged {
-                        let since_ms = match announced {
-                            Some(a) if a.user_id == p.user_id => a.since_ms,
-                            _ => now.unix_ms,
+                        let since = match announced {
+                            Some(a) if a.user_id == p.user_id => a.since,
+                            _ => now.unix,
                         };
                         let publisher = LivePublisher {
                             user_id: p.user_id.clone(),
                             participant_id: p.participant_id.clone(),
                             stage_arn: p.stage_arn.clone(),
-                            since_ms,
+                            since,
                         };
                         route.announced = Some(publisher.clone());
                         let event = Event::Liveness { group: group.clone(), publisher: Some(publisher) };

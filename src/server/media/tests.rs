@@ -5,7 +5,7 @@
 use super::engine::{Engine, Event, Input, NewSession, Now, Output};
 use super::route::RouteKey;
 use super::{answer, rtc_config, Admission, MediaError, MediaStats, Participant, Role};
-use crate::domain::ChannelId;
+use crate::domain::{ChannelId, UnixMs};
 use crate::testing::media;
 use crate::testing::peer::{client_offer, write_media, ClientOffer, PeerRole, VideoCodec};
 use std::cell::RefCell;
@@ -150,7 +150,7 @@ impl Sim {
     }
 
     fn clock(&self) -> Now {
-        Now { at: self.now, unix_ms: UNIX_START_MS + (self.now - self.start).as_millis() as i64 }
+        Now { at: self.now, unix: UnixMs::from_millis(UNIX_START_MS) + (self.now - self.start) }
     }
 
     fn elapsed(&self) -> Duration {
@@ -392,7 +392,7 @@ fn a_publisher_is_live_while_its_media_flows_and_offline_after_silence() {
     assert_eq!(live[0].1.as_deref(), Some("broadcaster"));
     assert!(live[0].0 > first && live[0].0 <= first + LATENCY * 2, "live at {:?}, media from {first:?}", live[0].0);
     let since = sim.events.iter().find_map(|(_, e)| match e {
-        Event::Liveness { publisher: Some(p), .. } => Some(p.since_ms),
+        Event::Liveness { publisher: Some(p), .. } => Some(p.since.as_millis()),
         _ => None,
     });
     assert_eq!(since, Some(UNIX_START_MS + live[0].0.as_millis() as i64), "stamped on the wall clock passed in");

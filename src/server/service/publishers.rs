@@ -164,7 +164,7 @@ mod tests {
             user_id: "broadcaster".into(),
             participant_id: pid.into(),
             stage_arn: "arn:aws:ivs:eu-west-1:000000000000:stage/master".into(),
-            since_ms: 1_000,
+            since: crate::domain::UnixMs::from_millis(1_000),
         }
     }
 

@@ -181,7 +181,7 @@ impl Stats {
             user_id: p.user_id,
             participant_id: p.participant_id,
             stage_arn: p.stage_arn,
-            since: iso(p.since_ms),
+            since: iso_at(p.since),
         });
         Ok(PublisherStatsView { is_publisher_live: publisher.is_some(), publisher })
     }

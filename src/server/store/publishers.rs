@@ -22,7 +22,7 @@ impl PublisherRows<'_> {
         .bind(&p.user_id)
         .bind(&p.participant_id)
         .bind(&p.stage_arn)
-        .bind(p.since_ms)
+        .bind(p.since.as_millis())
         .bind(expires_ms)
         .bind(channel.as_str())
         .execute(&self.0.pool)
@@ -75,6 +75,6 @@ fn publisher(r: &sqlx::any::AnyRow) -> Result<LivePublisher, sqlx::Error> {
         user_id: r.try_get("user_id")?,
         participant_id: r.try_get("participant_id")?,
         stage_arn: r.try_get("stage_arn")?,
-        since_ms: r.try_get("since_ms")?,
+        since: crate::domain::UnixMs::from_millis(r.try_get("since_ms")?),
     })
 }
