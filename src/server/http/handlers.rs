@@ -172,7 +172,7 @@ pub async fn stats_publisher(
 // ---- stages ----
 
 pub async fn stage_list(State(state): State<AppState>) -> AppResult<Data<StageListView>> {
-    ok(state.service.stages().list().await?)
+    ok(state.service.stages().list_of(None).await?)
 }
 
 pub async fn stage_master(

@@ -198,6 +198,7 @@ impl Service {
         &self.cluster
     }
 
+    /// Whether this instance runs the cluster-wide jobs.
     pub fn is_leader(&self) -> bool {
         self.cluster.is_leader()
     }
@@ -286,11 +287,6 @@ impl Service {
         self.ready.subscribe()
     }
 
-    /// Seconds since this instance started.
-    pub fn uptime_secs(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
-    }
-
     /// `/health`: `Err` (503) when the database does not answer.
     pub async fn health(&self) -> Result<HealthView, AppError> {
         let db_ok =
@@ -303,7 +299,7 @@ impl Service {
         let master = self.store.stages().master(&ChannelId::default()).await.ok().flatten();
         Ok(HealthView {
             status: if backend_ok { "healthy" } else { "degraded" },
-            uptime: (self.uptime_secs() * 1000.0).round() / 1000.0,
+            uptime: (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             version: env!("CARGO_PKG_VERSION"),
             services: HealthServicesView {
                 database: "connected",

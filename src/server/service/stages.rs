@@ -144,10 +144,6 @@ impl Stages {
         }
     }
 
-    fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
-    }
-
     /// Replications between stages (IVS participant replication), and their records.
     pub fn replications(&self) -> &Replications {
         &self.replications
@@ -183,19 +179,16 @@ impl Stages {
         Err(StageError::NoMaster)
     }
 
-    fn endpoints_for(&self, stage: &StageRecord, base_url: &str) -> BTreeMap<String, String> {
-        stage.endpoints.iter().map(|(k, v)| (k.clone(), absolute(base_url, v, k == "events"))).collect()
-    }
-
     fn view(&self, stage: &StageRecord, base_url: &str) -> StageView {
-        StageView::new(stage, self.endpoints_for(stage, base_url))
+        let endpoints = stage.endpoints.iter().map(|(k, v)| (k.clone(), absolute(base_url, v, k == "events"))).collect();
+        StageView::new(stage, endpoints)
     }
 
     /// Makes sure the channel's master stage exists: the configured one (default channel), the
     /// remembered one, or a new one.
     pub async fn ensure_master(&self, channel: &ChannelId) -> StageResult<StageRecord> {
         let channel = channel.clone();
-        let now = self.now_ms();
+        let now = self.clock.now_ms();
         if let Some(arn) = self.settings.master_stage_arn.clone().filter(|_| channel.is_default()) {
             if let Some(existing) = self.store.stages().get(arn.as_str()).await? {
                 if existing.is_master {
@@ -247,7 +240,7 @@ impl Stages {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let record = master_record(channel, self.backend.adopt_stage(arn).await?, master_role(), self.now_ms());
+        let record = master_record(channel, self.backend.adopt_stage(arn).await?, master_role(), self.clock.now_ms());
         self.store.stages().insert(&record).await?;
         Ok(record)
     }
@@ -290,12 +283,7 @@ impl Stages {
             .collect())
     }
 
-    /// Every stage (`GET /api/stages`), each with its channel.
-    pub async fn list(&self) -> StageResult<StageListView> {
-        self.list_of(None).await
-    }
-
-    /// The stages of `channel`, or every stage.
+    /// The stages of `channel`, or every stage (`GET /api/stage/list`), each with its channel.
     pub async fn list_of(&self, channel: Option<&ChannelId>) -> StageResult<StageListView> {
         let stages = match channel {
             Some(channel) => self.store.stages().of_channel(channel).await?,
@@ -348,7 +336,7 @@ impl Stages {
             None => ChannelId::default(),
         };
         let created = self.backend.create_stage(name.as_str(), &tags).await?;
-        let now = self.now_ms();
+        let now = self.clock.now_ms();
         let record = StageRecord {
             channel,
             arn: created.arn,
@@ -398,7 +386,7 @@ impl Stages {
         let updated = self
             .store
             .stages()
-            .update(arn.as_str(), name.map(StageName::as_str), tags.as_ref(), self.now_ms())
+            .update(arn.as_str(), name.map(StageName::as_str), tags.as_ref(), self.clock.now_ms())
             .await?
             .ok_or(StageError::NotFound)?;
         Ok(StageDetailView { stage: self.view(&updated, base_url), viewer_count: None, is_master_stage: None })
