@@ -24,3 +24,15 @@ async fn health_is_503_in_the_envelope_when_the_database_is_gone() {
     let r = app.request(Method::GET, "/health", None, None).await;
     r.assert_error(503, "SERVICE_UNAVAILABLE");
 }
+
+/// An idle keep-alive connection is closed when the header read timeout passes; every answer
+/// says so, so a client's pool drops the connection before the server does instead of sending
+/// a request into it as it closes.
+#[tokio::test]
+async fn answers_tell_clients_how_long_an_idle_connection_is_kept() {
+    let app = spawn_app_with(|s| s.limits.header_read_timeout_ms = 4_000).await;
+    for path in ["/health", "/api/stats", "/"] {
+        let r = app.client.get(format!("{}{path}", app.base)).send().await.unwrap();
+        assert_eq!(r.headers().get("keep-alive").and_then(|v| v.to_str().ok()), Some("timeout=4"), "{path}");
+    }
+}
