@@ -97,7 +97,7 @@ pub async fn mediaserver_token(
 
 pub async fn heartbeat(State(state): State<AppState>, JsonRequest(req): JsonRequest<PresenceRequest>) -> AppResult<Response> {
     state.service.presence().record_heartbeat(&req.user_id, &req.stage_arn, req.participant_id.as_ref()).await?;
-    let data = HeartbeatView { user_id: req.user_id.to_string(), stage_arn: req.stage_arn.to_string(), heartbeat_updated: true };
+    let data = HeartbeatView { user_id: req.user_id.as_str(), stage_arn: req.stage_arn.as_str(), heartbeat_updated: true };
     Ok(envelope(StatusCode::OK, data, Some("heartbeat updated")))
 }
 

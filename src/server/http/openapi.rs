@@ -100,7 +100,7 @@ pub const OPERATIONS: &[Operation] = &[
     op!("post" "/api/token/mediaserver", "tokens", "Publish+subscribe token for an internal media server", Internal, path &[], query (),
         body (MediaServerTokenRequest), 200 (MediaServerTokenView), [400, 401, 403]),
     op!("post" "/api/viewer/heartbeat", "viewers", "Viewer heartbeat (every 30 s)", ApiKey, path &[], query (),
-        body (PresenceRequest), 200 (HeartbeatView), [400, 401, 404]),
+        body (PresenceRequest), 200 (HeartbeatView<'static>), [400, 401, 404]),
     op!("post" "/api/viewer/leave", "viewers", "Viewer leaves (idempotent)", ApiKey, path &[], query (),
         body (PresenceRequest), 200 (ViewerLeftView), [400, 401]),
     op!("post" "/api/viewer/rejoin", "viewers", "Viewer rejoins after a reconnect", ApiKey, path &[], query (),

@@ -461,12 +461,12 @@ pub struct StreamKeyView {
 }
 
 /// `POST /api/viewer/leave`.
-/// `POST /api/viewer/heartbeat`.
+/// `POST /api/viewer/heartbeat`: the request's own ids, borrowed (the busiest reply there is).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct HeartbeatView {
-    pub user_id: String,
-    pub stage_arn: String,
+pub struct HeartbeatView<'a> {
+    pub user_id: &'a str,
+    pub stage_arn: &'a str,
     pub heartbeat_updated: bool,
 }
 
