@@ -265,14 +265,10 @@ impl Application {
             (state.service.settings().limits.header_read_timeout_ms / 1000).max(1)
         ))
         .unwrap_or(axum::http::HeaderValue::from_static("timeout=1"));
-        let keep_alive = axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let idle = idle.clone();
-            async move {
-                let mut res = next.run(req).await;
-                res.headers_mut().entry(axum::http::header::HeaderName::from_static("keep-alive")).or_insert(idle);
-                res
-            }
-        });
+        let keep_alive = tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            axum::http::HeaderName::from_static("keep-alive"),
+            idle,
+        );
         router.with_state(state).layer(
             ServiceBuilder::new()
                 .layer(keep_alive)
