@@ -1,7 +1,7 @@
 //! Requests of the public contract, parsed into domain types. A parser checks every field
 //! before answering, so one rejection names all the missing and all the invalid ones.
 
-use crate::domain::{ChannelId, IdError, ParticipantId, StageArn, StageName, StageTags, UserId};
+use crate::domain::{ChannelId, IdError, ParticipantId, StageArn, StageName, StageTags, UserId, FORMAT_CHARS};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -80,14 +80,21 @@ pub trait FieldValue: Sized {
 /// The C0/C1 control characters (what every text id refuses), as a character-class body.
 const CONTROL: &str = "\\u0000-\\u001f\\u007f-\\u009f";
 
-/// Unicode's invisible formatting characters as a character-class body: the ranges of
-/// `ids::is_format_char`, the astral ones written as themselves.
-const FORMAT: &str = "\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891\\u08e2\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb\u{110bd}\u{110cd}\u{13430}-\u{1343f}\u{1bca0}-\u{1bca3}\u{1d173}-\u{1d17a}\u{e0001}\u{e0020}-\u{e007f}";
+/// Unicode's invisible formatting characters ([`FORMAT_CHARS`], what ids refuse) as a
+/// character-class body: `\uXXXX` in the basic plane, the astral ones written as themselves.
+fn format_class() -> String {
+    let one = |c: char| if (c as u32) <= 0xFFFF { format!("\\u{:04x}", c as u32) } else { c.to_string() };
+    FORMAT_CHARS
+        .iter()
+        .map(|&(first, last)| if first == last { one(first) } else { format!("{}-{}", one(first), one(last)) })
+        .collect()
+}
 
 /// A text id: 1-`max` characters, not only whitespace, no control or invisible formatting
 /// characters (composed to NFC).
 fn text_id_schema(max: usize, what: &str) -> Value {
-    let pattern = format!("^[^{CONTROL}{FORMAT}]*[^\\s{CONTROL}{FORMAT}][^{CONTROL}{FORMAT}]*$");
+    let format = format_class();
+    let pattern = format!("^[^{CONTROL}{format}]*[^\\s{CONTROL}{format}][^{CONTROL}{format}]*$");
     json!({ "type": "string", "minLength": 1, "maxLength": max, "pattern": pattern,
             "description": format!("{what}: 1-{max} characters, not only whitespace, without control or invisible formatting characters") })
 }
@@ -305,8 +312,8 @@ impl<'a> Fields<'a> {
     pub fn stage_tags(&mut self, name: &str) -> Option<Option<StageTags>> {
         self.document(name, false, || {
             json!({ "type": "object", "maxProperties": StageTags::MAX_TAGS,
-                    "propertyNames": { "minLength": 1, "maxLength": 128, "not": { "pattern": "^aws:" } },
-                    "additionalProperties": { "type": "string", "maxLength": 256 } })
+                    "propertyNames": { "minLength": 1, "maxLength": StageTags::MAX_KEY_LEN, "not": { "pattern": "^aws:" } },
+                    "additionalProperties": { "type": "string", "maxLength": StageTags::MAX_VALUE_LEN } })
         });
         match self.tags(name)? {
             None => Some(None),

@@ -9,7 +9,7 @@ mod stage;
 mod time;
 
 pub use endpoint::{stream_key_whip_path, WHEP_PATH, WHIP_PATH};
-pub use ids::{ChannelId, IdError, ParticipantId, StageArn, UserId};
+pub use ids::{ChannelId, IdError, ParticipantId, StageArn, UserId, FORMAT_CHARS};
 pub use publisher::{LivePublisher, LivePublishers};
 pub use stage::{StageName, StageTags};
 pub use time::UnixMs;

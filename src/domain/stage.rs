@@ -42,12 +42,18 @@ pub struct StageTags(BTreeMap<String, String>);
 
 impl StageTags {
     pub const MAX_TAGS: usize = 50;
+    /// The longest key and value, in characters.
+    pub const MAX_KEY_LEN: usize = 128;
+    pub const MAX_VALUE_LEN: usize = 256;
 
     pub fn parse(tags: BTreeMap<String, String>) -> Result<Self, IdError> {
         let ok = tags.len() <= Self::MAX_TAGS
-            && tags
-                .iter()
-                .all(|(k, v)| !k.is_empty() && k.chars().count() <= 128 && v.chars().count() <= 256 && !k.starts_with("aws:"));
+            && tags.iter().all(|(k, v)| {
+                !k.is_empty()
+                    && k.chars().count() <= Self::MAX_KEY_LEN
+                    && v.chars().count() <= Self::MAX_VALUE_LEN
+                    && !k.starts_with("aws:")
+            });
         if ok {
             Ok(Self(tags))
         } else {
